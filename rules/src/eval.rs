@@ -1,0 +1,249 @@
+//! First-match evaluation of a rule set against a packet's header fields.
+//!
+//! [`CompiledRuleSet`] resolves address-set references once, at load time, into hashed membership
+//! indexes, sorts rules by position and then answers "which rule decides this packet" with a linear
+//! scan. The scan is the reference semantics; the fast classifier (a later addition) must agree with it.
+
+use std::net::IpAddr;
+
+use ahash::AHashSet;
+
+use crate::model::*;
+
+/// Membership index of one address set: exact addresses hashed, prefixes listed.
+#[derive(Debug, Clone, Default)]
+pub struct SetIndex {
+    v4: AHashSet<u32>,
+    v6: AHashSet<u128>,
+    prefixes: Vec<IpNet>,
+    macs: AHashSet<[u8; 6]>,
+}
+
+impl SetIndex {
+    /// Builds the index of `set`.
+    pub fn new(set: &AddrSet) -> SetIndex {
+        let mut idx = SetIndex::default();
+        for e in &set.entries {
+            match *e {
+                AddrEntry::Ip(net) if net.is_host() => match net.addr {
+                    IpAddr::V4(a) => {
+                        idx.v4.insert(a.into());
+                    }
+                    IpAddr::V6(a) => {
+                        idx.v6.insert(a.into());
+                    }
+                },
+                AddrEntry::Ip(net) => idx.prefixes.push(net),
+                AddrEntry::Mac(m) => {
+                    idx.macs.insert(m.0);
+                }
+            }
+        }
+        idx
+    }
+
+    /// Whether `ip` is a member.
+    pub fn contains_ip(&self, ip: IpAddr) -> bool {
+        let exact = match ip {
+            IpAddr::V4(a) => self.v4.contains(&u32::from(a)),
+            IpAddr::V6(a) => self.v6.contains(&u128::from(a)),
+        };
+        exact || self.prefixes.iter().any(|p| p.contains(ip))
+    }
+
+    /// Whether `mac` is a member.
+    pub fn contains_mac(&self, mac: [u8; 6]) -> bool {
+        self.macs.contains(&mac)
+    }
+}
+
+/// The header fields an L3/L4 rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L3Key {
+    /// Direction through the filter.
+    pub dir: Direction,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP protocol.
+    pub proto: u8,
+    /// Source and destination ports, for TCP/UDP/SCTP first fragments.
+    pub ports: Option<(u16, u16)>,
+    /// ICMP type and code, for ICMP/ICMPv6.
+    pub icmp: Option<(u8, u8)>,
+}
+
+/// The header fields an L2 rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2Key {
+    /// Direction through the filter.
+    pub dir: Direction,
+    /// Ethertype after VLAN tags.
+    pub ethertype: u16,
+    /// Source MAC.
+    pub src: [u8; 6],
+    /// Destination MAC.
+    pub dst: [u8; 6],
+}
+
+/// An address-set reference that names no set the filter can see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rule {rule} of rule set '{ruleset}' refers to undefined address set '{set}'")]
+pub struct UndefinedSet {
+    /// Rule set name.
+    pub ruleset: String,
+    /// Rule id.
+    pub rule: u32,
+    /// The missing set id.
+    pub set: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Any,
+    Set { idx: usize, negated: bool },
+    Net { net: IpNet, negated: bool },
+}
+
+/// A rule set ready for evaluation: rules sorted by position, set references resolved.
+#[derive(Debug, Clone)]
+pub struct CompiledRuleSet {
+    /// The rule set as written.
+    pub source: RuleSet,
+    /// Indices into `source.rules`, in evaluation (position) order.
+    order: Vec<usize>,
+    /// Resolved (src, dst) per rule, parallel to `source.rules`.
+    sides: Vec<(Side, Side)>,
+    sets: Vec<SetIndex>,
+}
+
+impl CompiledRuleSet {
+    /// Compiles `set`, resolving address sets among `addrsets`.
+    pub fn compile(set: &RuleSet, addrsets: &[&AddrSet]) -> Result<CompiledRuleSet, UndefinedSet> {
+        let mut sets = Vec::new();
+        let mut set_ids: Vec<&str> = Vec::new();
+        let mut resolve = |id: &str, negated: bool, rule: &Rule| -> Result<Side, UndefinedSet> {
+            if let Some(idx) = set_ids.iter().position(|s| *s == id) {
+                return Ok(Side::Set { idx, negated });
+            }
+            let found = addrsets.iter().find(|a| a.id == id).ok_or_else(|| UndefinedSet {
+                ruleset: set.name.clone(),
+                rule: rule.id,
+                set: id.to_string(),
+            })?;
+            sets.push(SetIndex::new(found));
+            set_ids.push(&found.id);
+            Ok(Side::Set { idx: sets.len() - 1, negated })
+        };
+        let mut sides = Vec::with_capacity(set.rules.len());
+        for rule in &set.rules {
+            let pair = match &rule.body {
+                RuleBody::Ip(m) => {
+                    let mut side = |e: &Endpoint| match e {
+                        Endpoint::Any => Ok(Side::Any),
+                        Endpoint::AddrSet { id, negated } => resolve(id, *negated, rule),
+                        Endpoint::Ip { net, negated } => Ok(Side::Net { net: *net, negated: *negated }),
+                    };
+                    (side(&m.src)?, side(&m.dst)?)
+                }
+                RuleBody::Ether(m) => {
+                    let mut side = |e: &MacEndpoint| match e {
+                        MacEndpoint::Any => Ok(Side::Any),
+                        MacEndpoint::AddrSet { id, negated } => resolve(id, *negated, rule),
+                    };
+                    (side(&m.src)?, side(&m.dst)?)
+                }
+            };
+            sides.push(pair);
+        }
+        let mut order: Vec<usize> = (0..set.rules.len()).collect();
+        order.sort_by_key(|&i| set.rules[i].position);
+        Ok(CompiledRuleSet { source: set.clone(), order, sides, sets })
+    }
+
+    /// The rule set's name.
+    pub fn name(&self) -> &str {
+        &self.source.name
+    }
+
+    /// The first rule (by position) matching an IP packet, as an index into `source.rules`.
+    pub fn first_match_l3(&self, key: &L3Key) -> Option<usize> {
+        self.order.iter().copied().find(|&i| {
+            let rule = &self.source.rules[i];
+            let RuleBody::Ip(m) = &rule.body else { return false };
+            let (src, dst) = self.sides[i];
+            rule.dir.covers(key.dir)
+                && family_ok(m.family, key.src)
+                && (m.proto == Protocol::Any || m.proto == Protocol::Number(key.proto))
+                && self.ip_side(src, key.src)
+                && self.ip_side(dst, key.dst)
+                && ports_ok(&m.sport, key.ports.map(|p| p.0))
+                && ports_ok(&m.dport, key.ports.map(|p| p.1))
+                && icmp_ok(m.icmp, key.icmp)
+        })
+    }
+
+    /// The first rule (by position) matching a frame at L2, as an index into `source.rules`.
+    pub fn first_match_l2(&self, key: &L2Key) -> Option<usize> {
+        self.order.iter().copied().find(|&i| {
+            let rule = &self.source.rules[i];
+            let RuleBody::Ether(m) = &rule.body else { return false };
+            let (src, dst) = self.sides[i];
+            rule.dir.covers(key.dir)
+                && m.ethertype.is_none_or(|t| t == key.ethertype)
+                && self.mac_side(src, key.src)
+                && self.mac_side(dst, key.dst)
+        })
+    }
+
+    /// The rule at `index` of `source.rules`.
+    pub fn rule(&self, index: usize) -> &Rule {
+        &self.source.rules[index]
+    }
+
+    fn ip_side(&self, side: Side, ip: IpAddr) -> bool {
+        match side {
+            Side::Any => true,
+            Side::Set { idx, negated } => self.sets[idx].contains_ip(ip) != negated,
+            // An address written in a rule implies its family (as in pf): `not ip 10.0.0.0/8` does not
+            // match IPv6 packets.
+            Side::Net { net, negated } => {
+                net.addr.is_ipv4() == ip.is_ipv4() && (net.contains(ip) != negated)
+            }
+        }
+    }
+
+    fn mac_side(&self, side: Side, mac: [u8; 6]) -> bool {
+        match side {
+            Side::Any => true,
+            Side::Set { idx, negated } => self.sets[idx].contains_mac(mac) != negated,
+            Side::Net { .. } => false,
+        }
+    }
+}
+
+fn family_ok(f: Family, ip: IpAddr) -> bool {
+    match f {
+        Family::Any => true,
+        Family::Inet => ip.is_ipv4(),
+        Family::Inet6 => ip.is_ipv6(),
+    }
+}
+
+fn ports_ok(rule: &Ports, port: Option<u16>) -> bool {
+    match (rule, port) {
+        (Ports::Any, _) => true,
+        (_, None) => false,
+        (r, Some(p)) => r.contains(p),
+    }
+}
+
+fn icmp_ok(rule: IcmpMatch, icmp: Option<(u8, u8)>) -> bool {
+    match (rule, icmp) {
+        (IcmpMatch::Any, _) => true,
+        (IcmpMatch::Type(t), Some((pt, _))) => t == pt,
+        (IcmpMatch::TypeCode(t, c), Some((pt, pc))) => t == pt && c == pc,
+        _ => false,
+    }
+}
