@@ -1,0 +1,143 @@
+//! `dfw`: the command line of the dfw distributed-firewall dataplane. Argument parsing and output only;
+//! the work happens in the `engine`, `rules` and `pktio` crates.
+
+mod gen;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use engine::replay::{Switch, SwitchPoint};
+
+#[derive(Parser)]
+#[command(name = "dfw", version, about = "Userspace per-vNIC distributed firewall: replay captures through NSX-style filters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a capture (pcap or pcapng) through the filters of a policy file and summarize the verdicts.
+    Replay {
+        /// Policy file (see docs/policy-format.md).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Put another policy in force part-way: AT=FILE, where AT is a 1-based frame number or an
+        /// RFC 3339 time (e.g. 2018-12-17T09:30:34Z) compared with the capture's timestamps. Repeatable.
+        #[arg(long = "switch", value_name = "AT=FILE")]
+        switches: Vec<String>,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Write one JSON object per filter decision to FILE (`-` for stdout).
+        #[arg(long, value_name = "FILE")]
+        verdicts: Option<PathBuf>,
+        /// The capture file.
+        capture: PathBuf,
+    },
+    /// Check policy files for errors.
+    Check {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Generate example data.
+    #[command(subcommand)]
+    Gen(GenCommand),
+}
+
+#[derive(Subcommand)]
+enum GenCommand {
+    /// The seed article's lab as a capture: busybox → nginx dropped, accepted, dropped again.
+    SeedLab {
+        /// Output pcap file.
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay { policy, switches, json, verdicts, capture } => {
+            replay(&policy, &switches, json, verdicts.as_deref(), &capture)
+        }
+        Command::Check { files } => check(&files),
+        Command::Gen(GenCommand::SeedLab { out }) => gen::seed_lab(&out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dfw: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads and parses a policy file; errors read `FILE:LINE:COL: message (hint)`.
+fn load_policy(path: &Path) -> Result<rules::Policy> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read policy", path.display()))?;
+    rules::parse_policy(&text).map_err(|d| anyhow!(d.one_line(&path.display().to_string())))
+}
+
+fn parse_switch(spec: &str) -> Result<Switch> {
+    let (at, file) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--switch '{spec}': expected AT=FILE (AT a frame number or an RFC 3339 time)"))?;
+    let at = match at.parse::<u64>() {
+        Ok(0) => return Err(anyhow!("--switch '{spec}': frames are numbered from 1")),
+        Ok(n) => SwitchPoint::Frame(n),
+        Err(_) => {
+            let t = humantime::parse_rfc3339_weak(at)
+                .map_err(|e| anyhow!("--switch '{spec}': '{at}' is neither a frame number nor an RFC 3339 time ({e})"))?;
+            let ns = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| anyhow!("--switch '{spec}': time before 1970"))?;
+            SwitchPoint::Time(u64::try_from(ns.as_nanos()).unwrap_or(u64::MAX))
+        }
+    };
+    let path = Path::new(file);
+    Ok(Switch { at, policy: load_policy(path)?, label: path.display().to_string() })
+}
+
+fn replay(policy: &Path, switches: &[String], json: bool, verdicts: Option<&Path>, capture: &Path) -> Result<ExitCode> {
+    let initial = load_policy(policy)?;
+    let switches = switches.iter().map(|s| parse_switch(s)).collect::<Result<Vec<_>>>()?;
+    let mut engine = engine::Engine::new(&initial).map_err(|e| anyhow!("{}: {e}", policy.display()))?;
+    let cap = pktio::capture::Capture::open(capture)?;
+    let mut sink = output::VerdictSink::open(verdicts)?;
+    let mut write_err = None;
+    let summary = engine::replay::replay(&cap, &mut engine, &switches, |ev| {
+        if write_err.is_none() {
+            if let Err(e) = sink.event(&ev) {
+                write_err = Some(e);
+            }
+        }
+    });
+    if let Some(e) = write_err {
+        return Err(e);
+    }
+    let summary = summary?;
+    sink.finish()?;
+    let report = output::Report::new(&capture.display().to_string(), &summary, &engine);
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(files: &[PathBuf]) -> Result<ExitCode> {
+    let mut bad = false;
+    for f in files {
+        match load_policy(f).and_then(|p| engine::Engine::new(&p).map_err(|e| anyhow!("{}: {e}", f.display()))) {
+            Ok(_) => println!("{}: ok", f.display()),
+            Err(e) => {
+                eprintln!("{e:#}");
+                bad = true;
+            }
+        }
+    }
+    Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

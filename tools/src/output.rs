@@ -1,0 +1,225 @@
+//! What `dfw replay` prints: per-decision JSON lines and the summary (text or JSON).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use engine::replay::{Event, ReplaySummary};
+use engine::Engine;
+use serde::Serialize;
+
+/// Where `--verdicts` lines go.
+pub struct VerdictSink {
+    out: Option<(BufWriter<Box<dyn Write>>, String)>,
+}
+
+#[derive(Serialize)]
+struct VerdictLine<'a> {
+    frame: u64,
+    filter: Option<&'a str>,
+    dir: Option<&'a str>,
+    verdict: &'a str,
+    state: &'a str,
+    reason: &'a str,
+    rule: Option<u32>,
+    ruleset: Option<&'a str>,
+}
+
+impl VerdictSink {
+    /// Opens `path` (`-` is stdout); `None` writes nothing.
+    pub fn open(path: Option<&Path>) -> Result<VerdictSink> {
+        let out = match path {
+            None => None,
+            Some(p) if p == Path::new("-") => Some((BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>), "-".into())),
+            Some(p) => {
+                let f = File::create(p).with_context(|| format!("{}: cannot create verdicts file", p.display()))?;
+                Some((BufWriter::new(Box::new(f) as Box<dyn Write>), p.display().to_string()))
+            }
+        };
+        Ok(VerdictSink { out })
+    }
+
+    /// Writes the line for one event (decisions and malformed frames; switches write nothing).
+    pub fn event(&mut self, ev: &Event<'_>) -> Result<()> {
+        let Some((w, name)) = &mut self.out else { return Ok(()) };
+        let line = match *ev {
+            Event::Decision { frame, decision: d, filter } => VerdictLine {
+                frame,
+                filter: Some(&filter.name),
+                dir: Some(d.dir.as_str()),
+                verdict: d.verdict.as_str(),
+                state: d.state.as_str(),
+                reason: d.reason.as_str(),
+                rule: d.rule.map(|r| r.id),
+                ruleset: d.rule.and_then(|r| filter.ruleset(r.l2)),
+            },
+            Event::Malformed { frame, reason } => VerdictLine {
+                frame,
+                filter: None,
+                dir: None,
+                verdict: "drop",
+                state: "none",
+                reason,
+                rule: None,
+                ruleset: None,
+            },
+            Event::Switched { .. } => return Ok(()),
+        };
+        serde_json::to_writer(&mut *w, &line).with_context(|| format!("{name}: write failed"))?;
+        w.write_all(b"\n").with_context(|| format!("{name}: write failed"))
+    }
+
+    /// Flushes.
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some((w, name)) = &mut self.out {
+            w.flush().with_context(|| format!("{name}: write failed"))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct DirCounts {
+    pass: u64,
+    drop: u64,
+    reject: u64,
+    punt: u64,
+}
+
+#[derive(Serialize)]
+struct RuleReport {
+    ruleset: String,
+    id: u32,
+    packets: u64,
+    bytes: u64,
+    sessions: u64,
+    hits: u64,
+}
+
+#[derive(Serialize)]
+struct FilterReport {
+    name: String,
+    passed: u64,
+    dropped: u64,
+    #[serde(rename = "in")]
+    dir_in: DirCounts,
+    out: DirCounts,
+    reasons: BTreeMap<&'static str, u64>,
+    rules: Vec<RuleReport>,
+    connections: usize,
+}
+
+/// The replay summary.
+#[derive(Serialize)]
+pub struct Report {
+    capture: String,
+    frames: u64,
+    passed: u64,
+    dropped: u64,
+    unfiltered: u64,
+    malformed: BTreeMap<&'static str, u64>,
+    generation: u64,
+    switches: u64,
+    drop_reasons: BTreeMap<&'static str, u64>,
+    filters: Vec<FilterReport>,
+}
+
+impl Report {
+    /// Gathers the report from a finished replay.
+    pub fn new(capture: &str, s: &ReplaySummary, engine: &Engine) -> Report {
+        let mut drop_reasons: BTreeMap<&'static str, u64> = s.malformed.clone();
+        let filters = engine
+            .filters()
+            .iter()
+            .zip(engine.counters())
+            .map(|(f, c)| {
+                let dir = |d: usize| DirCounts {
+                    pass: c.verdicts[d][0],
+                    drop: c.verdicts[d][1],
+                    reject: c.verdicts[d][2],
+                    punt: c.verdicts[d][3],
+                };
+                for (reason, n) in &c.drop_reasons {
+                    *drop_reasons.entry(reason).or_default() += n;
+                }
+                let rs_name = |l2: bool| {
+                    let set = if l2 { &f.policy.l2 } else { &f.policy.l3 };
+                    set.as_ref().map_or(if l2 { "L2" } else { "L3" }.to_string(), |r| r.name().to_string())
+                };
+                FilterReport {
+                    name: f.name.clone(),
+                    passed: c.passed(),
+                    dropped: c.dropped(),
+                    dir_in: dir(0),
+                    out: dir(1),
+                    reasons: c.reasons.clone(),
+                    rules: c
+                        .rules
+                        .iter()
+                        .map(|(&(l2, id), r)| RuleReport {
+                            ruleset: rs_name(l2),
+                            id,
+                            packets: r.packets,
+                            bytes: r.bytes,
+                            sessions: r.sessions,
+                            hits: r.hits,
+                        })
+                        .collect(),
+                    connections: f.conns.len(),
+                }
+            })
+            .collect();
+        Report {
+            capture: capture.to_string(),
+            frames: s.frames,
+            passed: s.passed,
+            dropped: s.dropped,
+            unfiltered: s.unfiltered,
+            malformed: s.malformed.clone(),
+            generation: engine.generation(),
+            switches: s.switches,
+            drop_reasons,
+            filters,
+        }
+    }
+
+    /// The human-readable summary.
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let malformed: u64 = self.malformed.values().sum();
+        let _ = writeln!(
+            o,
+            "{}: {} frames: {} passed, {} dropped, {} unfiltered, {} malformed; {} policy switch(es), generation {}",
+            self.capture, self.frames, self.passed, self.dropped, self.unfiltered, malformed, self.switches, self.generation
+        );
+        for f in &self.filters {
+            let _ = writeln!(
+                o,
+                "\nfilter {}: {} passed, {} dropped (in: {} pass / {} drop, out: {} pass / {} drop), {} connections",
+                f.name,
+                f.passed,
+                f.dropped,
+                f.dir_in.pass,
+                f.dir_in.drop + f.dir_in.reject + f.dir_in.punt,
+                f.out.pass,
+                f.out.drop + f.out.reject + f.out.punt,
+                f.connections
+            );
+            let _ = writeln!(o, "  {:<12} {:>8} {:>10} {:>9} {:>8}", "rule", "packets", "bytes", "sessions", "hits");
+            for r in &f.rules {
+                let name = format!("{}/{}", r.ruleset, r.id);
+                let _ = writeln!(o, "  {:<12} {:>8} {:>10} {:>9} {:>8}", name, r.packets, r.bytes, r.sessions, r.hits);
+            }
+            let reasons: Vec<String> = f.reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(o, "  reasons: {}", reasons.join(", "));
+        }
+        if !self.drop_reasons.is_empty() {
+            let reasons: Vec<String> = self.drop_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(o, "\ndrop reasons: {}", reasons.join(", "));
+        }
+        o
+    }
+}
