@@ -1,1 +1,284 @@
+//! End-to-end: `dfw replay` on the seed lab and on broken inputs, through the real binary.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn lab(file: &str) -> String {
+    repo().join("examples/seed-lab").join(file).display().to_string()
+}
+
+fn dfw(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dfw"))
+        .args(args)
+        .output()
+        .expect("run dfw")
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dfw-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn verdict_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Client port of each TCP frame of the capture, by 1-based frame number (read with pktio, not dfw).
+fn client_ports(capture: &str) -> BTreeMap<u64, u16> {
+    let cap = pktio::Capture::open(Path::new(capture)).unwrap();
+    let mut out = BTreeMap::new();
+    for (i, f) in cap.frames().enumerate() {
+        let f = f.unwrap();
+        let pkt = pktio::parse_frame(f.link, f.data, f.wire_len).unwrap();
+        if let Some((s, d)) = pkt.ports() {
+            out.insert(i as u64 + 1, if d == 80 { s } else { d });
+        }
+    }
+    out
+}
+
+const NGINX: &str = "nic-5739119-eth33-vmware-sfw.1";
+const BUSYBOX: &str = "nic-5739119-eth35-vmware-sfw.1";
+
+#[test]
+fn committed_seed_capture_is_what_the_generator_makes() {
+    let dir = scratch("gen");
+    let out = dir.join("seed-lab.pcap");
+    let o = dfw(&["gen", "seed-lab", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(lab("seed-lab.pcap")).unwrap()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn seed_lab_dropped_then_accepted_then_dropped_again() {
+    let dir = scratch("phases");
+    let verdicts = dir.join("verdicts.jsonl");
+    let o = dfw(&[
+        "replay",
+        "--policy",
+        &lab("v1-policy.dfw"),
+        "--switch",
+        &format!("2018-12-17T09:30:34Z={}", lab("v2-policy.dfw")),
+        "--switch",
+        &format!("2018-12-17T09:35:00Z={}", lab("v3-policy.dfw")),
+        "--verdicts",
+        verdicts.to_str().unwrap(),
+        "--json",
+        &lab("seed-lab.pcap"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = verdict_lines(&verdicts);
+    let ports = client_ports(&lab("seed-lab.pcap"));
+
+    // Per connection (client port), what nginx's filter decided on frames going in to nginx.
+    let mut nginx_in: BTreeMap<u16, Vec<(String, String, Value)>> = BTreeMap::new();
+    for l in &lines {
+        let frame = l["frame"].as_u64().unwrap();
+        if l["filter"] == NGINX && l["dir"] == "in" {
+            if let Some(port) = ports.get(&frame) {
+                nginx_in.entry(*port).or_default().push((
+                    l["verdict"].as_str().unwrap().into(),
+                    l["state"].as_str().unwrap().into(),
+                    l["rule"].clone(),
+                ));
+            }
+        }
+        // busybox's own filter lets everything out: rule 2 (inout any→any accept) or its connection.
+        if l["filter"] == BUSYBOX {
+            assert_eq!(l["verdict"], "pass", "{l}");
+        }
+    }
+    let drop6269 = ("drop".to_string(), "new".to_string(), Value::from(6269));
+    // Phase 1: source set empty → both SYNs dropped by rule 6269.
+    assert_eq!(nginx_in[&40001], vec![drop6269.clone(), drop6269.clone()]);
+    // Phase 2: busybox in the source set → the SYN is accepted by 6266, the rest rides the connection.
+    let phase2 = &nginx_in[&40002];
+    assert_eq!(phase2[0], ("pass".into(), "new".into(), Value::from(6266)));
+    assert_eq!(phase2.len(), 5);
+    assert!(
+        phase2[1..]
+            .iter()
+            .all(|d| *d == ("pass".into(), "established".into(), Value::from(6266))),
+        "{phase2:?}"
+    );
+    // Replies of the accepted connection pass both filters as established.
+    let replies: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            ports.get(&l["frame"].as_u64().unwrap()) == Some(&40002)
+                && l["filter"] == NGINX
+                && l["dir"] == "out"
+        })
+        .collect();
+    assert_eq!(replies.len(), 3);
+    assert!(replies
+        .iter()
+        .all(|l| l["verdict"] == "pass" && l["state"] == "established"));
+    // Phase 3: busybox relabelled → dropped again.
+    assert_eq!(nginx_in[&40003], vec![drop6269.clone(), drop6269]);
+
+    // The ARP exchange is decided by the stateless L2 rule.
+    let arp: Vec<&Value> = lines.iter().filter(|l| l["frame"] == 1).collect();
+    assert_eq!(
+        arp.len(),
+        3,
+        "broadcast ARP crosses busybox out and both nginx filters in"
+    );
+    assert!(arp
+        .iter()
+        .all(|l| l["rule"] == 1 && l["ruleset"] == "mainrs_L2" && l["state"] == "none"));
+
+    // The JSON summary agrees.
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["frames"], 14);
+    assert_eq!(s["dropped"], 4);
+    assert_eq!(s["passed"], 10);
+    assert_eq!(s["switches"], 2);
+    assert_eq!(s["drop_reasons"]["match"], 4);
+    let nginx = s["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == NGINX)
+        .unwrap();
+    let rule = |id: u64| {
+        nginx["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(rule(6269)["hits"], 4);
+    assert_eq!(rule(6266)["sessions"], 1);
+    assert_eq!(nginx["in"]["drop"], 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn frame_number_switches_give_the_same_verdicts_as_time_switches() {
+    let dir = scratch("framesw");
+    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let run = |sw1: &str, sw2: &str, out: &Path| {
+        let o = dfw(&[
+            "replay",
+            "--policy",
+            &lab("v1-policy.dfw"),
+            "--switch",
+            &format!("{sw1}={}", lab("v2-policy.dfw")),
+            "--switch",
+            &format!("{sw2}={}", lab("v3-policy.dfw")),
+            "--verdicts",
+            out.to_str().unwrap(),
+            &lab("seed-lab.pcap"),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run("2018-12-17T09:30:34Z", "2018-12-17T09:35:00Z", &a);
+    run("5", "13", &b);
+    assert_eq!(
+        std::fs::read_to_string(&a).unwrap(),
+        std::fs::read_to_string(&b).unwrap()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Runs dfw expecting failure; returns its stderr, checked to be one line without a panic.
+fn one_line_error(args: &[&str]) -> String {
+    let o = dfw(args);
+    assert!(!o.status.success(), "expected failure for {args:?}");
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn truncated_capture_is_a_one_line_error_naming_the_file() {
+    let dir = scratch("trunc");
+    let cut = dir.join("cut.pcap");
+    let full = std::fs::read(lab("seed-lab.pcap")).unwrap();
+    std::fs::write(&cut, &full[..full.len() - 10]).unwrap();
+    let err = one_line_error(&["replay", "--policy", &lab("v1-policy.dfw"), cut.to_str().unwrap()]);
+    assert!(err.contains("cut.pcap") && err.contains("truncated"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unsupported_link_type_is_a_one_line_error_naming_the_file() {
+    let dir = scratch("link");
+    let wifi = dir.join("wifi.pcap");
+    let mut bytes = std::fs::read(lab("seed-lab.pcap")).unwrap();
+    bytes[20..24].copy_from_slice(&105u32.to_le_bytes()); // LINKTYPE_IEEE802_11
+    std::fs::write(&wifi, &bytes).unwrap();
+    let err = one_line_error(&[
+        "replay",
+        "--policy",
+        &lab("v1-policy.dfw"),
+        wifi.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("wifi.pcap") && err.contains("link type 105"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn policy_typo_is_a_one_line_error_with_line_and_column() {
+    let dir = scratch("typo");
+    let bad = dir.join("typo.dfw");
+    let text = std::fs::read_to_string(lab("v1-policy.dfw"))
+        .unwrap()
+        .replace("to any accept;", "to any acept;");
+    std::fs::write(&bad, &text).unwrap();
+    let (line, col) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find("acept").map(|c| (i + 1, c + 1)))
+        .unwrap();
+    let err = one_line_error(&["replay", "--policy", bad.to_str().unwrap(), &lab("seed-lab.pcap")]);
+    assert!(
+        err.contains(&format!("typo.dfw:{line}:{col}: unexpected 'acept'")),
+        "{err}"
+    );
+    assert!(err.contains("did you mean 'accept'?"), "{err}");
+    // `dfw check` reports the same problem and exits 1.
+    let o = dfw(&["check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("typo.dfw:{line}:{col}:")));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn missing_files_are_one_line_errors() {
+    let err = one_line_error(&["replay", "--policy", "/nonexistent/p.dfw", &lab("seed-lab.pcap")]);
+    assert!(err.contains("/nonexistent/p.dfw"), "{err}");
+    let err = one_line_error(&["replay", "--policy", &lab("v1-policy.dfw"), "/nonexistent/c.pcap"]);
+    assert!(err.contains("/nonexistent/c.pcap"), "{err}");
+}

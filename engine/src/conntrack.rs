@@ -149,7 +149,11 @@ const NS: u64 = 1_000_000_000;
 impl ConnTable {
     /// An empty table holding at most `limit` connections.
     pub fn new(limit: usize, timeouts: Timeouts) -> ConnTable {
-        ConnTable { map: AHashMap::new(), limit, timeouts }
+        ConnTable {
+            map: AHashMap::new(),
+            limit,
+            timeouts,
+        }
     }
 
     /// Number of entries (live or not yet noticed as expired).
@@ -181,8 +185,14 @@ impl ConnTable {
     }
 
     /// Starts tracking the connection whose first packet is `pkt`.
-    pub fn insert(&mut self, key: ConnKey, from: (IpAddr, u16), pkt: &Packet, rule: u32, now_ns: u64)
-        -> Result<(), InsertError> {
+    pub fn insert(
+        &mut self,
+        key: ConnKey,
+        from: (IpAddr, u16),
+        pkt: &Packet,
+        rule: u32,
+        now_ns: u64,
+    ) -> Result<(), InsertError> {
         if self.map.len() >= self.limit {
             return Err(InsertError::Full);
         }
@@ -223,8 +233,13 @@ impl Conn {
                     self.phase = Phase::Closed;
                 } else if f & tcpflags::FIN != 0 {
                     self.fin[side] = true;
-                    self.phase = if self.fin == [true, true] { Phase::FinWait } else { Phase::Closing };
-                } else if f & (tcpflags::SYN | tcpflags::ACK) == (tcpflags::SYN | tcpflags::ACK) && side == 1 {
+                    self.phase = if self.fin == [true, true] {
+                        Phase::FinWait
+                    } else {
+                        Phase::Closing
+                    };
+                } else if f & (tcpflags::SYN | tcpflags::ACK) == (tcpflags::SYN | tcpflags::ACK) && side == 1
+                {
                     if self.phase == Phase::SynSent {
                         self.phase = Phase::SynReceived;
                     }

@@ -126,13 +126,21 @@ impl fmt::Display for BlockDefect {
                 write!(f, "block length {head} does not match the trailing length {tail}")
             }
             BlockDefect::BodyTooShort { block_type, len } => {
-                write!(f, "block type {block_type} has a {len}-byte body, too short for its fields")
+                write!(
+                    f,
+                    "block type {block_type} has a {len}-byte body, too short for its fields"
+                )
             }
             BlockDefect::CaptureLenPastBlock { caplen, room } => {
-                write!(f, "captured length {caplen} runs past the {room} bytes of the block")
+                write!(
+                    f,
+                    "captured length {caplen} runs past the {room} bytes of the block"
+                )
             }
             BlockDefect::UnknownInterface(id) => write!(f, "packet names undeclared interface {id}"),
-            BlockDefect::OptionPastBlock { code } => write!(f, "option {code} runs past the end of the block"),
+            BlockDefect::OptionPastBlock { code } => {
+                write!(f, "option {code} runs past the end of the block")
+            }
             BlockDefect::TimestampResolution(v) => write!(f, "if_tsresol 0x{v:02x} is finer than 1e-19 s"),
         }
     }
@@ -297,12 +305,17 @@ pub struct CaptureFrame<'a> {
 impl Capture {
     /// Opens and maps `path`, checking its header (and, for pcap, its link type).
     pub fn open(path: &Path) -> Result<Capture, CaptureError> {
-        let io_err = |source| CaptureError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| CaptureError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         // Mapping an empty file fails on some systems; report it as what it is.
         if len == 0 {
-            return Err(CaptureError::Empty { path: path.to_path_buf() });
+            return Err(CaptureError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         // SAFETY: the map is read-only and private to this process. Another process truncating or
         // rewriting the file while it is mapped would change bytes under the `&[u8]` we hand out (or
@@ -324,7 +337,12 @@ impl Capture {
             return Err(CaptureError::Empty { path });
         }
         let Some(&head) = data.first_chunk::<4>() else {
-            return Err(CaptureError::TooShort { path, len, need: PCAP_HEADER_LEN as u64, format: "pcap" });
+            return Err(CaptureError::TooShort {
+                path,
+                len,
+                need: PCAP_HEADER_LEN as u64,
+                format: "pcap",
+            });
         };
         let (nanos, big_endian) = match head {
             magic::PCAP_US_LE => (false, false),
@@ -341,20 +359,44 @@ impl Capture {
                     });
                 }
                 // The section header itself is validated by the frame iterator, which reads every SHB.
-                return Ok(Capture { path, bytes, format: CaptureFormat::Pcapng, pcap_link: LinkType::Ethernet });
+                return Ok(Capture {
+                    path,
+                    bytes,
+                    format: CaptureFormat::Pcapng,
+                    pcap_link: LinkType::Ethernet,
+                });
             }
-            other => return Err(CaptureError::NotACapture { path, magic: u32::from_be_bytes(other) }),
+            other => {
+                return Err(CaptureError::NotACapture {
+                    path,
+                    magic: u32::from_be_bytes(other),
+                })
+            }
         };
         if data.len() < PCAP_HEADER_LEN {
-            return Err(CaptureError::TooShort { path, len, need: PCAP_HEADER_LEN as u64, format: "pcap" });
+            return Err(CaptureError::TooShort {
+                path,
+                len,
+                need: PCAP_HEADER_LEN as u64,
+                format: "pcap",
+            });
         }
         // The low 16 bits name the link type; the upper bits carry FCS information (pcap-savefile(5)).
         let dlt = read_u32(data, 20, big_endian).unwrap_or_default() & 0xffff;
         let link = LinkType::from_dlt(dlt);
         if !link.is_supported() {
-            return Err(CaptureError::UnsupportedLinkType { path, link: dlt, offset: 20 });
+            return Err(CaptureError::UnsupportedLinkType {
+                path,
+                link: dlt,
+                offset: 20,
+            });
         }
-        Ok(Capture { path, bytes, format: CaptureFormat::Pcap { nanos, big_endian }, pcap_link: link })
+        Ok(Capture {
+            path,
+            bytes,
+            format: CaptureFormat::Pcap { nanos, big_endian },
+            pcap_link: link,
+        })
     }
 
     /// The file's format.
@@ -375,16 +417,24 @@ impl Capture {
     /// Iterates over the frames. The iterator ends after yielding the first error.
     pub fn frames(&self) -> Frames<'_> {
         let state = match self.format {
-            CaptureFormat::Pcap { nanos, big_endian } => {
-                State::Pcap { link: self.pcap_link, nanos, be: big_endian }
-            }
+            CaptureFormat::Pcap { nanos, big_endian } => State::Pcap {
+                link: self.pcap_link,
+                nanos,
+                be: big_endian,
+            },
             CaptureFormat::Pcapng => State::Pcapng { section: None },
         };
         let offset = match self.format {
             CaptureFormat::Pcap { .. } => PCAP_HEADER_LEN,
             CaptureFormat::Pcapng => 0,
         };
-        Frames { path: &self.path, data: self.bytes.as_slice(), offset, done: false, state }
+        Frames {
+            path: &self.path,
+            data: self.bytes.as_slice(),
+            offset,
+            done: false,
+            state,
+        }
     }
 }
 
@@ -396,6 +446,8 @@ struct Interface {
     units_per_sec: u64,
     /// Seconds added to every timestamp (`if_tsoffset`).
     offset_secs: i64,
+    /// Snapshot length (0: unlimited); bounds simple packet blocks.
+    snaplen: u32,
 }
 
 impl Interface {
@@ -456,17 +508,29 @@ impl<'a> Iterator for Frames<'a> {
 
 fn read_u16(b: &[u8], at: usize, be: bool) -> Option<u16> {
     let b: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
-    Some(if be { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+    Some(if be {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    })
 }
 
 fn read_u32(b: &[u8], at: usize, be: bool) -> Option<u32> {
     let b: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(if be { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+    Some(if be {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    })
 }
 
 fn read_u64(b: &[u8], at: usize, be: bool) -> Option<u64> {
     let b: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
-    Some(if be { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) })
+    Some(if be {
+        u64::from_be_bytes(b)
+    } else {
+        u64::from_le_bytes(b)
+    })
 }
 
 impl<'a> Frames<'a> {
@@ -481,17 +545,29 @@ impl<'a> Frames<'a> {
     }
 
     fn bad_block(&self, offset: usize, defect: BlockDefect) -> CaptureError {
-        CaptureError::BadBlock { path: self.path.to_path_buf(), offset: offset as u64, defect }
+        CaptureError::BadBlock {
+            path: self.path.to_path_buf(),
+            offset: offset as u64,
+            defect,
+        }
     }
 
-    fn next_pcap(&mut self, link: LinkType, nanos: bool, be: bool) -> Option<Result<CaptureFrame<'a>, CaptureError>> {
+    fn next_pcap(
+        &mut self,
+        link: LinkType,
+        nanos: bool,
+        be: bool,
+    ) -> Option<Result<CaptureFrame<'a>, CaptureError>> {
         let rest = self.data.get(self.offset..)?;
         if rest.is_empty() {
             return None;
         }
-        let (Some(ts_sec), Some(ts_frac), Some(caplen), Some(wire_len)) =
-            (read_u32(rest, 0, be), read_u32(rest, 4, be), read_u32(rest, 8, be), read_u32(rest, 12, be))
-        else {
+        let (Some(ts_sec), Some(ts_frac), Some(caplen), Some(wire_len)) = (
+            read_u32(rest, 0, be),
+            read_u32(rest, 4, be),
+            read_u32(rest, 8, be),
+            read_u32(rest, 12, be),
+        ) else {
             return Some(Err(self.truncated("record", PCAP_RECORD_LEN)));
         };
         let need = PCAP_RECORD_LEN + caplen as usize;
@@ -499,9 +575,19 @@ impl<'a> Frames<'a> {
             return Some(Err(self.truncated("record", need)));
         };
         self.offset += need;
-        let frac_ns = if nanos { u64::from(ts_frac) } else { u64::from(ts_frac) * 1000 };
+        let frac_ns = if nanos {
+            u64::from(ts_frac)
+        } else {
+            u64::from(ts_frac) * 1000
+        };
         let ts_nanos = u64::from(ts_sec) * 1_000_000_000 + frac_ns;
-        Some(Ok(CaptureFrame { data, wire_len, ts_nanos, link, interface: 0 }))
+        Some(Ok(CaptureFrame {
+            data,
+            wire_len,
+            ts_nanos,
+            link,
+            interface: 0,
+        }))
     }
 
     fn next_pcapng(&mut self) -> Option<Result<CaptureFrame<'a>, CaptureError>> {
@@ -558,7 +644,10 @@ impl<'a> Frames<'a> {
         let body = blk.get(8..blk.len() - 4).unwrap_or_default();
         self.offset += blk.len();
         let too_short = |need: usize| {
-            (body.len() < need).then(|| BlockDefect::BodyTooShort { block_type: btype, len: body.len() })
+            (body.len() < need).then(|| BlockDefect::BodyTooShort {
+                block_type: btype,
+                len: body.len(),
+            })
         };
         match btype {
             block::SHB => {
@@ -570,7 +659,12 @@ impl<'a> Frames<'a> {
                 if major != 1 {
                     return Err(self.bad_block(start, BlockDefect::Version(major, minor)));
                 }
-                self.state = State::Pcapng { section: Some(Section { be, interfaces: Vec::new() }) };
+                self.state = State::Pcapng {
+                    section: Some(Section {
+                        be,
+                        interfaces: Vec::new(),
+                    }),
+                };
                 Ok(Some(None))
             }
             block::IDB => {
@@ -586,7 +680,8 @@ impl<'a> Frames<'a> {
                         offset: start as u64,
                     });
                 }
-                let mut iface = Interface { link, units_per_sec: 1_000_000, offset_secs: 0 };
+                let snaplen = read_u32(body, 4, be).unwrap_or_default();
+                let mut iface = Interface { link, units_per_sec: 1_000_000, offset_secs: 0, snaplen };
                 read_idb_options(body.get(8..).unwrap_or_default(), be, &mut iface)
                     .map_err(|d| self.bad_block(start, d))?;
                 if let State::Pcapng { section: Some(s) } = &mut self.state {
@@ -614,8 +709,13 @@ impl<'a> Frames<'a> {
                 };
                 let iface = self.interface(start, id)?;
                 let ts = (u64::from(ts_hi) << 32) | u64::from(ts_lo);
-                let frame =
-                    CaptureFrame { data, wire_len, ts_nanos: iface.ts_nanos(ts), link: iface.link, interface: id };
+                let frame = CaptureFrame {
+                    data,
+                    wire_len,
+                    ts_nanos: iface.ts_nanos(ts),
+                    link: iface.link,
+                    interface: id,
+                };
                 Ok(Some(Some(frame)))
             }
             block::SPB => {
@@ -623,12 +723,24 @@ impl<'a> Frames<'a> {
                     return Err(self.bad_block(start, d));
                 }
                 // A simple packet block's captured length is implied: the original length, cut to the
-                // block (which the writer sized to the interface's snaplen).
+                // interface's snaplen; the block pads the data to 32 bits.
                 let wire_len = read_u32(body, 0, be).unwrap_or_default();
-                let packet = body.get(4..).unwrap_or_default();
-                let data = packet.get(..wire_len as usize).unwrap_or(packet);
                 let iface = self.interface(start, 0)?;
-                Ok(Some(Some(CaptureFrame { data, wire_len, ts_nanos: 0, link: iface.link, interface: 0 })))
+                let caplen = match iface.snaplen {
+                    0 => wire_len,
+                    snap => wire_len.min(snap),
+                };
+                let Some(data) = body.get(4..).and_then(|d| d.get(..caplen as usize)) else {
+                    let room = body.len() - 4;
+                    return Err(self.bad_block(start, BlockDefect::CaptureLenPastBlock { caplen, room }));
+                };
+                Ok(Some(Some(CaptureFrame {
+                    data,
+                    wire_len,
+                    ts_nanos: 0,
+                    link: iface.link,
+                    interface: 0,
+                })))
             }
             _ => Ok(Some(None)),
         }
@@ -661,7 +773,11 @@ fn read_idb_options(mut opts: &[u8], be: bool, iface: &mut Interface) -> Result<
         match (code, value) {
             (IF_TSRESOL, &[v]) => {
                 // High bit set: a power of two; clear: a power of ten.
-                let units = if v & 0x80 != 0 { 2u64.checked_pow(u32::from(v & 0x7f)) } else { 10u64.checked_pow(u32::from(v)) };
+                let units = if v & 0x80 != 0 {
+                    2u64.checked_pow(u32::from(v & 0x7f))
+                } else {
+                    10u64.checked_pow(u32::from(v))
+                };
                 iface.units_per_sec = units.ok_or(BlockDefect::TimestampResolution(v))?;
             }
             (IF_TSOFFSET, v) if v.len() == 8 => {
@@ -698,9 +814,17 @@ impl<W: Write> PcapWriter<W> {
     }
 
     /// Writes a pcap header with the given timestamp resolution.
-    pub fn with_resolution(mut w: W, link: LinkType, snaplen: u32, resolution: TsResolution) -> io::Result<Self> {
+    pub fn with_resolution(
+        mut w: W,
+        link: LinkType,
+        snaplen: u32,
+        resolution: TsResolution,
+    ) -> io::Result<Self> {
         if snaplen == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "pcap snaplen must be at least 1"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "pcap snaplen must be at least 1",
+            ));
         }
         let magic: u32 = match resolution {
             TsResolution::Micros => 0xa1b2_c3d4,
@@ -714,13 +838,20 @@ impl<W: Write> PcapWriter<W> {
         hdr[16..20].copy_from_slice(&snaplen.to_le_bytes());
         hdr[20..24].copy_from_slice(&link.dlt().to_le_bytes());
         w.write_all(&hdr)?;
-        Ok(PcapWriter { w, snaplen, resolution })
+        Ok(PcapWriter {
+            w,
+            snaplen,
+            resolution,
+        })
     }
 
     /// Writes one frame. `wire_len` below `data.len()` is raised to it.
     pub fn write_frame(&mut self, ts_nanos: u64, data: &[u8], wire_len: u32) -> io::Result<()> {
         let secs = u32::try_from(ts_nanos / 1_000_000_000).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "timestamp past 2106 does not fit a pcap record")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "timestamp past 2106 does not fit a pcap record",
+            )
         })?;
         let sub_ns = (ts_nanos % 1_000_000_000) as u32;
         let frac = match self.resolution {

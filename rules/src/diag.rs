@@ -29,7 +29,11 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic without a hint.
     pub fn new(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { span, message: message.into(), hint: None }
+        Diagnostic {
+            span,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// Adds a hint.
@@ -87,7 +91,10 @@ mod tests {
 
     #[test]
     fn suggests_close_keywords_only() {
-        assert_eq!(did_you_mean("acept", &["accept", "drop", "reject", "punt"]), Some("accept"));
+        assert_eq!(
+            did_you_mean("acept", &["accept", "drop", "reject", "punt"]),
+            Some("accept")
+        );
         assert_eq!(did_you_mean("ruleset", &["ruleset", "addrset"]), Some("ruleset"));
         assert_eq!(did_you_mean("banana", &["accept", "drop"]), None);
     }

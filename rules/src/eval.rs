@@ -134,7 +134,10 @@ impl CompiledRuleSet {
             })?;
             sets.push(SetIndex::new(found));
             set_ids.push(&found.id);
-            Ok(Side::Set { idx: sets.len() - 1, negated })
+            Ok(Side::Set {
+                idx: sets.len() - 1,
+                negated,
+            })
         };
         let mut sides = Vec::with_capacity(set.rules.len());
         for rule in &set.rules {
@@ -143,7 +146,10 @@ impl CompiledRuleSet {
                     let mut side = |e: &Endpoint| match e {
                         Endpoint::Any => Ok(Side::Any),
                         Endpoint::AddrSet { id, negated } => resolve(id, *negated, rule),
-                        Endpoint::Ip { net, negated } => Ok(Side::Net { net: *net, negated: *negated }),
+                        Endpoint::Ip { net, negated } => Ok(Side::Net {
+                            net: *net,
+                            negated: *negated,
+                        }),
                     };
                     (side(&m.src)?, side(&m.dst)?)
                 }
@@ -159,7 +165,12 @@ impl CompiledRuleSet {
         }
         let mut order: Vec<usize> = (0..set.rules.len()).collect();
         order.sort_by_key(|&i| set.rules[i].position);
-        Ok(CompiledRuleSet { source: set.clone(), order, sides, sets })
+        Ok(CompiledRuleSet {
+            source: set.clone(),
+            order,
+            sides,
+            sets,
+        })
     }
 
     /// The rule set's name.
@@ -188,7 +199,9 @@ impl CompiledRuleSet {
     pub fn first_match_l2(&self, key: &L2Key) -> Option<usize> {
         self.order.iter().copied().find(|&i| {
             let rule = &self.source.rules[i];
-            let RuleBody::Ether(m) = &rule.body else { return false };
+            let RuleBody::Ether(m) = &rule.body else {
+                return false;
+            };
             let (src, dst) = self.sides[i];
             rule.dir.covers(key.dir)
                 && m.ethertype.is_none_or(|t| t == key.ethertype)
@@ -208,9 +221,7 @@ impl CompiledRuleSet {
             Side::Set { idx, negated } => self.sets[idx].contains_ip(ip) != negated,
             // An address written in a rule implies its family (as in pf): `not ip 10.0.0.0/8` does not
             // match IPv6 packets.
-            Side::Net { net, negated } => {
-                net.addr.is_ipv4() == ip.is_ipv4() && (net.contains(ip) != negated)
-            }
+            Side::Net { net, negated } => net.addr.is_ipv4() == ip.is_ipv4() && (net.contains(ip) != negated),
         }
     }
 

@@ -67,7 +67,10 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, Diagnostic> {
                     b';' => Tok::Semi,
                     _ => Tok::Comma,
                 };
-                out.push(Token { tok, span: span_at(i, i + 1, line, line_start) });
+                out.push(Token {
+                    tok,
+                    span: span_at(i, i + 1, line, line_start),
+                });
                 i += 1;
             }
             b'#' => {
@@ -76,12 +79,18 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, Diagnostic> {
                 let trimmed = text.trim_start();
                 if let Some(rest) = trimmed.strip_prefix("internal") {
                     if let Some(after) = rest.trim_start().strip_prefix('#') {
-                        out.push(Token { tok: Tok::Internal, span: span_at(i, end, line, line_start) });
+                        out.push(Token {
+                            tok: Tok::Internal,
+                            span: span_at(i, end, line, line_start),
+                        });
                         i = end - after.len();
                         continue;
                     }
                 }
-                out.push(Token { tok: Tok::Comment(text.trim()), span: span_at(i, end, line, line_start) });
+                out.push(Token {
+                    tok: Tok::Comment(text.trim()),
+                    span: span_at(i, end, line, line_start),
+                });
                 i = end;
             }
             b'\'' => {
@@ -113,7 +122,10 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, Diagnostic> {
                     i += 1;
                 }
                 // Multi-byte UTF-8 sequences never contain ASCII bytes, so `i` is on a char boundary.
-                out.push(Token { tok: Tok::Word(&src[start..i]), span: span_at(start, i, line, line_start) });
+                out.push(Token {
+                    tok: Tok::Word(&src[start..i]),
+                    span: span_at(start, i, line, line_start),
+                });
             }
         }
     }

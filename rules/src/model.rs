@@ -17,7 +17,10 @@ pub enum RuleDir {
 impl RuleDir {
     /// True when a rule with this direction applies to a frame travelling `dir`.
     pub fn covers(self, dir: Direction) -> bool {
-        matches!((self, dir), (RuleDir::InOut, _) | (RuleDir::In, Direction::In) | (RuleDir::Out, Direction::Out))
+        matches!(
+            (self, dir),
+            (RuleDir::InOut, _) | (RuleDir::In, Direction::In) | (RuleDir::Out, Direction::Out)
+        )
     }
 }
 
@@ -61,8 +64,15 @@ pub enum Protocol {
 }
 
 /// Protocol names dfw reads and prints, with their numbers.
-pub const PROTOCOL_NAMES: &[(&str, u8)] =
-    &[("icmp", 1), ("igmp", 2), ("tcp", 6), ("udp", 17), ("gre", 47), ("ipv6-icmp", 58), ("sctp", 132)];
+pub const PROTOCOL_NAMES: &[(&str, u8)] = &[
+    ("icmp", 1),
+    ("igmp", 2),
+    ("tcp", 6),
+    ("udp", 17),
+    ("gre", 47),
+    ("ipv6-icmp", 58),
+    ("sctp", 132),
+];
 
 impl Protocol {
     /// The protocol's name, if it has one dfw knows.
@@ -102,7 +112,10 @@ impl IpNet {
 
     /// A single address as a full-length prefix.
     pub fn host(addr: IpAddr) -> IpNet {
-        IpNet { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+        IpNet {
+            addr,
+            len: if addr.is_ipv4() { 32 } else { 128 },
+        }
     }
 
     /// True when the prefix is a single address.
@@ -161,7 +174,11 @@ pub struct Mac(pub [u8; 6]);
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -367,11 +384,15 @@ pub struct AddrSet {
 impl AddrSet {
     /// Whether `ip` is a member (exact address or inside a prefix).
     pub fn contains_ip(&self, ip: IpAddr) -> bool {
-        self.entries.iter().any(|e| matches!(e, AddrEntry::Ip(n) if n.contains(ip)))
+        self.entries
+            .iter()
+            .any(|e| matches!(e, AddrEntry::Ip(n) if n.contains(ip)))
     }
 
     /// Whether `mac` is a member.
     pub fn contains_mac(&self, mac: Mac) -> bool {
-        self.entries.iter().any(|e| matches!(e, AddrEntry::Mac(m) if *m == mac))
+        self.entries
+            .iter()
+            .any(|e| matches!(e, AddrEntry::Mac(m) if *m == mac))
     }
 }

@@ -133,7 +133,10 @@ pub fn parse_policy(src: &str) -> Result<Policy, Diagnostic> {
             }
             Tok::Word(w) => return Err(unknown_keyword(t.span, w, &["filter", "ruleset", "addrset"])),
             _ => {
-                return Err(Diagnostic::new(t.span, "unexpected punctuation, expected 'filter', 'ruleset' or 'addrset'"))
+                return Err(Diagnostic::new(
+                    t.span,
+                    "unexpected punctuation, expected 'filter', 'ruleset' or 'addrset'",
+                ))
             }
         }
     }
@@ -144,8 +147,11 @@ pub fn parse_policy(src: &str) -> Result<Policy, Diagnostic> {
         check_refs(&p.refs[*a..*b], &policy.addrsets_for(spec), &spec.name)?;
     }
     for (set, (a, b)) in policy.rulesets.iter().zip(&shared_refs) {
-        let users: Vec<&FilterSpec> =
-            policy.filters.iter().filter(|f| !f.rulesets.iter().any(|r| r.name == set.name)).collect();
+        let users: Vec<&FilterSpec> = policy
+            .filters
+            .iter()
+            .filter(|f| !f.rulesets.iter().any(|r| r.name == set.name))
+            .collect();
         if users.is_empty() {
             let shared: Vec<&AddrSet> = policy.addrsets.iter().collect();
             check_refs(&p.refs[*a..*b], &shared, "the shared rule sets")?;
@@ -160,18 +166,33 @@ pub fn parse_policy(src: &str) -> Result<Policy, Diagnostic> {
 fn check_refs(refs: &[crate::text::SetRef], sets: &[&AddrSet], scope: &str) -> Result<(), Diagnostic> {
     for r in refs {
         let Some(set) = sets.iter().find(|s| s.id == r.id) else {
-            return Err(Diagnostic::new(r.span, format!("address set '{}' is not defined for {scope}", r.id))
-                .with_hint("define it with addrset <id> { ... } in the filter or at top level"));
+            return Err(Diagnostic::new(
+                r.span,
+                format!("address set '{}' is not defined for {scope}", r.id),
+            )
+            .with_hint("define it with addrset <id> { ... } in the filter or at top level"));
         };
         let has_mac = set.entries.iter().any(|e| matches!(e, AddrEntry::Mac(_)));
         let has_ip = set.entries.iter().any(|e| matches!(e, AddrEntry::Ip(_)));
         if r.l2 && has_ip {
-            return Err(Diagnostic::new(r.span, format!("address set '{}' holds IP addresses but is used in an L2 rule", r.id))
-                .with_hint("L2 (ethertype) rules match MAC sets"));
+            return Err(Diagnostic::new(
+                r.span,
+                format!(
+                    "address set '{}' holds IP addresses but is used in an L2 rule",
+                    r.id
+                ),
+            )
+            .with_hint("L2 (ethertype) rules match MAC sets"));
         }
         if !r.l2 && has_mac {
-            return Err(Diagnostic::new(r.span, format!("address set '{}' holds MAC addresses but is used in an L3 rule", r.id))
-                .with_hint("L3 (protocol) rules match IP sets"));
+            return Err(Diagnostic::new(
+                r.span,
+                format!(
+                    "address set '{}' holds MAC addresses but is used in an L3 rule",
+                    r.id
+                ),
+            )
+            .with_hint("L3 (protocol) rules match IP sets"));
         }
     }
     Ok(())
@@ -186,16 +207,20 @@ struct Seen {
 impl Seen {
     fn ruleset(&mut self, set: &RuleSet, span: Span, rule_spans: &[Span]) -> Result<(), Diagnostic> {
         if let Some(line) = self.rulesets.insert(set.name.clone(), span.line) {
-            return Err(Diagnostic::new(span, format!("rule set '{}' is defined twice", set.name))
-                .with_hint(format!("first defined at line {line}")));
+            return Err(
+                Diagnostic::new(span, format!("rule set '{}' is defined twice", set.name))
+                    .with_hint(format!("first defined at line {line}")),
+            );
         }
         check_ruleset(set, rule_spans)
     }
 
     fn addrset(&mut self, set: &AddrSet, span: Span) -> Result<(), Diagnostic> {
         match self.addrsets.insert(set.id.clone(), span.line) {
-            Some(line) => Err(Diagnostic::new(span, format!("address set '{}' is defined twice", set.id))
-                .with_hint(format!("first defined at line {line}"))),
+            Some(line) => Err(
+                Diagnostic::new(span, format!("address set '{}' is defined twice", set.id))
+                    .with_hint(format!("first defined at line {line}")),
+            ),
             None => Ok(()),
         }
     }
@@ -207,19 +232,34 @@ fn check_ruleset(set: &RuleSet, spans: &[Span]) -> Result<(), Diagnostic> {
     let mut positions = HashMap::new();
     for (r, &span) in set.rules.iter().zip(spans) {
         if ids.insert(r.id, r.position).is_some() {
-            return Err(Diagnostic::new(span, format!("rule id {} appears twice in rule set '{}'", r.id, set.name)));
+            return Err(Diagnostic::new(
+                span,
+                format!("rule id {} appears twice in rule set '{}'", r.id, set.name),
+            ));
         }
         if let Some(other) = positions.insert(r.position, r.id) {
             return Err(Diagnostic::new(
                 span,
-                format!("rules {other} and {} share position {} in rule set '{}'", r.id, r.position, set.name),
+                format!(
+                    "rules {other} and {} share position {} in rule set '{}'",
+                    r.id, r.position, set.name
+                ),
             ));
         }
         let l2_rule = matches!(r.body, RuleBody::Ether(_));
         if l2_rule != set.is_l2() {
-            let (what, want) = if set.is_l2() { ("protocol", "ethertype") } else { ("ethertype", "protocol") };
-            return Err(Diagnostic::new(span, format!("rule {} in rule set '{}' is a {what} rule", r.id, set.name))
-                .with_hint(format!("rule sets named *_L2 hold ethertype rules; others hold protocol rules (use {want})")));
+            let (what, want) = if set.is_l2() {
+                ("protocol", "ethertype")
+            } else {
+                ("ethertype", "protocol")
+            };
+            return Err(Diagnostic::new(
+                span,
+                format!("rule {} in rule set '{}' is a {what} rule", r.id, set.name),
+            )
+            .with_hint(format!(
+                "rule sets named *_L2 hold ethertype rules; others hold protocol rules (use {want})"
+            )));
         }
     }
     Ok(())
@@ -242,8 +282,10 @@ fn filter_block(p: &mut Parser<'_>, name: &str) -> Result<FilterSpec, Diagnostic
             Tok::Close => break,
             Tok::Word("vnic") => {
                 if vnic_seen {
-                    return Err(Diagnostic::new(t.span, format!("filter '{name}' has two vnic lines"))
-                        .with_hint("list every address on one line: vnic mac M ip A ip B;"));
+                    return Err(
+                        Diagnostic::new(t.span, format!("filter '{name}' has two vnic lines"))
+                            .with_hint("list every address on one line: vnic mac M ip A ip B;"),
+                    );
                 }
                 vnic_seen = true;
                 spec.vnic = vnic_line(p)?;
@@ -268,14 +310,20 @@ fn filter_block(p: &mut Parser<'_>, name: &str) -> Result<FilterSpec, Diagnostic
                 spec.addrsets.push(set);
             }
             Tok::Word(w) => {
-                return Err(unknown_keyword(t.span, w, &["vnic", "failurePolicy", "ruleset", "addrset", "}"]))
+                return Err(unknown_keyword(
+                    t.span,
+                    w,
+                    &["vnic", "failurePolicy", "ruleset", "addrset", "}"],
+                ))
             }
             _ => return Err(Diagnostic::new(t.span, "unexpected punctuation in filter block")),
         }
     }
     if !vnic_seen {
-        return Err(Diagnostic::new(p_span_hint(p), format!("filter '{name}' has no vnic line"))
-            .with_hint("say which vNIC it guards: vnic mac 00:50:56:aa:bb:cc ip 10.0.0.5;"));
+        return Err(
+            Diagnostic::new(p_span_hint(p), format!("filter '{name}' has no vnic line"))
+                .with_hint("say which vNIC it guards: vnic mac 00:50:56:aa:bb:cc ip 10.0.0.5;"),
+        );
     }
     Ok(spec)
 }
@@ -308,7 +356,9 @@ fn vnic_line(p: &mut Parser<'_>) -> Result<Vnic, Diagnostic> {
         }
     }
     if vnic.mac.is_none() && vnic.ips.is_empty() {
-        return Err(Diagnostic::new(p_span_hint(p), "vnic line names no address").with_hint("vnic mac M ip A;"));
+        return Err(
+            Diagnostic::new(p_span_hint(p), "vnic line names no address").with_hint("vnic mac M ip A;")
+        );
     }
     Ok(vnic)
 }

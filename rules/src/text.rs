@@ -41,8 +41,19 @@ impl<'a> Parser<'a> {
         let toks = crate::lex::tokenize(src)?;
         let line = src.lines().count().max(1) as u32;
         let last = src.lines().last().unwrap_or("");
-        let eof = Span { line, col: last.chars().count() as u32 + 1, start: src.len(), end: src.len() };
-        Ok(Parser { toks, pos: 0, eof, refs: Vec::new(), rule_spans: Vec::new() })
+        let eof = Span {
+            line,
+            col: last.chars().count() as u32 + 1,
+            start: src.len(),
+            end: src.len(),
+        };
+        Ok(Parser {
+            toks,
+            pos: 0,
+            eof,
+            refs: Vec::new(),
+            rule_spans: Vec::new(),
+        })
     }
 
     /// The next token, comments included.
@@ -52,7 +63,10 @@ impl<'a> Parser<'a> {
 
     /// The next token that is not a comment.
     pub fn peek(&mut self) -> Option<Token<'a>> {
-        while let Some(Token { tok: Tok::Comment(_), .. }) = self.peek_raw() {
+        while let Some(Token {
+            tok: Tok::Comment(_), ..
+        }) = self.peek_raw()
+        {
             self.pos += 1;
         }
         self.peek_raw()
@@ -65,7 +79,10 @@ impl<'a> Parser<'a> {
                 self.pos += 1;
                 Ok(t)
             }
-            None => Err(Diagnostic::new(self.eof, format!("unexpected end of file, expected {expected}"))),
+            None => Err(Diagnostic::new(
+                self.eof,
+                format!("unexpected end of file, expected {expected}"),
+            )),
         }
     }
 
@@ -115,7 +132,10 @@ impl<'a> Parser<'a> {
 
     /// Reads the `# generation number:` / `# realization time :` comments at the current position.
     fn block_meta(&mut self, generation: &mut Option<u64>, realized: &mut Option<String>) {
-        while let Some(Token { tok: Tok::Comment(c), .. }) = self.peek_raw() {
+        while let Some(Token {
+            tok: Tok::Comment(c), ..
+        }) = self.peek_raw()
+        {
             if let Some((key, value)) = c.split_once(':') {
                 let value = value.trim();
                 match key.trim() {
@@ -132,13 +152,21 @@ impl<'a> Parser<'a> {
     pub fn ruleset(&mut self) -> Result<RuleSet, Diagnostic> {
         let (name, _) = self.word("a rule set name")?;
         self.punct(Tok::Open, "'{'")?;
-        let mut set = RuleSet { name: name.to_string(), generation: None, realized: None, rules: Vec::new() };
+        let mut set = RuleSet {
+            name: name.to_string(),
+            generation: None,
+            realized: None,
+            rules: Vec::new(),
+        };
         self.rule_spans.clear();
         loop {
             self.block_meta(&mut set.generation, &mut set.realized);
             let Some(t) = self.peek_raw() else {
-                return Err(Diagnostic::new(self.eof, format!("rule set '{name}' is not closed")))
-                    .map_err(|d| d.with_hint("add '}'"));
+                return Err(Diagnostic::new(
+                    self.eof,
+                    format!("rule set '{name}' is not closed"),
+                ))
+                .map_err(|d| d.with_hint("add '}'"));
             };
             self.pos += 1;
             match t.tok {
@@ -175,7 +203,11 @@ impl<'a> Parser<'a> {
             id,
             position,
             dir,
-            body: RuleBody::Ether(EtherMatch { ethertype: None, src: MacEndpoint::Any, dst: MacEndpoint::Any }),
+            body: RuleBody::Ether(EtherMatch {
+                ethertype: None,
+                src: MacEndpoint::Any,
+                dst: MacEndpoint::Any,
+            }),
             stateless: false,
             action: Action::Accept,
             log: false,
@@ -214,7 +246,16 @@ impl<'a> Parser<'a> {
                 if icmp == IcmpMatch::Any {
                     icmp = self.icmp(proto)?;
                 }
-                rule.body = RuleBody::Ip(IpMatch { family, proto, strict, src, sport, dst, dport, icmp });
+                rule.body = RuleBody::Ip(IpMatch {
+                    family,
+                    proto,
+                    strict,
+                    src,
+                    sport,
+                    dst,
+                    dport,
+                    icmp,
+                });
             }
             _ => return Err(unknown_keyword(kspan, kw, RULE_KEYWORDS_AFTER_DIR)),
         }
@@ -282,7 +323,8 @@ impl<'a> Parser<'a> {
             },
         };
         v.map(Some).ok_or_else(|| {
-            Diagnostic::new(span, format!("bad ethertype '{w}'")).with_hint("write any, ipv4, arp, ipv6 or a number like 0x0800")
+            Diagnostic::new(span, format!("bad ethertype '{w}'"))
+                .with_hint("write any, ipv4, arp, ipv6 or a number like 0x0800")
         })
     }
 
@@ -300,28 +342,40 @@ impl<'a> Parser<'a> {
         if let Ok(n) = w.parse::<u8>() {
             return Ok(Protocol::Number(n));
         }
-        let names: Vec<&str> = std::iter::once("any").chain(PROTOCOL_NAMES.iter().map(|(n, _)| *n)).collect();
+        let names: Vec<&str> = std::iter::once("any")
+            .chain(PROTOCOL_NAMES.iter().map(|(n, _)| *n))
+            .collect();
         let d = Diagnostic::new(span, format!("unsupported protocol '{w}'"));
         Err(match did_you_mean(w, &names) {
             Some(s) => d.with_hint(format!("did you mean '{s}'?")),
-            None => d.with_hint("use a name (any, tcp, udp, icmp, ipv6-icmp, sctp, gre, igmp) or a number 0-255"),
+            None => {
+                d.with_hint("use a name (any, tcp, udp, icmp, ipv6-icmp, sctp, gre, igmp) or a number 0-255")
+            }
         })
     }
 
     fn icmp(&mut self, proto: Protocol) -> Result<IcmpMatch, Diagnostic> {
-        let Some(Token { tok: Tok::Word(kw @ ("icmptype" | "typecode")), span }) = self.peek() else {
+        let Some(Token {
+            tok: Tok::Word(kw @ ("icmptype" | "typecode")),
+            span,
+        }) = self.peek()
+        else {
             return Ok(IcmpMatch::Any);
         };
         self.pos += 1;
         if !proto.is_icmp() {
-            return Err(Diagnostic::new(span, format!("'{kw}' on a rule whose protocol is not ICMP"))
-                .with_hint("use protocol icmp or ipv6-icmp"));
+            return Err(
+                Diagnostic::new(span, format!("'{kw}' on a rule whose protocol is not ICMP"))
+                    .with_hint("use protocol icmp or ipv6-icmp"),
+            );
         }
         if kw == "icmptype" {
             return Ok(IcmpMatch::Type(self.number::<u8>("an ICMP type 0-255")?.0));
         }
         let (w, wspan) = self.word("type:code")?;
-        let parsed = w.split_once(':').and_then(|(t, c)| Some((t.parse().ok()?, c.parse().ok()?)));
+        let parsed = w
+            .split_once(':')
+            .and_then(|(t, c)| Some((t.parse().ok()?, c.parse().ok()?)));
         parsed.map(|(t, c)| IcmpMatch::TypeCode(t, c)).ok_or_else(|| {
             Diagnostic::new(wspan, format!("bad ICMP type:code '{w}'")).with_hint("write it like 3:4")
         })
@@ -334,14 +388,32 @@ impl<'a> Parser<'a> {
             "any" if !negated => Ok(Endpoint::Any),
             "addrset" => {
                 let (id, ispan) = self.word("an address set id")?;
-                self.refs.push(SetRef { id: id.to_string(), span: ispan, l2: false });
-                Ok(Endpoint::AddrSet { id: id.to_string(), negated })
+                self.refs.push(SetRef {
+                    id: id.to_string(),
+                    span: ispan,
+                    l2: false,
+                });
+                Ok(Endpoint::AddrSet {
+                    id: id.to_string(),
+                    negated,
+                })
             }
             "ip" => {
                 let (a, aspan) = self.word("an IP address or prefix")?;
-                Ok(Endpoint::Ip { net: parse_ipnet(a, aspan)?, negated })
+                Ok(Endpoint::Ip {
+                    net: parse_ipnet(a, aspan)?,
+                    negated,
+                })
             }
-            _ => Err(unknown_keyword(span, w, if negated { &["addrset", "ip"] } else { &["any", "addrset", "ip", "not"] })),
+            _ => Err(unknown_keyword(
+                span,
+                w,
+                if negated {
+                    &["addrset", "ip"]
+                } else {
+                    &["any", "addrset", "ip", "not"]
+                },
+            )),
         }
     }
 
@@ -352,21 +424,34 @@ impl<'a> Parser<'a> {
             "any" if !negated => Ok(MacEndpoint::Any),
             "addrset" => {
                 let (id, ispan) = self.word("an address set id")?;
-                self.refs.push(SetRef { id: id.to_string(), span: ispan, l2: true });
-                Ok(MacEndpoint::AddrSet { id: id.to_string(), negated })
+                self.refs.push(SetRef {
+                    id: id.to_string(),
+                    span: ispan,
+                    l2: true,
+                });
+                Ok(MacEndpoint::AddrSet {
+                    id: id.to_string(),
+                    negated,
+                })
             }
             _ => Err(unknown_keyword(span, w, &["any", "addrset", "not"])),
         }
     }
 
     fn ports(&mut self, proto: Protocol) -> Result<Ports, Diagnostic> {
-        let Some(Token { tok: Tok::Word("port"), span }) = self.peek() else {
+        let Some(Token {
+            tok: Tok::Word("port"),
+            span,
+        }) = self.peek()
+        else {
             return Ok(Ports::Any);
         };
         self.pos += 1;
         if !proto.has_ports() {
-            return Err(Diagnostic::new(span, "ports on a rule whose protocol has no ports")
-                .with_hint("ports apply to tcp, udp and sctp"));
+            return Err(
+                Diagnostic::new(span, "ports on a rule whose protocol has no ports")
+                    .with_hint("ports apply to tcp, udp and sctp"),
+            );
         }
         if matches!(self.peek(), Some(Token { tok: Tok::Open, .. })) {
             self.pos += 1;
@@ -391,7 +476,12 @@ impl<'a> Parser<'a> {
     pub fn addrset(&mut self) -> Result<AddrSet, Diagnostic> {
         let (id, _) = self.word("an address set id")?;
         self.punct(Tok::Open, "'{'")?;
-        let mut set = AddrSet { id: id.to_string(), generation: None, realized: None, entries: Vec::new() };
+        let mut set = AddrSet {
+            id: id.to_string(),
+            generation: None,
+            realized: None,
+            entries: Vec::new(),
+        };
         loop {
             self.block_meta(&mut set.generation, &mut set.realized);
             let t = self.next("'ip', 'mac' or '}'")?;
@@ -429,8 +519,13 @@ pub fn parse_ipnet(w: &str, span: Span) -> Result<IpNet, Diagnostic> {
         Some(l) => {
             let l: u8 = l.parse().map_err(|_| bad())?;
             IpNet::new(addr, l).ok_or_else(|| {
-                Diagnostic::new(span, format!("prefix length /{l} is too long for {addr}"))
-                    .with_hint(if addr.is_ipv4() { "IPv4 prefixes are /0 to /32" } else { "IPv6 prefixes are /0 to /128" })
+                Diagnostic::new(span, format!("prefix length /{l} is too long for {addr}")).with_hint(
+                    if addr.is_ipv4() {
+                        "IPv4 prefixes are /0 to /32"
+                    } else {
+                        "IPv6 prefixes are /0 to /128"
+                    },
+                )
             })
         }
     }
@@ -455,13 +550,15 @@ pub fn parse_mac(w: &str, span: Span) -> Result<Mac, Diagnostic> {
         n += 1;
     }
     if n != 6 {
-        return Err(Diagnostic::new(span, format!("bad MAC address '{w}'")).with_hint("write it like 00:50:56:aa:bb:cc"));
+        return Err(Diagnostic::new(span, format!("bad MAC address '{w}'"))
+            .with_hint("write it like 00:50:56:aa:bb:cc"));
     }
     Ok(Mac(mac))
 }
 
 fn parse_port_range(w: &str, span: Span) -> Result<(u16, u16), Diagnostic> {
-    let bad = || Diagnostic::new(span, format!("bad port '{w}'")).with_hint("ports are 0-65535; a range is lo-hi");
+    let bad =
+        || Diagnostic::new(span, format!("bad port '{w}'")).with_hint("ports are 0-65535; a range is lo-hi");
     let (lo, hi) = match w.split_once('-') {
         Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
         None => {
@@ -470,8 +567,10 @@ fn parse_port_range(w: &str, span: Span) -> Result<(u16, u16), Diagnostic> {
         }
     };
     if lo > hi {
-        return Err(Diagnostic::new(span, format!("port range {lo}-{hi} is empty: {lo} > {hi}"))
-            .with_hint(format!("write {hi}-{lo}")));
+        return Err(
+            Diagnostic::new(span, format!("port range {lo}-{hi} is empty: {lo} > {hi}"))
+                .with_hint(format!("write {hi}-{lo}")),
+        );
     }
     Ok((lo, hi))
 }

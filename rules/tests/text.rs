@@ -47,13 +47,26 @@ fn seed_text_parses_verbatim_and_prints_back_identically() {
     let main = &f.rulesets[0];
     assert_eq!(main.generation, Some(0));
     assert_eq!(main.realized.as_deref(), Some("2018-12-17T09:22:20"));
-    assert_eq!(main.rules.iter().map(|r| (r.id, r.position)).collect::<Vec<_>>(), [(6266, 1), (6269, 2), (6270, 3), (2, 4)]);
+    assert_eq!(
+        main.rules.iter().map(|r| (r.id, r.position)).collect::<Vec<_>>(),
+        [(6266, 1), (6269, 2), (6270, 3), (2, 4)]
+    );
     assert_eq!(main.rules[1].action, Action::Drop);
     assert_eq!(main.rules[2].dir, RuleDir::Out);
     assert!(f.rulesets[1].rules[0].stateless);
-    let printed: String = f.rulesets.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n");
+    let printed: String = f
+        .rulesets
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert_eq!(printed, SEED_RULES);
-    let sets: String = f.addrsets.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("\n");
+    let sets: String = f
+        .addrsets
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert_eq!(sets, SEED_SETS);
 }
 
@@ -74,7 +87,9 @@ fn public_nsx_rule_forms_round_trip() {
     .unwrap();
     let rs = &policy.filters[0].rulesets[0];
     assert_eq!(rs.to_string(), text);
-    let RuleBody::Ip(m) = &rs.rules[3].body else { panic!("ip rule expected") };
+    let RuleBody::Ip(m) = &rs.rules[3].body else {
+        panic!("ip rule expected")
+    };
     assert_eq!(m.sport, Ports::Set(vec![(53, 53), (5353, 5353), (6000, 6010)]));
     assert_eq!(m.dport, Ports::Range(1024, 2048));
     assert!(rs.rules[5].internal);
@@ -108,7 +123,10 @@ fn mistakes_are_reported_with_position_and_hint() {
         err("filter f { vnic ip 10.0.0.1;\nruleset mainrs {\n  rule 1 at 1 in protocol any from any to any drop;\n  rule 1 at 2 in protocol any from any to any drop;\n}}"),
         "p.dfw:4:3: rule id 1 appears twice in rule set 'mainrs'"
     );
-    assert_eq!(err("filtr f {}"), "p.dfw:1:1: unexpected 'filtr', expected 'filter', 'ruleset' or 'addrset' (did you mean 'filter'?)");
+    assert_eq!(
+        err("filtr f {}"),
+        "p.dfw:1:1: unexpected 'filtr', expected 'filter', 'ruleset' or 'addrset' (did you mean 'filter'?)"
+    );
     assert_eq!(
         err("filter f { vnic ip 10.0.0.1;\nruleset mainrs {\n  rule 1 at 1 in protocol tcp from any to any accept;\n"),
         "p.dfw:3:54: rule set 'mainrs' is not closed (add '}')"

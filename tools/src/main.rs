@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use engine::replay::{Switch, SwitchPoint};
 
 #[derive(Parser)]
-#[command(name = "dfw", version, about = "Userspace per-vNIC distributed firewall: replay captures through NSX-style filters")]
+#[command(
+    name = "dfw",
+    version,
+    about = "Userspace per-vNIC distributed firewall: replay captures through NSX-style filters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,9 +65,13 @@ enum GenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { policy, switches, json, verdicts, capture } => {
-            replay(&policy, &switches, json, verdicts.as_deref(), &capture)
-        }
+        Command::Replay {
+            policy,
+            switches,
+            json,
+            verdicts,
+            capture,
+        } => replay(&policy, &switches, json, verdicts.as_deref(), &capture),
         Command::Check { files } => check(&files),
         Command::Gen(GenCommand::SeedLab { out }) => gen::seed_lab(&out),
     };
@@ -78,31 +86,48 @@ fn main() -> ExitCode {
 
 /// Reads and parses a policy file; errors read `FILE:LINE:COL: message (hint)`.
 fn load_policy(path: &Path) -> Result<rules::Policy> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read policy", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read policy", path.display()))?;
     rules::parse_policy(&text).map_err(|d| anyhow!(d.one_line(&path.display().to_string())))
 }
 
 fn parse_switch(spec: &str) -> Result<Switch> {
-    let (at, file) = spec
-        .split_once('=')
-        .ok_or_else(|| anyhow!("--switch '{spec}': expected AT=FILE (AT a frame number or an RFC 3339 time)"))?;
+    let (at, file) = spec.split_once('=').ok_or_else(|| {
+        anyhow!("--switch '{spec}': expected AT=FILE (AT a frame number or an RFC 3339 time)")
+    })?;
     let at = match at.parse::<u64>() {
         Ok(0) => return Err(anyhow!("--switch '{spec}': frames are numbered from 1")),
         Ok(n) => SwitchPoint::Frame(n),
         Err(_) => {
-            let t = humantime::parse_rfc3339_weak(at)
-                .map_err(|e| anyhow!("--switch '{spec}': '{at}' is neither a frame number nor an RFC 3339 time ({e})"))?;
-            let ns = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| anyhow!("--switch '{spec}': time before 1970"))?;
+            let t = humantime::parse_rfc3339_weak(at).map_err(|e| {
+                anyhow!("--switch '{spec}': '{at}' is neither a frame number nor an RFC 3339 time ({e})")
+            })?;
+            let ns = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|_| anyhow!("--switch '{spec}': time before 1970"))?;
             SwitchPoint::Time(u64::try_from(ns.as_nanos()).unwrap_or(u64::MAX))
         }
     };
     let path = Path::new(file);
-    Ok(Switch { at, policy: load_policy(path)?, label: path.display().to_string() })
+    Ok(Switch {
+        at,
+        policy: load_policy(path)?,
+        label: path.display().to_string(),
+    })
 }
 
-fn replay(policy: &Path, switches: &[String], json: bool, verdicts: Option<&Path>, capture: &Path) -> Result<ExitCode> {
+fn replay(
+    policy: &Path,
+    switches: &[String],
+    json: bool,
+    verdicts: Option<&Path>,
+    capture: &Path,
+) -> Result<ExitCode> {
     let initial = load_policy(policy)?;
-    let switches = switches.iter().map(|s| parse_switch(s)).collect::<Result<Vec<_>>>()?;
+    let switches = switches
+        .iter()
+        .map(|s| parse_switch(s))
+        .collect::<Result<Vec<_>>>()?;
     let mut engine = engine::Engine::new(&initial).map_err(|e| anyhow!("{}: {e}", policy.display()))?;
     let cap = pktio::capture::Capture::open(capture)?;
     let mut sink = output::VerdictSink::open(verdicts)?;
@@ -131,7 +156,9 @@ fn replay(policy: &Path, switches: &[String], json: bool, verdicts: Option<&Path
 fn check(files: &[PathBuf]) -> Result<ExitCode> {
     let mut bad = false;
     for f in files {
-        match load_policy(f).and_then(|p| engine::Engine::new(&p).map_err(|e| anyhow!("{}: {e}", f.display()))) {
+        match load_policy(f)
+            .and_then(|p| engine::Engine::new(&p).map_err(|e| anyhow!("{}: {e}", f.display())))
+        {
             Ok(_) => println!("{}: ok", f.display()),
             Err(e) => {
                 eprintln!("{e:#}");

@@ -33,10 +33,17 @@ impl VerdictSink {
     pub fn open(path: Option<&Path>) -> Result<VerdictSink> {
         let out = match path {
             None => None,
-            Some(p) if p == Path::new("-") => Some((BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>), "-".into())),
+            Some(p) if p == Path::new("-") => Some((
+                BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>),
+                "-".into(),
+            )),
             Some(p) => {
-                let f = File::create(p).with_context(|| format!("{}: cannot create verdicts file", p.display()))?;
-                Some((BufWriter::new(Box::new(f) as Box<dyn Write>), p.display().to_string()))
+                let f = File::create(p)
+                    .with_context(|| format!("{}: cannot create verdicts file", p.display()))?;
+                Some((
+                    BufWriter::new(Box::new(f) as Box<dyn Write>),
+                    p.display().to_string(),
+                ))
             }
         };
         Ok(VerdictSink { out })
@@ -44,9 +51,15 @@ impl VerdictSink {
 
     /// Writes the line for one event (decisions and malformed frames; switches write nothing).
     pub fn event(&mut self, ev: &Event<'_>) -> Result<()> {
-        let Some((w, name)) = &mut self.out else { return Ok(()) };
+        let Some((w, name)) = &mut self.out else {
+            return Ok(());
+        };
         let line = match *ev {
-            Event::Decision { frame, decision: d, filter } => VerdictLine {
+            Event::Decision {
+                frame,
+                decision: d,
+                filter,
+            } => VerdictLine {
                 frame,
                 filter: Some(&filter.name),
                 dir: Some(d.dir.as_str()),
@@ -69,7 +82,8 @@ impl VerdictSink {
             Event::Switched { .. } => return Ok(()),
         };
         serde_json::to_writer(&mut *w, &line).with_context(|| format!("{name}: write failed"))?;
-        w.write_all(b"\n").with_context(|| format!("{name}: write failed"))
+        w.write_all(b"\n")
+            .with_context(|| format!("{name}: write failed"))
     }
 
     /// Flushes.
@@ -147,7 +161,8 @@ impl Report {
                 }
                 let rs_name = |l2: bool| {
                     let set = if l2 { &f.policy.l2 } else { &f.policy.l3 };
-                    set.as_ref().map_or(if l2 { "L2" } else { "L3" }.to_string(), |r| r.name().to_string())
+                    set.as_ref()
+                        .map_or(if l2 { "L2" } else { "L3" }.to_string(), |r| r.name().to_string())
                 };
                 FilterReport {
                     name: f.name.clone(),
@@ -208,16 +223,28 @@ impl Report {
                 f.out.drop + f.out.reject + f.out.punt,
                 f.connections
             );
-            let _ = writeln!(o, "  {:<12} {:>8} {:>10} {:>9} {:>8}", "rule", "packets", "bytes", "sessions", "hits");
+            let _ = writeln!(
+                o,
+                "  {:<12} {:>8} {:>10} {:>9} {:>8}",
+                "rule", "packets", "bytes", "sessions", "hits"
+            );
             for r in &f.rules {
                 let name = format!("{}/{}", r.ruleset, r.id);
-                let _ = writeln!(o, "  {:<12} {:>8} {:>10} {:>9} {:>8}", name, r.packets, r.bytes, r.sessions, r.hits);
+                let _ = writeln!(
+                    o,
+                    "  {:<12} {:>8} {:>10} {:>9} {:>8}",
+                    name, r.packets, r.bytes, r.sessions, r.hits
+                );
             }
             let reasons: Vec<String> = f.reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(o, "  reasons: {}", reasons.join(", "));
         }
         if !self.drop_reasons.is_empty() {
-            let reasons: Vec<String> = self.drop_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let reasons: Vec<String> = self
+                .drop_reasons
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             let _ = writeln!(o, "\ndrop reasons: {}", reasons.join(", "));
         }
         o

@@ -164,7 +164,9 @@ pub enum ParseError {
         len: usize,
     },
     /// A TCP option has a length below 2 or extends beyond the TCP header.
-    #[error("tcp option {kind} at option byte {at} has length {len}, which does not fit the {room} bytes left")]
+    #[error(
+        "tcp option {kind} at option byte {at} has length {len}, which does not fit the {room} bytes left"
+    )]
     BadTcpOption {
         /// Option kind.
         kind: u8,
@@ -258,8 +260,19 @@ pub fn parse_frame(link: LinkType, data: &[u8], wire_len: u32) -> Result<Packet,
         LinkType::Raw => match data.first().map(|b| b >> 4) {
             Some(4) => (ethertype::IPV4, data),
             Some(6) => (ethertype::IPV6, data),
-            Some(found) => return Err(ParseError::BadVersion { layer: Layer::Ip, found }),
-            None => return Err(ParseError::Short { layer: Layer::Ip, need: 1, have: 0 }),
+            Some(found) => {
+                return Err(ParseError::BadVersion {
+                    layer: Layer::Ip,
+                    found,
+                })
+            }
+            None => {
+                return Err(ParseError::Short {
+                    layer: Layer::Ip,
+                    need: 1,
+                    have: 0,
+                })
+            }
         },
         LinkType::Ipv4 => (ethertype::IPV4, data),
         LinkType::Ipv6 => (ethertype::IPV6, data),
@@ -317,24 +330,43 @@ fn check_fragment(layer: Layer, offset: u16, len: usize) -> Result<(), ParseErro
 fn parse_ipv4(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseError> {
     let ip = Ipv4Header::new_checked(buf)?;
     if ip.version() != 4 {
-        return Err(ParseError::BadVersion { layer: Layer::Ipv4, found: ip.version() });
+        return Err(ParseError::BadVersion {
+            layer: Layer::Ipv4,
+            found: ip.version(),
+        });
     }
     let hl = ip.header_len();
     if hl < Ipv4Header::LEN {
-        return Err(ParseError::HeaderTooSmall { layer: Layer::Ipv4, len: hl, min: Ipv4Header::LEN });
+        return Err(ParseError::HeaderTooSmall {
+            layer: Layer::Ipv4,
+            len: hl,
+            min: Ipv4Header::LEN,
+        });
     }
     let total = usize::from(ip.total_len());
     if total < hl {
-        return Err(ParseError::BadLength { layer: Layer::Ipv4, len: total, header_len: hl });
+        return Err(ParseError::BadLength {
+            layer: Layer::Ipv4,
+            len: total,
+            header_len: hl,
+        });
     }
     check_len(Layer::Ipv4, buf, hl)?;
     if total > room {
-        return Err(ParseError::DatagramPastFrame { layer: Layer::Ipv4, len: total, room });
+        return Err(ParseError::DatagramPastFrame {
+            layer: Layer::Ipv4,
+            len: total,
+            room,
+        });
     }
     let offset = ip.frag_offset();
     let frag = if ip.more_frags() || offset != 0 {
         check_fragment(Layer::Ipv4, offset, total - hl)?;
-        Some(FragInfo { offset, more: ip.more_frags(), id: u32::from(ip.ident()) })
+        Some(FragInfo {
+            offset,
+            more: ip.more_frags(),
+            id: u32::from(ip.ident()),
+        })
     } else {
         None
     };
@@ -359,14 +391,21 @@ fn parse_ipv4(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseErro
 fn parse_ipv6(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseError> {
     let ip = Ipv6Header::new_checked(buf)?;
     if ip.version() != 6 {
-        return Err(ParseError::BadVersion { layer: Layer::Ipv6, found: ip.version() });
+        return Err(ParseError::BadVersion {
+            layer: Layer::Ipv6,
+            found: ip.version(),
+        });
     }
     // Jumbograms (payload length 0 with a hop-by-hop jumbo option, RFC 2675) are not supported: their
     // headers then lie past the stated end of the datagram.
     let payload_len = usize::from(ip.payload_len());
     let total = Ipv6Header::LEN + payload_len;
     if total > room {
-        return Err(ParseError::DatagramPastFrame { layer: Layer::Ipv6, len: total, room });
+        return Err(ParseError::DatagramPastFrame {
+            layer: Layer::Ipv6,
+            len: total,
+            room,
+        });
     }
     let payload = buf.get(Ipv6Header::LEN..total.min(buf.len())).unwrap_or_default();
     let chain = walk_ipv6_ext(ip.next_header(), payload, payload_len)?;
@@ -382,7 +421,13 @@ fn parse_ipv6(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseErro
         return Ok(());
     }
     let upper = payload.get(chain.len..).unwrap_or_default();
-    pkt.l4 = parse_l4(true, chain.proto, upper, payload_len - chain.len, chain.frag.is_some())?;
+    pkt.l4 = parse_l4(
+        true,
+        chain.proto,
+        upper,
+        payload_len - chain.len,
+        chain.frag.is_some(),
+    )?;
     Ok(())
 }
 
@@ -421,7 +466,11 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
                 let f = Ipv6FragHeader::new_checked(rest)?;
                 off += Ipv6FragHeader::LEN;
                 check_fragment(Layer::Ipv6Frag, f.offset(), room - off)?;
-                frag = Some(FragInfo { offset: f.offset(), more: f.more(), id: f.ident() });
+                frag = Some(FragInfo {
+                    offset: f.offset(),
+                    more: f.more(),
+                    id: f.ident(),
+                });
                 nh = f.next_header();
                 if f.offset() != 0 {
                     // What follows is the middle of the fragmentable part, not a header.
@@ -431,7 +480,11 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
             _ => break,
         }
     }
-    Ok(Ipv6Chain { proto: nh, len: off, frag })
+    Ok(Ipv6Chain {
+        proto: nh,
+        len: off,
+        frag,
+    })
 }
 
 /// Parses the transport header. `buf` is the captured part of the transport bytes, `room` their length
@@ -452,13 +505,24 @@ fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> R
                 // pf rejects a UDP length below the header or beyond the datagram (pf.c, pf_setup_pdesc).
                 let len = usize::from(udp.length());
                 if len < UdpHeader::LEN {
-                    return Err(ParseError::BadLength { layer: Layer::Udp, len, header_len: UdpHeader::LEN });
+                    return Err(ParseError::BadLength {
+                        layer: Layer::Udp,
+                        len,
+                        header_len: UdpHeader::LEN,
+                    });
                 }
                 if len > room {
-                    return Err(ParseError::LengthPastEnd { layer: Layer::Udp, len, room });
+                    return Err(ParseError::LengthPastEnd {
+                        layer: Layer::Udp,
+                        len,
+                        room,
+                    });
                 }
             }
-            Ok(L4::Udp { sport: udp.sport(), dport: udp.dport() })
+            Ok(L4::Udp {
+                sport: udp.sport(),
+                dport: udp.dport(),
+            })
         }
         ipproto::ICMP if !v6 => parse_icmp(Layer::Icmp, buf, room, fragmented),
         ipproto::ICMPV6 if v6 => parse_icmp(Layer::Icmpv6, buf, room, fragmented),
@@ -468,7 +532,10 @@ fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> R
             }
             fits(Layer::Sctp, buf, room, SctpHeader::LEN)?;
             let sctp = SctpHeader::new_checked(buf)?;
-            Ok(L4::Sctp { sport: sctp.sport(), dport: sctp.dport() })
+            Ok(L4::Sctp {
+                sport: sctp.sport(),
+                dport: sctp.dport(),
+            })
         }
         _ => Ok(L4::Other),
     }
@@ -482,10 +549,18 @@ fn parse_tcp(buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError
     let tcp = TcpHeader::new_checked(buf)?;
     let hl = tcp.header_len();
     if hl < TcpHeader::LEN {
-        return Err(ParseError::HeaderTooSmall { layer: Layer::Tcp, len: hl, min: TcpHeader::LEN });
+        return Err(ParseError::HeaderTooSmall {
+            layer: Layer::Tcp,
+            len: hl,
+            min: TcpHeader::LEN,
+        });
     }
     if hl > room && !fragmented {
-        return Err(ParseError::HeaderPastEnd { layer: Layer::Tcp, len: hl, room });
+        return Err(ParseError::HeaderPastEnd {
+            layer: Layer::Tcp,
+            len: hl,
+            room,
+        });
     }
     // Options as far as they were captured; `buf` already ends where the datagram (or fragment) ends.
     let captured = buf.get(TcpHeader::LEN..hl.min(buf.len())).unwrap_or_default();
@@ -532,7 +607,12 @@ pub fn parse_tcp_options(opts: &[u8], declared: usize) -> Result<TcpOptions, Par
         let Some(&len) = opts.get(at + 1) else {
             if opts.len() >= declared {
                 // The header ends between the kind and the length byte.
-                return Err(ParseError::BadTcpOption { kind, len: 0, at, room });
+                return Err(ParseError::BadTcpOption {
+                    kind,
+                    len: 0,
+                    at,
+                    room,
+                });
             }
             break;
         };
@@ -566,8 +646,17 @@ fn parse_icmp(layer: Layer, buf: &[u8], room: usize, fragmented: bool) -> Result
     let v6 = layer == Layer::Icmpv6;
     let ty = icmp.icmp_type();
     let echo_id = is_echo(v6, ty).then(|| icmp.echo_id());
-    let quoted = if is_error(v6, ty) { parse_quote(v6, icmp.payload()) } else { None };
-    Ok(L4::Icmp(IcmpInfo { icmp_type: ty, code: icmp.code(), echo_id, quoted }))
+    let quoted = if is_error(v6, ty) {
+        parse_quote(v6, icmp.payload())
+    } else {
+        None
+    };
+    Ok(L4::Icmp(IcmpInfo {
+        icmp_type: ty,
+        code: icmp.code(),
+        echo_id,
+        quoted,
+    }))
 }
 
 /// Echo request/reply: ICMP 8/0 (RFC 792), ICMPv6 128/129 (RFC 4443).
@@ -600,7 +689,13 @@ fn parse_quote(v6: bool, buf: &[u8]) -> Option<QuotedHeader> {
         let chain = walk_ipv6_ext(ip.next_header(), rest, rest.len()).ok()?;
         let non_first = chain.frag.is_some_and(|f| !f.is_first());
         let (sport, dport) = quoted_ports(true, chain.proto, rest.get(chain.len..)?, non_first)?;
-        Some(QuotedHeader { src: IpAddr::V6(ip.src()), dst: IpAddr::V6(ip.dst()), proto: chain.proto, sport, dport })
+        Some(QuotedHeader {
+            src: IpAddr::V6(ip.src()),
+            dst: IpAddr::V6(ip.dst()),
+            proto: chain.proto,
+            sport,
+            dport,
+        })
     } else {
         let ip = Ipv4Header::new_checked(buf).ok().filter(|ip| ip.version() == 4)?;
         if ip.header_len() < Ipv4Header::LEN {
