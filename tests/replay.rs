@@ -255,7 +255,7 @@ fn policy_typo_is_a_one_line_error_with_line_and_column() {
     let bad = dir.join("typo.dfw");
     let text = std::fs::read_to_string(lab("v1-policy.dfw"))
         .unwrap()
-        .replace("to any accept;", "to any acept;");
+        .replacen("to any accept;", "to any acept;", 1);
     std::fs::write(&bad, &text).unwrap();
     let (line, col) = text
         .lines()
@@ -264,7 +264,7 @@ fn policy_typo_is_a_one_line_error_with_line_and_column() {
         .unwrap();
     let err = one_line_error(&["replay", "--policy", bad.to_str().unwrap(), &lab("seed-lab.pcap")]);
     assert!(
-        err.contains(&format!("typo.dfw:{line}:{col}: unexpected 'acept'")),
+        err.contains(&format!("typo.dfw:{line}:{col}: error: unexpected 'acept'")),
         "{err}"
     );
     assert!(err.contains("did you mean 'accept'?"), "{err}");

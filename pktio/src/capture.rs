@@ -211,7 +211,10 @@ pub enum CaptureError {
         offset: u64,
     },
     /// A record or block runs past the end of the file.
-    #[error("{}: truncated capture: {what} at byte {offset} needs {need} bytes, {remain} remain", path.display())]
+    #[error(
+        "{}: truncated capture: {what} at byte {offset} needs {need} bytes, {remain} remain",
+        path.display()
+    )]
     Truncated {
         /// File.
         path: PathBuf,
@@ -278,6 +281,9 @@ impl Bytes {
 }
 
 /// An open capture file. Owns the mapped bytes; frames borrow from it.
+///
+/// The file is memory-mapped, so it must not be truncated or rewritten while the `Capture` is alive:
+/// dfw reads finished captures. (Appending is harmless; the map covers the length seen at `open`.)
 #[derive(Debug)]
 pub struct Capture {
     path: PathBuf,
@@ -317,10 +323,11 @@ impl Capture {
                 path: path.to_path_buf(),
             });
         }
-        // SAFETY: the map is read-only and private to this process. Another process truncating or
-        // rewriting the file while it is mapped would change bytes under the `&[u8]` we hand out (or
-        // raise SIGBUS); dfw reads finished capture files, not ones being written, and states so in
-        // `Capture`'s contract. Every read of the bytes is bounds-checked against the map's length.
+        // SAFETY: the map is read-only, so this process never writes through it. Another process
+        // truncating or rewriting the file while it is mapped would change bytes under the `&[u8]` we
+        // hand out (or raise SIGBUS); dfw reads finished capture files, not ones being written, and
+        // `Capture`'s doc states that contract. Every read of the bytes is bounds-checked against the
+        // map's length.
         let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
         Capture::new(path.to_path_buf(), Bytes::Mapped(map))
     }
@@ -471,6 +478,17 @@ enum State {
     Pcapng { section: Option<Section> },
 }
 
+/// What one pcapng block turned out to be.
+#[derive(Debug)]
+enum Block<'a> {
+    /// A packet block.
+    Packet(CaptureFrame<'a>),
+    /// A section header, interface description or a block dfw skips.
+    Other,
+    /// No block: the file ends here.
+    EndOfFile,
+}
+
 /// Iterator over the frames of a [`Capture`]; see [`Capture::frames`].
 #[derive(Debug)]
 pub struct Frames<'a> {
@@ -570,7 +588,7 @@ impl<'a> Frames<'a> {
         ) else {
             return Some(Err(self.truncated("record", PCAP_RECORD_LEN)));
         };
-        let need = PCAP_RECORD_LEN + caplen as usize;
+        let need = PCAP_RECORD_LEN.saturating_add(caplen as usize);
         let Some(data) = rest.get(PCAP_RECORD_LEN..need) else {
             return Some(Err(self.truncated("record", need)));
         };
@@ -593,21 +611,20 @@ impl<'a> Frames<'a> {
     fn next_pcapng(&mut self) -> Option<Result<CaptureFrame<'a>, CaptureError>> {
         loop {
             match self.next_pcapng_block() {
-                Ok(Some(Some(frame))) => return Some(Ok(frame)),
-                Ok(Some(None)) => continue,
-                Ok(None) => return None,
+                Ok(Block::Packet(frame)) => return Some(Ok(frame)),
+                Ok(Block::Other) => continue,
+                Ok(Block::EndOfFile) => return None,
                 Err(e) => return Some(Err(e)),
             }
         }
     }
 
-    /// Reads one block: `None` at the end of the file, `Some(None)` for a block that is not a packet.
-    #[allow(clippy::type_complexity)]
-    fn next_pcapng_block(&mut self) -> Result<Option<Option<CaptureFrame<'a>>>, CaptureError> {
+    /// Reads one pcapng block.
+    fn next_pcapng_block(&mut self) -> Result<Block<'a>, CaptureError> {
         let start = self.offset;
         let rest = self.data.get(start..).unwrap_or_default();
         if rest.is_empty() {
-            return Ok(None);
+            return Ok(Block::EndOfFile);
         }
         if rest.len() < 12 {
             return Err(self.truncated("block", 12));
@@ -631,7 +648,7 @@ impl<'a> Frames<'a> {
         };
         let btype = read_u32(rest, 0, be).unwrap_or_default();
         let total = read_u32(rest, 4, be).unwrap_or_default();
-        if total < 12 || total % 4 != 0 {
+        if total < 12 || total & 3 != 0 {
             return Err(self.bad_block(start, BlockDefect::Length(total)));
         }
         let Some(blk) = rest.get(..total as usize) else {
@@ -644,7 +661,7 @@ impl<'a> Frames<'a> {
         let body = blk.get(8..blk.len() - 4).unwrap_or_default();
         self.offset += blk.len();
         let too_short = |need: usize| {
-            (body.len() < need).then(|| BlockDefect::BodyTooShort {
+            (body.len() < need).then_some(BlockDefect::BodyTooShort {
                 block_type: btype,
                 len: body.len(),
             })
@@ -665,7 +682,7 @@ impl<'a> Frames<'a> {
                         interfaces: Vec::new(),
                     }),
                 };
-                Ok(Some(None))
+                Ok(Block::Other)
             }
             block::IDB => {
                 if let Some(d) = too_short(8) {
@@ -681,13 +698,18 @@ impl<'a> Frames<'a> {
                     });
                 }
                 let snaplen = read_u32(body, 4, be).unwrap_or_default();
-                let mut iface = Interface { link, units_per_sec: 1_000_000, offset_secs: 0, snaplen };
+                let mut iface = Interface {
+                    link,
+                    units_per_sec: 1_000_000,
+                    offset_secs: 0,
+                    snaplen,
+                };
                 read_idb_options(body.get(8..).unwrap_or_default(), be, &mut iface)
                     .map_err(|d| self.bad_block(start, d))?;
                 if let State::Pcapng { section: Some(s) } = &mut self.state {
                     s.interfaces.push(iface);
                 }
-                Ok(Some(None))
+                Ok(Block::Other)
             }
             block::EPB | block::OPB => {
                 if let Some(d) = too_short(20) {
@@ -716,7 +738,7 @@ impl<'a> Frames<'a> {
                     link: iface.link,
                     interface: id,
                 };
-                Ok(Some(Some(frame)))
+                Ok(Block::Packet(frame))
             }
             block::SPB => {
                 if let Some(d) = too_short(4) {
@@ -734,15 +756,15 @@ impl<'a> Frames<'a> {
                     let room = body.len() - 4;
                     return Err(self.bad_block(start, BlockDefect::CaptureLenPastBlock { caplen, room }));
                 };
-                Ok(Some(Some(CaptureFrame {
+                Ok(Block::Packet(CaptureFrame {
                     data,
                     wire_len,
                     ts_nanos: 0,
                     link: iface.link,
                     interface: 0,
-                })))
+                }))
             }
-            _ => Ok(Some(None)),
+            _ => Ok(Block::Other),
         }
     }
 

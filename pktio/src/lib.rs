@@ -32,5 +32,8 @@ pub use capture::{
     BlockDefect, Capture, CaptureError, CaptureFormat, CaptureFrame, Frames, PcapWriter, TsResolution,
 };
 pub use link::LinkType;
-pub use packet::{ethertype, ipproto, tcpflags, FragInfo, IcmpInfo, IpInfo, MacAddr, Packet, QuotedHeader, TcpInfo, TcpOptions, L4};
+pub use packet::{
+    ethertype, ipproto, tcpflags, FragInfo, IcmpInfo, IpInfo, MacAddr, Packet, QuotedHeader, TcpInfo,
+    TcpOptions, L4,
+};
 pub use parse::{parse_frame, Layer, ParseError};

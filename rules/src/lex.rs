@@ -37,8 +37,8 @@ pub struct Token<'a> {
     pub span: Span,
 }
 
-/// Splits `src` into tokens. Fails only on an unterminated quoted string.
-pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, Diagnostic> {
+/// Splits `src` into tokens. Fails only on an unterminated quoted string, returning the tokens before it.
+pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, (Vec<Token<'_>>, Diagnostic)> {
     let mut out = Vec::new();
     let mut line = 1u32;
     let mut line_start = 0usize;
@@ -104,11 +104,9 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, Diagnostic> {
                         i += n + 2;
                     }
                     _ => {
-                        return Err(Diagnostic::new(
-                            span_at(i, i + 1, line, line_start),
-                            "unterminated quoted string",
-                        )
-                        .with_hint("close it with ' on the same line"));
+                        let d = Diagnostic::new(span_at(i, i + 1, line, line_start), "unterminated quoted string")
+                            .with_hint("close it with ' on the same line");
+                        return Err((out, d));
                     }
                 }
             }
@@ -166,7 +164,7 @@ mod tests {
         let toks = tokenize("# internal # rule 1").unwrap();
         assert_eq!(toks[0].tok, Tok::Internal);
         assert_eq!(toks[1].tok, Tok::Word("rule"));
-        let err = tokenize("tag 'oops\n").unwrap_err();
+        let (_, err) = tokenize("tag 'oops\n").unwrap_err();
         assert_eq!((err.span.line, err.span.col), (1, 5));
     }
 }

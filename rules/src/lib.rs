@@ -20,7 +20,7 @@ pub mod policy;
 mod print;
 pub mod text;
 
-pub use diag::{Diagnostic, Span};
+pub use diag::{Diagnostic, Diagnostics, Severity, Span};
 pub use eval::{CompiledRuleSet, L2Key, L3Key, SetIndex, UndefinedSet};
 pub use model::*;
-pub use policy::{parse_policy, FailurePolicy, FilterSpec, Policy, Vnic};
+pub use policy::{check_policy, parse_policy, Checked, FailurePolicy, FilterSpec, Policy, Vnic};

@@ -88,6 +88,12 @@ impl Protocol {
         matches!(self, Protocol::Number(6 | 17 | 132))
     }
 
+    /// True when a rule for this protocol may name ports: TCP, UDP, SCTP, or `any` (which then matches
+    /// only packets that carry ports).
+    pub fn may_have_ports(self) -> bool {
+        self == Protocol::Any || self.has_ports()
+    }
+
     /// True for ICMP and ICMPv6.
     pub fn is_icmp(self) -> bool {
         matches!(self, Protocol::Number(1 | 58))
@@ -129,6 +135,15 @@ impl IpNet {
             IpAddr::V4(a) => u32::from(a) & !mask32(self.len) != 0,
             IpAddr::V6(a) => u128::from(a) & !mask128(self.len) != 0,
         }
+    }
+
+    /// The prefix with host bits cleared (`10.0.0.1/24` → `10.0.0.0/24`).
+    pub fn network(&self) -> IpNet {
+        let addr = match self.addr {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask32(self.len)).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask128(self.len)).into()),
+        };
+        IpNet { addr, len: self.len }
     }
 
     /// Whether `ip` lies inside the prefix (never across families).
@@ -337,6 +352,31 @@ pub struct Rule {
     pub tag: Option<String>,
     /// Printed with the `# internal #` prefix (rules the system adds).
     pub internal: bool,
+    /// Comment lines written just before the rule (text after `#`), kept so `dfw fmt` loses nothing.
+    pub comments: Vec<String>,
+}
+
+impl Rule {
+    /// An L3 rule with no flags, log, tag or comments.
+    pub fn ip(id: u32, position: u32, dir: RuleDir, m: IpMatch, action: Action) -> Rule {
+        Rule { id, position, dir, body: RuleBody::Ip(m), stateless: false, action, log: false, tag: None, internal: false, comments: Vec::new() }
+    }
+}
+
+impl IpMatch {
+    /// Matches everything: `protocol any from any to any`.
+    pub fn any() -> IpMatch {
+        IpMatch {
+            family: Family::Any,
+            proto: Protocol::Any,
+            strict: false,
+            src: Endpoint::Any,
+            sport: Ports::Any,
+            dst: Endpoint::Any,
+            dport: Ports::Any,
+            icmp: IcmpMatch::Any,
+        }
+    }
 }
 
 /// A named, ordered rule set (`ruleset mainrs {...}`).
@@ -350,9 +390,18 @@ pub struct RuleSet {
     pub realized: Option<String>,
     /// Rules in text order; evaluation orders them by `position`.
     pub rules: Vec<Rule>,
+    /// Comment lines before the `ruleset` keyword.
+    pub comments: Vec<String>,
+    /// Comment lines after the last rule, before `}`.
+    pub trailing: Vec<String>,
 }
 
 impl RuleSet {
+    /// An empty rule set without metadata or comments.
+    pub fn new(name: impl Into<String>) -> RuleSet {
+        RuleSet { name: name.into(), generation: None, realized: None, rules: Vec::new(), comments: Vec::new(), trailing: Vec::new() }
+    }
+
     /// True for the L2 rule set of a filter (its name ends in `_L2`).
     pub fn is_l2(&self) -> bool {
         self.name.ends_with("_L2")
@@ -379,9 +428,18 @@ pub struct AddrSet {
     pub realized: Option<String>,
     /// Entries in text order.
     pub entries: Vec<AddrEntry>,
+    /// Comment lines before the `addrset` keyword.
+    pub comments: Vec<String>,
+    /// Comment lines inside the block: `(i, text)` stands before entry `i` (`i == entries.len()`: before `}`).
+    pub entry_comments: Vec<(usize, String)>,
 }
 
 impl AddrSet {
+    /// An address set with `entries` and no metadata or comments.
+    pub fn new(id: impl Into<String>, entries: Vec<AddrEntry>) -> AddrSet {
+        AddrSet { id: id.into(), generation: None, realized: None, entries, comments: Vec::new(), entry_comments: Vec::new() }
+    }
+
     /// Whether `ip` is a member (exact address or inside a prefix).
     pub fn contains_ip(&self, ip: IpAddr) -> bool {
         self.entries

@@ -133,6 +133,7 @@ impl fmt::Display for Rule {
 
 impl fmt::Display for RuleSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_comments(f, "", &self.comments)?;
         writeln!(f, "ruleset {} {{", self.name)?;
         if let Some(g) = self.generation {
             writeln!(f, "  # generation number: {g}")?;
@@ -141,14 +142,17 @@ impl fmt::Display for RuleSet {
             writeln!(f, "  # realization time : {r}")?;
         }
         for rule in &self.rules {
+            write_comments(f, "  ", &rule.comments)?;
             writeln!(f, "  {rule}")?;
         }
+        write_comments(f, "  ", &self.trailing)?;
         f.write_str("}\n")
     }
 }
 
 impl fmt::Display for AddrSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_comments(f, "", &self.comments)?;
         writeln!(f, "addrset {} {{", self.id)?;
         if let Some(g) = self.generation {
             writeln!(f, "# generation number: {g}")?;
@@ -156,12 +160,31 @@ impl fmt::Display for AddrSet {
         if let Some(r) = &self.realized {
             writeln!(f, "# realization time : {r}")?;
         }
-        for e in &self.entries {
+        let mut notes = self.entry_comments.iter().peekable();
+        for (i, e) in self.entries.iter().enumerate() {
+            while let Some((_, c)) = notes.next_if(|(at, _)| *at <= i) {
+                write_comments(f, "", std::slice::from_ref(c))?;
+            }
             match e {
                 AddrEntry::Ip(n) => writeln!(f, "ip {n},")?,
                 AddrEntry::Mac(m) => writeln!(f, "mac {m},")?,
             }
         }
+        for (_, c) in notes {
+            write_comments(f, "", std::slice::from_ref(c))?;
+        }
         f.write_str("}\n")
     }
+}
+
+/// Writes comment lines (`# text`) with `indent`.
+pub(crate) fn write_comments(f: &mut std::fmt::Formatter<'_>, indent: &str, comments: &[String]) -> std::fmt::Result {
+    for c in comments {
+        if c.is_empty() {
+            writeln!(f, "{indent}#")?;
+        } else {
+            writeln!(f, "{indent}# {c}")?;
+        }
+    }
+    Ok(())
 }

@@ -97,46 +97,6 @@ fn public_nsx_rule_forms_round_trip() {
     assert_eq!(parse_policy(&policy.to_string()).unwrap(), policy);
 }
 
-fn err(text: &str) -> String {
-    parse_policy(text).unwrap_err().one_line("p.dfw")
-}
-
-#[test]
-fn mistakes_are_reported_with_position_and_hint() {
-    assert_eq!(
-        err("filter f { vnic ip 10.0.0.1;\nruleset mainrs {\n  rule 1 at 1 in protocol tcp from any to any acept;\n}}"),
-        "p.dfw:3:47: unexpected 'acept', expected 'accept', 'drop', 'reject' or 'punt' (did you mean 'accept'?)"
-    );
-    assert_eq!(
-        err("filter f { vnic ip 10.0.0.1;\nruleset mainrs {\n  rule 1 at 1 in protocol any from addrset nope to any drop;\n}}"),
-        "p.dfw:3:44: address set 'nope' is not defined for f (define it with addrset <id> { ... } in the filter or at top level)"
-    );
-    assert_eq!(
-        err("filter f { vnic ip 10.0.0.1;\nruleset mainrs {\n  rule 1 at 1 in protocol tcp from any to any port 90-80 drop;\n}}"),
-        "p.dfw:3:52: port range 90-80 is empty: 90 > 80 (write 80-90)"
-    );
-    assert_eq!(
-        err("filter f { vnic ip 10.0.0.1;\nruleset mainrs {\n  rule 1 at 1 in protocol icmp from any to any port 80 drop;\n}}"),
-        "p.dfw:3:48: ports on a rule whose protocol has no ports (ports apply to tcp, udp and sctp)"
-    );
-    assert_eq!(
-        err("filter f { vnic ip 10.0.0.1;\nruleset mainrs {\n  rule 1 at 1 in protocol any from any to any drop;\n  rule 1 at 2 in protocol any from any to any drop;\n}}"),
-        "p.dfw:4:3: rule id 1 appears twice in rule set 'mainrs'"
-    );
-    assert_eq!(
-        err("filtr f {}"),
-        "p.dfw:1:1: unexpected 'filtr', expected 'filter', 'ruleset' or 'addrset' (did you mean 'filter'?)"
-    );
-    assert_eq!(
-        err("filter f { vnic ip 10.0.0.1;\nruleset mainrs {\n  rule 1 at 1 in protocol tcp from any to any accept;\n"),
-        "p.dfw:3:54: rule set 'mainrs' is not closed (add '}')"
-    );
-    assert_eq!(
-        err("addrset m { mac 00:11:22:33:44:55, }\nfilter f { vnic ip 10.0.0.1;\nruleset mainrs {\n  rule 1 at 1 in protocol any from addrset m to any drop;\n}}"),
-        "p.dfw:4:44: address set 'm' holds MAC addresses but is used in an L3 rule (L3 (protocol) rules match IP sets)"
-    );
-}
-
 #[test]
 fn first_match_follows_positions_and_sets() {
     let policy = parse_policy(&seed_policy()).unwrap();

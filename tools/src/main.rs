@@ -42,8 +42,17 @@ enum Command {
         /// The capture file.
         capture: PathBuf,
     },
-    /// Check policy files for errors.
+    /// Check policy files: print every error and warning with its position; exit 1 on any error.
     Check {
+        /// Policy files (raw `getrules` / `getaddrsets` output is a policy file too).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Rewrite policy files in canonical form (comments kept).
+    Fmt {
+        /// Do not write; exit 1 when a file is not in canonical form.
+        #[arg(long)]
+        check: bool,
         /// Policy files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -73,6 +82,7 @@ fn main() -> ExitCode {
             capture,
         } => replay(&policy, &switches, json, verdicts.as_deref(), &capture),
         Command::Check { files } => check(&files),
+        Command::Fmt { check, files } => fmt(&files, check),
         Command::Gen(GenCommand::SeedLab { out }) => gen::seed_lab(&out),
     };
     match result {
@@ -84,11 +94,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reads and parses a policy file; errors read `FILE:LINE:COL: message (hint)`.
+/// Reads and parses a policy file; errors read `FILE:LINE:COL: error: message (hint)`, one per line.
 fn load_policy(path: &Path) -> Result<rules::Policy> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("{}: cannot read policy", path.display()))?;
-    rules::parse_policy(&text).map_err(|d| anyhow!(d.one_line(&path.display().to_string())))
+    rules::parse_policy(&text).map_err(|d| {
+        let errors = rules::Diagnostics(d.errors().cloned().collect());
+        anyhow!(errors.one_line(&path.display().to_string()))
+    })
 }
 
 fn parse_switch(spec: &str) -> Result<Switch> {
@@ -153,17 +166,61 @@ fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+/// Prints every diagnostic of `path` compiler-style; true when there are errors. A policy without
+/// syntax errors is also loaded into an engine, which checks what only loading can.
+fn report(path: &Path, text: &str) -> (Option<rules::Policy>, bool) {
+    let name = path.display().to_string();
+    let checked = rules::check_policy(text);
+    for d in &checked.diagnostics.0 {
+        eprint!("{}", d.render(&name, text));
+    }
+    if checked.diagnostics.has_errors() {
+        return (None, true);
+    }
+    if let Err(e) = engine::Engine::new(&checked.policy) {
+        eprintln!("{name}: error: {e}");
+        return (None, true);
+    }
+    (Some(checked.policy), false)
+}
+
 fn check(files: &[PathBuf]) -> Result<ExitCode> {
     let mut bad = false;
     for f in files {
-        match load_policy(f)
-            .and_then(|p| engine::Engine::new(&p).map_err(|e| anyhow!("{}: {e}", f.display())))
-        {
-            Ok(_) => println!("{}: ok", f.display()),
-            Err(e) => {
-                eprintln!("{e:#}");
-                bad = true;
-            }
+        let text = read(f)?;
+        let (policy, errors) = report(f, &text);
+        bad |= errors;
+        if let Some(p) = policy {
+            let rules: usize = p.rulesets.iter().chain(p.filters.iter().flat_map(|f| &f.rulesets)).map(|r| r.rules.len()).sum();
+            println!("{}: ok ({} filters, {rules} rules)", f.display(), p.filters.len());
+        }
+    }
+    Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode> {
+    let mut bad = false;
+    for f in files {
+        let text = read(f)?;
+        let (policy, errors) = report(f, &text);
+        let Some(policy) = policy else {
+            bad |= errors;
+            continue;
+        };
+        let canonical = policy.to_string();
+        if canonical == text {
+            continue;
+        }
+        if check_only {
+            println!("{}: not in canonical form", f.display());
+            bad = true;
+        } else {
+            std::fs::write(f, canonical).with_context(|| format!("{}: cannot write", f.display()))?;
+            println!("{}: formatted", f.display());
         }
     }
     Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })

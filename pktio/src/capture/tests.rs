@@ -36,20 +36,43 @@ fn pcap(magic: u32, be: bool, link: u32, records: &[(u32, u32, &[u8], u32)]) -> 
 
 #[test]
 fn pcap_in_all_four_magics() {
-    for (magic, be, nanos) in
-        [(0xa1b2_c3d4, false, false), (0xa1b2_c3d4, true, false), (0xa1b2_3c4d, false, true), (0xa1b2_3c4d, true, true)]
-    {
+    for (magic, be, nanos) in [
+        (0xa1b2_c3d4, false, false),
+        (0xa1b2_c3d4, true, false),
+        (0xa1b2_3c4d, false, true),
+        (0xa1b2_3c4d, true, true),
+    ] {
         let frac = if nanos { 123_456_789 } else { 123_456 };
-        let bytes = pcap(magic, be, 1, &[(1_700_000_000, frac, FRAME_A, 60), (1_700_000_001, 0, FRAME_B, 1514)]);
+        let bytes = pcap(
+            magic,
+            be,
+            1,
+            &[
+                (1_700_000_000, frac, FRAME_A, 60),
+                (1_700_000_001, 0, FRAME_B, 1514),
+            ],
+        );
         let cap = Capture::from_bytes(bytes, "t.pcap").unwrap();
-        assert_eq!(cap.format(), CaptureFormat::Pcap { nanos, big_endian: be });
+        assert_eq!(
+            cap.format(),
+            CaptureFormat::Pcap {
+                nanos,
+                big_endian: be
+            }
+        );
         assert_eq!(cap.pcap_link(), Some(LinkType::Ethernet));
         let f = frames(&cap);
         let expect_ts = if nanos { TS } else { TS - 789 };
         assert_eq!(
             f,
             [
-                CaptureFrame { data: FRAME_A, wire_len: 60, ts_nanos: expect_ts, link: LinkType::Ethernet, interface: 0 },
+                CaptureFrame {
+                    data: FRAME_A,
+                    wire_len: 60,
+                    ts_nanos: expect_ts,
+                    link: LinkType::Ethernet,
+                    interface: 0
+                },
                 // Captured 42 of 1514 bytes: not an error.
                 CaptureFrame {
                     data: FRAME_B,
@@ -71,18 +94,36 @@ fn pcap_writer_round_trip() {
     let bytes = w.into_inner();
     assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
     let cap = Capture::from_bytes(bytes, "w.pcap").unwrap();
-    assert_eq!(cap.format(), CaptureFormat::Pcap { nanos: false, big_endian: false });
+    assert_eq!(
+        cap.format(),
+        CaptureFormat::Pcap {
+            nanos: false,
+            big_endian: false
+        }
+    );
     let f = frames(&cap);
     assert_eq!(f.len(), 2);
     // Cut to the snaplen of 50; microsecond resolution drops the last three digits.
-    assert_eq!((f[0].data, f[0].wire_len, f[0].ts_nanos, f[0].link), (&FRAME_A[..50], 60, TS - 789, LinkType::LinuxSll));
+    assert_eq!(
+        (f[0].data, f[0].wire_len, f[0].ts_nanos, f[0].link),
+        (&FRAME_A[..50], 60, TS - 789, LinkType::LinuxSll)
+    );
     // A wire length below the data length is raised to it.
-    assert_eq!((f[1].data, f[1].wire_len, f[1].ts_nanos), (FRAME_B, 42, TS + 1_000 - 789));
+    assert_eq!(
+        (f[1].data, f[1].wire_len, f[1].ts_nanos),
+        (FRAME_B, 42, TS + 1_000 - 789)
+    );
 
     let mut w = PcapWriter::with_resolution(Vec::new(), LinkType::Raw, 65535, TsResolution::Nanos).unwrap();
     w.write_frame(TS, FRAME_B, 42).unwrap();
     let cap = Capture::from_bytes(w.into_inner(), "n.pcap").unwrap();
-    assert_eq!(cap.format(), CaptureFormat::Pcap { nanos: true, big_endian: false });
+    assert_eq!(
+        cap.format(),
+        CaptureFormat::Pcap {
+            nanos: true,
+            big_endian: false
+        }
+    );
     assert_eq!(frames(&cap)[0].ts_nanos, TS);
     assert_eq!(frames(&cap)[0].link, LinkType::Raw);
 
@@ -104,7 +145,10 @@ fn truncated_record_names_file_and_offset() {
         matches!(err, CaptureError::Truncated { offset: o, need: 76, remain: 36, .. } if o == offset as u64),
         "{err:?}"
     );
-    assert_eq!(err.to_string(), format!("seed.pcap: truncated capture: record at byte {offset} needs 76 bytes, 36 remain"));
+    assert_eq!(
+        err.to_string(),
+        format!("seed.pcap: truncated capture: record at byte {offset} needs 76 bytes, 36 remain")
+    );
     assert_eq!(err.path(), Path::new("seed.pcap"));
     // The iterator stops after the first error.
     assert!(it.next().is_none());
@@ -114,13 +158,33 @@ fn truncated_record_names_file_and_offset() {
     bytes.extend([0; 5]);
     let cap = Capture::from_bytes(bytes, "h.pcap").unwrap();
     let err = cap.frames().nth(1).unwrap().unwrap_err();
-    assert!(matches!(err, CaptureError::Truncated { need: 16, remain: 5, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            CaptureError::Truncated {
+                need: 16,
+                remain: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn unsupported_link_type_is_rejected_at_open() {
     let err = Capture::from_bytes(pcap(0xa1b2_c3d4, false, 105, &[]), "x.pcap").unwrap_err();
-    assert!(matches!(err, CaptureError::UnsupportedLinkType { link: 105, offset: 20, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            CaptureError::UnsupportedLinkType {
+                link: 105,
+                offset: 20,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "x.pcap: unsupported link type 105 (IEEE 802.11); dfw reads Ethernet, Linux SLL/SLL2 and raw IP"
@@ -130,16 +194,31 @@ fn unsupported_link_type_is_rejected_at_open() {
 #[test]
 fn not_a_capture_empty_and_short_files() {
     let err = Capture::from_bytes(b"PK\x03\x04 not a capture at all".to_vec(), "x.bin").unwrap_err();
-    assert!(matches!(err, CaptureError::NotACapture { magic: 0x504b_0304, .. }));
-    assert_eq!(err.to_string(), "x.bin: not a pcap or pcapng file (magic 0x504b0304)");
+    assert!(matches!(
+        err,
+        CaptureError::NotACapture {
+            magic: 0x504b_0304,
+            ..
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "x.bin: not a pcap or pcapng file (magic 0x504b0304)"
+    );
 
     let err = Capture::from_bytes(Vec::new(), "e.pcap").unwrap_err();
     assert!(matches!(err, CaptureError::Empty { .. }));
-    assert_eq!(err.to_string(), "e.pcap: empty file, not a pcap or pcapng capture");
+    assert_eq!(
+        err.to_string(),
+        "e.pcap: empty file, not a pcap or pcapng capture"
+    );
 
     let err = Capture::from_bytes(vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0], "s.pcap").unwrap_err();
     assert!(matches!(err, CaptureError::TooShort { len: 8, need: 24, .. }));
-    assert_eq!(err.to_string(), "s.pcap: file is 8 bytes, too short for a pcap header (24 bytes)");
+    assert_eq!(
+        err.to_string(),
+        "s.pcap: file is 8 bytes, too short for a pcap header (24 bytes)"
+    );
 
     let err = Capture::from_bytes(vec![0xd4, 0xc3], "t.pcap").unwrap_err();
     assert!(matches!(err, CaptureError::TooShort { len: 2, .. }));
@@ -165,7 +244,11 @@ fn open_maps_a_real_file_and_names_missing_ones() {
     let missing = dir.join("missing.pcap");
     let err = Capture::open(&missing).unwrap_err();
     assert!(matches!(err, CaptureError::Io { .. }));
-    assert!(err.to_string().starts_with(&format!("{}: cannot read: ", missing.display())), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: cannot read: ", missing.display())),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -271,9 +354,27 @@ fn pcapng_shb_idb_epb_spb_in_both_byte_orders() {
         assert_eq!(
             f,
             [
-                CaptureFrame { data: FRAME_A, wire_len: 60, ts_nanos: TS - 789, link: LinkType::Ethernet, interface: 0 },
-                CaptureFrame { data: FRAME_B, wire_len: 1514, ts_nanos: 0, link: LinkType::Ethernet, interface: 0 },
-                CaptureFrame { data: &[1, 2, 3], wire_len: 3, ts_nanos: 0, link: LinkType::Ethernet, interface: 0 },
+                CaptureFrame {
+                    data: FRAME_A,
+                    wire_len: 60,
+                    ts_nanos: TS - 789,
+                    link: LinkType::Ethernet,
+                    interface: 0
+                },
+                CaptureFrame {
+                    data: FRAME_B,
+                    wire_len: 1514,
+                    ts_nanos: 0,
+                    link: LinkType::Ethernet,
+                    interface: 0
+                },
+                CaptureFrame {
+                    data: &[1, 2, 3],
+                    wire_len: 3,
+                    ts_nanos: 0,
+                    link: LinkType::Ethernet,
+                    interface: 0
+                },
             ],
             "big endian: {be}"
         );
@@ -289,8 +390,14 @@ fn pcapng_tsresol_tsoffset_and_interfaces() {
     ng.epb(1, 2048 + 512, FRAME_B, 42);
     let cap = Capture::from_bytes(ng.out, "r.pcapng").unwrap();
     let f = frames(&cap);
-    assert_eq!((f[0].ts_nanos, f[0].link, f[0].interface), (TS, LinkType::Ethernet, 0));
-    assert_eq!((f[1].ts_nanos, f[1].link, f[1].interface), (12_500_000_000, LinkType::LinuxSll, 1));
+    assert_eq!(
+        (f[0].ts_nanos, f[0].link, f[0].interface),
+        (TS, LinkType::Ethernet, 0)
+    );
+    assert_eq!(
+        (f[1].ts_nanos, f[1].link, f[1].interface),
+        (12_500_000_000, LinkType::LinuxSll, 1)
+    );
 }
 
 #[test]
@@ -303,17 +410,40 @@ fn pcapng_several_sections_reset_interfaces_and_byte_order() {
     ng.epb(0, 2, FRAME_B, 42);
     let cap = Capture::from_bytes(ng.out, "s.pcapng").unwrap();
     let f = frames(&cap);
-    assert_eq!((f[0].link, f[0].ts_nanos, f[0].data), (LinkType::Ethernet, 1000, FRAME_A));
-    assert_eq!((f[1].link, f[1].ts_nanos, f[1].data), (LinkType::Raw, 2000, FRAME_B));
+    assert_eq!(
+        (f[0].link, f[0].ts_nanos, f[0].data),
+        (LinkType::Ethernet, 1000, FRAME_A)
+    );
+    assert_eq!(
+        (f[1].link, f[1].ts_nanos, f[1].data),
+        (LinkType::Raw, 2000, FRAME_B)
+    );
 
     // Interfaces of an earlier section are gone after a new SHB.
     let mut ng = Ng::new(false);
     ng.idb(1, &[]);
     ng.section(false);
     ng.epb(0, 1, FRAME_A, 60);
-    let err = Capture::from_bytes(ng.out, "u.pcapng").unwrap().frames().next().unwrap().unwrap_err();
-    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::UnknownInterface(0), .. }), "{err:?}");
-    assert_eq!(err.to_string(), "u.pcapng: bad pcapng block at byte 76: packet names undeclared interface 0");
+    let err = Capture::from_bytes(ng.out, "u.pcapng")
+        .unwrap()
+        .frames()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CaptureError::BadBlock {
+                defect: BlockDefect::UnknownInterface(0),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "u.pcapng: bad pcapng block at byte 76: packet names undeclared interface 0"
+    );
 }
 
 #[test]
@@ -323,23 +453,61 @@ fn pcapng_errors() {
     ng.idb(105, &[]);
     let cap = Capture::from_bytes(ng.out, "w.pcapng").unwrap();
     let err = cap.frames().next().unwrap().unwrap_err();
-    assert!(matches!(err, CaptureError::UnsupportedLinkType { link: 105, offset: 28, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            CaptureError::UnsupportedLinkType {
+                link: 105,
+                offset: 28,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // A block running past the end of the file.
     let mut ng = Ng::new(false);
     ng.idb(1, &[]);
     ng.epb(0, 1, FRAME_A, 60);
     ng.out.truncate(ng.out.len() - 10);
-    let err = Capture::from_bytes(ng.out, "t.pcapng").unwrap().frames().next().unwrap().unwrap_err();
-    assert!(matches!(err, CaptureError::Truncated { what: "block", offset: 48, need: 92, remain: 82, .. }), "{err:?}");
+    let err = Capture::from_bytes(ng.out, "t.pcapng")
+        .unwrap()
+        .frames()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CaptureError::Truncated {
+                what: "block",
+                offset: 48,
+                need: 92,
+                remain: 82,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // Trailer length that disagrees with the header.
     let mut ng = Ng::new(false);
     ng.idb(1, &[]);
     let n = ng.out.len();
     ng.out[n - 4] = 0x99;
-    let err = Capture::from_bytes(ng.out, "m.pcapng").unwrap().frames().next().unwrap().unwrap_err();
-    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::TrailerMismatch { .. }, .. }));
+    let err = Capture::from_bytes(ng.out, "m.pcapng")
+        .unwrap()
+        .frames()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CaptureError::BadBlock {
+            defect: BlockDefect::TrailerMismatch { .. },
+            ..
+        }
+    ));
 
     // A captured length past the end of the block.
     let mut ng = Ng::new(true);
@@ -347,31 +515,90 @@ fn pcapng_errors() {
     ng.epb(0, 1, FRAME_A, 60);
     let caplen_at = 28 + 20 + 8 + 12;
     ng.out[caplen_at..caplen_at + 4].copy_from_slice(&100u32.to_be_bytes());
-    let err = Capture::from_bytes(ng.out, "c.pcapng").unwrap().frames().next().unwrap().unwrap_err();
+    let err = Capture::from_bytes(ng.out, "c.pcapng")
+        .unwrap()
+        .frames()
+        .next()
+        .unwrap()
+        .unwrap_err();
     assert!(
-        matches!(err, CaptureError::BadBlock { defect: BlockDefect::CaptureLenPastBlock { caplen: 100, room: 60 }, .. }),
+        matches!(
+            err,
+            CaptureError::BadBlock {
+                defect: BlockDefect::CaptureLenPastBlock {
+                    caplen: 100,
+                    room: 60
+                },
+                ..
+            }
+        ),
         "{err:?}"
     );
 
     // A bad byte-order magic and an unsupported version.
     let mut ng = Ng::new(false);
     ng.out[8] = 0;
-    let err = Capture::from_bytes(ng.out, "b.pcapng").unwrap().frames().next().unwrap().unwrap_err();
-    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::ByteOrderMagic(_), offset: 0, .. }));
+    let err = Capture::from_bytes(ng.out, "b.pcapng")
+        .unwrap()
+        .frames()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CaptureError::BadBlock {
+            defect: BlockDefect::ByteOrderMagic(_),
+            offset: 0,
+            ..
+        }
+    ));
     let mut ng = Ng::new(false);
     ng.out[12] = 2;
-    let err = Capture::from_bytes(ng.out, "v.pcapng").unwrap().frames().next().unwrap().unwrap_err();
-    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::Version(2, 0), .. }));
+    let err = Capture::from_bytes(ng.out, "v.pcapng")
+        .unwrap()
+        .frames()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CaptureError::BadBlock {
+            defect: BlockDefect::Version(2, 0),
+            ..
+        }
+    ));
 
     // A block length that is not a multiple of 4.
     let mut ng = Ng::new(false);
     ng.out[4] = 29;
-    let err = Capture::from_bytes(ng.out, "l.pcapng").unwrap().frames().next().unwrap().unwrap_err();
-    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::Length(29), .. }));
+    let err = Capture::from_bytes(ng.out, "l.pcapng")
+        .unwrap()
+        .frames()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CaptureError::BadBlock {
+            defect: BlockDefect::Length(29),
+            ..
+        }
+    ));
 
     // An if_tsresol no u64 can hold.
     let mut ng = Ng::new(false);
     ng.idb(1, &[(9, &[20])]);
-    let err = Capture::from_bytes(ng.out, "r.pcapng").unwrap().frames().next().unwrap().unwrap_err();
-    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::TimestampResolution(20), .. }));
+    let err = Capture::from_bytes(ng.out, "r.pcapng")
+        .unwrap()
+        .frames()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CaptureError::BadBlock {
+            defect: BlockDefect::TimestampResolution(20),
+            ..
+        }
+    ));
 }

@@ -562,6 +562,7 @@ fn parse_tcp(buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError
             room,
         });
     }
+    // In a first fragment, `room` is what this fragment holds, so `payload_len` counts only its bytes.
     // Options as far as they were captured; `buf` already ends where the datagram (or fragment) ends.
     let captured = buf.get(TcpHeader::LEN..hl.min(buf.len())).unwrap_or_default();
     let options = parse_tcp_options(captured, hl - TcpHeader::LEN)?;
