@@ -12,6 +12,7 @@
 //! assert_eq!(policy.filters[0].rulesets[0].rules[0].id, 1);
 //! ```
 
+pub mod classbench;
 pub mod diag;
 pub mod eval;
 pub mod lex;
