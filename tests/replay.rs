@@ -7,10 +7,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn lab(file: &str) -> String {
@@ -18,10 +15,7 @@ fn lab(file: &str) -> String {
 }
 
 fn dfw(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dfw"))
-        .args(args)
-        .output()
-        .expect("run dfw")
+    Command::new(env!("CARGO_BIN_EXE_dfw")).args(args).output().expect("run dfw")
 }
 
 /// A fresh scratch directory for one test.
@@ -33,11 +27,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn verdict_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// Client port of each TCP frame of the capture, by 1-based frame number (read with pktio, not dfw).
@@ -63,10 +53,7 @@ fn committed_seed_capture_is_what_the_generator_makes() {
     let out = dir.join("seed-lab.pcap");
     let o = dfw(&["gen", "seed-lab", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(
-        std::fs::read(&out).unwrap(),
-        std::fs::read(lab("seed-lab.pcap")).unwrap()
-    );
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(lab("seed-lab.pcap")).unwrap());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -117,9 +104,7 @@ fn seed_lab_dropped_then_accepted_then_dropped_again() {
     assert_eq!(phase2[0], ("pass".into(), "new".into(), Value::from(6266)));
     assert_eq!(phase2.len(), 5);
     assert!(
-        phase2[1..]
-            .iter()
-            .all(|d| *d == ("pass".into(), "established".into(), Value::from(6266))),
+        phase2[1..].iter().all(|d| *d == ("pass".into(), "established".into(), Value::from(6266))),
         "{phase2:?}"
     );
     // Replies of the accepted connection pass both filters as established.
@@ -132,22 +117,14 @@ fn seed_lab_dropped_then_accepted_then_dropped_again() {
         })
         .collect();
     assert_eq!(replies.len(), 3);
-    assert!(replies
-        .iter()
-        .all(|l| l["verdict"] == "pass" && l["state"] == "established"));
+    assert!(replies.iter().all(|l| l["verdict"] == "pass" && l["state"] == "established"));
     // Phase 3: busybox relabelled → dropped again.
     assert_eq!(nginx_in[&40003], vec![drop6269.clone(), drop6269]);
 
     // The ARP exchange is decided by the stateless L2 rule.
     let arp: Vec<&Value> = lines.iter().filter(|l| l["frame"] == 1).collect();
-    assert_eq!(
-        arp.len(),
-        3,
-        "broadcast ARP crosses busybox out and both nginx filters in"
-    );
-    assert!(arp
-        .iter()
-        .all(|l| l["rule"] == 1 && l["ruleset"] == "mainrs_L2" && l["state"] == "none"));
+    assert_eq!(arp.len(), 3, "broadcast ARP crosses busybox out and both nginx filters in");
+    assert!(arp.iter().all(|l| l["rule"] == 1 && l["ruleset"] == "mainrs_L2" && l["state"] == "none"));
 
     // The JSON summary agrees.
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -156,21 +133,8 @@ fn seed_lab_dropped_then_accepted_then_dropped_again() {
     assert_eq!(s["passed"], 10);
     assert_eq!(s["switches"], 2);
     assert_eq!(s["drop_reasons"]["match"], 4);
-    let nginx = s["filters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == NGINX)
-        .unwrap();
-    let rule = |id: u64| {
-        nginx["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == id)
-            .unwrap()
-            .clone()
-    };
+    let nginx = s["filters"].as_array().unwrap().iter().find(|f| f["name"] == NGINX).unwrap();
+    let rule = |id: u64| nginx["rules"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap().clone();
     assert_eq!(rule(6269)["hits"], 4);
     assert_eq!(rule(6266)["sessions"], 1);
     assert_eq!(nginx["in"]["drop"], 4);
@@ -198,10 +162,7 @@ fn frame_number_switches_give_the_same_verdicts_as_time_switches() {
     };
     run("2018-12-17T09:30:34Z", "2018-12-17T09:35:00Z", &a);
     run("5", "13", &b);
-    assert_eq!(
-        std::fs::read_to_string(&a).unwrap(),
-        std::fs::read_to_string(&b).unwrap()
-    );
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), std::fs::read_to_string(&b).unwrap());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -211,10 +172,7 @@ fn one_line_error(args: &[&str]) -> String {
     assert!(!o.status.success(), "expected failure for {args:?}");
     let err = String::from_utf8(o.stderr).unwrap();
     assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
     err
 }
 
@@ -236,16 +194,8 @@ fn unsupported_link_type_is_a_one_line_error_naming_the_file() {
     let mut bytes = std::fs::read(lab("seed-lab.pcap")).unwrap();
     bytes[20..24].copy_from_slice(&105u32.to_le_bytes()); // LINKTYPE_IEEE802_11
     std::fs::write(&wifi, &bytes).unwrap();
-    let err = one_line_error(&[
-        "replay",
-        "--policy",
-        &lab("v1-policy.dfw"),
-        wifi.to_str().unwrap(),
-    ]);
-    assert!(
-        err.contains("wifi.pcap") && err.contains("link type 105"),
-        "{err}"
-    );
+    let err = one_line_error(&["replay", "--policy", &lab("v1-policy.dfw"), wifi.to_str().unwrap()]);
+    assert!(err.contains("wifi.pcap") && err.contains("link type 105"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -253,20 +203,13 @@ fn unsupported_link_type_is_a_one_line_error_naming_the_file() {
 fn policy_typo_is_a_one_line_error_with_line_and_column() {
     let dir = scratch("typo");
     let bad = dir.join("typo.dfw");
-    let text = std::fs::read_to_string(lab("v1-policy.dfw"))
-        .unwrap()
-        .replacen("to any accept;", "to any acept;", 1);
+    let text =
+        std::fs::read_to_string(lab("v1-policy.dfw")).unwrap().replacen("to any accept;", "to any acept;", 1);
     std::fs::write(&bad, &text).unwrap();
-    let (line, col) = text
-        .lines()
-        .enumerate()
-        .find_map(|(i, l)| l.find("acept").map(|c| (i + 1, c + 1)))
-        .unwrap();
+    let (line, col) =
+        text.lines().enumerate().find_map(|(i, l)| l.find("acept").map(|c| (i + 1, c + 1))).unwrap();
     let err = one_line_error(&["replay", "--policy", bad.to_str().unwrap(), &lab("seed-lab.pcap")]);
-    assert!(
-        err.contains(&format!("typo.dfw:{line}:{col}: error: unexpected 'acept'")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("typo.dfw:{line}:{col}: error: unexpected 'acept'")), "{err}");
     assert!(err.contains("did you mean 'accept'?"), "{err}");
     // `dfw check` reports the same problem and exits 1.
     let o = dfw(&["check", bad.to_str().unwrap()]);

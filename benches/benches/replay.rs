@@ -26,7 +26,16 @@ fn frames(flows: u16, per_flow: u32) -> Vec<Vec<u8>> {
                 n if n % 2 == 0 => (&client, &server, port, 80, ACK),
                 _ => (&server, &client, 80, port, ACK),
             };
-            let seg = TcpSeg { sport: sp, dport: dp, seq: n, ack: n, flags, window: 65535, mss: None, payload: &[] };
+            let seg = TcpSeg {
+                sport: sp,
+                dport: dp,
+                seq: n,
+                ack: n,
+                flags,
+                window: 65535,
+                mss: None,
+                payload: &[],
+            };
             out.push(tcp_v4(src, dst, n as u16, &seg));
         }
     }

@@ -149,11 +149,7 @@ const NS: u64 = 1_000_000_000;
 impl ConnTable {
     /// An empty table holding at most `limit` connections.
     pub fn new(limit: usize, timeouts: Timeouts) -> ConnTable {
-        ConnTable {
-            map: AHashMap::new(),
-            limit,
-            timeouts,
-        }
+        ConnTable { map: AHashMap::new(), limit, timeouts }
     }
 
     /// Number of entries (live or not yet noticed as expired).
@@ -233,11 +229,7 @@ impl Conn {
                     self.phase = Phase::Closed;
                 } else if f & tcpflags::FIN != 0 {
                     self.fin[side] = true;
-                    self.phase = if self.fin == [true, true] {
-                        Phase::FinWait
-                    } else {
-                        Phase::Closing
-                    };
+                    self.phase = if self.fin == [true, true] { Phase::FinWait } else { Phase::Closing };
                 } else if f & (tcpflags::SYN | tcpflags::ACK) == (tcpflags::SYN | tcpflags::ACK) && side == 1
                 {
                     if self.phase == Phase::SynSent {

@@ -78,14 +78,8 @@ impl Filter {
 
     /// Decides `pkt` travelling `dir` through this filter at packet-clock time `now_ns`.
     pub fn decide(&mut self, index: usize, pkt: &Packet, dir: Direction, now_ns: u64) -> Decision {
-        let decided = |verdict, state, reason, rule| Decision {
-            filter: index,
-            dir,
-            verdict,
-            state,
-            reason,
-            rule,
-        };
+        let decided =
+            |verdict, state, reason, rule| Decision { filter: index, dir, verdict, state, reason, rule };
         let policy = Arc::clone(&self.policy);
         if policy.l2.is_none() && policy.l3.is_none() {
             return match self.failure {
@@ -98,20 +92,12 @@ impl Filter {
         // L2: ethertype / MAC rules see every frame.
         let mut l2_rule = None;
         if let Some(l2) = &policy.l2 {
-            let key = L2Key {
-                dir,
-                ethertype: pkt.ethertype,
-                src: pkt.src_mac.0,
-                dst: pkt.dst_mac.0,
-            };
+            let key = L2Key { dir, ethertype: pkt.ethertype, src: pkt.src_mac.0, dst: pkt.dst_mac.0 };
             match l2.first_match_l2(&key) {
                 None => return decided(Verdict::Drop, ConnState::None, Reason::NoMatch, None),
                 Some(i) => {
                     let rule = l2.rule(i);
-                    let r = Some(RuleRef {
-                        l2: true,
-                        id: rule.id,
-                    });
+                    let r = Some(RuleRef { l2: true, id: rule.id });
                     if rule.action != Action::Accept {
                         return decided(action_verdict(rule.action), ConnState::None, Reason::Match, r);
                     }
@@ -121,11 +107,7 @@ impl Filter {
         }
         let (Some(l3), Some(ip), Some((key, from))) = (&policy.l3, pkt.ip, ConnKey::of(pkt)) else {
             // Nothing at L3 can decide this frame: the L2 rule that accepted it decides, if any.
-            let reason = if l2_rule.is_some() {
-                Reason::Match
-            } else {
-                Reason::Unfiltered
-            };
+            let reason = if l2_rule.is_some() { Reason::Match } else { Reason::Unfiltered };
             return decided(Verdict::Pass, ConnState::None, reason, l2_rule);
         };
         let timeouts = self.conns.timeouts;
@@ -133,10 +115,7 @@ impl Filter {
         if let Some(conn) = self.conns.lookup(&key, now_ns) {
             if !(syn && conn.is_reusable_by_syn()) {
                 conn.update(from, pkt, now_ns, &timeouts);
-                let rule = Some(RuleRef {
-                    l2: false,
-                    id: conn.rule,
-                });
+                let rule = Some(RuleRef { l2: false, id: conn.rule });
                 return decided(Verdict::Pass, ConnState::Established, Reason::State, rule);
             }
             // A fresh SYN on a reset / finished connection starts a new one (port reuse).
@@ -147,10 +126,7 @@ impl Filter {
                 Verdict::Pass,
                 ConnState::Related,
                 Reason::State,
-                Some(RuleRef {
-                    l2: false,
-                    id: related,
-                }),
+                Some(RuleRef { l2: false, id: related }),
             );
         }
         let l3key = L3Key {
@@ -168,10 +144,7 @@ impl Filter {
             return decided(Verdict::Drop, ConnState::New, Reason::NoMatch, None);
         };
         let rule: &Rule = l3.rule(i);
-        let r = Some(RuleRef {
-            l2: false,
-            id: rule.id,
-        });
+        let r = Some(RuleRef { l2: false, id: rule.id });
         if rule.action != Action::Accept {
             return decided(action_verdict(rule.action), ConnState::New, Reason::Match, r);
         }

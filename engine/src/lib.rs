@@ -81,20 +81,11 @@ impl Engine {
         let mut compiled = Vec::with_capacity(policy.filters.len());
         for spec in &policy.filters {
             let sets = policy.addrsets_for(spec);
-            let mut fp = FilterPolicy {
-                generation,
-                ..FilterPolicy::default()
-            };
+            let mut fp = FilterPolicy { generation, ..FilterPolicy::default() };
             for rs in policy.rulesets_for(spec) {
-                let c = CompiledRuleSet::compile(rs, &sets).map_err(|source| LoadError::UndefinedSet {
-                    filter: spec.name.clone(),
-                    source,
-                })?;
-                let (slot, kind) = if rs.is_l2() {
-                    (&mut fp.l2, "L2")
-                } else {
-                    (&mut fp.l3, "L3")
-                };
+                let c = CompiledRuleSet::compile(rs, &sets)
+                    .map_err(|source| LoadError::UndefinedSet { filter: spec.name.clone(), source })?;
+                let (slot, kind) = if rs.is_l2() { (&mut fp.l2, "L2") } else { (&mut fp.l3, "L3") };
                 if let Some(prev) = slot {
                     return Err(LoadError::TwoRuleSets {
                         filter: spec.name.clone(),
@@ -120,12 +111,7 @@ impl Engine {
                     self.counters.push(c);
                 }
                 None => {
-                    self.filters.push(Filter::new(
-                        spec.name.clone(),
-                        spec.vnic.clone(),
-                        spec.failure,
-                        fp,
-                    ));
+                    self.filters.push(Filter::new(spec.name.clone(), spec.vnic.clone(), spec.failure, fp));
                     self.counters.push(FilterCounters::default());
                 }
             }
@@ -158,10 +144,7 @@ impl Engine {
             None => (None, None),
         };
         let mut crossed = false;
-        let sender = self
-            .filters
-            .iter()
-            .position(|f| f.owns(mac(pkt.src_mac.0), src_ip));
+        let sender = self.filters.iter().position(|f| f.owns(mac(pkt.src_mac.0), src_ip));
         if let Some(i) = sender {
             crossed = true;
             let d = self.filters[i].decide(i, pkt, Direction::Out, now_ns);

@@ -148,17 +148,12 @@ pub fn replay(
             if !due {
                 break;
             }
-            engine.load(&sw.policy).map_err(|source| ReplayError::Load {
-                label: sw.label.clone(),
-                source,
-            })?;
+            engine
+                .load(&sw.policy)
+                .map_err(|source| ReplayError::Load { label: sw.label.clone(), source })?;
             summary.switches += 1;
             labels = FilterLabel::of(engine);
-            on_event(Event::Switched {
-                frame: number,
-                generation: engine.generation(),
-                label: &sw.label,
-            });
+            on_event(Event::Switched { frame: number, generation: engine.generation(), label: &sw.label });
             next_switch += 1;
         }
         summary.frames += 1;
@@ -166,19 +161,12 @@ pub fn replay(
             Ok(p) => p,
             Err(e) => {
                 *summary.malformed.entry(e.reason()).or_default() += 1;
-                on_event(Event::Malformed {
-                    frame: number,
-                    reason: e.reason(),
-                });
+                on_event(Event::Malformed { frame: number, reason: e.reason() });
                 continue;
             }
         };
         let outcome = engine.process(&pkt, frame.ts_nanos, |d| {
-            on_event(Event::Decision {
-                frame: number,
-                decision: d,
-                filter: &labels[d.filter],
-            })
+            on_event(Event::Decision { frame: number, decision: d, filter: &labels[d.filter] })
         });
         match outcome {
             FrameOutcome::Passed => summary.passed += 1,

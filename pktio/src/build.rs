@@ -109,12 +109,7 @@ pub fn tcp_v4(src: &Host, dst: &Host, ip_id: u16, seg: &TcpSeg<'_>) -> Vec<u8> {
     t.extend_from_slice(seg.payload);
     let c = checksum(&[&pseudo(src.ip, dst.ip, ipproto::TCP, t.len()), &t]);
     t[16..18].copy_from_slice(&c.to_be_bytes());
-    ethernet(
-        dst.mac,
-        src.mac,
-        ethertype::IPV4,
-        &ipv4(src.ip, dst.ip, ipproto::TCP, ip_id, &t),
-    )
+    ethernet(dst.mac, src.mac, ethertype::IPV4, &ipv4(src.ip, dst.ip, ipproto::TCP, ip_id, &t))
 }
 
 /// An Ethernet/IPv4/UDP frame.
@@ -127,12 +122,7 @@ pub fn udp_v4(src: &Host, dst: &Host, ip_id: u16, sport: u16, dport: u16, payloa
     u.extend_from_slice(payload);
     let c = checksum(&[&pseudo(src.ip, dst.ip, ipproto::UDP, u.len()), &u]);
     u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
-    ethernet(
-        dst.mac,
-        src.mac,
-        ethertype::IPV4,
-        &ipv4(src.ip, dst.ip, ipproto::UDP, ip_id, &u),
-    )
+    ethernet(dst.mac, src.mac, ethertype::IPV4, &ipv4(src.ip, dst.ip, ipproto::UDP, ip_id, &u))
 }
 
 /// An Ethernet/IPv4 ICMP echo request (`reply == false`) or reply.
@@ -143,12 +133,7 @@ pub fn icmp_echo_v4(src: &Host, dst: &Host, ip_id: u16, reply: bool, ident: u16,
     m.extend_from_slice(b"dfw-ping-payload");
     let c = checksum(&[&m]);
     m[2..4].copy_from_slice(&c.to_be_bytes());
-    ethernet(
-        dst.mac,
-        src.mac,
-        ethertype::IPV4,
-        &ipv4(src.ip, dst.ip, ipproto::ICMP, ip_id, &m),
-    )
+    ethernet(dst.mac, src.mac, ethertype::IPV4, &ipv4(src.ip, dst.ip, ipproto::ICMP, ip_id, &m))
 }
 
 /// An ARP request from `src` asking for `target` (broadcast), or, with `reply_to`, the reply to it.
@@ -176,14 +161,8 @@ mod tests {
 
     #[test]
     fn checksums_verify_to_zero() {
-        let a = Host {
-            mac: [2, 0, 0, 0, 0, 1],
-            ip: Ipv4Addr::new(10, 0, 0, 1),
-        };
-        let b = Host {
-            mac: [2, 0, 0, 0, 0, 2],
-            ip: Ipv4Addr::new(10, 0, 0, 2),
-        };
+        let a = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+        let b = Host { mac: [2, 0, 0, 0, 0, 2], ip: Ipv4Addr::new(10, 0, 0, 2) };
         let seg = TcpSeg {
             sport: 1234,
             dport: 80,

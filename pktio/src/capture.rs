@@ -126,16 +126,10 @@ impl fmt::Display for BlockDefect {
                 write!(f, "block length {head} does not match the trailing length {tail}")
             }
             BlockDefect::BodyTooShort { block_type, len } => {
-                write!(
-                    f,
-                    "block type {block_type} has a {len}-byte body, too short for its fields"
-                )
+                write!(f, "block type {block_type} has a {len}-byte body, too short for its fields")
             }
             BlockDefect::CaptureLenPastBlock { caplen, room } => {
-                write!(
-                    f,
-                    "captured length {caplen} runs past the {room} bytes of the block"
-                )
+                write!(f, "captured length {caplen} runs past the {room} bytes of the block")
             }
             BlockDefect::UnknownInterface(id) => write!(f, "packet names undeclared interface {id}"),
             BlockDefect::OptionPastBlock { code } => {
@@ -311,17 +305,12 @@ pub struct CaptureFrame<'a> {
 impl Capture {
     /// Opens and maps `path`, checking its header (and, for pcap, its link type).
     pub fn open(path: &Path) -> Result<Capture, CaptureError> {
-        let io_err = |source| CaptureError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| CaptureError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         // Mapping an empty file fails on some systems; report it as what it is.
         if len == 0 {
-            return Err(CaptureError::Empty {
-                path: path.to_path_buf(),
-            });
+            return Err(CaptureError::Empty { path: path.to_path_buf() });
         }
         // SAFETY: the map is read-only, so this process never writes through it. Another process
         // truncating or rewriting the file while it is mapped would change bytes under the `&[u8]` we
@@ -344,12 +333,7 @@ impl Capture {
             return Err(CaptureError::Empty { path });
         }
         let Some(&head) = data.first_chunk::<4>() else {
-            return Err(CaptureError::TooShort {
-                path,
-                len,
-                need: PCAP_HEADER_LEN as u64,
-                format: "pcap",
-            });
+            return Err(CaptureError::TooShort { path, len, need: PCAP_HEADER_LEN as u64, format: "pcap" });
         };
         let (nanos, big_endian) = match head {
             magic::PCAP_US_LE => (false, false),
@@ -373,37 +357,18 @@ impl Capture {
                     pcap_link: LinkType::Ethernet,
                 });
             }
-            other => {
-                return Err(CaptureError::NotACapture {
-                    path,
-                    magic: u32::from_be_bytes(other),
-                })
-            }
+            other => return Err(CaptureError::NotACapture { path, magic: u32::from_be_bytes(other) }),
         };
         if data.len() < PCAP_HEADER_LEN {
-            return Err(CaptureError::TooShort {
-                path,
-                len,
-                need: PCAP_HEADER_LEN as u64,
-                format: "pcap",
-            });
+            return Err(CaptureError::TooShort { path, len, need: PCAP_HEADER_LEN as u64, format: "pcap" });
         }
         // The low 16 bits name the link type; the upper bits carry FCS information (pcap-savefile(5)).
         let dlt = read_u32(data, 20, big_endian).unwrap_or_default() & 0xffff;
         let link = LinkType::from_dlt(dlt);
         if !link.is_supported() {
-            return Err(CaptureError::UnsupportedLinkType {
-                path,
-                link: dlt,
-                offset: 20,
-            });
+            return Err(CaptureError::UnsupportedLinkType { path, link: dlt, offset: 20 });
         }
-        Ok(Capture {
-            path,
-            bytes,
-            format: CaptureFormat::Pcap { nanos, big_endian },
-            pcap_link: link,
-        })
+        Ok(Capture { path, bytes, format: CaptureFormat::Pcap { nanos, big_endian }, pcap_link: link })
     }
 
     /// The file's format.
@@ -424,24 +389,16 @@ impl Capture {
     /// Iterates over the frames. The iterator ends after yielding the first error.
     pub fn frames(&self) -> Frames<'_> {
         let state = match self.format {
-            CaptureFormat::Pcap { nanos, big_endian } => State::Pcap {
-                link: self.pcap_link,
-                nanos,
-                be: big_endian,
-            },
+            CaptureFormat::Pcap { nanos, big_endian } => {
+                State::Pcap { link: self.pcap_link, nanos, be: big_endian }
+            }
             CaptureFormat::Pcapng => State::Pcapng { section: None },
         };
         let offset = match self.format {
             CaptureFormat::Pcap { .. } => PCAP_HEADER_LEN,
             CaptureFormat::Pcapng => 0,
         };
-        Frames {
-            path: &self.path,
-            data: self.bytes.as_slice(),
-            offset,
-            done: false,
-            state,
-        }
+        Frames { path: &self.path, data: self.bytes.as_slice(), offset, done: false, state }
     }
 }
 
@@ -526,29 +483,17 @@ impl<'a> Iterator for Frames<'a> {
 
 fn read_u16(b: &[u8], at: usize, be: bool) -> Option<u16> {
     let b: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
-    Some(if be {
-        u16::from_be_bytes(b)
-    } else {
-        u16::from_le_bytes(b)
-    })
+    Some(if be { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
 }
 
 fn read_u32(b: &[u8], at: usize, be: bool) -> Option<u32> {
     let b: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(if be {
-        u32::from_be_bytes(b)
-    } else {
-        u32::from_le_bytes(b)
-    })
+    Some(if be { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
 }
 
 fn read_u64(b: &[u8], at: usize, be: bool) -> Option<u64> {
     let b: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
-    Some(if be {
-        u64::from_be_bytes(b)
-    } else {
-        u64::from_le_bytes(b)
-    })
+    Some(if be { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) })
 }
 
 impl<'a> Frames<'a> {
@@ -563,11 +508,7 @@ impl<'a> Frames<'a> {
     }
 
     fn bad_block(&self, offset: usize, defect: BlockDefect) -> CaptureError {
-        CaptureError::BadBlock {
-            path: self.path.to_path_buf(),
-            offset: offset as u64,
-            defect,
-        }
+        CaptureError::BadBlock { path: self.path.to_path_buf(), offset: offset as u64, defect }
     }
 
     fn next_pcap(
@@ -580,12 +521,9 @@ impl<'a> Frames<'a> {
         if rest.is_empty() {
             return None;
         }
-        let (Some(ts_sec), Some(ts_frac), Some(caplen), Some(wire_len)) = (
-            read_u32(rest, 0, be),
-            read_u32(rest, 4, be),
-            read_u32(rest, 8, be),
-            read_u32(rest, 12, be),
-        ) else {
+        let (Some(ts_sec), Some(ts_frac), Some(caplen), Some(wire_len)) =
+            (read_u32(rest, 0, be), read_u32(rest, 4, be), read_u32(rest, 8, be), read_u32(rest, 12, be))
+        else {
             return Some(Err(self.truncated("record", PCAP_RECORD_LEN)));
         };
         let need = PCAP_RECORD_LEN.saturating_add(caplen as usize);
@@ -593,19 +531,9 @@ impl<'a> Frames<'a> {
             return Some(Err(self.truncated("record", need)));
         };
         self.offset += need;
-        let frac_ns = if nanos {
-            u64::from(ts_frac)
-        } else {
-            u64::from(ts_frac) * 1000
-        };
+        let frac_ns = if nanos { u64::from(ts_frac) } else { u64::from(ts_frac) * 1000 };
         let ts_nanos = u64::from(ts_sec) * 1_000_000_000 + frac_ns;
-        Some(Ok(CaptureFrame {
-            data,
-            wire_len,
-            ts_nanos,
-            link,
-            interface: 0,
-        }))
+        Some(Ok(CaptureFrame { data, wire_len, ts_nanos, link, interface: 0 }))
     }
 
     fn next_pcapng(&mut self) -> Option<Result<CaptureFrame<'a>, CaptureError>> {
@@ -661,10 +589,7 @@ impl<'a> Frames<'a> {
         let body = blk.get(8..blk.len() - 4).unwrap_or_default();
         self.offset += blk.len();
         let too_short = |need: usize| {
-            (body.len() < need).then_some(BlockDefect::BodyTooShort {
-                block_type: btype,
-                len: body.len(),
-            })
+            (body.len() < need).then_some(BlockDefect::BodyTooShort { block_type: btype, len: body.len() })
         };
         match btype {
             block::SHB => {
@@ -676,12 +601,7 @@ impl<'a> Frames<'a> {
                 if major != 1 {
                     return Err(self.bad_block(start, BlockDefect::Version(major, minor)));
                 }
-                self.state = State::Pcapng {
-                    section: Some(Section {
-                        be,
-                        interfaces: Vec::new(),
-                    }),
-                };
+                self.state = State::Pcapng { section: Some(Section { be, interfaces: Vec::new() }) };
                 Ok(Block::Other)
             }
             block::IDB => {
@@ -698,12 +618,7 @@ impl<'a> Frames<'a> {
                     });
                 }
                 let snaplen = read_u32(body, 4, be).unwrap_or_default();
-                let mut iface = Interface {
-                    link,
-                    units_per_sec: 1_000_000,
-                    offset_secs: 0,
-                    snaplen,
-                };
+                let mut iface = Interface { link, units_per_sec: 1_000_000, offset_secs: 0, snaplen };
                 read_idb_options(body.get(8..).unwrap_or_default(), be, &mut iface)
                     .map_err(|d| self.bad_block(start, d))?;
                 if let State::Pcapng { section: Some(s) } = &mut self.state {
@@ -843,10 +758,7 @@ impl<W: Write> PcapWriter<W> {
         resolution: TsResolution,
     ) -> io::Result<Self> {
         if snaplen == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "pcap snaplen must be at least 1",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "pcap snaplen must be at least 1"));
         }
         let magic: u32 = match resolution {
             TsResolution::Micros => 0xa1b2_c3d4,
@@ -860,20 +772,13 @@ impl<W: Write> PcapWriter<W> {
         hdr[16..20].copy_from_slice(&snaplen.to_le_bytes());
         hdr[20..24].copy_from_slice(&link.dlt().to_le_bytes());
         w.write_all(&hdr)?;
-        Ok(PcapWriter {
-            w,
-            snaplen,
-            resolution,
-        })
+        Ok(PcapWriter { w, snaplen, resolution })
     }
 
     /// Writes one frame. `wire_len` below `data.len()` is raised to it.
     pub fn write_frame(&mut self, ts_nanos: u64, data: &[u8], wire_len: u32) -> io::Result<()> {
         let secs = u32::try_from(ts_nanos / 1_000_000_000).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "timestamp past 2106 does not fit a pcap record",
-            )
+            io::Error::new(io::ErrorKind::InvalidInput, "timestamp past 2106 does not fit a pcap record")
         })?;
         let sub_ns = (ts_nanos % 1_000_000_000) as u32;
         let frac = match self.resolution {

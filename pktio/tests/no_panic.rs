@@ -35,9 +35,7 @@ const SEEDS: &[&str] = &[
 ];
 
 fn testdata(rel: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata").join(rel)
 }
 
 /// (link type, frame bytes) of every frame in the seed captures.
@@ -59,13 +57,7 @@ fn seed_frames() -> &'static [(LinkType, Vec<u8>)] {
 /// The bytes of the seed capture files themselves, for mutating capture headers and records.
 fn seed_files() -> &'static [Vec<u8>] {
     static FILES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    FILES.get_or_init(|| {
-        SEEDS
-            .iter()
-            .take(4)
-            .map(|rel| std::fs::read(testdata(rel)).unwrap())
-            .collect()
-    })
+    FILES.get_or_init(|| SEEDS.iter().take(4).map(|rel| std::fs::read(testdata(rel)).unwrap()).collect())
 }
 
 fn mutate(mut bytes: Vec<u8>, flips: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
@@ -171,25 +163,13 @@ fn mutated_pcapng_never_panics() {
     block(
         &mut ng,
         0x0a0d_0d0a,
-        &[
-            0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        ],
+        &[0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
     );
-    block(
-        &mut ng,
-        1,
-        &[1, 0, 0, 0, 0xff, 0xff, 0, 0, 9, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0],
-    );
+    block(&mut ng, 1, &[1, 0, 0, 0, 0xff, 0xff, 0, 0, 9, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
     let mut epb = vec![0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 8, 0, 0, 0, 8, 0, 0, 0];
     epb.extend([0x45, 0, 0, 8, 0, 0, 0, 0]);
     block(&mut ng, 6, &epb);
-    assert_eq!(
-        Capture::from_bytes(ng.clone(), "ok.pcapng")
-            .unwrap()
-            .frames()
-            .count(),
-        1
-    );
+    assert_eq!(Capture::from_bytes(ng.clone(), "ok.pcapng").unwrap().frames().count(), 1);
     for at in 0..ng.len() {
         for v in [0u8, 1, 0x7f, 0x80, 0xff] {
             let mut m = ng.clone();

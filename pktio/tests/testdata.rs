@@ -31,10 +31,7 @@ fn captures(dir: &Path) -> Vec<PathBuf> {
 /// Parses every frame of `rel` (relative to the test data dir).
 fn parse_all(rel: &str) -> Vec<Result<Packet, ParseError>> {
     let cap = Capture::open(&testdata().join(rel)).unwrap();
-    cap.frames()
-        .map(|f| f.unwrap())
-        .map(|f| parse_frame(f.link, f.data, f.wire_len))
-        .collect()
+    cap.frames().map(|f| f.unwrap()).map(|f| parse_frame(f.link, f.data, f.wire_len)).collect()
 }
 
 fn packets(rel: &str) -> Vec<Packet> {
@@ -51,24 +48,14 @@ const MALFORMED: &[(&str, &str)] = &[("pcaps/tcpdump/ip6_frag_asan.pcap", "short
 #[test]
 fn every_shared_capture_opens_iterates_and_parses() {
     let root = testdata();
-    let files: Vec<PathBuf> = ["pcaps", "conntrack/ovs"]
-        .iter()
-        .flat_map(|d| captures(&root.join(d)))
-        .collect();
-    assert!(
-        files.len() >= 40,
-        "found only {} captures under {}",
-        files.len(),
-        root.display()
-    );
+    let files: Vec<PathBuf> =
+        ["pcaps", "conntrack/ovs"].iter().flat_map(|d| captures(&root.join(d))).collect();
+    assert!(files.len() >= 40, "found only {} captures under {}", files.len(), root.display());
     let mut frames_total = 0;
     for path in &files {
         let rel = path.strip_prefix(&root).unwrap().to_str().unwrap().to_owned();
         let cap = Capture::open(path).unwrap_or_else(|e| panic!("{e}"));
-        let malformed = MALFORMED
-            .iter()
-            .find(|(f, _)| *f == rel)
-            .map(|(_, reason)| *reason);
+        let malformed = MALFORMED.iter().find(|(f, _)| *f == rel).map(|(_, reason)| *reason);
         let mut n = 0;
         for frame in cap.frames() {
             let frame = frame.unwrap_or_else(|e| panic!("{e}"));
@@ -93,9 +80,7 @@ fn zeek_five_pings_are_ten_echo_frames_with_one_id() {
     assert_eq!(pkts.len(), 10);
     let mut ids = BTreeMap::new();
     for (i, p) in pkts.iter().enumerate() {
-        let L4::Icmp(icmp) = p.l4 else {
-            panic!("frame {} is not ICMP: {:?}", i + 1, p.l4)
-        };
+        let L4::Icmp(icmp) = p.l4 else { panic!("frame {} is not ICMP: {:?}", i + 1, p.l4) };
         let expect_type = if i % 2 == 0 { 8 } else { 0 };
         assert_eq!((icmp.icmp_type, icmp.code), (expect_type, 0), "frame {}", i + 1);
         *ids.entry(icmp.echo_id.expect("echo id")).or_insert(0) += 1;
@@ -111,30 +96,19 @@ fn zeek_q_in_q_frames_carry_two_tags() {
         assert_eq!((p.vlan_count, p.vlans), (2, [13, 10]));
     }
     assert_eq!(pkts[4].ethertype, ethertype::ARP);
-    assert!(pkts[..4]
-        .iter()
-        .all(|p| p.ip.map(|ip| ip.proto) == Some(ipproto::UDP)));
+    assert!(pkts[..4].iter().all(|p| p.ip.map(|ip| ip.proto) == Some(ipproto::UDP)));
 }
 
 #[test]
 fn tcpdump_sll_nanosecond_handshake() {
     let cap = Capture::open(&testdata().join("pcaps/tcpdump/tcp-handshake-nano.pcap")).unwrap();
-    assert_eq!(
-        cap.format(),
-        CaptureFormat::Pcap {
-            nanos: true,
-            big_endian: false
-        }
-    );
+    assert_eq!(cap.format(), CaptureFormat::Pcap { nanos: true, big_endian: false });
     let frames: Vec<_> = cap.frames().map(|f| f.unwrap()).collect();
     assert_eq!(frames.len(), 3);
     assert!(frames.iter().all(|f| f.link == LinkType::LinuxSll));
     // tcpdump's expected output: 17:16:09.924505488 (UTC) for the first frame.
     assert_eq!(frames[0].ts_nanos % 1_000_000_000, 924_505_488);
-    assert_eq!(
-        (frames[0].ts_nanos / 1_000_000_000) % 86400,
-        17 * 3600 + 16 * 60 + 9
-    );
+    assert_eq!((frames[0].ts_nanos / 1_000_000_000) % 86400, 17 * 3600 + 16 * 60 + 9);
     let flags: Vec<u8> = frames
         .iter()
         .map(|f| match parse_frame(f.link, f.data, f.wire_len).unwrap().l4 {

@@ -5,7 +5,7 @@
 //! mask of 0 mean "any". The trailing flags field is ignored, as the data's manifest says.
 //!
 //! ```text
-//! @67.81.126.218/32	112.154.225.224/32	0 : 65535	37 : 37	0x11/0xFF	0x0000/0x0000
+//! @67.81.126.218/32 <TAB> 112.154.225.224/32 <TAB> 0 : 65535 <TAB> 37 : 37 <TAB> 0x11/0xFF <TAB> 0x0000/0x0000
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -86,7 +86,8 @@ pub fn parse_rules(text: &str, name: &str) -> Result<RuleSet, Diagnostic> {
         };
         let (p, mask) = fields[4].split_once('/').ok_or_else(|| bad("protocol without mask"))?;
         let hex = |s: &str| u8::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16);
-        let (p, mask) = (hex(p).map_err(|_| bad("bad protocol"))?, hex(mask).map_err(|_| bad("bad protocol mask"))?);
+        let (p, mask) =
+            (hex(p).map_err(|_| bad("bad protocol"))?, hex(mask).map_err(|_| bad("bad protocol mask"))?);
         let proto = match mask {
             0 => Protocol::Any,
             0xff => Protocol::Number(p),

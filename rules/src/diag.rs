@@ -67,7 +67,13 @@ impl Diagnostic {
     /// The compiler-style form: the one-line header, then the source line with the offending text
     /// underlined and the hint beside the underline.
     pub fn render(&self, file: &str, src: &str) -> String {
-        let mut out = format!("{file}:{}:{}: {}: {}\n", self.span.line, self.span.col, self.severity_word(), self.message);
+        let mut out = format!(
+            "{file}:{}:{}: {}: {}\n",
+            self.span.line,
+            self.span.col,
+            self.severity_word(),
+            self.message
+        );
         let line_text = src.lines().nth(self.span.line.saturating_sub(1) as usize).unwrap_or("");
         let gutter = self.span.line.to_string();
         let pad = " ".repeat(gutter.len());
@@ -75,7 +81,8 @@ impl Diagnostic {
         let col = self.span.col.max(1) as usize - 1;
         let span_text = src.get(self.span.start..self.span.end).unwrap_or("");
         let width = span_text.lines().next().map_or(0, |l| l.chars().count()).max(1);
-        let indent: String = line_text.chars().take(col).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        let indent: String =
+            line_text.chars().take(col).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
         out.push_str(&format!("{pad} |\n{gutter} | {line_text}\n{pad} | {indent}{}", "^".repeat(width)));
         if let Some(h) = &self.hint {
             out.push(' ');

@@ -134,10 +134,7 @@ impl CompiledRuleSet {
             })?;
             sets.push(SetIndex::new(found));
             set_ids.push(&found.id);
-            Ok(Side::Set {
-                idx: sets.len() - 1,
-                negated,
-            })
+            Ok(Side::Set { idx: sets.len() - 1, negated })
         };
         let mut sides = Vec::with_capacity(set.rules.len());
         for rule in &set.rules {
@@ -146,10 +143,7 @@ impl CompiledRuleSet {
                     let mut side = |e: &Endpoint| match e {
                         Endpoint::Any => Ok(Side::Any),
                         Endpoint::AddrSet { id, negated } => resolve(id, *negated, rule),
-                        Endpoint::Ip { net, negated } => Ok(Side::Net {
-                            net: *net,
-                            negated: *negated,
-                        }),
+                        Endpoint::Ip { net, negated } => Ok(Side::Net { net: *net, negated: *negated }),
                     };
                     (side(&m.src)?, side(&m.dst)?)
                 }
@@ -165,12 +159,7 @@ impl CompiledRuleSet {
         }
         let mut order: Vec<usize> = (0..set.rules.len()).collect();
         order.sort_by_key(|&i| set.rules[i].position);
-        Ok(CompiledRuleSet {
-            source: set.clone(),
-            order,
-            sides,
-            sets,
-        })
+        Ok(CompiledRuleSet { source: set.clone(), order, sides, sets })
     }
 
     /// The rule set's name.

@@ -67,10 +67,7 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, (Vec<Token<'_>>, Diagnostic
                     b';' => Tok::Semi,
                     _ => Tok::Comma,
                 };
-                out.push(Token {
-                    tok,
-                    span: span_at(i, i + 1, line, line_start),
-                });
+                out.push(Token { tok, span: span_at(i, i + 1, line, line_start) });
                 i += 1;
             }
             b'#' => {
@@ -79,18 +76,12 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, (Vec<Token<'_>>, Diagnostic
                 let trimmed = text.trim_start();
                 if let Some(rest) = trimmed.strip_prefix("internal") {
                     if let Some(after) = rest.trim_start().strip_prefix('#') {
-                        out.push(Token {
-                            tok: Tok::Internal,
-                            span: span_at(i, end, line, line_start),
-                        });
+                        out.push(Token { tok: Tok::Internal, span: span_at(i, end, line, line_start) });
                         i = end - after.len();
                         continue;
                     }
                 }
-                out.push(Token {
-                    tok: Tok::Comment(text.trim()),
-                    span: span_at(i, end, line, line_start),
-                });
+                out.push(Token { tok: Tok::Comment(text.trim()), span: span_at(i, end, line, line_start) });
                 i = end;
             }
             b'\'' => {
@@ -104,8 +95,11 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, (Vec<Token<'_>>, Diagnostic
                         i += n + 2;
                     }
                     _ => {
-                        let d = Diagnostic::new(span_at(i, i + 1, line, line_start), "unterminated quoted string")
-                            .with_hint("close it with ' on the same line");
+                        let d = Diagnostic::new(
+                            span_at(i, i + 1, line, line_start),
+                            "unterminated quoted string",
+                        )
+                        .with_hint("close it with ' on the same line");
                         return Err((out, d));
                     }
                 }
@@ -120,10 +114,7 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, (Vec<Token<'_>>, Diagnostic
                     i += 1;
                 }
                 // Multi-byte UTF-8 sequences never contain ASCII bytes, so `i` is on a char boundary.
-                out.push(Token {
-                    tok: Tok::Word(&src[start..i]),
-                    span: span_at(start, i, line, line_start),
-                });
+                out.push(Token { tok: Tok::Word(&src[start..i]), span: span_at(start, i, line, line_start) });
             }
         }
     }

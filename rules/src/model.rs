@@ -64,15 +64,8 @@ pub enum Protocol {
 }
 
 /// Protocol names dfw reads and prints, with their numbers.
-pub const PROTOCOL_NAMES: &[(&str, u8)] = &[
-    ("icmp", 1),
-    ("igmp", 2),
-    ("tcp", 6),
-    ("udp", 17),
-    ("gre", 47),
-    ("ipv6-icmp", 58),
-    ("sctp", 132),
-];
+pub const PROTOCOL_NAMES: &[(&str, u8)] =
+    &[("icmp", 1), ("igmp", 2), ("tcp", 6), ("udp", 17), ("gre", 47), ("ipv6-icmp", 58), ("sctp", 132)];
 
 impl Protocol {
     /// The protocol's name, if it has one dfw knows.
@@ -118,10 +111,7 @@ impl IpNet {
 
     /// A single address as a full-length prefix.
     pub fn host(addr: IpAddr) -> IpNet {
-        IpNet {
-            addr,
-            len: if addr.is_ipv4() { 32 } else { 128 },
-        }
+        IpNet { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
     }
 
     /// True when the prefix is a single address.
@@ -189,11 +179,7 @@ pub struct Mac(pub [u8; 6]);
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -359,7 +345,18 @@ pub struct Rule {
 impl Rule {
     /// An L3 rule with no flags, log, tag or comments.
     pub fn ip(id: u32, position: u32, dir: RuleDir, m: IpMatch, action: Action) -> Rule {
-        Rule { id, position, dir, body: RuleBody::Ip(m), stateless: false, action, log: false, tag: None, internal: false, comments: Vec::new() }
+        Rule {
+            id,
+            position,
+            dir,
+            body: RuleBody::Ip(m),
+            stateless: false,
+            action,
+            log: false,
+            tag: None,
+            internal: false,
+            comments: Vec::new(),
+        }
     }
 }
 
@@ -399,7 +396,14 @@ pub struct RuleSet {
 impl RuleSet {
     /// An empty rule set without metadata or comments.
     pub fn new(name: impl Into<String>) -> RuleSet {
-        RuleSet { name: name.into(), generation: None, realized: None, rules: Vec::new(), comments: Vec::new(), trailing: Vec::new() }
+        RuleSet {
+            name: name.into(),
+            generation: None,
+            realized: None,
+            rules: Vec::new(),
+            comments: Vec::new(),
+            trailing: Vec::new(),
+        }
     }
 
     /// True for the L2 rule set of a filter (its name ends in `_L2`).
@@ -437,20 +441,23 @@ pub struct AddrSet {
 impl AddrSet {
     /// An address set with `entries` and no metadata or comments.
     pub fn new(id: impl Into<String>, entries: Vec<AddrEntry>) -> AddrSet {
-        AddrSet { id: id.into(), generation: None, realized: None, entries, comments: Vec::new(), entry_comments: Vec::new() }
+        AddrSet {
+            id: id.into(),
+            generation: None,
+            realized: None,
+            entries,
+            comments: Vec::new(),
+            entry_comments: Vec::new(),
+        }
     }
 
     /// Whether `ip` is a member (exact address or inside a prefix).
     pub fn contains_ip(&self, ip: IpAddr) -> bool {
-        self.entries
-            .iter()
-            .any(|e| matches!(e, AddrEntry::Ip(n) if n.contains(ip)))
+        self.entries.iter().any(|e| matches!(e, AddrEntry::Ip(n) if n.contains(ip)))
     }
 
     /// Whether `mac` is a member.
     pub fn contains_mac(&self, mac: Mac) -> bool {
-        self.entries
-            .iter()
-            .any(|e| matches!(e, AddrEntry::Mac(m) if *m == mac))
+        self.entries.iter().any(|e| matches!(e, AddrEntry::Mac(m) if *m == mac))
     }
 }

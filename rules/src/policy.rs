@@ -216,7 +216,13 @@ fn validate(policy: &Policy, sites: &Sites, p: &mut Parser<'_>) {
             );
         }
     }
-    check_unique_sets(&policy.rulesets, &sites.shared_rulesets, &policy.addrsets, &sites.shared_addrsets, &mut diags);
+    check_unique_sets(
+        &policy.rulesets,
+        &sites.shared_rulesets,
+        &policy.addrsets,
+        &sites.shared_addrsets,
+        &mut diags,
+    );
     for (set, site) in policy.rulesets.iter().zip(&sites.shared_rulesets) {
         check_rules(set, site, &mut diags);
         // A shared rule set is checked against the sets of every filter that uses it.
@@ -296,25 +302,40 @@ fn check_rules(set: &RuleSet, site: &RuleSetSite, diags: &mut Vec<Diagnostic>) {
     for (r, spans) in set.rules.iter().zip(&site.rules) {
         if let Some(prev) = ids.insert(r.id, spans.id) {
             diags.push(
-                Diagnostic::new(spans.id, format!("rule id {} appears twice in rule set '{}'", r.id, set.name))
-                    .with_hint(format!("first used at line {}", prev.line)),
+                Diagnostic::new(
+                    spans.id,
+                    format!("rule id {} appears twice in rule set '{}'", r.id, set.name),
+                )
+                .with_hint(format!("first used at line {}", prev.line)),
             );
         }
         if let Some((other, prev)) = positions.insert(r.position, (r.id, spans.position)) {
             diags.push(
                 Diagnostic::new(
                     spans.position,
-                    format!("rules {other} and {} share position {} in rule set '{}'", r.id, r.position, set.name),
+                    format!(
+                        "rules {other} and {} share position {} in rule set '{}'",
+                        r.id, r.position, set.name
+                    ),
                 )
-                .with_hint(format!("rule {other} is at line {}; positions order evaluation and must differ", prev.line)),
+                .with_hint(format!(
+                    "rule {other} is at line {}; positions order evaluation and must differ",
+                    prev.line
+                )),
             );
         }
         let l2_rule = matches!(r.body, RuleBody::Ether(_));
         if l2_rule != set.is_l2() {
-            let (what, want) = if set.is_l2() { ("protocol", "ethertype") } else { ("ethertype", "protocol") };
+            let (what, want) =
+                if set.is_l2() { ("protocol", "ethertype") } else { ("ethertype", "protocol") };
             diags.push(
-                Diagnostic::new(spans.kind, format!("rule {} in rule set '{}' is a {what} rule", r.id, set.name))
-                    .with_hint(format!("rule sets named *_L2 hold ethertype rules, others protocol rules: use {want}")),
+                Diagnostic::new(
+                    spans.kind,
+                    format!("rule {} in rule set '{}' is a {what} rule", r.id, set.name),
+                )
+                .with_hint(format!(
+                    "rule sets named *_L2 hold ethertype rules, others protocol rules: use {want}"
+                )),
             );
         }
     }
@@ -334,20 +355,30 @@ fn check_refs(refs: &[SetRef], sets: &[&AddrSet], filter: Option<&str>, diags: &
         let has_ip = set.entries.iter().any(|e| matches!(e, AddrEntry::Ip(_)));
         if r.l2 && has_ip {
             diags.push(
-                Diagnostic::new(r.span, format!("address set '{}' holds IP addresses but is used in an L2 rule", r.id))
-                    .with_hint("L2 (ethertype) rules match MAC sets"),
+                Diagnostic::new(
+                    r.span,
+                    format!("address set '{}' holds IP addresses but is used in an L2 rule", r.id),
+                )
+                .with_hint("L2 (ethertype) rules match MAC sets"),
             );
         }
         if !r.l2 && has_mac {
             diags.push(
-                Diagnostic::new(r.span, format!("address set '{}' holds MAC addresses but is used in an L3 rule", r.id))
-                    .with_hint("L3 (protocol) rules match IP sets"),
+                Diagnostic::new(
+                    r.span,
+                    format!("address set '{}' holds MAC addresses but is used in an L3 rule", r.id),
+                )
+                .with_hint("L3 (protocol) rules match IP sets"),
             );
         }
     }
 }
 
-fn filter_block(p: &mut Parser<'_>, comments: Vec<String>, sites: &mut Sites) -> Result<FilterSpec, Diagnostic> {
+fn filter_block(
+    p: &mut Parser<'_>,
+    comments: Vec<String>,
+    sites: &mut Sites,
+) -> Result<FilterSpec, Diagnostic> {
     let (name, name_span) = p.word("a filter name")?;
     p.punct(Tok::Open, "'{'")?;
     let mut spec = FilterSpec::new(name, Vnic::default());
@@ -356,7 +387,9 @@ fn filter_block(p: &mut Parser<'_>, comments: Vec<String>, sites: &mut Sites) ->
     let mut vnic_seen = false;
     loop {
         let Some(t) = p.peek() else {
-            p.report(Diagnostic::new(p.eof_span(), format!("filter '{name}' is not closed")).with_hint("add '}'"));
+            p.report(
+                Diagnostic::new(p.eof_span(), format!("filter '{name}' is not closed")).with_hint("add '}'"),
+            );
             break;
         };
         let comments = p.take_comments();
@@ -383,7 +416,11 @@ fn filter_block(p: &mut Parser<'_>, comments: Vec<String>, sites: &mut Sites) ->
             Tok::Word("ruleset") => {
                 let first = p.refs.len();
                 p.ruleset(comments).map(|set| {
-                    site.rulesets.push(RuleSetSite { name_span: t.span, rules: p.rule_spans.clone(), refs: first..p.refs.len() });
+                    site.rulesets.push(RuleSetSite {
+                        name_span: t.span,
+                        rules: p.rule_spans.clone(),
+                        refs: first..p.refs.len(),
+                    });
                     spec.rulesets.push(set);
                 })
             }
@@ -391,7 +428,9 @@ fn filter_block(p: &mut Parser<'_>, comments: Vec<String>, sites: &mut Sites) ->
                 site.addrsets.push((t.span, spans));
                 spec.addrsets.push(set);
             }),
-            Tok::Word(w) => Err(unknown_keyword(t.span, w, &["vnic", "failurePolicy", "ruleset", "addrset", "}"])),
+            Tok::Word(w) => {
+                Err(unknown_keyword(t.span, w, &["vnic", "failurePolicy", "ruleset", "addrset", "}"]))
+            }
             other => Err(unexpected(t.span, other, "'vnic', 'failurePolicy', 'ruleset', 'addrset' or '}'")),
         };
         if let Err(d) = result {
@@ -509,4 +548,3 @@ impl std::fmt::Display for Policy {
         Ok(())
     }
 }
-

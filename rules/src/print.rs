@@ -178,7 +178,11 @@ impl fmt::Display for AddrSet {
 }
 
 /// Writes comment lines (`# text`) with `indent`.
-pub(crate) fn write_comments(f: &mut std::fmt::Formatter<'_>, indent: &str, comments: &[String]) -> std::fmt::Result {
+pub(crate) fn write_comments(
+    f: &mut std::fmt::Formatter<'_>,
+    indent: &str,
+    comments: &[String],
+) -> std::fmt::Result {
     for c in comments {
         if c.is_empty() {
             writeln!(f, "{indent}#")?;

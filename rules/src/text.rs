@@ -246,7 +246,8 @@ impl<'a> Parser<'a> {
             self.block_meta(&mut set.generation, &mut set.realized);
             let Some(t) = self.peek() else {
                 self.report(
-                    Diagnostic::new(self.eof, format!("rule set '{name}' is not closed")).with_hint("add '}'"),
+                    Diagnostic::new(self.eof, format!("rule set '{name}' is not closed"))
+                        .with_hint("add '}'"),
                 );
                 set.trailing = self.take_comments();
                 return Ok(set);
@@ -446,7 +447,8 @@ impl<'a> Parser<'a> {
             let (w, wspan) = self.word("type:code")?;
             let parsed = w.split_once(':').and_then(|(t, c)| Some((t.parse().ok()?, c.parse().ok()?)));
             let (t, c) = parsed.ok_or_else(|| {
-                Diagnostic::new(wspan, format!("bad ICMP type:code '{w}'")).with_hint("write it like 3:4 (each 0-255)")
+                Diagnostic::new(wspan, format!("bad ICMP type:code '{w}'"))
+                    .with_hint("write it like 3:4 (each 0-255)")
             })?;
             IcmpMatch::TypeCode(t, c)
         };
@@ -475,7 +477,11 @@ impl<'a> Parser<'a> {
                 self.check_host_bits(net, aspan);
                 Ok(Endpoint::Ip { net, negated })
             }
-            _ => Err(unknown_keyword(span, w, if negated { &["addrset", "ip"] } else { &["any", "addrset", "ip", "not"] })),
+            _ => Err(unknown_keyword(
+                span,
+                w,
+                if negated { &["addrset", "ip"] } else { &["any", "addrset", "ip", "not"] },
+            )),
         }
     }
 
@@ -485,8 +491,11 @@ impl<'a> Parser<'a> {
         if net.has_host_bits() {
             let base = net.network();
             self.report(
-                Diagnostic::warning(span, format!("{}/{} has host bits set; it matches {base}", net.addr, net.len))
-                    .with_hint(format!("write {base}, or {} for the single address", net.addr)),
+                Diagnostic::warning(
+                    span,
+                    format!("{}/{} has host bits set; it matches {base}", net.addr, net.len),
+                )
+                .with_hint(format!("write {base}, or {} for the single address", net.addr)),
             );
         }
     }
@@ -539,7 +548,9 @@ impl<'a> Parser<'a> {
     }
 
     fn port_range(&mut self, w: &str, span: Span) -> PResult<(u16, u16)> {
-        let bad = || Diagnostic::new(span, format!("bad port '{w}'")).with_hint("ports are 0-65535; a range is lo-hi");
+        let bad = || {
+            Diagnostic::new(span, format!("bad port '{w}'")).with_hint("ports are 0-65535; a range is lo-hi")
+        };
         let (lo, hi): (u16, u16) = match w.split_once('-') {
             Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
             None => {
@@ -567,7 +578,10 @@ impl<'a> Parser<'a> {
             self.block_meta(&mut set.generation, &mut set.realized);
             let at = set.entries.len();
             let Some(t) = self.peek() else {
-                self.report(Diagnostic::new(self.eof, format!("address set '{id}' is not closed")).with_hint("add '}'"));
+                self.report(
+                    Diagnostic::new(self.eof, format!("address set '{id}' is not closed"))
+                        .with_hint("add '}'"),
+                );
                 return Ok((set, spans));
             };
             for c in self.take_comments() {
@@ -627,11 +641,13 @@ pub fn parse_ipnet(w: &str, span: Span) -> Result<IpNet, Diagnostic> {
         Some(l) => {
             let l: u8 = l.parse().map_err(|_| bad())?;
             IpNet::new(addr, l).ok_or_else(|| {
-                Diagnostic::new(span, format!("prefix length /{l} is too long for {addr}")).with_hint(if addr.is_ipv4() {
-                    "IPv4 prefixes are /0 to /32"
-                } else {
-                    "IPv6 prefixes are /0 to /128"
-                })
+                Diagnostic::new(span, format!("prefix length /{l} is too long for {addr}")).with_hint(
+                    if addr.is_ipv4() {
+                        "IPv4 prefixes are /0 to /32"
+                    } else {
+                        "IPv6 prefixes are /0 to /128"
+                    },
+                )
             })
         }
     }
@@ -642,10 +658,13 @@ pub fn parse_mac(w: &str, span: Span) -> Result<Mac, Diagnostic> {
     let mut mac = [0u8; 6];
     let mut parts = w.split([':', '-']);
     let ok = mac.iter_mut().all(|b| {
-        parts.next().is_some_and(|p| !p.is_empty() && p.len() <= 2 && u8::from_str_radix(p, 16).map(|v| *b = v).is_ok())
+        parts.next().is_some_and(|p| {
+            !p.is_empty() && p.len() <= 2 && u8::from_str_radix(p, 16).map(|v| *b = v).is_ok()
+        })
     }) && parts.next().is_none();
     if !ok {
-        return Err(Diagnostic::new(span, format!("bad MAC address '{w}'")).with_hint("write it like 00:50:56:aa:bb:cc"));
+        return Err(Diagnostic::new(span, format!("bad MAC address '{w}'"))
+            .with_hint("write it like 00:50:56:aa:bb:cc"));
     }
     Ok(Mac(mac))
 }

@@ -37,7 +37,8 @@ fn linear_scan_agrees_with_every_firstmatch_file() {
         let set = parse_rules(&std::fs::read_to_string(data(name)).unwrap(), "mainrs").unwrap();
         let trace = parse_trace(&std::fs::read_to_string(data(&format!("{name}_trace"))).unwrap()).unwrap();
         let answers =
-            parse_firstmatch(&std::fs::read_to_string(data(&format!("{name}_trace.firstmatch"))).unwrap()).unwrap();
+            parse_firstmatch(&std::fs::read_to_string(data(&format!("{name}_trace.firstmatch"))).unwrap())
+                .unwrap();
         assert_eq!(trace.len(), answers.len(), "{name}");
         let compiled = CompiledRuleSet::compile(&set, &[]).unwrap();
         // The 10k trace is large for a linear scan in a debug build: check a stride of it.

@@ -49,7 +49,10 @@ fn unknown_top_level_keyword() {
 #[test]
 fn unsupported_protocol_name() {
     let t = l3("    rule 1 at 1 in protocol tcpp from any to any drop;", "");
-    assert_eq!(only(&t), format!("p.dfw:{}: error: unsupported protocol 'tcpp' (did you mean 'tcp'?)", at(&t, "tcpp")));
+    assert_eq!(
+        only(&t),
+        format!("p.dfw:{}: error: unsupported protocol 'tcpp' (did you mean 'tcp'?)", at(&t, "tcpp"))
+    );
     let t = l3("    rule 1 at 1 in protocol ospf from any to any drop;", "");
     assert_eq!(
         only(&t),
@@ -92,7 +95,10 @@ fn undefined_address_set() {
 
 #[test]
 fn mac_set_in_l3_rule_and_ip_set_in_l2_rule() {
-    let t = l3("    rule 1 at 1 in protocol any from addrset m to any drop;", "addrset m { mac 00:11:22:33:44:55, }\n");
+    let t = l3(
+        "    rule 1 at 1 in protocol any from addrset m to any drop;",
+        "addrset m { mac 00:11:22:33:44:55, }\n",
+    );
     assert_eq!(
         only(&t),
         format!("p.dfw:{}: error: address set 'm' holds MAC addresses but is used in an L3 rule (L3 (protocol) rules match IP sets)", at(&t, "m to"))
@@ -107,7 +113,10 @@ fn mac_set_in_l3_rule_and_ip_set_in_l2_rule() {
 #[test]
 fn empty_port_range() {
     let t = l3("    rule 1 at 1 in protocol tcp from any to any port 90-80 drop;", "");
-    assert_eq!(only(&t), format!("p.dfw:{}: error: port range 90-80 is empty: 90 > 80 (write 80-90)", at(&t, "90-80")));
+    assert_eq!(
+        only(&t),
+        format!("p.dfw:{}: error: port range 90-80 is empty: 90 > 80 (write 80-90)", at(&t, "90-80"))
+    );
 }
 
 #[test]
@@ -164,7 +173,13 @@ fn unclosed_blocks_and_quotes() {
     );
     let t = l3("    rule 1 at 1 in protocol tcp from any to any accept tag 'web;", "");
     let d = diags(&t);
-    assert_eq!(d[0], format!("p.dfw:{}: error: unterminated quoted string (close it with ' on the same line)", at(&t, "'web")));
+    assert_eq!(
+        d[0],
+        format!(
+            "p.dfw:{}: error: unterminated quoted string (close it with ' on the same line)",
+            at(&t, "'web")
+        )
+    );
 }
 
 #[test]

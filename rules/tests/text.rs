@@ -54,19 +54,9 @@ fn seed_text_parses_verbatim_and_prints_back_identically() {
     assert_eq!(main.rules[1].action, Action::Drop);
     assert_eq!(main.rules[2].dir, RuleDir::Out);
     assert!(f.rulesets[1].rules[0].stateless);
-    let printed: String = f
-        .rulesets
-        .iter()
-        .map(|r| r.to_string())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let printed: String = f.rulesets.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n");
     assert_eq!(printed, SEED_RULES);
-    let sets: String = f
-        .addrsets
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let sets: String = f.addrsets.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("\n");
     assert_eq!(sets, SEED_SETS);
 }
 
@@ -87,9 +77,7 @@ fn public_nsx_rule_forms_round_trip() {
     .unwrap();
     let rs = &policy.filters[0].rulesets[0];
     assert_eq!(rs.to_string(), text);
-    let RuleBody::Ip(m) = &rs.rules[3].body else {
-        panic!("ip rule expected")
-    };
+    let RuleBody::Ip(m) = &rs.rules[3].body else { panic!("ip rule expected") };
     assert_eq!(m.sport, Ports::Set(vec![(53, 53), (5353, 5353), (6000, 6010)]));
     assert_eq!(m.dport, Ports::Range(1024, 2048));
     assert!(rs.rules[5].internal);

@@ -74,13 +74,9 @@ enum GenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay {
-            policy,
-            switches,
-            json,
-            verdicts,
-            capture,
-        } => replay(&policy, &switches, json, verdicts.as_deref(), &capture),
+        Command::Replay { policy, switches, json, verdicts, capture } => {
+            replay(&policy, &switches, json, verdicts.as_deref(), &capture)
+        }
         Command::Check { files } => check(&files),
         Command::Fmt { check, files } => fmt(&files, check),
         Command::Gen(GenCommand::SeedLab { out }) => gen::seed_lab(&out),
@@ -122,11 +118,7 @@ fn parse_switch(spec: &str) -> Result<Switch> {
         }
     };
     let path = Path::new(file);
-    Ok(Switch {
-        at,
-        policy: load_policy(path)?,
-        label: path.display().to_string(),
-    })
+    Ok(Switch { at, policy: load_policy(path)?, label: path.display().to_string() })
 }
 
 fn replay(
@@ -137,10 +129,7 @@ fn replay(
     capture: &Path,
 ) -> Result<ExitCode> {
     let initial = load_policy(policy)?;
-    let switches = switches
-        .iter()
-        .map(|s| parse_switch(s))
-        .collect::<Result<Vec<_>>>()?;
+    let switches = switches.iter().map(|s| parse_switch(s)).collect::<Result<Vec<_>>>()?;
     let mut engine = engine::Engine::new(&initial).map_err(|e| anyhow!("{}: {e}", policy.display()))?;
     let cap = pktio::capture::Capture::open(capture)?;
     let mut sink = output::VerdictSink::open(verdicts)?;
@@ -195,7 +184,12 @@ fn check(files: &[PathBuf]) -> Result<ExitCode> {
         let (policy, errors) = report(f, &text);
         bad |= errors;
         if let Some(p) = policy {
-            let rules: usize = p.rulesets.iter().chain(p.filters.iter().flat_map(|f| &f.rulesets)).map(|r| r.rules.len()).sum();
+            let rules: usize = p
+                .rulesets
+                .iter()
+                .chain(p.filters.iter().flat_map(|f| &f.rulesets))
+                .map(|r| r.rules.len())
+                .sum();
             println!("{}: ok ({} filters, {rules} rules)", f.display(), p.filters.len());
         }
     }

@@ -33,17 +33,13 @@ impl VerdictSink {
     pub fn open(path: Option<&Path>) -> Result<VerdictSink> {
         let out = match path {
             None => None,
-            Some(p) if p == Path::new("-") => Some((
-                BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>),
-                "-".into(),
-            )),
+            Some(p) if p == Path::new("-") => {
+                Some((BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>), "-".into()))
+            }
             Some(p) => {
                 let f = File::create(p)
                     .with_context(|| format!("{}: cannot create verdicts file", p.display()))?;
-                Some((
-                    BufWriter::new(Box::new(f) as Box<dyn Write>),
-                    p.display().to_string(),
-                ))
+                Some((BufWriter::new(Box::new(f) as Box<dyn Write>), p.display().to_string()))
             }
         };
         Ok(VerdictSink { out })
@@ -55,11 +51,7 @@ impl VerdictSink {
             return Ok(());
         };
         let line = match *ev {
-            Event::Decision {
-                frame,
-                decision: d,
-                filter,
-            } => VerdictLine {
+            Event::Decision { frame, decision: d, filter } => VerdictLine {
                 frame,
                 filter: Some(&filter.name),
                 dir: Some(d.dir.as_str()),
@@ -82,8 +74,7 @@ impl VerdictSink {
             Event::Switched { .. } => return Ok(()),
         };
         serde_json::to_writer(&mut *w, &line).with_context(|| format!("{name}: write failed"))?;
-        w.write_all(b"\n")
-            .with_context(|| format!("{name}: write failed"))
+        w.write_all(b"\n").with_context(|| format!("{name}: write failed"))
     }
 
     /// Flushes.
@@ -161,8 +152,7 @@ impl Report {
                 }
                 let rs_name = |l2: bool| {
                     let set = if l2 { &f.policy.l2 } else { &f.policy.l3 };
-                    set.as_ref()
-                        .map_or(if l2 { "L2" } else { "L3" }.to_string(), |r| r.name().to_string())
+                    set.as_ref().map_or(if l2 { "L2" } else { "L3" }.to_string(), |r| r.name().to_string())
                 };
                 FilterReport {
                     name: f.name.clone(),
@@ -240,11 +230,7 @@ impl Report {
             let _ = writeln!(o, "  reasons: {}", reasons.join(", "));
         }
         if !self.drop_reasons.is_empty() {
-            let reasons: Vec<String> = self
-                .drop_reasons
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
+            let reasons: Vec<String> = self.drop_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(o, "\ndrop reasons: {}", reasons.join(", "));
         }
         o

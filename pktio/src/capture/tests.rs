@@ -43,23 +43,10 @@ fn pcap_in_all_four_magics() {
         (0xa1b2_3c4d, true, true),
     ] {
         let frac = if nanos { 123_456_789 } else { 123_456 };
-        let bytes = pcap(
-            magic,
-            be,
-            1,
-            &[
-                (1_700_000_000, frac, FRAME_A, 60),
-                (1_700_000_001, 0, FRAME_B, 1514),
-            ],
-        );
+        let bytes =
+            pcap(magic, be, 1, &[(1_700_000_000, frac, FRAME_A, 60), (1_700_000_001, 0, FRAME_B, 1514)]);
         let cap = Capture::from_bytes(bytes, "t.pcap").unwrap();
-        assert_eq!(
-            cap.format(),
-            CaptureFormat::Pcap {
-                nanos,
-                big_endian: be
-            }
-        );
+        assert_eq!(cap.format(), CaptureFormat::Pcap { nanos, big_endian: be });
         assert_eq!(cap.pcap_link(), Some(LinkType::Ethernet));
         let f = frames(&cap);
         let expect_ts = if nanos { TS } else { TS - 789 };
@@ -94,13 +81,7 @@ fn pcap_writer_round_trip() {
     let bytes = w.into_inner();
     assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
     let cap = Capture::from_bytes(bytes, "w.pcap").unwrap();
-    assert_eq!(
-        cap.format(),
-        CaptureFormat::Pcap {
-            nanos: false,
-            big_endian: false
-        }
-    );
+    assert_eq!(cap.format(), CaptureFormat::Pcap { nanos: false, big_endian: false });
     let f = frames(&cap);
     assert_eq!(f.len(), 2);
     // Cut to the snaplen of 50; microsecond resolution drops the last three digits.
@@ -109,21 +90,12 @@ fn pcap_writer_round_trip() {
         (&FRAME_A[..50], 60, TS - 789, LinkType::LinuxSll)
     );
     // A wire length below the data length is raised to it.
-    assert_eq!(
-        (f[1].data, f[1].wire_len, f[1].ts_nanos),
-        (FRAME_B, 42, TS + 1_000 - 789)
-    );
+    assert_eq!((f[1].data, f[1].wire_len, f[1].ts_nanos), (FRAME_B, 42, TS + 1_000 - 789));
 
     let mut w = PcapWriter::with_resolution(Vec::new(), LinkType::Raw, 65535, TsResolution::Nanos).unwrap();
     w.write_frame(TS, FRAME_B, 42).unwrap();
     let cap = Capture::from_bytes(w.into_inner(), "n.pcap").unwrap();
-    assert_eq!(
-        cap.format(),
-        CaptureFormat::Pcap {
-            nanos: true,
-            big_endian: false
-        }
-    );
+    assert_eq!(cap.format(), CaptureFormat::Pcap { nanos: true, big_endian: false });
     assert_eq!(frames(&cap)[0].ts_nanos, TS);
     assert_eq!(frames(&cap)[0].link, LinkType::Raw);
 
@@ -158,33 +130,13 @@ fn truncated_record_names_file_and_offset() {
     bytes.extend([0; 5]);
     let cap = Capture::from_bytes(bytes, "h.pcap").unwrap();
     let err = cap.frames().nth(1).unwrap().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CaptureError::Truncated {
-                need: 16,
-                remain: 5,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, CaptureError::Truncated { need: 16, remain: 5, .. }), "{err:?}");
 }
 
 #[test]
 fn unsupported_link_type_is_rejected_at_open() {
     let err = Capture::from_bytes(pcap(0xa1b2_c3d4, false, 105, &[]), "x.pcap").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CaptureError::UnsupportedLinkType {
-                link: 105,
-                offset: 20,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, CaptureError::UnsupportedLinkType { link: 105, offset: 20, .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
         "x.pcap: unsupported link type 105 (IEEE 802.11); dfw reads Ethernet, Linux SLL/SLL2 and raw IP"
@@ -194,31 +146,16 @@ fn unsupported_link_type_is_rejected_at_open() {
 #[test]
 fn not_a_capture_empty_and_short_files() {
     let err = Capture::from_bytes(b"PK\x03\x04 not a capture at all".to_vec(), "x.bin").unwrap_err();
-    assert!(matches!(
-        err,
-        CaptureError::NotACapture {
-            magic: 0x504b_0304,
-            ..
-        }
-    ));
-    assert_eq!(
-        err.to_string(),
-        "x.bin: not a pcap or pcapng file (magic 0x504b0304)"
-    );
+    assert!(matches!(err, CaptureError::NotACapture { magic: 0x504b_0304, .. }));
+    assert_eq!(err.to_string(), "x.bin: not a pcap or pcapng file (magic 0x504b0304)");
 
     let err = Capture::from_bytes(Vec::new(), "e.pcap").unwrap_err();
     assert!(matches!(err, CaptureError::Empty { .. }));
-    assert_eq!(
-        err.to_string(),
-        "e.pcap: empty file, not a pcap or pcapng capture"
-    );
+    assert_eq!(err.to_string(), "e.pcap: empty file, not a pcap or pcapng capture");
 
     let err = Capture::from_bytes(vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0], "s.pcap").unwrap_err();
     assert!(matches!(err, CaptureError::TooShort { len: 8, need: 24, .. }));
-    assert_eq!(
-        err.to_string(),
-        "s.pcap: file is 8 bytes, too short for a pcap header (24 bytes)"
-    );
+    assert_eq!(err.to_string(), "s.pcap: file is 8 bytes, too short for a pcap header (24 bytes)");
 
     let err = Capture::from_bytes(vec![0xd4, 0xc3], "t.pcap").unwrap_err();
     assert!(matches!(err, CaptureError::TooShort { len: 2, .. }));
@@ -244,11 +181,7 @@ fn open_maps_a_real_file_and_names_missing_ones() {
     let missing = dir.join("missing.pcap");
     let err = Capture::open(&missing).unwrap_err();
     assert!(matches!(err, CaptureError::Io { .. }));
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{}: cannot read: ", missing.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("{}: cannot read: ", missing.display())), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -390,14 +323,8 @@ fn pcapng_tsresol_tsoffset_and_interfaces() {
     ng.epb(1, 2048 + 512, FRAME_B, 42);
     let cap = Capture::from_bytes(ng.out, "r.pcapng").unwrap();
     let f = frames(&cap);
-    assert_eq!(
-        (f[0].ts_nanos, f[0].link, f[0].interface),
-        (TS, LinkType::Ethernet, 0)
-    );
-    assert_eq!(
-        (f[1].ts_nanos, f[1].link, f[1].interface),
-        (12_500_000_000, LinkType::LinuxSll, 1)
-    );
+    assert_eq!((f[0].ts_nanos, f[0].link, f[0].interface), (TS, LinkType::Ethernet, 0));
+    assert_eq!((f[1].ts_nanos, f[1].link, f[1].interface), (12_500_000_000, LinkType::LinuxSll, 1));
 }
 
 #[test]
@@ -410,40 +337,20 @@ fn pcapng_several_sections_reset_interfaces_and_byte_order() {
     ng.epb(0, 2, FRAME_B, 42);
     let cap = Capture::from_bytes(ng.out, "s.pcapng").unwrap();
     let f = frames(&cap);
-    assert_eq!(
-        (f[0].link, f[0].ts_nanos, f[0].data),
-        (LinkType::Ethernet, 1000, FRAME_A)
-    );
-    assert_eq!(
-        (f[1].link, f[1].ts_nanos, f[1].data),
-        (LinkType::Raw, 2000, FRAME_B)
-    );
+    assert_eq!((f[0].link, f[0].ts_nanos, f[0].data), (LinkType::Ethernet, 1000, FRAME_A));
+    assert_eq!((f[1].link, f[1].ts_nanos, f[1].data), (LinkType::Raw, 2000, FRAME_B));
 
     // Interfaces of an earlier section are gone after a new SHB.
     let mut ng = Ng::new(false);
     ng.idb(1, &[]);
     ng.section(false);
     ng.epb(0, 1, FRAME_A, 60);
-    let err = Capture::from_bytes(ng.out, "u.pcapng")
-        .unwrap()
-        .frames()
-        .next()
-        .unwrap()
-        .unwrap_err();
+    let err = Capture::from_bytes(ng.out, "u.pcapng").unwrap().frames().next().unwrap().unwrap_err();
     assert!(
-        matches!(
-            err,
-            CaptureError::BadBlock {
-                defect: BlockDefect::UnknownInterface(0),
-                ..
-            }
-        ),
+        matches!(err, CaptureError::BadBlock { defect: BlockDefect::UnknownInterface(0), .. }),
         "{err:?}"
     );
-    assert_eq!(
-        err.to_string(),
-        "u.pcapng: bad pcapng block at byte 76: packet names undeclared interface 0"
-    );
+    assert_eq!(err.to_string(), "u.pcapng: bad pcapng block at byte 76: packet names undeclared interface 0");
 }
 
 #[test]
@@ -453,40 +360,16 @@ fn pcapng_errors() {
     ng.idb(105, &[]);
     let cap = Capture::from_bytes(ng.out, "w.pcapng").unwrap();
     let err = cap.frames().next().unwrap().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CaptureError::UnsupportedLinkType {
-                link: 105,
-                offset: 28,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, CaptureError::UnsupportedLinkType { link: 105, offset: 28, .. }), "{err:?}");
 
     // A block running past the end of the file.
     let mut ng = Ng::new(false);
     ng.idb(1, &[]);
     ng.epb(0, 1, FRAME_A, 60);
     ng.out.truncate(ng.out.len() - 10);
-    let err = Capture::from_bytes(ng.out, "t.pcapng")
-        .unwrap()
-        .frames()
-        .next()
-        .unwrap()
-        .unwrap_err();
+    let err = Capture::from_bytes(ng.out, "t.pcapng").unwrap().frames().next().unwrap().unwrap_err();
     assert!(
-        matches!(
-            err,
-            CaptureError::Truncated {
-                what: "block",
-                offset: 48,
-                need: 92,
-                remain: 82,
-                ..
-            }
-        ),
+        matches!(err, CaptureError::Truncated { what: "block", offset: 48, need: 92, remain: 82, .. }),
         "{err:?}"
     );
 
@@ -495,19 +378,8 @@ fn pcapng_errors() {
     ng.idb(1, &[]);
     let n = ng.out.len();
     ng.out[n - 4] = 0x99;
-    let err = Capture::from_bytes(ng.out, "m.pcapng")
-        .unwrap()
-        .frames()
-        .next()
-        .unwrap()
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        CaptureError::BadBlock {
-            defect: BlockDefect::TrailerMismatch { .. },
-            ..
-        }
-    ));
+    let err = Capture::from_bytes(ng.out, "m.pcapng").unwrap().frames().next().unwrap().unwrap_err();
+    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::TrailerMismatch { .. }, .. }));
 
     // A captured length past the end of the block.
     let mut ng = Ng::new(true);
@@ -515,22 +387,11 @@ fn pcapng_errors() {
     ng.epb(0, 1, FRAME_A, 60);
     let caplen_at = 28 + 20 + 8 + 12;
     ng.out[caplen_at..caplen_at + 4].copy_from_slice(&100u32.to_be_bytes());
-    let err = Capture::from_bytes(ng.out, "c.pcapng")
-        .unwrap()
-        .frames()
-        .next()
-        .unwrap()
-        .unwrap_err();
+    let err = Capture::from_bytes(ng.out, "c.pcapng").unwrap().frames().next().unwrap().unwrap_err();
     assert!(
         matches!(
             err,
-            CaptureError::BadBlock {
-                defect: BlockDefect::CaptureLenPastBlock {
-                    caplen: 100,
-                    room: 60
-                },
-                ..
-            }
+            CaptureError::BadBlock { defect: BlockDefect::CaptureLenPastBlock { caplen: 100, room: 60 }, .. }
         ),
         "{err:?}"
     );
@@ -538,67 +399,22 @@ fn pcapng_errors() {
     // A bad byte-order magic and an unsupported version.
     let mut ng = Ng::new(false);
     ng.out[8] = 0;
-    let err = Capture::from_bytes(ng.out, "b.pcapng")
-        .unwrap()
-        .frames()
-        .next()
-        .unwrap()
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        CaptureError::BadBlock {
-            defect: BlockDefect::ByteOrderMagic(_),
-            offset: 0,
-            ..
-        }
-    ));
+    let err = Capture::from_bytes(ng.out, "b.pcapng").unwrap().frames().next().unwrap().unwrap_err();
+    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::ByteOrderMagic(_), offset: 0, .. }));
     let mut ng = Ng::new(false);
     ng.out[12] = 2;
-    let err = Capture::from_bytes(ng.out, "v.pcapng")
-        .unwrap()
-        .frames()
-        .next()
-        .unwrap()
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        CaptureError::BadBlock {
-            defect: BlockDefect::Version(2, 0),
-            ..
-        }
-    ));
+    let err = Capture::from_bytes(ng.out, "v.pcapng").unwrap().frames().next().unwrap().unwrap_err();
+    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::Version(2, 0), .. }));
 
     // A block length that is not a multiple of 4.
     let mut ng = Ng::new(false);
     ng.out[4] = 29;
-    let err = Capture::from_bytes(ng.out, "l.pcapng")
-        .unwrap()
-        .frames()
-        .next()
-        .unwrap()
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        CaptureError::BadBlock {
-            defect: BlockDefect::Length(29),
-            ..
-        }
-    ));
+    let err = Capture::from_bytes(ng.out, "l.pcapng").unwrap().frames().next().unwrap().unwrap_err();
+    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::Length(29), .. }));
 
     // An if_tsresol no u64 can hold.
     let mut ng = Ng::new(false);
     ng.idb(1, &[(9, &[20])]);
-    let err = Capture::from_bytes(ng.out, "r.pcapng")
-        .unwrap()
-        .frames()
-        .next()
-        .unwrap()
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        CaptureError::BadBlock {
-            defect: BlockDefect::TimestampResolution(20),
-            ..
-        }
-    ));
+    let err = Capture::from_bytes(ng.out, "r.pcapng").unwrap().frames().next().unwrap().unwrap_err();
+    assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::TimestampResolution(20), .. }));
 }

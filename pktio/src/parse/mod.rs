@@ -260,19 +260,8 @@ pub fn parse_frame(link: LinkType, data: &[u8], wire_len: u32) -> Result<Packet,
         LinkType::Raw => match data.first().map(|b| b >> 4) {
             Some(4) => (ethertype::IPV4, data),
             Some(6) => (ethertype::IPV6, data),
-            Some(found) => {
-                return Err(ParseError::BadVersion {
-                    layer: Layer::Ip,
-                    found,
-                })
-            }
-            None => {
-                return Err(ParseError::Short {
-                    layer: Layer::Ip,
-                    need: 1,
-                    have: 0,
-                })
-            }
+            Some(found) => return Err(ParseError::BadVersion { layer: Layer::Ip, found }),
+            None => return Err(ParseError::Short { layer: Layer::Ip, need: 1, have: 0 }),
         },
         LinkType::Ipv4 => (ethertype::IPV4, data),
         LinkType::Ipv6 => (ethertype::IPV6, data),
@@ -330,43 +319,24 @@ fn check_fragment(layer: Layer, offset: u16, len: usize) -> Result<(), ParseErro
 fn parse_ipv4(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseError> {
     let ip = Ipv4Header::new_checked(buf)?;
     if ip.version() != 4 {
-        return Err(ParseError::BadVersion {
-            layer: Layer::Ipv4,
-            found: ip.version(),
-        });
+        return Err(ParseError::BadVersion { layer: Layer::Ipv4, found: ip.version() });
     }
     let hl = ip.header_len();
     if hl < Ipv4Header::LEN {
-        return Err(ParseError::HeaderTooSmall {
-            layer: Layer::Ipv4,
-            len: hl,
-            min: Ipv4Header::LEN,
-        });
+        return Err(ParseError::HeaderTooSmall { layer: Layer::Ipv4, len: hl, min: Ipv4Header::LEN });
     }
     let total = usize::from(ip.total_len());
     if total < hl {
-        return Err(ParseError::BadLength {
-            layer: Layer::Ipv4,
-            len: total,
-            header_len: hl,
-        });
+        return Err(ParseError::BadLength { layer: Layer::Ipv4, len: total, header_len: hl });
     }
     check_len(Layer::Ipv4, buf, hl)?;
     if total > room {
-        return Err(ParseError::DatagramPastFrame {
-            layer: Layer::Ipv4,
-            len: total,
-            room,
-        });
+        return Err(ParseError::DatagramPastFrame { layer: Layer::Ipv4, len: total, room });
     }
     let offset = ip.frag_offset();
     let frag = if ip.more_frags() || offset != 0 {
         check_fragment(Layer::Ipv4, offset, total - hl)?;
-        Some(FragInfo {
-            offset,
-            more: ip.more_frags(),
-            id: u32::from(ip.ident()),
-        })
+        Some(FragInfo { offset, more: ip.more_frags(), id: u32::from(ip.ident()) })
     } else {
         None
     };
@@ -391,21 +361,14 @@ fn parse_ipv4(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseErro
 fn parse_ipv6(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseError> {
     let ip = Ipv6Header::new_checked(buf)?;
     if ip.version() != 6 {
-        return Err(ParseError::BadVersion {
-            layer: Layer::Ipv6,
-            found: ip.version(),
-        });
+        return Err(ParseError::BadVersion { layer: Layer::Ipv6, found: ip.version() });
     }
     // Jumbograms (payload length 0 with a hop-by-hop jumbo option, RFC 2675) are not supported: their
     // headers then lie past the stated end of the datagram.
     let payload_len = usize::from(ip.payload_len());
     let total = Ipv6Header::LEN + payload_len;
     if total > room {
-        return Err(ParseError::DatagramPastFrame {
-            layer: Layer::Ipv6,
-            len: total,
-            room,
-        });
+        return Err(ParseError::DatagramPastFrame { layer: Layer::Ipv6, len: total, room });
     }
     let payload = buf.get(Ipv6Header::LEN..total.min(buf.len())).unwrap_or_default();
     let chain = walk_ipv6_ext(ip.next_header(), payload, payload_len)?;
@@ -421,13 +384,7 @@ fn parse_ipv6(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseErro
         return Ok(());
     }
     let upper = payload.get(chain.len..).unwrap_or_default();
-    pkt.l4 = parse_l4(
-        true,
-        chain.proto,
-        upper,
-        payload_len - chain.len,
-        chain.frag.is_some(),
-    )?;
+    pkt.l4 = parse_l4(true, chain.proto, upper, payload_len - chain.len, chain.frag.is_some())?;
     Ok(())
 }
 
@@ -466,11 +423,7 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
                 let f = Ipv6FragHeader::new_checked(rest)?;
                 off += Ipv6FragHeader::LEN;
                 check_fragment(Layer::Ipv6Frag, f.offset(), room - off)?;
-                frag = Some(FragInfo {
-                    offset: f.offset(),
-                    more: f.more(),
-                    id: f.ident(),
-                });
+                frag = Some(FragInfo { offset: f.offset(), more: f.more(), id: f.ident() });
                 nh = f.next_header();
                 if f.offset() != 0 {
                     // What follows is the middle of the fragmentable part, not a header.
@@ -480,11 +433,7 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
             _ => break,
         }
     }
-    Ok(Ipv6Chain {
-        proto: nh,
-        len: off,
-        frag,
-    })
+    Ok(Ipv6Chain { proto: nh, len: off, frag })
 }
 
 /// Parses the transport header. `buf` is the captured part of the transport bytes, `room` their length
@@ -505,24 +454,13 @@ fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> R
                 // pf rejects a UDP length below the header or beyond the datagram (pf.c, pf_setup_pdesc).
                 let len = usize::from(udp.length());
                 if len < UdpHeader::LEN {
-                    return Err(ParseError::BadLength {
-                        layer: Layer::Udp,
-                        len,
-                        header_len: UdpHeader::LEN,
-                    });
+                    return Err(ParseError::BadLength { layer: Layer::Udp, len, header_len: UdpHeader::LEN });
                 }
                 if len > room {
-                    return Err(ParseError::LengthPastEnd {
-                        layer: Layer::Udp,
-                        len,
-                        room,
-                    });
+                    return Err(ParseError::LengthPastEnd { layer: Layer::Udp, len, room });
                 }
             }
-            Ok(L4::Udp {
-                sport: udp.sport(),
-                dport: udp.dport(),
-            })
+            Ok(L4::Udp { sport: udp.sport(), dport: udp.dport() })
         }
         ipproto::ICMP if !v6 => parse_icmp(Layer::Icmp, buf, room, fragmented),
         ipproto::ICMPV6 if v6 => parse_icmp(Layer::Icmpv6, buf, room, fragmented),
@@ -532,10 +470,7 @@ fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> R
             }
             fits(Layer::Sctp, buf, room, SctpHeader::LEN)?;
             let sctp = SctpHeader::new_checked(buf)?;
-            Ok(L4::Sctp {
-                sport: sctp.sport(),
-                dport: sctp.dport(),
-            })
+            Ok(L4::Sctp { sport: sctp.sport(), dport: sctp.dport() })
         }
         _ => Ok(L4::Other),
     }
@@ -549,18 +484,10 @@ fn parse_tcp(buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError
     let tcp = TcpHeader::new_checked(buf)?;
     let hl = tcp.header_len();
     if hl < TcpHeader::LEN {
-        return Err(ParseError::HeaderTooSmall {
-            layer: Layer::Tcp,
-            len: hl,
-            min: TcpHeader::LEN,
-        });
+        return Err(ParseError::HeaderTooSmall { layer: Layer::Tcp, len: hl, min: TcpHeader::LEN });
     }
     if hl > room && !fragmented {
-        return Err(ParseError::HeaderPastEnd {
-            layer: Layer::Tcp,
-            len: hl,
-            room,
-        });
+        return Err(ParseError::HeaderPastEnd { layer: Layer::Tcp, len: hl, room });
     }
     // In a first fragment, `room` is what this fragment holds, so `payload_len` counts only its bytes.
     // Options as far as they were captured; `buf` already ends where the datagram (or fragment) ends.
@@ -608,12 +535,7 @@ pub fn parse_tcp_options(opts: &[u8], declared: usize) -> Result<TcpOptions, Par
         let Some(&len) = opts.get(at + 1) else {
             if opts.len() >= declared {
                 // The header ends between the kind and the length byte.
-                return Err(ParseError::BadTcpOption {
-                    kind,
-                    len: 0,
-                    at,
-                    room,
-                });
+                return Err(ParseError::BadTcpOption { kind, len: 0, at, room });
             }
             break;
         };
@@ -647,17 +569,8 @@ fn parse_icmp(layer: Layer, buf: &[u8], room: usize, fragmented: bool) -> Result
     let v6 = layer == Layer::Icmpv6;
     let ty = icmp.icmp_type();
     let echo_id = is_echo(v6, ty).then(|| icmp.echo_id());
-    let quoted = if is_error(v6, ty) {
-        parse_quote(v6, icmp.payload())
-    } else {
-        None
-    };
-    Ok(L4::Icmp(IcmpInfo {
-        icmp_type: ty,
-        code: icmp.code(),
-        echo_id,
-        quoted,
-    }))
+    let quoted = if is_error(v6, ty) { parse_quote(v6, icmp.payload()) } else { None };
+    Ok(L4::Icmp(IcmpInfo { icmp_type: ty, code: icmp.code(), echo_id, quoted }))
 }
 
 /// Echo request/reply: ICMP 8/0 (RFC 792), ICMPv6 128/129 (RFC 4443).

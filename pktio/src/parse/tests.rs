@@ -9,10 +9,7 @@ use crate::packet::tcpflags;
 /// Decodes a hex string, ignoring whitespace.
 pub(crate) fn hex(s: &str) -> Vec<u8> {
     let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-        .collect()
+    digits.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap()).collect()
 }
 
 fn addr(s: &str) -> IpAddr {
@@ -123,19 +120,11 @@ fn snaplen_68_keeps_headers_and_the_options_captured() {
     let full = hex(SYN);
     let p = parse_frame(LinkType::Ethernet, &full[..68], 78).unwrap();
     let t = tcp(&p);
-    assert_eq!(
-        (t.sport, t.dport, t.seq, t.flags, t.payload_len),
-        (59856, 80, 0xfe21_323a, tcpflags::SYN, 0)
-    );
+    assert_eq!((t.sport, t.dport, t.seq, t.flags, t.payload_len), (59856, 80, 0xfe21_323a, tcpflags::SYN, 0));
     // MSS, WS and the NOPs were captured; the timestamp option is cut.
     assert_eq!(
         t.options,
-        TcpOptions {
-            mss: Some(1460),
-            wscale: Some(4),
-            sack_permitted: false,
-            timestamp: None
-        }
+        TcpOptions { mss: Some(1460), wscale: Some(4), sack_permitted: false, timestamp: None }
     );
     assert_eq!(p.wire_len, 78);
 }
@@ -213,15 +202,7 @@ fn icmp_quote_cut_short_is_tolerated() {
     // Outer headers (14 + 20 + 8) and the quoted IPv4 header, but only 2 bytes of the quoted UDP header.
     let cut = &b[..14 + 20 + 8 + 20 + 2];
     let p = parse_frame(LinkType::Ethernet, cut, b.len() as u32).unwrap();
-    assert_eq!(
-        p.l4,
-        L4::Icmp(IcmpInfo {
-            icmp_type: 3,
-            code: 3,
-            echo_id: None,
-            quoted: None
-        })
-    );
+    assert_eq!(p.l4, L4::Icmp(IcmpInfo { icmp_type: 3, code: 3, echo_id: None, quoted: None }));
 }
 
 #[test]
@@ -239,20 +220,10 @@ fn ipv6_fragment_header_first_fragment() {
             proto: ipproto::UDP,
             ttl: 53,
             total_len: 1480,
-            frag: Some(FragInfo {
-                offset: 0,
-                more: true,
-                id: 2
-            }),
+            frag: Some(FragInfo { offset: 0, more: true, id: 2 }),
         })
     );
-    assert_eq!(
-        p.l4,
-        L4::Udp {
-            sport: 53,
-            dport: 51851
-        }
-    );
+    assert_eq!(p.l4, L4::Udp { sport: 53, dport: 51851 });
 }
 
 #[test]
@@ -262,14 +233,7 @@ fn ipv6_non_first_fragment_has_no_transport() {
     b[14 + 40 + 2..14 + 40 + 4].copy_from_slice(&0x05a8u16.to_be_bytes());
     let p = parse_frame(LinkType::Ethernet, &b, 1494).unwrap();
     let ip = p.ip.unwrap();
-    assert_eq!(
-        ip.frag,
-        Some(FragInfo {
-            offset: 1448,
-            more: false,
-            id: 2
-        })
-    );
+    assert_eq!(ip.frag, Some(FragInfo { offset: 1448, more: false, id: 2 }));
     assert_eq!(ip.proto, ipproto::UDP);
     assert_eq!(p.l4, L4::None);
 }
@@ -287,10 +251,7 @@ fn ipv6_extension_chain_hbh_routing_dstopts_ah() {
     let ip = p.ip.unwrap();
     assert_eq!((ip.proto, ip.total_len, ip.frag), (ipproto::TCP, 108, None));
     let t = tcp(&p);
-    assert_eq!(
-        (t.sport, t.dport, t.seq, t.ack, t.flags, t.payload_len),
-        (1234, 22, 1, 2, tcpflags::ACK, 0)
-    );
+    assert_eq!((t.sport, t.dport, t.seq, t.ack, t.flags, t.payload_len), (1234, 22, 1, 2, tcpflags::ACK, 0));
 }
 
 #[test]
@@ -309,17 +270,8 @@ fn double_8021q_udp() {
     let p = parse_hex(LinkType::Ethernet, QINQ_UDP).unwrap();
     assert_eq!((p.vlans, p.vlan_count), ([13, 10], 2));
     let ip = p.ip.unwrap();
-    assert_eq!(
-        (ip.src, ip.dst, ip.ttl, ip.total_len),
-        (addr("172.19.51.37"), addr("172.19.51.63"), 64, 46)
-    );
-    assert_eq!(
-        p.l4,
-        L4::Udp {
-            sport: 47808,
-            dport: 47808
-        }
-    );
+    assert_eq!((ip.src, ip.dst, ip.ttl, ip.total_len), (addr("172.19.51.37"), addr("172.19.51.63"), 64, 46));
+    assert_eq!(p.l4, L4::Udp { sport: 47808, dport: 47808 });
 }
 
 #[test]
@@ -329,51 +281,24 @@ fn third_vlan_tag_is_skipped_but_counted() {
     b.splice(20..20, hex("8100 0007"));
     let p = parse_frame(LinkType::Ethernet, &b, b.len() as u32).unwrap();
     assert_eq!((p.vlans, p.vlan_count), ([13, 10], 3));
-    assert_eq!(
-        p.l4,
-        L4::Udp {
-            sport: 47808,
-            dport: 47808
-        }
-    );
+    assert_eq!(p.l4, L4::Udp { sport: 47808, dport: 47808 });
 }
 
 #[test]
 fn ipv4_fragments() {
     // zeek ipv4_fragmented-syn: the first fragment carries 24 bytes of a 40-byte SYN header.
-    let first = hex(
-        "1e0b8b14f6f998eecbbd07fe0800 4500002c 00012000 40068eba c0a80164 0a000005
-         30390050 000003e8 00000000 a0022000 c5730000 020405b4",
-    );
+    let first = hex("1e0b8b14f6f998eecbbd07fe0800 4500002c 00012000 40068eba c0a80164 0a000005
+         30390050 000003e8 00000000 a0022000 c5730000 020405b4");
     let p = parse_frame(LinkType::Ethernet, &first, first.len() as u32).unwrap();
     let ip = p.ip.unwrap();
-    assert_eq!(
-        ip.frag,
-        Some(FragInfo {
-            offset: 0,
-            more: true,
-            id: 1
-        })
-    );
+    assert_eq!(ip.frag, Some(FragInfo { offset: 0, more: true, id: 1 }));
     let t = tcp(&p);
-    assert_eq!(
-        (t.sport, t.dport, t.seq, t.flags),
-        (12345, 80, 1000, tcpflags::SYN)
-    );
+    assert_eq!((t.sport, t.dport, t.seq, t.flags), (12345, 80, 1000, tcpflags::SYN));
     assert_eq!(t.options.mss, Some(1460));
-    let second = hex(
-        "1e0b8b14f6f998eecbbd07fe0800 45000024 00010003 4006aebf c0a80164 0a000005
-         0402080a 00bc614e 00000000 01030307",
-    );
+    let second = hex("1e0b8b14f6f998eecbbd07fe0800 45000024 00010003 4006aebf c0a80164 0a000005
+         0402080a 00bc614e 00000000 01030307");
     let p = parse_frame(LinkType::Ethernet, &second, second.len() as u32).unwrap();
-    assert_eq!(
-        p.ip.unwrap().frag,
-        Some(FragInfo {
-            offset: 24,
-            more: false,
-            id: 1
-        })
-    );
+    assert_eq!(p.ip.unwrap().frag, Some(FragInfo { offset: 24, more: false, id: 1 }));
     assert_eq!(p.l4, L4::None);
 }
 
@@ -382,14 +307,7 @@ fn tiny_first_fragment_gives_no_transport() {
     // First fragment carrying only 8 bytes of TCP header.
     let b = hex("4500001c 00012000 40060000 c0a80164 0a000005 30390050 000003e8");
     let p = parse_frame(LinkType::Raw, &b, b.len() as u32).unwrap();
-    assert_eq!(
-        p.ip.unwrap().frag,
-        Some(FragInfo {
-            offset: 0,
-            more: true,
-            id: 1
-        })
-    );
+    assert_eq!(p.ip.unwrap().frag, Some(FragInfo { offset: 0, more: true, id: 1 }));
     assert_eq!(p.l4, L4::None);
 }
 
@@ -404,10 +322,7 @@ fn linux_sll_and_sll2() {
     let ip = p.ip.unwrap();
     assert_eq!((ip.src, ip.dst), (addr("131.155.215.69"), addr("137.116.81.94")));
     let t = tcp(&p);
-    assert_eq!(
-        (t.sport, t.dport, t.flags, t.options.mss),
-        (46656, 80, tcpflags::SYN, Some(1360))
-    );
+    assert_eq!((t.sport, t.dport, t.flags, t.options.mss), (46656, 80, tcpflags::SYN, Some(1360)));
     assert!(t.options.sack_permitted);
 
     // SLL2 with a MAC address around the same IPv4 header.
@@ -431,50 +346,22 @@ fn raw_ip_versions() {
     assert_eq!(p.ethertype, ethertype::IPV6);
     assert_eq!(
         parse_frame(LinkType::Ipv4, &v6[18..], 60).unwrap_err(),
-        ParseError::BadVersion {
-            layer: Layer::Ipv4,
-            found: 6
-        }
+        ParseError::BadVersion { layer: Layer::Ipv4, found: 6 }
     );
     let err = parse_frame(LinkType::Raw, &[0x55; 40], 40).unwrap_err();
-    assert_eq!(
-        (err, err.reason()),
-        (
-            ParseError::BadVersion {
-                layer: Layer::Ip,
-                found: 5
-            },
-            "bad-version"
-        )
-    );
+    assert_eq!((err, err.reason()), (ParseError::BadVersion { layer: Layer::Ip, found: 5 }, "bad-version"));
 }
 
 #[test]
 fn icmp_echo_and_icmpv6_echo() {
     let echo = hex("4500001c 00000000 40010000 0a000001 0a000002 0800 f7fe 1234 0001");
     let p = parse_frame(LinkType::Raw, &echo, 28).unwrap();
-    assert_eq!(
-        p.l4,
-        L4::Icmp(IcmpInfo {
-            icmp_type: 8,
-            code: 0,
-            echo_id: Some(0x1234),
-            quoted: None
-        })
-    );
+    assert_eq!(p.l4, L4::Icmp(IcmpInfo { icmp_type: 8, code: 0, echo_id: Some(0x1234), quoted: None }));
     let mut echo6 =
         hex("6000 0000 0008 3a 40 20010db8000000000000000000000001 20010db8000000000000000000000002");
     echo6.extend(hex("8100 0000 beef 0001"));
     let p = parse_frame(LinkType::Raw, &echo6, 48).unwrap();
-    assert_eq!(
-        p.l4,
-        L4::Icmp(IcmpInfo {
-            icmp_type: 129,
-            code: 0,
-            echo_id: Some(0xbeef),
-            quoted: None
-        })
-    );
+    assert_eq!(p.l4, L4::Icmp(IcmpInfo { icmp_type: 129, code: 0, echo_id: Some(0xbeef), quoted: None }));
 }
 
 #[test]
@@ -506,10 +393,7 @@ fn icmpv6_packet_too_big_quotes_udp() {
 #[test]
 fn sctp_gre_and_other() {
     let sctp = hex("45000020 00004000 40840000 c0a8aa08 c0a8aa38 0007 0007 00000000 3761a746");
-    assert_eq!(
-        parse_frame(LinkType::Raw, &sctp, 32).unwrap().l4,
-        L4::Sctp { sport: 7, dport: 7 }
-    );
+    assert_eq!(parse_frame(LinkType::Raw, &sctp, 32).unwrap().l4, L4::Sctp { sport: 7, dport: 7 });
     let gre = hex("45000018 00004000 402f0000 0a000001 0a000002 00000800");
     let p = parse_frame(LinkType::Raw, &gre, 24).unwrap();
     assert_eq!((p.ip.unwrap().proto, p.l4), (ipproto::GRE, L4::Other));
@@ -518,10 +402,8 @@ fn sctp_gre_and_other() {
 #[test]
 fn ethernet_padding_is_not_payload() {
     // The SYN-ACK-sized ACK of zeek http-vlan-0 without the tag, padded to 60 bytes by the sender.
-    let mut b = hex(
-        "0010db88d2efc8bcc896d2a00800 45000028 cc9f4000 400680ce 8d8ee405 c096bb2b
-         e9d00050 fe21323b a5afce3f 5010202b 00000000",
-    );
+    let mut b = hex("0010db88d2efc8bcc896d2a00800 45000028 cc9f4000 400680ce 8d8ee405 c096bb2b
+         e9d00050 fe21323b a5afce3f 5010202b 00000000");
     b.resize(60, 0);
     let t = tcp(&parse_frame(LinkType::Ethernet, &b, 60).unwrap());
     assert_eq!((t.flags, t.payload_len), (tcpflags::ACK, 0));
@@ -539,14 +421,7 @@ fn syn_with(f: impl FnOnce(&mut Vec<u8>)) -> Result<Packet, ParseError> {
 fn reason_short_tcp_header_cut() {
     // A capture cut inside the TCP header (wire length 78).
     let err = parse_frame(LinkType::Ethernet, &hex(SYN)[..14 + 20 + 10], 78).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::Short {
-            layer: Layer::Tcp,
-            need: 20,
-            have: 10
-        }
-    );
+    assert_eq!(err, ParseError::Short { layer: Layer::Tcp, need: 20, have: 10 });
     assert_eq!(err.reason(), "short");
 }
 
@@ -555,70 +430,35 @@ fn reason_short_ethernet() {
     let err = parse_frame(LinkType::Ethernet, &hex(SYN)[..13], 78).unwrap_err();
     assert_eq!(
         (err, err.reason()),
-        (
-            ParseError::Short {
-                layer: Layer::Ethernet,
-                need: 14,
-                have: 13
-            },
-            "short"
-        )
+        (ParseError::Short { layer: Layer::Ethernet, need: 14, have: 13 }, "short")
     );
 }
 
 #[test]
 fn reason_short_ip_length_past_frame() {
     let err = syn_with(|b| b[16..18].copy_from_slice(&300u16.to_be_bytes())).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::DatagramPastFrame {
-            layer: Layer::Ipv4,
-            len: 300,
-            room: 64
-        }
-    );
+    assert_eq!(err, ParseError::DatagramPastFrame { layer: Layer::Ipv4, len: 300, room: 64 });
     assert_eq!(err.reason(), "short");
 }
 
 #[test]
 fn reason_bad_header_length_ihl() {
     let err = syn_with(|b| b[14] = 0x44).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::HeaderTooSmall {
-            layer: Layer::Ipv4,
-            len: 16,
-            min: 20
-        }
-    );
+    assert_eq!(err, ParseError::HeaderTooSmall { layer: Layer::Ipv4, len: 16, min: 20 });
     assert_eq!(err.reason(), "bad-header-length");
 }
 
 #[test]
 fn reason_bad_header_length_tcp_data_offset() {
     let err = syn_with(|b| b[46] = 0x40).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::HeaderTooSmall {
-            layer: Layer::Tcp,
-            len: 16,
-            min: 20
-        }
-    );
+    assert_eq!(err, ParseError::HeaderTooSmall { layer: Layer::Tcp, len: 16, min: 20 });
     assert_eq!(err.reason(), "bad-header-length");
 }
 
 #[test]
 fn reason_bad_header_length_tcp_past_datagram() {
     let err = syn_with(|b| b[46] = 0xf0).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::HeaderPastEnd {
-            layer: Layer::Tcp,
-            len: 60,
-            room: 44
-        }
-    );
+    assert_eq!(err, ParseError::HeaderPastEnd { layer: Layer::Tcp, len: 60, room: 44 });
     assert_eq!(err.reason(), "bad-header-length");
 }
 
@@ -627,28 +467,14 @@ fn reason_bad_header_length_ipv6_ext_past_datagram() {
     let mut b = hex(V6_FRAG_FIRST);
     b[18..20].copy_from_slice(&4u16.to_be_bytes()); // payload length 4 < fragment header
     let err = parse_frame(LinkType::Ethernet, &b, 1494).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::HeaderPastEnd {
-            layer: Layer::Ipv6Frag,
-            len: 8,
-            room: 4
-        }
-    );
+    assert_eq!(err, ParseError::HeaderPastEnd { layer: Layer::Ipv6Frag, len: 8, room: 4 });
     assert_eq!(err.reason(), "bad-header-length");
 }
 
 #[test]
 fn reason_bad_offset_ipv4_fragment_overflow() {
     let err = syn_with(|b| b[20..22].copy_from_slice(&0x3fffu16.to_be_bytes())).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::FragmentOverflow {
-            layer: Layer::Ipv4,
-            offset: 65528,
-            len: 44
-        }
-    );
+    assert_eq!(err, ParseError::FragmentOverflow { layer: Layer::Ipv4, offset: 65528, len: 44 });
     assert_eq!(err.reason(), "bad-offset");
 }
 
@@ -657,14 +483,7 @@ fn reason_bad_offset_ipv6_fragment_overflow() {
     let mut b = hex(V6_FRAG_FIRST);
     b[56..58].copy_from_slice(&0xfff8u16.to_be_bytes());
     let err = parse_frame(LinkType::Ethernet, &b, 1494).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::FragmentOverflow {
-            layer: Layer::Ipv6Frag,
-            offset: 65528,
-            len: 1432
-        }
-    );
+    assert_eq!(err, ParseError::FragmentOverflow { layer: Layer::Ipv6Frag, offset: 65528, len: 1432 });
     assert_eq!(err.reason(), "bad-offset");
 }
 
@@ -672,70 +491,32 @@ fn reason_bad_offset_ipv6_fragment_overflow() {
 fn reason_bad_offset_tcp_option_past_header() {
     // MSS option length 0x30 runs past the 24 option bytes.
     let err = syn_with(|b| b[55] = 0x30).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::BadTcpOption {
-            kind: 2,
-            len: 0x30,
-            at: 0,
-            room: 24
-        }
-    );
+    assert_eq!(err, ParseError::BadTcpOption { kind: 2, len: 0x30, at: 0, room: 24 });
     assert_eq!(err.reason(), "bad-offset");
 }
 
 #[test]
 fn reason_bad_offset_tcp_option_length_below_two() {
     let err = syn_with(|b| b[55] = 1).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::BadTcpOption {
-            kind: 2,
-            len: 1,
-            at: 0,
-            room: 24
-        }
-    );
+    assert_eq!(err, ParseError::BadTcpOption { kind: 2, len: 1, at: 0, room: 24 });
     assert_eq!(err.reason(), "bad-offset");
 }
 
 #[test]
 fn reason_bad_version() {
     let err = syn_with(|b| b[14] = 0x65).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::BadVersion {
-            layer: Layer::Ipv4,
-            found: 6
-        }
-    );
+    assert_eq!(err, ParseError::BadVersion { layer: Layer::Ipv4, found: 6 });
     assert_eq!(err.reason(), "bad-version");
     let mut v6 = hex(VLAN_V6_SYN);
     v6[18] = 0x40;
     let err = parse_frame(LinkType::Ethernet, &v6, 78).unwrap_err();
-    assert_eq!(
-        (err, err.reason()),
-        (
-            ParseError::BadVersion {
-                layer: Layer::Ipv6,
-                found: 4
-            },
-            "bad-version"
-        )
-    );
+    assert_eq!((err, err.reason()), (ParseError::BadVersion { layer: Layer::Ipv6, found: 4 }, "bad-version"));
 }
 
 #[test]
 fn reason_bad_length_ip_total_below_header() {
     let err = syn_with(|b| b[16..18].copy_from_slice(&16u16.to_be_bytes())).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::BadLength {
-            layer: Layer::Ipv4,
-            len: 16,
-            header_len: 20
-        }
-    );
+    assert_eq!(err, ParseError::BadLength { layer: Layer::Ipv4, len: 16, header_len: 20 });
     assert_eq!(err.reason(), "bad-length");
 }
 
@@ -744,39 +525,20 @@ fn reason_bad_length_udp() {
     let mut b = hex(QINQ_UDP);
     b[46..48].copy_from_slice(&200u16.to_be_bytes());
     let err = parse_frame(LinkType::Ethernet, &b, b.len() as u32).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::LengthPastEnd {
-            layer: Layer::Udp,
-            len: 200,
-            room: 26
-        }
-    );
+    assert_eq!(err, ParseError::LengthPastEnd { layer: Layer::Udp, len: 200, room: 26 });
     assert_eq!(err.reason(), "bad-length");
     b[46..48].copy_from_slice(&4u16.to_be_bytes());
     let err = parse_frame(LinkType::Ethernet, &b, b.len() as u32).unwrap_err();
     assert_eq!(
         (err, err.reason()),
-        (
-            ParseError::BadLength {
-                layer: Layer::Udp,
-                len: 4,
-                header_len: 8
-            },
-            "bad-length"
-        )
+        (ParseError::BadLength { layer: Layer::Udp, len: 4, header_len: 8 }, "bad-length")
     );
 }
 
 #[test]
 fn reason_unsupported_link() {
     let err = parse_frame(LinkType::Other(105), &hex(SYN), 78).unwrap_err();
-    assert_eq!(
-        err,
-        ParseError::UnsupportedLink {
-            link: LinkType::Other(105)
-        }
-    );
+    assert_eq!(err, ParseError::UnsupportedLink { link: LinkType::Other(105) });
     assert_eq!(err.reason(), "unsupported-link");
     assert_eq!(err.to_string(), "unsupported link type 105 (IEEE 802.11)");
 }

@@ -28,11 +28,7 @@ fn be32(b: &[u8], at: usize) -> u32 {
 #[inline]
 pub(crate) fn check_len(layer: Layer, buf: &[u8], need: usize) -> Result<(), ParseError> {
     if buf.len() < need {
-        return Err(ParseError::Short {
-            layer,
-            need,
-            have: buf.len(),
-        });
+        return Err(ParseError::Short { layer, need, have: buf.len() });
     }
     Ok(())
 }
@@ -506,11 +502,7 @@ mod tests {
     fn views_refuse_short_buffers() {
         assert_eq!(
             TcpHeader::new_checked(&[0; 19]).unwrap_err(),
-            ParseError::Short {
-                layer: Layer::Tcp,
-                need: 20,
-                have: 19
-            }
+            ParseError::Short { layer: Layer::Tcp, need: 20, have: 19 }
         );
         assert!(Ipv6Header::new_checked(&[0; 39]).is_err());
         assert!(VlanTag::new_checked(&[0; 4]).is_ok());
