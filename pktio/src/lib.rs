@@ -2,8 +2,11 @@
 //!
 //! This crate owns everything between raw bytes and the engine's view of a packet: parsing a frame into
 //! a compact [`Packet`] summary ([`parse`]), and reading and writing capture files ([`capture`]: pcap and
-//! pcapng through a memory map, pcap writing). Live I/O (AF_PACKET rings, tap devices) will land here too.
-//! It knows nothing of rules or of the engine.
+//! pcapng through a memory map, pcap writing) and live interfaces ([`afpacket`]: a TPACKET_V3 ring with
+//! fanout and a batched transmit path; [`tap`]: tap devices with virtio-net offloads; [`netns`]: network
+//! namespaces). [`io`] puts all of them behind one batch interface, [`FrameSource`] and [`FrameSink`], so
+//! the engine treats a capture file, an interface and a tap alike. It knows nothing of rules or of the
+//! engine.
 //!
 //! ```
 //! use pktio::{parse_frame, Capture, PcapWriter, LinkType, L4};
@@ -22,11 +25,24 @@
 //! assert!(matches!(pkt.l4, L4::Udp { .. }));
 //! ```
 
+pub mod afpacket;
 pub mod build;
 pub mod capture;
+pub mod io;
 pub mod link;
+pub mod netns;
 pub mod packet;
 pub mod parse;
+#[cfg(feature = "pnet")]
+pub mod pnet;
+mod sys;
+pub mod tap;
+
+pub use afpacket::{AfPacketRx, AfPacketTx, Fanout, FanoutMode, RingConfig, RingStats, TxConfig};
+pub use io::{Batch, CaptureSource, Frame, FrameSink, FrameSource, IoError, PcapSink, VlanTag, VnetHdr};
+pub use netns::{NetNs, ScratchNetns};
+pub use sys::link_up;
+pub use tap::{Offloads, Tap, TapConfig};
 
 pub use capture::{
     BlockDefect, Capture, CaptureError, CaptureFormat, CaptureFrame, Frames, PcapWriter, TsResolution,

@@ -223,7 +223,7 @@ impl CompiledRuleSet {
     }
 }
 
-fn family_ok(f: Family, ip: IpAddr) -> bool {
+pub(crate) fn family_ok(f: Family, ip: IpAddr) -> bool {
     match f {
         Family::Any => true,
         Family::Inet => ip.is_ipv4(),
@@ -231,7 +231,7 @@ fn family_ok(f: Family, ip: IpAddr) -> bool {
     }
 }
 
-fn ports_ok(rule: &Ports, port: Option<u16>) -> bool {
+pub(crate) fn ports_ok(rule: &Ports, port: Option<u16>) -> bool {
     match (rule, port) {
         (Ports::Any, _) => true,
         (_, None) => false,
@@ -239,7 +239,7 @@ fn ports_ok(rule: &Ports, port: Option<u16>) -> bool {
     }
 }
 
-fn icmp_ok(rule: IcmpMatch, icmp: Option<(u8, u8)>) -> bool {
+pub(crate) fn icmp_ok(rule: IcmpMatch, icmp: Option<(u8, u8)>) -> bool {
     match (rule, icmp) {
         (IcmpMatch::Any, _) => true,
         (IcmpMatch::Type(t), Some((pt, _))) => t == pt,

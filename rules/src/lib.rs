@@ -24,4 +24,4 @@ pub mod text;
 pub use diag::{Diagnostic, Diagnostics, Severity, Span};
 pub use eval::{CompiledRuleSet, L2Key, L3Key, SetIndex, UndefinedSet};
 pub use model::*;
-pub use policy::{check_policy, parse_policy, Checked, FailurePolicy, FilterSpec, Policy, Vnic};
+pub use policy::{check_policy, parse_policy, Checked, FailurePolicy, FilterSpec, Policy, PolicyChange, Vnic, TIMER_NAMES};

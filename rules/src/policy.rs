@@ -45,6 +45,42 @@ impl FailurePolicy {
     }
 }
 
+/// What happens to established connections when a filter's policy changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum PolicyChange {
+    /// Re-check each connection against the new policy on its next packet; cut it if no longer allowed
+    /// (VPP's policy epoch behaviour). The default.
+    #[default]
+    Revalidate,
+    /// Keep established connections as they are (Linux conntrack behaviour).
+    Keep,
+}
+
+impl PolicyChange {
+    /// `revalidate` / `keep`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyChange::Revalidate => "revalidate",
+            PolicyChange::Keep => "keep",
+        }
+    }
+}
+
+/// Connection timers a filter may set (`timeout <name> <seconds>;`), pf's names.
+pub const TIMER_NAMES: &[&str] = &[
+    "tcp.first",
+    "tcp.opening",
+    "tcp.established",
+    "tcp.closing",
+    "tcp.finwait",
+    "tcp.closed",
+    "udp.first",
+    "udp.single",
+    "udp.multiple",
+    "icmp.first",
+    "icmp.error",
+];
+
 /// The vNIC a filter guards: how dfw tells frames going in to the VM from frames coming out of it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct Vnic {
@@ -63,6 +99,12 @@ pub struct FilterSpec {
     pub vnic: Vnic,
     /// Failure policy.
     pub failure: FailurePolicy,
+    /// Timer overrides (`timeout tcp.established 3600;`), names from [`TIMER_NAMES`], in file order.
+    pub timeouts: Vec<(String, u32)>,
+    /// `maxConnections N;`: the most connections this filter tracks.
+    pub max_connections: Option<u32>,
+    /// `policyChange revalidate|keep;`.
+    pub policy_change: PolicyChange,
     /// The filter's own rule sets.
     pub rulesets: Vec<RuleSet>,
     /// The filter's own address sets.
@@ -80,6 +122,9 @@ impl FilterSpec {
             name: name.into(),
             vnic,
             failure: FailurePolicy::default(),
+            timeouts: Vec::new(),
+            max_connections: None,
+            policy_change: PolicyChange::default(),
             rulesets: Vec::new(),
             addrsets: Vec::new(),
             comments: Vec::new(),
@@ -413,6 +458,24 @@ fn filter_block(
                 spec.inner_comments.extend(comments);
                 failure_line(p).map(|f| spec.failure = f)
             }
+            Tok::Word("timeout") => {
+                spec.inner_comments.extend(comments);
+                timeout_line(p).and_then(|(name, secs, span)| {
+                    if spec.timeouts.iter().any(|(n, _)| *n == name) {
+                        return Err(Diagnostic::new(span, format!("timeout '{name}' is set twice")));
+                    }
+                    spec.timeouts.push((name, secs));
+                    Ok(())
+                })
+            }
+            Tok::Word("maxConnections") => {
+                spec.inner_comments.extend(comments);
+                number_line(p, "a connection count").map(|n| spec.max_connections = Some(n))
+            }
+            Tok::Word("policyChange") => {
+                spec.inner_comments.extend(comments);
+                policy_change_line(p).map(|c| spec.policy_change = c)
+            }
             Tok::Word("ruleset") => {
                 let first = p.refs.len();
                 p.ruleset(comments).map(|set| {
@@ -429,9 +492,9 @@ fn filter_block(
                 spec.addrsets.push(set);
             }),
             Tok::Word(w) => {
-                Err(unknown_keyword(t.span, w, &["vnic", "failurePolicy", "ruleset", "addrset", "}"]))
+                Err(unknown_keyword(t.span, w, FILTER_ITEMS))
             }
-            other => Err(unexpected(t.span, other, "'vnic', 'failurePolicy', 'ruleset', 'addrset' or '}'")),
+            other => Err(unexpected(t.span, other, "a filter item or '}'")),
         };
         if let Err(d) = result {
             p.report(d);
@@ -446,6 +509,38 @@ fn filter_block(
     }
     sites.filters.push(site);
     Ok(spec)
+}
+
+const FILTER_ITEMS: &[&str] =
+    &["vnic", "failurePolicy", "timeout", "maxConnections", "policyChange", "ruleset", "addrset", "}"];
+
+fn timeout_line(p: &mut Parser<'_>) -> Result<(String, u32, Span), Diagnostic> {
+    let (name, span) = p.word("a timer name")?;
+    if !TIMER_NAMES.contains(&name) {
+        return Err(unknown_keyword(span, name, TIMER_NAMES));
+    }
+    let secs = number_line(p, "seconds")?;
+    Ok((name.to_string(), secs, span))
+}
+
+fn number_line(p: &mut Parser<'_>, what: &str) -> Result<u32, Diagnostic> {
+    let (w, span) = p.word(what)?;
+    let n = w.parse::<u32>().map_err(|_| {
+        Diagnostic::new(span, format!("expected {what}, found '{w}'")).with_hint("a whole number 0-4294967295")
+    })?;
+    p.punct(Tok::Semi, "';'")?;
+    Ok(n)
+}
+
+fn policy_change_line(p: &mut Parser<'_>) -> Result<PolicyChange, Diagnostic> {
+    let (w, span) = p.word("revalidate or keep")?;
+    let c = match w {
+        "revalidate" => PolicyChange::Revalidate,
+        "keep" => PolicyChange::Keep,
+        _ => return Err(unknown_keyword(span, w, &["revalidate", "keep"])),
+    };
+    p.punct(Tok::Semi, "';'")?;
+    Ok(c)
 }
 
 fn failure_line(p: &mut Parser<'_>) -> Result<FailurePolicy, Diagnostic> {
@@ -531,6 +626,15 @@ impl std::fmt::Display for Policy {
             }
             writeln!(f, ";")?;
             writeln!(f, "  failurePolicy {};", spec.failure.as_str())?;
+            for (name, secs) in &spec.timeouts {
+                writeln!(f, "  timeout {name} {secs};")?;
+            }
+            if let Some(n) = spec.max_connections {
+                writeln!(f, "  maxConnections {n};")?;
+            }
+            if spec.policy_change != PolicyChange::default() {
+                writeln!(f, "  policyChange {};", spec.policy_change.as_str())?;
+            }
             for r in &spec.rulesets {
                 writeln!(f)?;
                 write!(f, "{r}")?;

@@ -1,0 +1,142 @@
+//! Direction-independent flow keys and the symmetric hash that routes both directions of a connection
+//! (and the ICMP errors and fragments that belong to it) to the same worker.
+
+use std::net::IpAddr;
+
+use pktio::packet::L4;
+use pktio::Packet;
+
+/// One endpoint of a flow: address (IPv4 mapped into 16 bytes) and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// Address bytes; IPv4 as `::ffff:a.b.c.d`.
+    pub addr: [u8; 16],
+    /// Port, ICMP echo identifier, or 0.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// An endpoint.
+    pub fn new(ip: IpAddr, port: u16) -> Endpoint {
+        let addr = match ip {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        Endpoint { addr, port }
+    }
+
+    /// The address back as an `IpAddr`.
+    pub fn ip(&self) -> IpAddr {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    }
+}
+
+/// A connection's key, the same for both directions: the endpoints in a fixed order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The smaller endpoint.
+    pub lo: Endpoint,
+    /// The larger endpoint.
+    pub hi: Endpoint,
+    /// IP protocol.
+    pub proto: u8,
+}
+
+impl FlowKey {
+    /// The key of a flow between `a` and `b`, and whether `a` is the `lo` side.
+    pub fn new(proto: u8, a: Endpoint, b: Endpoint) -> (FlowKey, bool) {
+        if a <= b {
+            (FlowKey { lo: a, hi: b, proto }, true)
+        } else {
+            (FlowKey { lo: b, hi: a, proto }, false)
+        }
+    }
+
+    /// The key of `pkt` and whether its source is the `lo` side; `None` for non-IP frames. ICMP echo
+    /// request/reply use the identifier as both ports; other ICMP and portless protocols use 0.
+    pub fn of(pkt: &Packet) -> Option<(FlowKey, bool)> {
+        let ip = pkt.ip?;
+        let (sp, dp) = match pkt.l4 {
+            L4::Icmp(i) => i.echo_id.map_or((0, 0), |id| (id, id)),
+            _ => pkt.ports().unwrap_or((0, 0)),
+        };
+        Some(FlowKey::new(ip.proto, Endpoint::new(ip.src, sp), Endpoint::new(ip.dst, dp)))
+    }
+
+    /// The key of the connection an ICMP error quotes, and whether the quoted datagram's source (the
+    /// connection side that sent it) is the `lo` side.
+    pub fn quoted(pkt: &Packet) -> Option<(FlowKey, bool)> {
+        let L4::Icmp(icmp) = pkt.l4 else { return None };
+        let q = icmp.quoted?;
+        Some(FlowKey::new(q.proto, Endpoint::new(q.src, q.sport), Endpoint::new(q.dst, q.dport)))
+    }
+}
+
+/// A hash of the unordered address pair of a frame: equal for both directions, for every port, for
+/// fragments and for ICMP errors about the flow (which are hashed by the addresses they quote). Used
+/// to give each worker its share of connections.
+pub fn route_hash(pkt: &Packet) -> u64 {
+    let quoted = match pkt.l4 {
+        L4::Icmp(i) => i.quoted,
+        _ => None,
+    };
+    let (a, b) = match (quoted, pkt.ip) {
+        (Some(q), _) => (q.src, q.dst),
+        (None, Some(ip)) => (ip.src, ip.dst),
+        // Non-IP frames (ARP): route by MAC pair.
+        (None, None) => return pair_hash(mac_word(pkt.src_mac.0), mac_word(pkt.dst_mac.0)),
+    };
+    pair_hash(addr_word(a), addr_word(b))
+}
+
+fn mac_word(m: [u8; 6]) -> u64 {
+    u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
+}
+
+fn addr_word(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(a) => u64::from(u32::from(a)),
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            (v as u64) ^ ((v >> 64) as u64).rotate_left(17)
+        }
+    }
+}
+
+/// Symmetric mix of two words (order-independent), then a finalizer so low bits are well spread.
+fn pair_hash(a: u64, b: u64) -> u64 {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    let mut h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y.rotate_left(29).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^ (h >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_round_trip_and_keys_are_direction_independent() {
+        let a = Endpoint::new("10.0.0.1".parse().unwrap(), 1234);
+        let b = Endpoint::new("2001:db8::1".parse().unwrap(), 80);
+        assert_eq!(a.ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(b.ip(), "2001:db8::1".parse::<IpAddr>().unwrap());
+        let (k1, a_lo) = FlowKey::new(6, a, b);
+        let (k2, b_lo) = FlowKey::new(6, b, a);
+        assert_eq!(k1, k2);
+        assert_ne!(a_lo, b_lo);
+    }
+
+    #[test]
+    fn pair_hash_is_symmetric() {
+        for (a, b) in [(1u64, 2u64), (0xdead_beef, 7), (u64::MAX, 0)] {
+            assert_eq!(pair_hash(a, b), pair_hash(b, a));
+        }
+        assert_ne!(pair_hash(1, 2), pair_hash(1, 3));
+    }
+}
