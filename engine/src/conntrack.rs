@@ -1,278 +1,173 @@
-//! The per-filter connection table (first slice).
+//! Connection entries: what a filter remembers about one accepted connection.
 //!
-//! Keys are direction-independent: the two endpoints are stored in a fixed order so that a reply finds
-//! the entry its request created. Each entry remembers which side opened the connection, a coarse
-//! protocol state and when it expires; expiry is driven by the packet clock (capture timestamps in
-//! replay) and checked lazily on lookup, so there is no periodic sweep. The table is bounded: when
-//! full, inserting fails and the caller drops the packet with reason `state-limit`.
-//!
-//! TCP tracking here follows the handshake and teardown only (SYN → SYN-ACK → ACK, FIN/FIN, RST);
-//! sequence-window tracking in the manner of pf is a later, stricter layer.
+//! The entry lives in the filter's [`crate::table::FlowTable`] under a direction-independent
+//! [`FlowKey`]; `initiator_lo` tells which side opened it. TCP uses the window-tracking state machine
+//! of [`crate::tcp`]; UDP and other protocols follow pf's first / single / multiple timers; ICMP echo
+//! is tracked by identifier. Times are packet-clock seconds relative to the table's epoch so an entry
+//! stays small (a million fit in 128 MiB with the index).
 
-use std::net::IpAddr;
-
-use ahash::AHashMap;
 use pktio::packet::{tcpflags, L4};
 use pktio::Packet;
 
-/// Connection timers in seconds (NSX DFW defaults, pf's timer names).
+use crate::config::Timeouts;
+use crate::flow::FlowKey;
+use crate::table::Expiry;
+use crate::tcp::{Side, TcpOutcome, TcpState, TcpTimer};
+
+/// Protocol part of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// TCP after the first packet (SYN sent).
-    pub tcp_first: u64,
-    /// TCP after SYN-ACK, before the handshake completes.
-    pub tcp_opening: u64,
-    /// TCP established.
-    pub tcp_established: u64,
-    /// TCP after the first FIN.
-    pub tcp_closing: u64,
-    /// TCP after both FINs.
-    pub tcp_fin_wait: u64,
-    /// TCP after RST.
-    pub tcp_closed: u64,
-    /// UDP / other after the first packet.
-    pub udp_first: u64,
-    /// UDP / other when only the initiator has sent.
-    pub udp_single: u64,
-    /// UDP / other when both sides have sent.
-    pub udp_multiple: u64,
-    /// ICMP after the first packet.
-    pub icmp_first: u64,
-    /// ICMP after a reply.
-    pub icmp_error_reply: u64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Timeouts {
-        Timeouts {
-            tcp_first: 120,
-            tcp_opening: 30,
-            tcp_established: 43200,
-            tcp_closing: 120,
-            tcp_fin_wait: 45,
-            tcp_closed: 20,
-            udp_first: 60,
-            udp_single: 30,
-            udp_multiple: 60,
-            icmp_first: 20,
-            icmp_error_reply: 10,
-        }
-    }
-}
-
-/// Direction-independent connection key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    proto: u8,
-    a: (IpAddr, u16),
-    b: (IpAddr, u16),
-}
-
-impl ConnKey {
-    /// The key of a flow between two endpoints, whichever way the packet goes.
-    pub fn new(proto: u8, x: (IpAddr, u16), y: (IpAddr, u16)) -> ConnKey {
-        let (a, b) = if x <= y { (x, y) } else { (y, x) };
-        ConnKey { proto, a, b }
-    }
-
-    /// The key of the connection `pkt` belongs to, with `pkt`'s source endpoint. `None` for non-IP
-    /// frames. ICMP echo uses the identifier in place of both ports; other ICMP messages and protocols
-    /// without ports use 0.
-    pub fn of(pkt: &Packet) -> Option<(ConnKey, (IpAddr, u16))> {
-        let ip = pkt.ip?;
-        let (sp, dp) = match pkt.l4 {
-            L4::Icmp(i) => i.echo_id.map_or((0, 0), |id| (id, id)),
-            _ => pkt.ports().unwrap_or((0, 0)),
-        };
-        Some((ConnKey::new(ip.proto, (ip.src, sp), (ip.dst, dp)), (ip.src, sp)))
-    }
-}
-
-/// Coarse protocol state of a tracked connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// TCP: SYN seen from the initiator.
-    SynSent,
-    /// TCP: SYN-ACK seen from the responder.
-    SynReceived,
-    /// TCP: handshake done, or picked up mid-stream.
-    Established,
-    /// TCP: one side sent FIN.
-    Closing,
-    /// TCP: both sides sent FIN.
-    FinWait,
-    /// TCP: RST seen.
-    Closed,
-    /// Non-TCP: only the initiator has sent.
-    Single,
-    /// Non-TCP: both sides have sent.
-    Multiple,
+pub enum ProtoState {
+    /// TCP with sequence tracking.
+    Tcp(TcpState),
+    /// UDP and other IP protocols; `replied` once the responder has sent.
+    Datagram {
+        /// The responder has sent at least one packet.
+        replied: bool,
+        /// The initiator has sent more than one packet.
+        repeated: bool,
+    },
+    /// ICMP (echo by identifier).
+    Icmp {
+        /// The responder has answered.
+        replied: bool,
+    },
 }
 
 /// One tracked connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conn {
-    /// The endpoint that sent the first packet.
-    pub initiator: (IpAddr, u16),
+    /// True when the `lo` endpoint of the key opened the connection.
+    pub initiator_lo: bool,
     /// Protocol state.
-    pub phase: Phase,
-    /// Packet-clock time (ns) after which the entry is dead.
-    pub expires_ns: u64,
-    /// The rule that created the connection.
+    pub proto: ProtoState,
+    /// Packet-clock second (table epoch) after which the entry is dead.
+    pub expires_s: u32,
+    /// Id of the rule that allowed the connection.
     pub rule: u32,
-    /// Packets seen from the initiator (0) and responder (1).
-    pub packets: [u64; 2],
-    /// Bytes seen from the initiator (0) and responder (1).
+    /// Generation of the filter policy the connection was last checked against.
+    pub generation: u32,
+    /// Packets from the initiator (0) and the responder (1).
+    pub packets: [u32; 2],
+    /// Bytes from the initiator (0) and the responder (1).
     pub bytes: [u64; 2],
-    /// FIN seen from the initiator (0) / responder (1).
-    fin: [bool; 2],
+    /// The allowing rule has `with log`: a TERM line is due when the connection ends.
+    pub logged: bool,
 }
 
-/// Why an insert failed.
+impl Expiry for Conn {
+    fn expired(&self, now_s: u32) -> bool {
+        self.expires_s <= now_s
+    }
+}
+
+/// What tracking one packet did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertError {
-    /// The table holds its maximum number of connections.
-    Full,
-}
-
-/// A bounded connection table.
-#[derive(Debug, Clone)]
-pub struct ConnTable {
-    map: AHashMap<ConnKey, Conn>,
-    limit: usize,
-    /// Timers in force.
-    pub timeouts: Timeouts,
-}
-
-const NS: u64 = 1_000_000_000;
-
-impl ConnTable {
-    /// An empty table holding at most `limit` connections.
-    pub fn new(limit: usize, timeouts: Timeouts) -> ConnTable {
-        ConnTable { map: AHashMap::new(), limit, timeouts }
-    }
-
-    /// Number of entries (live or not yet noticed as expired).
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// All entries.
-    pub fn iter(&self) -> impl Iterator<Item = (&ConnKey, &Conn)> {
-        self.map.iter()
-    }
-
-    /// The live entry for `key` at time `now_ns`; an expired entry is removed and `None` returned.
-    pub fn lookup(&mut self, key: &ConnKey, now_ns: u64) -> Option<&mut Conn> {
-        if self.map.get(key).is_some_and(|c| c.expires_ns <= now_ns) {
-            self.map.remove(key);
-        }
-        self.map.get_mut(key)
-    }
-
-    /// Removes the entry for `key`.
-    pub fn remove(&mut self, key: &ConnKey) {
-        self.map.remove(key);
-    }
-
-    /// Starts tracking the connection whose first packet is `pkt`.
-    pub fn insert(
-        &mut self,
-        key: ConnKey,
-        from: (IpAddr, u16),
-        pkt: &Packet,
-        rule: u32,
-        now_ns: u64,
-    ) -> Result<(), InsertError> {
-        if self.map.len() >= self.limit {
-            return Err(InsertError::Full);
-        }
-        let t = &self.timeouts;
-        let (phase, secs) = match pkt.l4 {
-            L4::Tcp(tcp) if tcp.flags & (tcpflags::SYN | tcpflags::ACK) == tcpflags::SYN => {
-                (Phase::SynSent, t.tcp_first)
-            }
-            // Loose pickup of a connection already under way.
-            L4::Tcp(_) => (Phase::Established, t.tcp_established),
-            L4::Icmp(_) => (Phase::Single, t.icmp_first),
-            _ => (Phase::Single, t.udp_first),
-        };
-        let conn = Conn {
-            initiator: from,
-            phase,
-            expires_ns: now_ns.saturating_add(secs * NS),
-            rule,
-            packets: [1, 0],
-            bytes: [u64::from(pkt.wire_len), 0],
-            fin: [false; 2],
-        };
-        self.map.insert(key, conn);
-        Ok(())
-    }
+pub enum Tracked {
+    /// Fits; state advanced.
+    Ok,
+    /// Does not fit the connection (TCP window, RST rules, SYN-ACK mismatch).
+    Invalid(&'static str),
+    /// A SYN that starts a new connection on this tuple: remove the entry, classify afresh.
+    Reopen,
 }
 
 impl Conn {
-    /// Advances the connection with a packet from `from` at `now_ns`.
-    pub fn update(&mut self, from: (IpAddr, u16), pkt: &Packet, now_ns: u64, t: &Timeouts) {
-        let side = usize::from(from != self.initiator);
-        self.packets[side] += 1;
-        self.bytes[side] += u64::from(pkt.wire_len);
-        let secs = match pkt.l4 {
-            L4::Tcp(tcp) => {
-                let f = tcp.flags;
-                if f & tcpflags::RST != 0 {
-                    self.phase = Phase::Closed;
-                } else if f & tcpflags::FIN != 0 {
-                    self.fin[side] = true;
-                    self.phase = if self.fin == [true, true] { Phase::FinWait } else { Phase::Closing };
-                } else if f & (tcpflags::SYN | tcpflags::ACK) == (tcpflags::SYN | tcpflags::ACK) && side == 1
-                {
-                    if self.phase == Phase::SynSent {
-                        self.phase = Phase::SynReceived;
-                    }
-                } else if f & tcpflags::ACK != 0 && side == 0 && self.phase == Phase::SynReceived {
-                    self.phase = Phase::Established;
-                }
-                match self.phase {
-                    Phase::SynSent => t.tcp_first,
-                    Phase::SynReceived => t.tcp_opening,
-                    Phase::Closing => t.tcp_closing,
-                    Phase::FinWait => t.tcp_fin_wait,
-                    Phase::Closed => t.tcp_closed,
-                    _ => t.tcp_established,
-                }
-            }
-            L4::Icmp(_) => {
-                if side == 1 {
-                    self.phase = Phase::Multiple;
-                }
-                if self.phase == Phase::Multiple {
-                    t.icmp_error_reply
-                } else {
-                    t.icmp_first
-                }
-            }
-            _ => {
-                if side == 1 {
-                    self.phase = Phase::Multiple;
-                }
-                if self.phase == Phase::Multiple {
-                    t.udp_multiple
-                } else {
-                    t.udp_single
-                }
-            }
+    /// A connection opened by `pkt` (from the `lo` side when `from_lo`).
+    pub fn open(pkt: &Packet, from_lo: bool, rule: u32, generation: u64, logged: bool, now_s: u32, t: &Timeouts) -> Conn {
+        let proto = match pkt.l4 {
+            L4::Tcp(tcp) => ProtoState::Tcp(TcpState::new(&tcp)),
+            L4::Icmp(_) => ProtoState::Icmp { replied: false },
+            _ => ProtoState::Datagram { replied: false, repeated: false },
         };
-        self.expires_ns = now_ns.saturating_add(secs * NS);
+        let mut c = Conn {
+            initiator_lo: from_lo,
+            proto,
+            expires_s: 0,
+            rule,
+            generation: generation as u32,
+            packets: [1, 0],
+            bytes: [u64::from(pkt.wire_len), 0],
+            logged,
+        };
+        c.expires_s = now_s.saturating_add(c.timeout(t));
+        c
     }
 
-    /// True when a new SYN should replace this entry (the old connection was reset or is closing).
-    pub fn is_reusable_by_syn(&self) -> bool {
-        matches!(self.phase, Phase::Closed | Phase::FinWait)
+    /// Which side sent a packet from the `lo` endpoint (`from_lo`) or the `hi` one.
+    pub fn side(&self, from_lo: bool) -> Side {
+        if from_lo == self.initiator_lo {
+            Side::Initiator
+        } else {
+            Side::Responder
+        }
     }
+
+    /// Tracks one packet of the connection.
+    pub fn track(&mut self, pkt: &Packet, from_lo: bool, now_s: u32, t: &Timeouts) -> Tracked {
+        let side = self.side(from_lo);
+        let result = match (&mut self.proto, pkt.l4) {
+            (ProtoState::Tcp(state), L4::Tcp(tcp)) => match state.track(side, &tcp) {
+                TcpOutcome::Accept => Tracked::Ok,
+                TcpOutcome::Invalid(why) => return Tracked::Invalid(why.as_str()),
+                TcpOutcome::Reopen => return Tracked::Reopen,
+            },
+            (ProtoState::Datagram { replied, repeated }, _) => {
+                match side {
+                    Side::Responder => *replied = true,
+                    Side::Initiator => *repeated = true,
+                }
+                Tracked::Ok
+            }
+            (ProtoState::Icmp { replied }, _) => {
+                if side == Side::Responder {
+                    *replied = true;
+                }
+                Tracked::Ok
+            }
+            // A non-TCP packet on a TCP key cannot happen (the protocol is part of the key).
+            (ProtoState::Tcp(_), _) => Tracked::Ok,
+        };
+        let i = usize::from(side == Side::Responder);
+        self.packets[i] = self.packets[i].saturating_add(1);
+        self.bytes[i] += u64::from(pkt.wire_len);
+        self.expires_s = now_s.saturating_add(self.timeout(t));
+        result
+    }
+
+    /// The timer that applies in the current state.
+    pub fn timeout(&self, t: &Timeouts) -> u32 {
+        match self.proto {
+            ProtoState::Tcp(s) => match s.timer() {
+                TcpTimer::First => t.tcp_first,
+                TcpTimer::Opening => t.tcp_opening,
+                TcpTimer::Established => t.tcp_established,
+                TcpTimer::Closing => t.tcp_closing,
+                TcpTimer::FinWait => t.tcp_finwait,
+                TcpTimer::Closed => t.tcp_closed,
+            },
+            ProtoState::Datagram { replied: true, .. } => t.udp_multiple,
+            ProtoState::Datagram { repeated: true, .. } => t.udp_single,
+            ProtoState::Datagram { .. } => t.udp_first,
+            ProtoState::Icmp { replied: true } => t.icmp_error,
+            ProtoState::Icmp { replied: false } => t.icmp_first,
+        }
+    }
+
+    /// True for a TCP connection that ended (RST or both FINs): a logged one gets its TERM line.
+    pub fn tcp_ended(&self) -> Option<crate::tcp::EndCause> {
+        match self.proto {
+            ProtoState::Tcp(s) => s.end_cause(),
+            _ => None,
+        }
+    }
+}
+
+/// True for a TCP packet that could open a connection under `strict` (SYN without ACK).
+pub fn is_syn(pkt: &Packet) -> bool {
+    matches!(pkt.l4, L4::Tcp(t) if t.flags & (tcpflags::SYN | tcpflags::ACK | tcpflags::RST) == tcpflags::SYN)
+}
+
+/// The key and direction of `pkt`'s connection (re-exported for callers).
+pub fn key_of(pkt: &Packet) -> Option<(FlowKey, bool)> {
+    FlowKey::of(pkt)
 }

@@ -1,7 +1,9 @@
-//! Counters per filter: decisions by verdict and direction, by reason, and per rule.
+//! Counters per filter: decisions by address family, direction and verdict; by reason; per rule.
+//! Each worker keeps its own and they are added up when read, so counting takes no lock.
 
 use std::collections::BTreeMap;
 
+use ahash::AHashMap;
 use pktio::Packet;
 use rules::Direction;
 
@@ -20,22 +22,51 @@ pub struct RuleCounters {
     pub hits: u64,
 }
 
+impl RuleCounters {
+    fn add(&mut self, o: &RuleCounters) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.sessions += o.sessions;
+        self.hits += o.hits;
+    }
+}
+
+/// Address family index: IPv4, IPv6, not IP.
+pub const FAMILIES: [&str; 3] = ["inet", "inet6", "other"];
+
 /// Counters of one filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FilterCounters {
-    /// `[direction][verdict]`: direction 0 = in, 1 = out; verdict 0 pass, 1 drop, 2 reject, 3 punt.
-    pub verdicts: [[u64; 4]; 2],
-    /// Decisions per reason.
-    pub reasons: BTreeMap<&'static str, u64>,
+    /// `[family][direction][verdict]`: family per [`FAMILIES`]; direction 0 = in, 1 = out; verdict 0 pass,
+    /// 1 drop, 2 reject, 3 punt.
+    pub verdicts: [[[u64; 4]; 2]; 3],
+    /// Decisions per reason, indexed by [`Reason::index`].
+    pub reasons: [u64; Reason::ALL.len()],
     /// Decisions that did not pass, per reason.
-    pub drop_reasons: BTreeMap<&'static str, u64>,
+    pub drop_reasons: [u64; Reason::ALL.len()],
     /// Per rule, keyed by (L2 set?, rule id).
-    pub rules: BTreeMap<(bool, u32), RuleCounters>,
+    pub rules: AHashMap<(bool, u32), RuleCounters>,
+    /// Connections torn down because a new policy no longer allows them.
+    pub torn_down: u64,
+    /// Connections removed because their timer ran out.
+    pub expired: u64,
+    /// Reject replies (TCP RST / ICMP unreachable) generated.
+    pub rejects_sent: u64,
 }
 
 impl FilterCounters {
-    /// Accounts one decision.
+    /// Accounts one decision about `pkt`.
     pub fn count(&mut self, d: &Decision, pkt: &Packet) {
+        let family = match pkt.ip {
+            Some(ip) if ip.src.is_ipv4() => 0,
+            Some(_) => 1,
+            None => 2,
+        };
+        self.count_raw(d, family, u64::from(pkt.wire_len));
+    }
+
+    /// Accounts one decision about a frame of `family` index and `len` bytes.
+    pub fn count_raw(&mut self, d: &Decision, family: usize, len: u64) {
         let dir = usize::from(d.dir == Direction::Out);
         let v = match d.verdict {
             Verdict::Pass => 0,
@@ -43,15 +74,15 @@ impl FilterCounters {
             Verdict::Reject => 2,
             Verdict::Punt => 3,
         };
-        self.verdicts[dir][v] += 1;
-        *self.reasons.entry(d.reason.as_str()).or_default() += 1;
+        self.verdicts[family][dir][v] += 1;
+        self.reasons[d.reason.index()] += 1;
         if d.verdict.is_drop() {
-            *self.drop_reasons.entry(d.reason.as_str()).or_default() += 1;
+            self.drop_reasons[d.reason.index()] += 1;
         }
         if let Some(RuleRef { l2, id }) = d.rule {
             let r = self.rules.entry((l2, id)).or_default();
             r.packets += 1;
-            r.bytes += u64::from(pkt.wire_len);
+            r.bytes += len;
             if d.reason == Reason::Match {
                 r.hits += 1;
                 if d.state == ConnState::New && d.verdict == Verdict::Pass {
@@ -61,13 +92,47 @@ impl FilterCounters {
         }
     }
 
-    /// Frames passed (both directions).
-    pub fn passed(&self) -> u64 {
-        self.verdicts[0][0] + self.verdicts[1][0]
+    /// Adds another worker's counters.
+    pub fn merge(&mut self, o: &FilterCounters) {
+        for f in 0..3 {
+            for d in 0..2 {
+                for v in 0..4 {
+                    self.verdicts[f][d][v] += o.verdicts[f][d][v];
+                }
+            }
+        }
+        for i in 0..Reason::ALL.len() {
+            self.reasons[i] += o.reasons[i];
+            self.drop_reasons[i] += o.drop_reasons[i];
+        }
+        for (k, r) in &o.rules {
+            self.rules.entry(*k).or_default().add(r);
+        }
+        self.torn_down += o.torn_down;
+        self.expired += o.expired;
+        self.rejects_sent += o.rejects_sent;
     }
 
-    /// Frames not passed (drop, reject, punt; both directions).
+    /// Frames passed.
+    pub fn passed(&self) -> u64 {
+        self.verdicts.iter().flatten().map(|v| v[0]).sum()
+    }
+
+    /// Frames not passed (drop, reject, punt).
     pub fn dropped(&self) -> u64 {
-        self.verdicts.iter().map(|d| d[1] + d[2] + d[3]).sum()
+        self.verdicts.iter().flatten().map(|v| v[1] + v[2] + v[3]).sum()
+    }
+
+    /// Non-zero reason counts by name.
+    pub fn reason_map(&self, drops_only: bool) -> BTreeMap<&'static str, u64> {
+        let src = if drops_only { &self.drop_reasons } else { &self.reasons };
+        Reason::ALL.iter().zip(src).filter(|(_, n)| **n > 0).map(|(r, n)| (r.as_str(), *n)).collect()
+    }
+
+    /// Per-rule counters sorted by (L2?, id).
+    pub fn rule_list(&self) -> Vec<((bool, u32), RuleCounters)> {
+        let mut v: Vec<_> = self.rules.iter().map(|(k, r)| (*k, *r)).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
     }
 }

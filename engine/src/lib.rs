@@ -1,24 +1,40 @@
-//! `engine` owns deciding packets and holding state: per-vNIC [`Filter`]s (L2 rules, connection table,
-//! L3 rules), the small topology that says which filters a frame crosses (out of the sender's vNIC, in
-//! to the receiver's), counters per filter, rule and reason, and the capture [`replay`] driver.
+//! `engine` owns deciding packets and holding state: per-vNIC filters (L2 rules, connection table, L3
+//! rules), the small topology that says which filters a frame crosses (out of the sender's vNIC, in to
+//! the receiver's), counters per filter, rule and reason, atomic policy changes, workers, and the
+//! capture [`replay`] driver.
+//!
+//! The policy in force is an immutable [`Snapshot`] behind an `ArcSwap`: a change (a new policy file,
+//! address-set members added or removed, across any number of filters) builds the next snapshot aside
+//! and swaps it in whole, so every frame is decided wholly by one version. Mutable state (connections,
+//! fragments, counters) belongs to a [`Worker`]; each worker owns the connections whose symmetric flow
+//! hash maps to it, so the per-frame path takes no lock.
 //!
 //! It builds on `rules` (what a policy says) and `pktio` (frames in and out) and is driven by the `dfw`
 //! command.
 
+pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod filter;
+pub mod flow;
+pub mod frag;
+pub mod log;
 pub mod replay;
+pub mod table;
+pub mod tcp;
 pub mod verdict;
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use pktio::Packet;
-use rules::{CompiledRuleSet, Direction, Policy};
+use rules::{AddrEntry, Direction, Policy};
 
+pub use config::{FilterConfig, Snapshot, Timeouts};
 pub use counters::{FilterCounters, RuleCounters};
-pub use filter::{Filter, FilterPolicy};
+pub use filter::{FilterState, FrameRef, NullSink, Shared, Sink};
 pub use verdict::{ConnState, Decision, Reason, RuleRef, Verdict};
 
 /// A policy that cannot be put in force.
@@ -44,6 +60,50 @@ pub enum LoadError {
         /// Second set name.
         second: String,
     },
+    /// Two filters claim the same vNIC address.
+    #[error("filters '{first}' and '{second}' both claim vNIC address {address}")]
+    VnicClash {
+        /// The filter that claimed it first.
+        first: String,
+        /// The other.
+        second: String,
+        /// The address.
+        address: String,
+    },
+    /// An address-set change names a set no filter has.
+    #[error("no address set '{0}' in the policy")]
+    UnknownSet(String),
+    /// An address-set change puts a MAC in an IP set or an IP in a MAC set.
+    #[error("address set '{set}' holds {holds} addresses; cannot add {entry}")]
+    SetKind {
+        /// The set.
+        set: String,
+        /// `IP` or `MAC`.
+        holds: &'static str,
+        /// The rejected entry.
+        entry: String,
+    },
+}
+
+/// One part of an atomic policy change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Replace the whole policy.
+    Policy(Policy),
+    /// Add members to every definition of an address set (shared or per filter).
+    AddrSetAdd {
+        /// Set id.
+        set: String,
+        /// Members to add (already present ones are ignored).
+        entries: Vec<AddrEntry>,
+    },
+    /// Remove members from every definition of an address set.
+    AddrSetDel {
+        /// Set id.
+        set: String,
+        /// Members to remove (absent ones are ignored).
+        entries: Vec<AddrEntry>,
+    },
 }
 
 /// What happened to one frame as a whole.
@@ -55,126 +115,319 @@ pub enum FrameOutcome {
     Passed,
     /// Some filter it crossed did not pass it.
     Dropped,
+    /// A fragment held until its first fragment decides it (reported later through the sink).
+    Held,
 }
 
-/// The set of filters of one host and the switch between them.
-#[derive(Debug, Default)]
+/// Wraps a sink to catch fragments released during a frame, so they can continue their path.
+struct Tap<'s, S> {
+    inner: &'s mut S,
+    released: Vec<(frag::Held, Decision)>,
+}
+
+impl<S: Sink> Sink for Tap<'_, S> {
+    fn decision(&mut self, d: &Decision, filter: &FilterConfig) {
+        self.inner.decision(d, filter);
+    }
+    fn log(&mut self, rec: log::LogRecord) {
+        self.inner.log(rec);
+    }
+    fn reply(&mut self, frame: u64, bytes: Vec<u8>) {
+        self.inner.reply(frame, bytes);
+    }
+    fn released(&mut self, held: frag::Held, d: &Decision) {
+        self.released.push((held, *d));
+    }
+    fn frame_done(&mut self, frame: u64, outcome: FrameOutcome) {
+        self.inner.frame_done(frame, outcome);
+    }
+}
+
+/// Most connections across all filters unless configured otherwise.
+pub const DEFAULT_TOTAL_CONNECTIONS: usize = 4 << 20;
+
+/// The filters of one host: the policy in force and the control side of changing it.
+#[derive(Debug)]
 pub struct Engine {
-    filters: Vec<Filter>,
-    counters: Vec<FilterCounters>,
-    generation: u64,
+    policy: Policy,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    slots: HashMap<String, usize>,
+    shared: Arc<Shared>,
+    worker: Worker,
 }
 
 impl Engine {
-    /// An engine enforcing `policy`.
+    /// An engine enforcing `policy`, realized at time 0.
     pub fn new(policy: &Policy) -> Result<Engine, LoadError> {
-        let mut e = Engine::default();
-        e.load(policy)?;
-        Ok(e)
+        Engine::with_limit(policy, DEFAULT_TOTAL_CONNECTIONS)
     }
 
-    /// Puts `policy` in force. Filters keep their connection tables and counters across loads when their
-    /// name stays; filters the policy no longer names are removed. Existing connections are kept (no
-    /// revalidation yet). Nothing changes when the policy has an error.
-    pub fn load(&mut self, policy: &Policy) -> Result<(), LoadError> {
-        let generation = self.generation + 1;
-        let mut compiled = Vec::with_capacity(policy.filters.len());
-        for spec in &policy.filters {
-            let sets = policy.addrsets_for(spec);
-            let mut fp = FilterPolicy { generation, ..FilterPolicy::default() };
-            for rs in policy.rulesets_for(spec) {
-                let c = CompiledRuleSet::compile(rs, &sets)
-                    .map_err(|source| LoadError::UndefinedSet { filter: spec.name.clone(), source })?;
-                let (slot, kind) = if rs.is_l2() { (&mut fp.l2, "L2") } else { (&mut fp.l3, "L3") };
-                if let Some(prev) = slot {
-                    return Err(LoadError::TwoRuleSets {
-                        filter: spec.name.clone(),
-                        kind,
-                        first: prev.name().to_string(),
-                        second: rs.name.clone(),
-                    });
-                }
-                *slot = Some(c);
-            }
-            compiled.push((spec, fp));
-        }
-        let mut old: Vec<(Filter, FilterCounters)> =
-            self.filters.drain(..).zip(self.counters.drain(..)).collect();
-        for (spec, fp) in compiled {
-            match old.iter().position(|(f, _)| f.name == spec.name) {
-                Some(i) => {
-                    let (mut f, c) = old.swap_remove(i);
-                    f.vnic = spec.vnic.clone();
-                    f.failure = spec.failure;
-                    f.policy = Arc::new(fp);
-                    self.filters.push(f);
-                    self.counters.push(c);
-                }
-                None => {
-                    self.filters.push(Filter::new(spec.name.clone(), spec.vnic.clone(), spec.failure, fp));
-                    self.counters.push(FilterCounters::default());
-                }
-            }
-        }
-        self.generation = generation;
-        Ok(())
+    /// An engine tracking at most `max_total` connections across all filters.
+    pub fn with_limit(policy: &Policy, max_total: usize) -> Result<Engine, LoadError> {
+        let mut slots = HashMap::new();
+        let snap = Snapshot::build(policy, &Snapshot::default(), &mut slots, 0)?;
+        let shared = Arc::new(Shared { total: AtomicUsize::new(0), max_total });
+        Ok(Engine {
+            policy: policy.clone(),
+            snapshot: Arc::new(ArcSwap::from_pointee(snap)),
+            slots,
+            worker: Worker::new(Arc::clone(&shared)),
+            shared,
+        })
     }
 
-    /// The policy generation in force (1 after the first load).
+    /// Puts `policy` in force (see [`Engine::commit`]).
+    pub fn load(&mut self, policy: &Policy, now_ns: u64) -> Result<u64, LoadError> {
+        self.commit(&[Change::Policy(policy.clone())], now_ns)
+    }
+
+    /// Applies `changes` as one transaction: the next snapshot is built aside from all of them and swapped
+    /// in whole; on any error nothing changes. Filters keep their connections across changes (matched by
+    /// name); filters whose rules or sets changed get a new generation, and their established
+    /// connections are re-checked lazily on their next packet (`policyChange revalidate`, the default).
+    /// Returns the new engine generation.
+    pub fn commit(&mut self, changes: &[Change], now_ns: u64) -> Result<u64, LoadError> {
+        let mut policy = self.policy.clone();
+        for c in changes {
+            apply(&mut policy, c)?;
+        }
+        let prev = self.snapshot.load_full();
+        let mut slots = self.slots.clone();
+        let snap = Snapshot::build(&policy, &prev, &mut slots, now_ns)?;
+        let generation = snap.generation;
+        self.snapshot.store(Arc::new(snap));
+        self.policy = policy;
+        self.slots = slots;
+        Ok(generation)
+    }
+
+    /// The policy in force, as a model.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The shared handle workers on other threads load snapshots from.
+    pub fn snapshot_handle(&self) -> Arc<ArcSwap<Snapshot>> {
+        Arc::clone(&self.snapshot)
+    }
+
+    /// The engine generation in force (1 after the first load).
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.snapshot.load().generation
     }
 
-    /// The filters, in policy order; `Decision::filter` indexes this.
-    pub fn filters(&self) -> &[Filter] {
-        &self.filters
+    /// A new worker sharing this engine's connection accounting.
+    pub fn new_worker(&self) -> Worker {
+        Worker::new(Arc::clone(&self.shared))
     }
 
-    /// Counters of each filter, parallel to [`Engine::filters`].
-    pub fn counters(&self) -> &[FilterCounters] {
-        &self.counters
+    /// The engine's own worker (used by [`Engine::process`]).
+    pub fn worker(&mut self) -> &mut Worker {
+        &mut self.worker
     }
 
-    /// Decides one frame: out of the sender's filter, then in to each receiver's filter (every other
-    /// vNIC for a broadcast or multicast destination). `emit` sees each filter's decision.
-    pub fn process(&mut self, pkt: &Packet, now_ns: u64, mut emit: impl FnMut(&Decision)) -> FrameOutcome {
+    /// Decides one frame on the engine's own worker under the snapshot in force.
+    pub fn process(&mut self, pkt: &Packet, frame: FrameRef<'_>, sink: &mut impl Sink) -> FrameOutcome {
+        let snap = self.snapshot.load_full();
+        self.worker.process(&snap, pkt, frame, sink)
+    }
+
+    /// Counters of the filter named `name` on the engine's own worker.
+    pub fn counters(&self, name: &str) -> Option<&FilterCounters> {
+        let slot = *self.slots.get(name)?;
+        self.worker.states.get(slot).map(|s| &s.counters)
+    }
+}
+
+fn apply(policy: &mut Policy, change: &Change) -> Result<(), LoadError> {
+    let (set, entries, add) = match change {
+        Change::Policy(p) => {
+            *policy = p.clone();
+            return Ok(());
+        }
+        Change::AddrSetAdd { set, entries } => (set, entries, true),
+        Change::AddrSetDel { set, entries } => (set, entries, false),
+    };
+    let mut found = false;
+    let all = policy.addrsets.iter_mut().chain(policy.filters.iter_mut().flat_map(|f| f.addrsets.iter_mut()));
+    for s in all.filter(|s| s.id == *set) {
+        found = true;
+        let macs = s.entries.iter().any(|e| matches!(e, AddrEntry::Mac(_)));
+        let ips = s.entries.iter().any(|e| matches!(e, AddrEntry::Ip(_)));
+        for e in entries {
+            if add {
+                let wrong = match e {
+                    AddrEntry::Ip(_) => macs.then_some("MAC"),
+                    AddrEntry::Mac(_) => ips.then_some("IP"),
+                };
+                if let Some(holds) = wrong {
+                    let entry = match e {
+                        AddrEntry::Ip(n) => n.to_string(),
+                        AddrEntry::Mac(m) => m.to_string(),
+                    };
+                    return Err(LoadError::SetKind { set: set.clone(), holds, entry });
+                }
+                if !s.entries.contains(e) {
+                    s.entries.push(*e);
+                }
+            } else {
+                s.entries.retain(|x| x != e);
+            }
+        }
+        s.generation = Some(s.generation.map_or(1, |g| g + 1));
+    }
+    if found {
+        Ok(())
+    } else {
+        Err(LoadError::UnknownSet(set.clone()))
+    }
+}
+
+/// Mutable state of one thread of the dataplane: its share of every filter's connections, fragments
+/// and counters, indexed by the filters' stable slots.
+#[derive(Debug)]
+pub struct Worker {
+    states: Vec<FilterState>,
+    shared: Arc<Shared>,
+    seen_generation: u64,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>) -> Worker {
+        Worker { states: Vec::new(), shared, seen_generation: 0 }
+    }
+
+    /// This worker's state of the filter in `slot`.
+    pub fn state(&self, slot: usize) -> Option<&FilterState> {
+        self.states.get(slot)
+    }
+
+    /// Brings per-filter state in line with a newer snapshot: room for new filters, and the state of
+    /// filters that left the policy flushed.
+    fn sync(&mut self, snap: &Snapshot) {
+        if snap.generation == self.seen_generation {
+            return;
+        }
+        self.seen_generation = snap.generation;
+        let max_slot = snap.filters.iter().map(|f| f.slot + 1).max().unwrap_or(0);
+        while self.states.len() < max_slot {
+            self.states.push(FilterState::new(config::DEFAULT_FILTER_CONNECTIONS));
+        }
+        for slot in 0..self.states.len() {
+            if !snap.filters.iter().any(|f| f.slot == slot) && !self.states[slot].conns.is_empty() {
+                // The filter is gone: its connections end. Without its config there is nothing to log.
+                let empty = FilterState::new(config::DEFAULT_FILTER_CONNECTIONS);
+                let mut old = std::mem::replace(&mut self.states[slot], empty);
+                old.conns.drain(|_| {
+                    self.shared.total.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
+                self.states[slot].counters = old.counters;
+            }
+        }
+    }
+
+    /// Decides one frame under `snap`: out of the sender's filter, then in to the receiver's (every
+    /// other vNIC for a broadcast or multicast destination). Fragments held along the way and released
+    /// by this frame continue their path here and are reported through [`Sink::frame_done`].
+    pub fn process(&mut self, snap: &Snapshot, pkt: &Packet, frame: FrameRef<'_>, sink: &mut impl Sink) -> FrameOutcome {
+        self.sync(snap);
+        let mut tap = Tap { inner: sink, released: Vec::new() };
+        let outcome = self.path(snap, pkt, frame, true, &mut tap);
+        // Held fragments released by this frame: those passed by their sender's filter go on to the
+        // receiver's; the rest are done.
+        while let Some((h, d)) = tap.released.pop() {
+            let next = if d.dir == Direction::Out && !d.verdict.is_drop() {
+                match pktio::parse_frame(h.link, &h.bytes, h.wire_len) {
+                    Ok(p) => {
+                        let f = FrameRef { number: h.frame, link: h.link, bytes: &h.bytes, now_ns: frame.now_ns };
+                        self.path(snap, &p, f, false, &mut tap)
+                    }
+                    Err(_) => FrameOutcome::Dropped,
+                }
+            } else if d.verdict.is_drop() {
+                FrameOutcome::Dropped
+            } else {
+                FrameOutcome::Passed
+            };
+            if next != FrameOutcome::Held {
+                tap.inner.frame_done(h.frame, next);
+            }
+        }
+        outcome
+    }
+
+    fn path<S: Sink>(&mut self, snap: &Snapshot, pkt: &Packet, frame: FrameRef<'_>, out_stage: bool, sink: &mut S) -> FrameOutcome {
         let mac = |m: [u8; 6]| (m != [0; 6]).then_some(m);
-        let (src_ip, dst_ip): (Option<IpAddr>, Option<IpAddr>) = match pkt.ip {
+        let (src_ip, dst_ip) = match pkt.ip {
             Some(ip) => (Some(ip.src), Some(ip.dst)),
             None => (None, None),
         };
-        let mut crossed = false;
-        let sender = self.filters.iter().position(|f| f.owns(mac(pkt.src_mac.0), src_ip));
-        if let Some(i) = sender {
+        let mut crossed = !out_stage;
+        let mut held = false;
+        let sender = snap.vnic(mac(pkt.src_mac.0), src_ip);
+        if let (Some(i), true) = (sender, out_stage) {
             crossed = true;
-            let d = self.filters[i].decide(i, pkt, Direction::Out, now_ns);
-            self.counters[i].count(&d, pkt);
-            emit(&d);
-            if d.verdict.is_drop() {
-                return FrameOutcome::Dropped;
+            let cfg = &snap.filters[i];
+            match self.states[cfg.slot].decide(cfg, i, &self.shared, pkt, Direction::Out, frame, sink) {
+                None => return FrameOutcome::Held,
+                Some(d) if d.verdict.is_drop() => return FrameOutcome::Dropped,
+                Some(_) => {}
             }
         }
-        let group = pkt.dst_mac.0[0] & 1 == 1;
         let mut dropped = false;
-        for i in 0..self.filters.len() {
-            let receives = if group {
-                Some(i) != sender
-            } else {
-                Some(i) != sender && self.filters[i].owns(mac(pkt.dst_mac.0), dst_ip)
-            };
-            if !receives {
-                continue;
-            }
+        let receivers: &mut dyn Iterator<Item = usize> = if pkt.dst_mac.0[0] & 1 == 1 {
+            &mut (0..snap.filters.len()).filter(|i| Some(*i) != sender)
+        } else {
+            &mut snap.vnic(mac(pkt.dst_mac.0), dst_ip).filter(|i| Some(*i) != sender).into_iter()
+        };
+        for i in receivers {
             crossed = true;
-            let d = self.filters[i].decide(i, pkt, Direction::In, now_ns);
-            self.counters[i].count(&d, pkt);
-            emit(&d);
-            dropped |= d.verdict.is_drop();
+            let cfg = &snap.filters[i];
+            match self.states[cfg.slot].decide(cfg, i, &self.shared, pkt, Direction::In, frame, sink) {
+                None => held = true,
+                Some(d) => dropped |= d.verdict.is_drop(),
+            }
         }
-        match (crossed, dropped) {
-            (false, _) => FrameOutcome::Unfiltered,
-            (true, false) => FrameOutcome::Passed,
-            (true, true) => FrameOutcome::Dropped,
+        match (crossed, dropped, held) {
+            (false, _, _) => FrameOutcome::Unfiltered,
+            (_, true, _) => FrameOutcome::Dropped,
+            (_, _, true) => FrameOutcome::Held,
+            _ => FrameOutcome::Passed,
         }
+    }
+
+    /// Ends a replay: held fragments whose first fragment never came are dropped (`fragment`).
+    pub fn finish(&mut self, snap: &Snapshot, now_ns: u64, sink: &mut impl Sink) {
+        let mut tap = Tap { inner: sink, released: Vec::new() };
+        for (i, cfg) in snap.filters.iter().enumerate() {
+            if let Some(state) = self.states.get_mut(cfg.slot) {
+                for h in state.frags.drain() {
+                    state.drop_held(cfg, i, h, now_ns, &mut tap);
+                }
+            }
+        }
+        for (h, _) in tap.released {
+            tap.inner.frame_done(h.frame, FrameOutcome::Dropped);
+        }
+    }
+
+    /// Adds this worker's counters into `into`, by slot.
+    pub fn merge_counters(&self, into: &mut Vec<FilterCounters>) {
+        if into.len() < self.states.len() {
+            into.resize_with(self.states.len(), FilterCounters::default);
+        }
+        for (slot, s) in self.states.iter().enumerate() {
+            into[slot].merge(&s.counters);
+        }
+    }
+
+    /// Connections this worker tracks for the filter in `slot`.
+    pub fn connections(&self, slot: usize) -> usize {
+        self.states.get(slot).map_or(0, |s| s.conns.len())
     }
 }

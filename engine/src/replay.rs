@@ -1,47 +1,28 @@
-//! Replaying a capture file through the engine, with optional policy switches at given frames or times.
+//! Replaying a capture file through the engine, with optional policy switches at given frames or times,
+//! on one thread or on several workers.
+//!
+//! With N > 1 workers the reading thread parses each frame and hands it, in batches over crossbeam
+//! channels, to the worker that owns its connection (the symmetric hash of its address pair, so both
+//! directions, ICMP errors and fragments of a flow meet the same worker). Every batch carries the
+//! snapshot it must be decided under, so a policy switch takes effect at exactly the same frame whatever
+//! N is. Workers report per-frame events back; the reader puts them in frame order. Results do not
+//! depend on N (except which frames are refused when a connection limit is reached).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use pktio::capture::{Capture, CaptureError};
-use pktio::parse::parse_frame;
+use pktio::{parse_frame, LinkType, Packet, ParseError};
 use rules::Policy;
 
-use crate::{Decision, Engine, FrameOutcome, LoadError};
-
-/// Names that go with a filter index in reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilterLabel {
-    /// Filter name.
-    pub name: String,
-    /// Name of its L3 rule set, if loaded.
-    pub l3: Option<String>,
-    /// Name of its L2 rule set, if loaded.
-    pub l2: Option<String>,
-}
-
-impl FilterLabel {
-    /// Labels of every filter of `engine`, by index.
-    pub fn of(engine: &Engine) -> Vec<FilterLabel> {
-        engine
-            .filters()
-            .iter()
-            .map(|f| FilterLabel {
-                name: f.name.clone(),
-                l3: f.policy.l3.as_ref().map(|r| r.name().to_string()),
-                l2: f.policy.l2.as_ref().map(|r| r.name().to_string()),
-            })
-            .collect()
-    }
-
-    /// The name of the rule set a decision's rule belongs to.
-    pub fn ruleset(&self, l2: bool) -> Option<&str> {
-        if l2 {
-            self.l2.as_deref()
-        } else {
-            self.l3.as_deref()
-        }
-    }
-}
+use crate::config::{FilterConfig, Snapshot};
+use crate::counters::FilterCounters;
+use crate::filter::{FrameRef, Sink};
+use crate::flow::route_hash;
+use crate::log::LogRecord;
+use crate::verdict::{Decision, Reason};
+use crate::{Engine, FrameOutcome, LoadError, Worker};
 
 /// When a policy switch happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,19 +49,17 @@ pub struct Switch {
 pub enum Event<'a> {
     /// A filter decided a frame.
     Decision {
-        /// 1-based frame number.
-        frame: u64,
-        /// The decision.
+        /// The decision (`decision.frame` is the 1-based frame number).
         decision: &'a Decision,
-        /// Names of the deciding filter.
-        filter: &'a FilterLabel,
+        /// The deciding filter.
+        filter: &'a FilterConfig,
     },
     /// A frame could not be parsed and was dropped.
     Malformed {
         /// 1-based frame number.
         frame: u64,
-        /// The parser's reason code.
-        reason: &'static str,
+        /// The parser's reason.
+        reason: Reason,
     },
     /// A policy switch took effect before `frame`.
     Switched {
@@ -91,9 +70,18 @@ pub enum Event<'a> {
         /// The switch's label.
         label: &'a str,
     },
+    /// A packet-log or TERM line.
+    Log(&'a LogRecord),
+    /// A reply a `reject` rule generated for `frame`.
+    Reply {
+        /// The frame that was rejected.
+        frame: u64,
+        /// The reply frame.
+        bytes: &'a [u8],
+    },
 }
 
-/// Frame totals of a replay.
+/// Totals of a replay.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
     /// Frames read.
@@ -108,6 +96,23 @@ pub struct ReplaySummary {
     pub malformed: BTreeMap<&'static str, u64>,
     /// Policy switches applied.
     pub switches: u64,
+    /// Workers used.
+    pub workers: usize,
+    /// Counters per filter slot, added up over workers.
+    pub counters: Vec<FilterCounters>,
+    /// Connections tracked at the end, per filter slot.
+    pub connections: Vec<usize>,
+}
+
+impl ReplaySummary {
+    fn outcome(&mut self, o: FrameOutcome) {
+        match o {
+            FrameOutcome::Passed => self.passed += 1,
+            FrameOutcome::Dropped => self.dropped += 1,
+            FrameOutcome::Unfiltered => self.unfiltered += 1,
+            FrameOutcome::Held => {}
+        }
+    }
 }
 
 /// A replay that could not finish.
@@ -126,53 +131,397 @@ pub enum ReplayError {
     },
 }
 
-/// Replays `capture` through `engine`, applying `switches` (sorted by the caller in the order they
-/// should happen) as their points are reached. `on_event` sees every decision and switch.
+/// What a replay reports for one frame (collected only when the caller wants events).
+#[derive(Debug, Default)]
+struct FrameEvents {
+    decisions: Vec<(Decision, Arc<FilterConfig>)>,
+    logs: Vec<LogRecord>,
+    replies: Vec<(u64, Vec<u8>)>,
+    done: Vec<(u64, FrameOutcome)>,
+}
+
+/// A sink that records everything for one frame.
+struct Collect {
+    snap: Arc<Snapshot>,
+    events: FrameEvents,
+    keep: bool,
+}
+
+impl Sink for Collect {
+    fn decision(&mut self, d: &Decision, filter: &FilterConfig) {
+        if self.keep {
+            let cfg = self.snap.filters.get(d.filter).filter(|f| f.slot == filter.slot).cloned();
+            if let Some(cfg) = cfg {
+                self.events.decisions.push((*d, cfg));
+            }
+        }
+    }
+    fn log(&mut self, rec: LogRecord) {
+        if self.keep {
+            self.events.logs.push(rec);
+        }
+    }
+    fn reply(&mut self, frame: u64, bytes: Vec<u8>) {
+        if self.keep {
+            self.events.replies.push((frame, bytes));
+        }
+    }
+    fn frame_done(&mut self, frame: u64, outcome: FrameOutcome) {
+        self.events.done.push((frame, outcome));
+    }
+}
+
+fn deliver(ev: &FrameEvents, on_event: &mut impl FnMut(Event<'_>)) {
+    for (d, cfg) in &ev.decisions {
+        on_event(Event::Decision { decision: d, filter: cfg });
+    }
+    for l in &ev.logs {
+        on_event(Event::Log(l));
+    }
+    for (frame, bytes) in &ev.replies {
+        on_event(Event::Reply { frame: *frame, bytes });
+    }
+}
+
+/// Replays `capture` through `engine` on `workers` threads (1 = the calling thread), applying
+/// `switches` (in the order given) as their points are reached. `on_event` sees every decision, log
+/// line, reply and switch in frame order; pass `want_events = false` when only the summary matters.
 pub fn replay(
     capture: &Capture,
     engine: &mut Engine,
     switches: &[Switch],
+    workers: usize,
+    want_events: bool,
     mut on_event: impl FnMut(Event<'_>),
 ) -> Result<ReplaySummary, ReplayError> {
-    let mut summary = ReplaySummary::default();
-    let mut labels = FilterLabel::of(engine);
-    let mut next_switch = 0;
-    for (n, frame) in capture.frames().enumerate() {
-        let frame = frame?;
-        let number = n as u64 + 1;
-        while let Some(sw) = switches.get(next_switch) {
-            let due = match sw.at {
-                SwitchPoint::Frame(f) => number >= f,
-                SwitchPoint::Time(t) => frame.ts_nanos >= t,
-            };
-            if !due {
-                break;
-            }
-            engine
-                .load(&sw.policy)
-                .map_err(|source| ReplayError::Load { label: sw.label.clone(), source })?;
-            summary.switches += 1;
-            labels = FilterLabel::of(engine);
-            on_event(Event::Switched { frame: number, generation: engine.generation(), label: &sw.label });
-            next_switch += 1;
-        }
-        summary.frames += 1;
-        let pkt = match parse_frame(frame.link, frame.data, frame.wire_len) {
-            Ok(p) => p,
-            Err(e) => {
-                *summary.malformed.entry(e.reason()).or_default() += 1;
-                on_event(Event::Malformed { frame: number, reason: e.reason() });
-                continue;
-            }
-        };
-        let outcome = engine.process(&pkt, frame.ts_nanos, |d| {
-            on_event(Event::Decision { frame: number, decision: d, filter: &labels[d.filter] })
-        });
-        match outcome {
-            FrameOutcome::Passed => summary.passed += 1,
-            FrameOutcome::Dropped => summary.dropped += 1,
-            FrameOutcome::Unfiltered => summary.unfiltered += 1,
-        }
+    let workers = workers.max(1);
+    let mut summary = ReplaySummary { workers, ..ReplaySummary::default() };
+    if workers == 1 {
+        replay_inline(capture, engine, switches, want_events, &mut summary, &mut on_event)?;
+    } else {
+        replay_parallel(capture, engine, switches, workers, want_events, &mut summary, &mut on_event)?;
     }
     Ok(summary)
+}
+
+/// Applies the switches due before frame `number` (timestamp `ts`).
+fn due_switches(
+    engine: &mut Engine,
+    switches: &[Switch],
+    next: &mut usize,
+    number: u64,
+    ts: u64,
+    summary: &mut ReplaySummary,
+    on_event: &mut impl FnMut(Event<'_>),
+) -> Result<bool, ReplayError> {
+    let mut any = false;
+    while let Some(sw) = switches.get(*next) {
+        let due = match sw.at {
+            SwitchPoint::Frame(f) => number >= f,
+            SwitchPoint::Time(t) => ts >= t,
+        };
+        if !due {
+            break;
+        }
+        let generation =
+            engine.load(&sw.policy, ts).map_err(|source| ReplayError::Load { label: sw.label.clone(), source })?;
+        summary.switches += 1;
+        on_event(Event::Switched { frame: number, generation, label: &sw.label });
+        *next += 1;
+        any = true;
+    }
+    Ok(any)
+}
+
+fn malformed(summary: &mut ReplaySummary, number: u64, e: &ParseError, on_event: &mut impl FnMut(Event<'_>)) {
+    let reason = Reason::of_parse_error(e);
+    *summary.malformed.entry(reason.as_str()).or_default() += 1;
+    on_event(Event::Malformed { frame: number, reason });
+}
+
+fn finish_counters(summary: &mut ReplaySummary, workers: &[&Worker]) {
+    let mut counters = Vec::new();
+    for w in workers {
+        w.merge_counters(&mut counters);
+    }
+    summary.connections = (0..counters.len()).map(|slot| workers.iter().map(|w| w.connections(slot)).sum()).collect();
+    summary.counters = counters;
+}
+
+fn replay_inline(
+    capture: &Capture,
+    engine: &mut Engine,
+    switches: &[Switch],
+    want_events: bool,
+    summary: &mut ReplaySummary,
+    on_event: &mut impl FnMut(Event<'_>),
+) -> Result<(), ReplayError> {
+    let mut next_switch = 0;
+    let mut snap = engine.snapshot();
+    let fresh = engine.new_worker();
+    let mut worker = std::mem::replace(engine.worker(), fresh);
+    let mut last_ts = 0;
+    let mut collect = Collect { snap: Arc::clone(&snap), events: FrameEvents::default(), keep: want_events };
+    let result = (|| {
+        for (n, frame) in capture.frames().enumerate() {
+            let frame = frame?;
+            let number = n as u64 + 1;
+            last_ts = frame.ts_nanos;
+            if due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, on_event)? {
+                snap = engine.snapshot();
+                collect.snap = Arc::clone(&snap);
+            }
+            summary.frames += 1;
+            let pkt = match parse_frame(frame.link, frame.data, frame.wire_len) {
+                Ok(p) => p,
+                Err(e) => {
+                    malformed(summary, number, &e, on_event);
+                    continue;
+                }
+            };
+            let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
+            let outcome = worker.process(&collect.snap.clone(), &pkt, f, &mut collect);
+            summary.outcome(outcome);
+            for (_, o) in collect.events.done.drain(..) {
+                summary.outcome(o);
+            }
+            if want_events {
+                deliver(&collect.events, on_event);
+                collect.events = FrameEvents::default();
+            }
+        }
+        Ok::<(), ReplayError>(())
+    })();
+    let snap = Arc::clone(&collect.snap);
+    worker.finish(&snap, last_ts, &mut collect);
+    for (_, o) in collect.events.done.drain(..) {
+        summary.outcome(o);
+    }
+    if want_events {
+        deliver(&collect.events, on_event);
+    }
+    finish_counters(summary, &[&worker]);
+    *engine.worker() = worker;
+    result
+}
+
+/// One frame handed to a worker.
+struct Job<'a> {
+    number: u64,
+    link: LinkType,
+    data: &'a [u8],
+    ts: u64,
+    pkt: Packet,
+}
+
+/// A batch of frames for one worker, all decided under `snap`.
+struct Batch<'a> {
+    snap: Arc<Snapshot>,
+    jobs: Vec<Job<'a>>,
+}
+
+/// What a worker reports for a batch: per frame, its outcome and events.
+struct Done {
+    frames: Vec<(u64, FrameOutcome, FrameEvents)>,
+}
+
+const BATCH: usize = 256;
+
+#[allow(clippy::too_many_arguments)]
+fn replay_parallel(
+    capture: &Capture,
+    engine: &mut Engine,
+    switches: &[Switch],
+    n: usize,
+    want_events: bool,
+    summary: &mut ReplaySummary,
+    on_event: &mut impl FnMut(Event<'_>),
+) -> Result<(), ReplayError> {
+    let mut workers: Vec<Worker> = (0..n).map(|_| engine.new_worker()).collect();
+    let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = unbounded();
+    let mut last_ts = 0;
+    let mut snap = engine.snapshot();
+    let result = std::thread::scope(|scope| {
+        let mut txs = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        for mut w in workers.drain(..) {
+            let (tx, rx) = bounded::<Batch<'_>>(64);
+            txs.push(tx);
+            let done_tx = done_tx.clone();
+            handles.push(scope.spawn(move || {
+                let mut last: Option<Arc<Snapshot>> = None;
+                for batch in rx {
+                    let mut out = Done { frames: Vec::with_capacity(batch.jobs.len()) };
+                    let mut collect =
+                        Collect { snap: Arc::clone(&batch.snap), events: FrameEvents::default(), keep: want_events };
+                    for job in &batch.jobs {
+                        let f = FrameRef { number: job.number, link: job.link, bytes: job.data, now_ns: job.ts };
+                        let outcome = w.process(&batch.snap, &job.pkt, f, &mut collect);
+                        out.frames.push((job.number, outcome, std::mem::take(&mut collect.events)));
+                    }
+                    last = Some(batch.snap);
+                    if done_tx.send(out).is_err() {
+                        break;
+                    }
+                }
+                (w, last)
+            }));
+        }
+        drop(done_tx);
+        let mut pending: Vec<Vec<Job<'_>>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
+        let mut reorder = Reorder::default();
+        let mut next_switch = 0;
+        let read = (|| {
+            for (i, frame) in capture.frames().enumerate() {
+                let frame = frame?;
+                let number = i as u64 + 1;
+                last_ts = frame.ts_nanos;
+                let mut events_before = Vec::new();
+                let switched = due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, &mut |ev| {
+                    if let Event::Switched { frame, generation, label } = ev {
+                        events_before.push((frame, generation, label.to_string()));
+                    }
+                })?;
+                if switched {
+                    // Frames before the switch go out under the old snapshot.
+                    for (w, jobs) in pending.iter_mut().enumerate() {
+                        if !jobs.is_empty() {
+                            let _ = txs[w].send(Batch { snap: Arc::clone(&snap), jobs: std::mem::take(jobs) });
+                        }
+                    }
+                    snap = engine.snapshot();
+                    for (frame, generation, label) in events_before {
+                        reorder.switch(frame, generation, label);
+                    }
+                }
+                summary.frames += 1;
+                match parse_frame(frame.link, frame.data, frame.wire_len) {
+                    Ok(pkt) => {
+                        let w = (route_hash(&pkt) % n as u64) as usize;
+                        pending[w].push(Job { number, link: frame.link, data: frame.data, ts: frame.ts_nanos, pkt });
+                        if pending[w].len() == BATCH {
+                            let _ = txs[w].send(Batch { snap: Arc::clone(&snap), jobs: std::mem::take(&mut pending[w]) });
+                        }
+                    }
+                    Err(e) => {
+                        let reason = Reason::of_parse_error(&e);
+                        *summary.malformed.entry(reason.as_str()).or_default() += 1;
+                        reorder.malformed(number, reason);
+                    }
+                }
+                while let Ok(done) = done_rx.try_recv() {
+                    reorder.done(done, summary, want_events, on_event);
+                }
+            }
+            Ok::<(), ReplayError>(())
+        })();
+        for (w, jobs) in pending.into_iter().enumerate() {
+            if !jobs.is_empty() {
+                let _ = txs[w].send(Batch { snap: Arc::clone(&snap), jobs });
+            }
+        }
+        drop(txs);
+        for done in done_rx.iter() {
+            reorder.done(done, summary, want_events, on_event);
+        }
+        let finished: Vec<(Worker, Option<Arc<Snapshot>>)> =
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect();
+        reorder.flush(summary, want_events, on_event);
+        (read, finished)
+    });
+    let (read, finished) = result;
+    let mut ws: Vec<Worker> = Vec::with_capacity(n);
+    for (mut w, _) in finished {
+        let mut collect = Collect { snap: Arc::clone(&snap), events: FrameEvents::default(), keep: want_events };
+        w.finish(&snap, last_ts, &mut collect);
+        for (_, o) in collect.events.done.drain(..) {
+            summary.outcome(o);
+        }
+        if want_events {
+            deliver(&collect.events, on_event);
+        }
+        ws.push(w);
+    }
+    let refs: Vec<&Worker> = ws.iter().collect();
+    finish_counters(summary, &refs);
+    read
+}
+
+/// Puts worker results back in frame order.
+#[derive(Default)]
+struct Reorder {
+    /// The next frame number not yet reported (0 = none reported: frames start at 1).
+    next_frame: u64,
+    /// Pending entries keyed `frame * 2` (a switch before the frame) or `frame * 2 + 1` (the frame).
+    waiting: BTreeMap<u64, Slot>,
+}
+
+enum Slot {
+    Frame(FrameOutcome, FrameEvents),
+    Malformed(Reason),
+    Switch(u64, String),
+}
+
+impl Reorder {
+    fn switch(&mut self, frame: u64, generation: u64, label: String) {
+        self.waiting.insert(frame * 2, Slot::Switch(generation, label));
+    }
+
+    fn malformed(&mut self, frame: u64, reason: Reason) {
+        self.waiting.insert(frame * 2 + 1, Slot::Malformed(reason));
+    }
+
+    fn done(&mut self, done: Done, summary: &mut ReplaySummary, want: bool, on_event: &mut impl FnMut(Event<'_>)) {
+        for (number, outcome, events) in done.frames {
+            self.waiting.insert(number * 2 + 1, Slot::Frame(outcome, events));
+        }
+        self.drain(summary, want, on_event, false);
+    }
+
+    fn flush(&mut self, summary: &mut ReplaySummary, want: bool, on_event: &mut impl FnMut(Event<'_>)) {
+        self.drain(summary, want, on_event, true);
+    }
+
+    fn drain(&mut self, summary: &mut ReplaySummary, want: bool, on_event: &mut impl FnMut(Event<'_>), all: bool) {
+        self.next_frame = self.next_frame.max(1);
+        while let Some(entry) = self.waiting.first_entry() {
+            let key = *entry.key();
+            let frame = key / 2;
+            // The smallest pending entry is ready once every earlier frame has been reported.
+            let ready = if key % 2 == 0 { frame <= self.next_frame } else { frame == self.next_frame };
+            if !ready && !all {
+                break;
+            }
+            let slot = entry.remove();
+            if key % 2 == 1 {
+                self.next_frame = frame + 1;
+            }
+            match slot {
+                Slot::Switch(generation, label) => {
+                    if want {
+                        on_event(Event::Switched { frame, generation, label: &label });
+                    }
+                }
+                Slot::Malformed(reason) => {
+                    if want {
+                        on_event(Event::Malformed { frame, reason });
+                    }
+                }
+                Slot::Frame(outcome, events) => {
+                    summary.outcome(outcome);
+                    for (_, o) in &events.done {
+                        summary.outcome(*o);
+                    }
+                    if want {
+                        deliver(&events, on_event);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Labels for filters by slot, for reports after a replay.
+pub fn slot_names(engine: &Engine) -> HashMap<usize, String> {
+    engine.snapshot().filters.iter().map(|f| (f.slot, f.name.clone())).collect()
 }

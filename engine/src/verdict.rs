@@ -73,19 +73,53 @@ pub enum Reason {
     FailClosed,
     /// Nothing is loaded and the filter is failOpen.
     FailOpen,
-    /// A frame the loaded rule sets do not cover (non-IP frame with no L2 rule set, or an IP frame with
-    /// only an L2 rule set) passed on the L2 decision / by default.
+    /// A frame the loaded rule sets do not cover (a non-IP frame with no L2 rule set) passed.
     Unfiltered,
-    /// pf `state-mismatch`: non-SYN first packet under `strict`.
+    /// pf `state-mismatch`: outside the TCP window, an inexact RST, a bad SYN-ACK, or a non-SYN first
+    /// packet under `strict`.
     StateMismatch,
     /// pf `state-limit`: the connection table is full.
     StateLimit,
-    /// The frame could not be parsed; the string is the parser's reason (`short`, `bad-offset`, ...).
-    Malformed(&'static str),
+    /// pf `fragment`: a fragment whose first fragment never decided it, or an overlapping fragment.
+    Fragment,
+    /// A connection a changed policy no longer allows was torn down (policy revalidation).
+    Revalidate,
+    /// pf `short`: the frame ends before a header it announces.
+    Short,
+    /// pf `bad-offset`: a fragment offset or option runs past what the header allows.
+    BadOffset,
+    /// A header length field below the minimum or past the frame.
+    BadHeaderLength,
+    /// The IP version does not match the ethertype.
+    BadVersion,
+    /// An IP or UDP length field that does not fit.
+    BadLength,
+    /// Any other parse failure.
+    Malformed,
 }
 
 impl Reason {
-    /// The code written in verdicts and summaries.
+    /// Every reason, in counter order.
+    pub const ALL: [Reason; 16] = [
+        Reason::Match,
+        Reason::State,
+        Reason::NoMatch,
+        Reason::FailClosed,
+        Reason::FailOpen,
+        Reason::Unfiltered,
+        Reason::StateMismatch,
+        Reason::StateLimit,
+        Reason::Fragment,
+        Reason::Revalidate,
+        Reason::Short,
+        Reason::BadOffset,
+        Reason::BadHeaderLength,
+        Reason::BadVersion,
+        Reason::BadLength,
+        Reason::Malformed,
+    ];
+
+    /// The code written in verdicts, logs and summaries.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Match => "match",
@@ -96,8 +130,33 @@ impl Reason {
             Reason::Unfiltered => "unfiltered",
             Reason::StateMismatch => "state-mismatch",
             Reason::StateLimit => "state-limit",
-            Reason::Malformed(r) => r,
+            Reason::Fragment => "fragment",
+            Reason::Revalidate => "revalidate",
+            Reason::Short => "short",
+            Reason::BadOffset => "bad-offset",
+            Reason::BadHeaderLength => "bad-header-length",
+            Reason::BadVersion => "bad-version",
+            Reason::BadLength => "bad-length",
+            Reason::Malformed => "malformed",
         }
+    }
+
+    /// The reason for a frame the parser rejected.
+    pub fn of_parse_error(e: &pktio::ParseError) -> Reason {
+        match e.reason() {
+            "short" => Reason::Short,
+            "bad-offset" => Reason::BadOffset,
+            "bad-header-length" => Reason::BadHeaderLength,
+            "bad-version" => Reason::BadVersion,
+            "bad-length" => Reason::BadLength,
+            _ => Reason::Malformed,
+        }
+    }
+
+    /// Position in [`Reason::ALL`].
+    pub fn index(self) -> usize {
+        // Variants are declared in `ALL` order, so the discriminant is the position.
+        self as usize
     }
 }
 
@@ -113,7 +172,9 @@ pub struct RuleRef {
 /// One filter's decision on one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    /// Index of the filter in the engine's filter list.
+    /// The caller's number for the frame (replay: 1-based position in the capture).
+    pub frame: u64,
+    /// Index of the filter in the snapshot that decided.
     pub filter: usize,
     /// Direction of the frame through this filter.
     pub dir: Direction,
@@ -125,4 +186,6 @@ pub struct Decision {
     pub reason: Reason,
     /// The deciding rule, if any.
     pub rule: Option<RuleRef>,
+    /// The policy generation of the filter that decided.
+    pub generation: u64,
 }

@@ -183,3 +183,190 @@ mod tests {
         assert_eq!(checksum(&[&r[34..34 + 24]]), 0);
     }
 }
+
+/// Where the IP header starts in a frame of `link` whose summary is `pkt` (`None` for link types whose
+/// replies dfw does not build).
+pub fn l3_offset(link: crate::LinkType, pkt: &crate::Packet) -> Option<usize> {
+    match link {
+        crate::LinkType::Ethernet => Some(14 + 4 * usize::from(pkt.vlan_count)),
+        crate::LinkType::Raw | crate::LinkType::Ipv4 | crate::LinkType::Ipv6 => Some(0),
+        _ => None,
+    }
+}
+
+fn ipv6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    h.push(next);
+    h.push(64);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(payload);
+    h
+}
+
+fn pseudo6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, next: u8, len: usize) -> [u8; 40] {
+    let mut p = [0u8; 40];
+    p[0..16].copy_from_slice(&src.octets());
+    p[16..32].copy_from_slice(&dst.octets());
+    p[32..36].copy_from_slice(&(len as u32).to_be_bytes());
+    p[39] = next;
+    p
+}
+
+/// Wraps an IP packet for the way back: the original frame's link header with the MACs swapped, or
+/// nothing for raw-IP links.
+fn relink(frame: &[u8], l3: usize, ip: Vec<u8>, v6: bool) -> Vec<u8> {
+    if l3 == 0 {
+        return ip;
+    }
+    let mut f = Vec::with_capacity(l3 + ip.len());
+    f.extend_from_slice(&frame[6..12]);
+    f.extend_from_slice(&frame[0..6]);
+    f.extend_from_slice(&frame[12..l3]);
+    // The ethertype right before the IP header says which IP this is.
+    let et = if v6 { crate::packet::ethertype::IPV6 } else { crate::packet::ethertype::IPV4 };
+    f[l3 - 2..l3].copy_from_slice(&et.to_be_bytes());
+    f.extend_from_slice(&ip);
+    if f.len() < 60 {
+        f.resize(60, 0);
+    }
+    f
+}
+
+/// The reply a `reject` rule sends back to the sender of `frame` (whose summary is `pkt`): a TCP RST for
+/// TCP (RFC 9293 §3.10.7.1), otherwise an ICMP / ICMPv6 destination unreachable quoting the packet
+/// (port unreachable for UDP, administratively prohibited for other protocols). `None` when no reply is
+/// possible (not IP, a non-first fragment, a link type without replies, an RST, or an ICMP error, which
+/// must never be answered with another).
+pub fn reject_reply(link: crate::LinkType, frame: &[u8], pkt: &crate::Packet) -> Option<Vec<u8>> {
+    use std::net::IpAddr;
+
+    use crate::packet::{tcpflags, L4};
+    let ip = pkt.ip?;
+    if ip.frag.is_some_and(|f| f.offset != 0) {
+        return None;
+    }
+    let l3 = l3_offset(link, pkt)?;
+    if l3 > 0 && frame.len() < l3 {
+        return None;
+    }
+    let quoted = frame.get(l3..)?;
+    match (pkt.l4, ip.src, ip.dst) {
+        (L4::Tcp(t), src, dst) => {
+            if t.flags & tcpflags::RST != 0 {
+                return None;
+            }
+            let (seq, ack, flags) = if t.flags & tcpflags::ACK != 0 {
+                (t.ack, 0, tcpflags::RST)
+            } else {
+                let len = u32::from(t.payload_len)
+                    + u32::from(t.flags & tcpflags::SYN != 0)
+                    + u32::from(t.flags & tcpflags::FIN != 0);
+                (0, t.seq.wrapping_add(len), tcpflags::RST | tcpflags::ACK)
+            };
+            let mut seg = Vec::with_capacity(20);
+            seg.extend_from_slice(&t.dport.to_be_bytes());
+            seg.extend_from_slice(&t.sport.to_be_bytes());
+            seg.extend_from_slice(&seq.to_be_bytes());
+            seg.extend_from_slice(&ack.to_be_bytes());
+            seg.extend_from_slice(&[0x50, flags, 0, 0, 0, 0, 0, 0]);
+            let (packet, v6) = match (dst, src) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    let c = checksum(&[&pseudo(s, d, crate::packet::ipproto::TCP, seg.len()), &seg]);
+                    seg[16..18].copy_from_slice(&c.to_be_bytes());
+                    (ipv4(s, d, crate::packet::ipproto::TCP, 0, &seg), false)
+                }
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    let c = checksum(&[&pseudo6(s, d, crate::packet::ipproto::TCP, seg.len()), &seg]);
+                    seg[16..18].copy_from_slice(&c.to_be_bytes());
+                    (ipv6(s, d, crate::packet::ipproto::TCP, &seg), true)
+                }
+                _ => return None,
+            };
+            Some(relink(frame, l3, packet, v6))
+        }
+        (L4::Icmp(i), _, _) if is_icmp_error(ip.proto, i.icmp_type) => None,
+        (l4, IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let code = if matches!(l4, L4::Udp { .. }) { 3 } else { 13 };
+            // The IP header plus the first 8 bytes of its payload (RFC 792).
+            let ihl = usize::from(quoted.first()? & 0x0f) * 4;
+            let take = (ihl + 8).min(quoted.len());
+            let mut m = vec![3, code, 0, 0, 0, 0, 0, 0];
+            m.extend_from_slice(&quoted[..take]);
+            let c = checksum(&[&m]);
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+            Some(relink(frame, l3, ipv4(dst, src, crate::packet::ipproto::ICMP, 0, &m), false))
+        }
+        (l4, IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let code = if matches!(l4, L4::Udp { .. }) { 4 } else { 1 };
+            // As much of the packet as fits in the IPv6 minimum MTU (RFC 4443 §3.1).
+            let take = quoted.len().min(1280 - 40 - 8);
+            let mut m = vec![1, code, 0, 0, 0, 0, 0, 0];
+            m.extend_from_slice(&quoted[..take]);
+            let c = checksum(&[&pseudo6(dst, src, crate::packet::ipproto::ICMPV6, m.len()), &m]);
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+            Some(relink(frame, l3, ipv6(dst, src, crate::packet::ipproto::ICMPV6, &m), true))
+        }
+        _ => None,
+    }
+}
+
+fn is_icmp_error(proto: u8, icmp_type: u8) -> bool {
+    match proto {
+        crate::packet::ipproto::ICMP => matches!(icmp_type, 3 | 4 | 5 | 11 | 12),
+        _ => icmp_type < 128,
+    }
+}
+
+#[cfg(test)]
+mod reject_tests {
+    use super::*;
+    use crate::packet::{tcpflags, L4};
+    use crate::{parse_frame, LinkType};
+
+    fn hosts() -> (Host, Host) {
+        (
+            Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) },
+            Host { mac: [2, 0, 0, 0, 0, 2], ip: Ipv4Addr::new(10, 0, 0, 2) },
+        )
+    }
+
+    #[test]
+    fn rst_answers_a_syn_with_ack_of_its_sequence() {
+        let (a, b) = hosts();
+        let seg = TcpSeg { sport: 4000, dport: 80, seq: 100, ack: 0, flags: tcpflags::SYN, window: 1000, mss: None, payload: b"" };
+        let f = tcp_v4(&a, &b, 1, &seg);
+        let pkt = parse_frame(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+        let r = reject_reply(LinkType::Ethernet, &f, &pkt).unwrap();
+        let rp = parse_frame(LinkType::Ethernet, &r, r.len() as u32).unwrap();
+        assert_eq!((rp.src_mac.0, rp.dst_mac.0), (b.mac, a.mac));
+        let ip = rp.ip.unwrap();
+        assert_eq!((ip.src, ip.dst), (b.ip.into(), a.ip.into()));
+        let L4::Tcp(t) = rp.l4 else { panic!("tcp expected") };
+        assert_eq!((t.sport, t.dport, t.seq, t.ack, t.flags), (80, 4000, 0, 101, tcpflags::RST | tcpflags::ACK));
+        assert_eq!(checksum(&[&pseudo(b.ip, a.ip, 6, 20), &r[34..54]]), 0);
+        // An ACKing segment is answered with seq = its ack and no ACK flag.
+        let seg = TcpSeg { flags: tcpflags::ACK, ack: 555, ..seg };
+        let f = tcp_v4(&a, &b, 1, &seg);
+        let pkt = parse_frame(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+        let r = reject_reply(LinkType::Ethernet, &f, &pkt).unwrap();
+        let L4::Tcp(t) = parse_frame(LinkType::Ethernet, &r, r.len() as u32).unwrap().l4 else { panic!() };
+        assert_eq!((t.seq, t.ack, t.flags), (555, 0, tcpflags::RST));
+    }
+
+    #[test]
+    fn udp_gets_a_port_unreachable_quoting_it() {
+        let (a, b) = hosts();
+        let f = udp_v4(&a, &b, 9, 5353, 53, b"query");
+        let pkt = parse_frame(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+        let r = reject_reply(LinkType::Ethernet, &f, &pkt).unwrap();
+        let rp = parse_frame(LinkType::Ethernet, &r, r.len() as u32).unwrap();
+        let L4::Icmp(i) = rp.l4 else { panic!("icmp expected") };
+        assert_eq!((i.icmp_type, i.code), (3, 3));
+        let q = i.quoted.unwrap();
+        assert_eq!((q.src, q.dst, q.proto, q.sport, q.dport), (a.ip.into(), b.ip.into(), 17, 5353, 53));
+        // Never answer an ICMP error with another.
+        assert!(reject_reply(LinkType::Ethernet, &r, &rp).is_none());
+    }
+}

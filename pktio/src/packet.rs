@@ -78,6 +78,9 @@ pub struct FragInfo {
     pub more: bool,
     /// IPv4 identification or IPv6 fragment-header identification.
     pub id: u32,
+    /// Bytes of fragment data this fragment carries (from the IP length fields), so that overlaps can
+    /// be detected: it covers `offset .. offset + len` of the original datagram's payload.
+    pub len: u16,
 }
 
 impl FragInfo {

@@ -11,7 +11,7 @@ use ahash::AHashSet;
 use crate::model::*;
 
 /// Membership index of one address set: exact addresses hashed, prefixes listed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetIndex {
     v4: AHashSet<u32>,
     v6: AHashSet<u128>,
@@ -160,6 +160,18 @@ impl CompiledRuleSet {
         let mut order: Vec<usize> = (0..set.rules.len()).collect();
         order.sort_by_key(|&i| set.rules[i].position);
         Ok(CompiledRuleSet { source: set.clone(), order, sides, sets })
+    }
+
+    /// True when both decide every packet alike for the same reasons: same rules (comments and
+    /// metadata aside) over the same set contents.
+    pub fn same_as(&self, other: &CompiledRuleSet) -> bool {
+        self.source.name == other.source.name
+            && self.source.rules.len() == other.source.rules.len()
+            && self.source.rules.iter().zip(&other.source.rules).all(|(a, b)| {
+                (a.id, a.position, a.dir, &a.body, a.stateless, a.action, a.log)
+                    == (b.id, b.position, b.dir, &b.body, b.stateless, b.action, b.log)
+            })
+            && self.sets == other.sets
     }
 
     /// The rule set's name.

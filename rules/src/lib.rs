@@ -13,6 +13,7 @@
 //! ```
 
 pub mod classbench;
+pub mod classify;
 pub mod diag;
 pub mod eval;
 pub mod lex;
@@ -21,6 +22,7 @@ pub mod policy;
 mod print;
 pub mod text;
 
+pub use classify::{Classifier, MemberChange};
 pub use diag::{Diagnostic, Diagnostics, Severity, Span};
 pub use eval::{CompiledRuleSet, L2Key, L3Key, SetIndex, UndefinedSet};
 pub use model::*;

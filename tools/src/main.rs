@@ -1,6 +1,7 @@
 //! `dfw`: the command line of the dfw distributed-firewall dataplane. Argument parsing and output only;
 //! the work happens in the `engine`, `rules` and `pktio` crates.
 
+mod classify;
 mod gen;
 mod output;
 
@@ -39,6 +40,12 @@ enum Command {
         /// Write one JSON object per filter decision to FILE (`-` for stdout).
         #[arg(long, value_name = "FILE")]
         verdicts: Option<PathBuf>,
+        /// Write packet-log lines (dfwpktlogs format) for rules `with log` to FILE (`-` for stdout).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Worker threads (results do not depend on it).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
         /// The capture file.
         capture: PathBuf,
     },
@@ -60,6 +67,11 @@ enum Command {
     /// Generate example data.
     #[command(subcommand)]
     Gen(GenCommand),
+    /// Print the 0-based index of the first matching rule for each header of a trace (-1: none).
+    Classify(classify::ClassifyArgs),
+    /// Measure a component; print one JSON object.
+    #[command(subcommand)]
+    Bench(classify::BenchCommand),
 }
 
 #[derive(Subcommand)]
@@ -69,17 +81,23 @@ enum GenCommand {
         /// Output pcap file.
         out: PathBuf,
     },
+    /// Synthetic rule sets for the classifier benchmarks.
+    #[command(subcommand)]
+    Rules(classify::GenRules),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { policy, switches, json, verdicts, capture } => {
-            replay(&policy, &switches, json, verdicts.as_deref(), &capture)
+        Command::Replay { policy, switches, json, verdicts, log, workers, capture } => {
+            replay(&policy, &switches, json, verdicts.as_deref(), log.as_deref(), workers, &capture)
         }
         Command::Check { files } => check(&files),
         Command::Fmt { check, files } => fmt(&files, check),
         Command::Gen(GenCommand::SeedLab { out }) => gen::seed_lab(&out),
+        Command::Gen(GenCommand::Rules(cmd)) => classify::gen_rules(cmd),
+        Command::Classify(args) => classify::classify(&args),
+        Command::Bench(cmd) => classify::bench(cmd),
     };
     match result {
         Ok(code) => code,
@@ -126,17 +144,24 @@ fn replay(
     switches: &[String],
     json: bool,
     verdicts: Option<&Path>,
+    log: Option<&Path>,
+    workers: usize,
     capture: &Path,
 ) -> Result<ExitCode> {
+    if workers == 0 {
+        return Err(anyhow!("--workers must be at least 1"));
+    }
     let initial = load_policy(policy)?;
     let switches = switches.iter().map(|s| parse_switch(s)).collect::<Result<Vec<_>>>()?;
     let mut engine = engine::Engine::new(&initial).map_err(|e| anyhow!("{}: {e}", policy.display()))?;
     let cap = pktio::capture::Capture::open(capture)?;
     let mut sink = output::VerdictSink::open(verdicts)?;
+    let mut logs = output::LogSink::open(log)?;
+    let want = verdicts.is_some() || log.is_some();
     let mut write_err = None;
-    let summary = engine::replay::replay(&cap, &mut engine, &switches, |ev| {
+    let summary = engine::replay::replay(&cap, &mut engine, &switches, workers, want, |ev| {
         if write_err.is_none() {
-            if let Err(e) = sink.event(&ev) {
+            if let Err(e) = sink.event(&ev).and_then(|_| logs.event(&ev)) {
                 write_err = Some(e);
             }
         }
@@ -146,6 +171,7 @@ fn replay(
     }
     let summary = summary?;
     sink.finish()?;
+    logs.finish()?;
     let report = output::Report::new(&capture.display().to_string(), &summary, &engine);
     if json {
         println!("{}", serde_json::to_string(&report)?);

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use engine::replay::{Event, ReplaySummary};
-use engine::Engine;
+use engine::{Engine, FilterCounters};
 use serde::Serialize;
 
 /// Where `--verdicts` lines go.
@@ -45,21 +45,19 @@ impl VerdictSink {
         Ok(VerdictSink { out })
     }
 
-    /// Writes the line for one event (decisions and malformed frames; switches write nothing).
+    /// Writes the line for one event (decisions and malformed frames; other events write nothing).
     pub fn event(&mut self, ev: &Event<'_>) -> Result<()> {
-        let Some((w, name)) = &mut self.out else {
-            return Ok(());
-        };
+        let Some((w, name)) = &mut self.out else { return Ok(()) };
         let line = match *ev {
-            Event::Decision { frame, decision: d, filter } => VerdictLine {
-                frame,
+            Event::Decision { decision: d, filter } => VerdictLine {
+                frame: d.frame,
                 filter: Some(&filter.name),
                 dir: Some(d.dir.as_str()),
                 verdict: d.verdict.as_str(),
                 state: d.state.as_str(),
                 reason: d.reason.as_str(),
                 rule: d.rule.map(|r| r.id),
-                ruleset: d.rule.and_then(|r| filter.ruleset(r.l2)),
+                ruleset: d.rule.and_then(|r| filter.ruleset_name(r.l2)),
             },
             Event::Malformed { frame, reason } => VerdictLine {
                 frame,
@@ -67,11 +65,11 @@ impl VerdictSink {
                 dir: None,
                 verdict: "drop",
                 state: "none",
-                reason,
+                reason: reason.as_str(),
                 rule: None,
                 ruleset: None,
             },
-            Event::Switched { .. } => return Ok(()),
+            _ => return Ok(()),
         };
         serde_json::to_writer(&mut *w, &line).with_context(|| format!("{name}: write failed"))?;
         w.write_all(b"\n").with_context(|| format!("{name}: write failed"))
@@ -115,6 +113,8 @@ struct FilterReport {
     reasons: BTreeMap<&'static str, u64>,
     rules: Vec<RuleReport>,
     connections: usize,
+    torn_down: u64,
+    rejects_sent: u64,
 }
 
 /// The replay summary.
@@ -128,6 +128,7 @@ pub struct Report {
     malformed: BTreeMap<&'static str, u64>,
     generation: u64,
     switches: u64,
+    workers: usize,
     drop_reasons: BTreeMap<&'static str, u64>,
     filters: Vec<FilterReport>,
 }
@@ -136,36 +137,34 @@ impl Report {
     /// Gathers the report from a finished replay.
     pub fn new(capture: &str, s: &ReplaySummary, engine: &Engine) -> Report {
         let mut drop_reasons: BTreeMap<&'static str, u64> = s.malformed.clone();
-        let filters = engine
-            .filters()
+        let snap = engine.snapshot();
+        let empty = FilterCounters::default();
+        let filters = snap
+            .filters
             .iter()
-            .zip(engine.counters())
-            .map(|(f, c)| {
+            .map(|f| {
+                let c = s.counters.get(f.slot).unwrap_or(&empty);
                 let dir = |d: usize| DirCounts {
-                    pass: c.verdicts[d][0],
-                    drop: c.verdicts[d][1],
-                    reject: c.verdicts[d][2],
-                    punt: c.verdicts[d][3],
+                    pass: c.verdicts.iter().map(|fam| fam[d][0]).sum(),
+                    drop: c.verdicts.iter().map(|fam| fam[d][1]).sum(),
+                    reject: c.verdicts.iter().map(|fam| fam[d][2]).sum(),
+                    punt: c.verdicts.iter().map(|fam| fam[d][3]).sum(),
                 };
-                for (reason, n) in &c.drop_reasons {
+                for (reason, n) in c.reason_map(true) {
                     *drop_reasons.entry(reason).or_default() += n;
                 }
-                let rs_name = |l2: bool| {
-                    let set = if l2 { &f.policy.l2 } else { &f.policy.l3 };
-                    set.as_ref().map_or(if l2 { "L2" } else { "L3" }.to_string(), |r| r.name().to_string())
-                };
                 FilterReport {
                     name: f.name.clone(),
                     passed: c.passed(),
                     dropped: c.dropped(),
                     dir_in: dir(0),
                     out: dir(1),
-                    reasons: c.reasons.clone(),
+                    reasons: c.reason_map(false),
                     rules: c
-                        .rules
-                        .iter()
-                        .map(|(&(l2, id), r)| RuleReport {
-                            ruleset: rs_name(l2),
+                        .rule_list()
+                        .into_iter()
+                        .map(|((l2, id), r)| RuleReport {
+                            ruleset: f.ruleset_name(l2).unwrap_or(if l2 { "L2" } else { "L3" }).to_string(),
                             id,
                             packets: r.packets,
                             bytes: r.bytes,
@@ -173,7 +172,9 @@ impl Report {
                             hits: r.hits,
                         })
                         .collect(),
-                    connections: f.conns.len(),
+                    connections: s.connections.get(f.slot).copied().unwrap_or(0),
+                    torn_down: c.torn_down,
+                    rejects_sent: c.rejects_sent,
                 }
             })
             .collect();
@@ -186,6 +187,7 @@ impl Report {
             malformed: s.malformed.clone(),
             generation: engine.generation(),
             switches: s.switches,
+            workers: s.workers,
             drop_reasons,
             filters,
         }
@@ -234,5 +236,39 @@ impl Report {
             let _ = writeln!(o, "\ndrop reasons: {}", reasons.join(", "));
         }
         o
+    }
+}
+
+/// Where `--log` lines go.
+pub struct LogSink {
+    out: Option<(BufWriter<Box<dyn Write>>, String)>,
+}
+
+impl LogSink {
+    /// Opens `path` (`-` is stdout); `None` writes nothing.
+    pub fn open(path: Option<&Path>) -> Result<LogSink> {
+        let out = match path {
+            None => None,
+            Some(p) if p == Path::new("-") => Some((BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>), "-".into())),
+            Some(p) => {
+                let f = File::create(p).with_context(|| format!("{}: cannot create log file", p.display()))?;
+                Some((BufWriter::new(Box::new(f) as Box<dyn Write>), p.display().to_string()))
+            }
+        };
+        Ok(LogSink { out })
+    }
+
+    /// Writes a log line for log events.
+    pub fn event(&mut self, ev: &Event<'_>) -> Result<()> {
+        let (Some((w, name)), Event::Log(rec)) = (&mut self.out, ev) else { return Ok(()) };
+        writeln!(w, "{rec}").with_context(|| format!("{name}: write failed"))
+    }
+
+    /// Flushes.
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some((w, name)) = &mut self.out {
+            w.flush().with_context(|| format!("{name}: write failed"))?;
+        }
+        Ok(())
     }
 }

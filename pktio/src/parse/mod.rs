@@ -281,6 +281,7 @@ pub fn parse_frame(link: LinkType, data: &[u8], wire_len: u32) -> Result<Packet,
 }
 
 /// Records and skips any stack of 802.1Q/802.1ad tags; returns the inner ethertype and what follows.
+#[inline]
 fn skip_vlans<'a>(
     pkt: &mut Packet,
     mut ethertype: u16,
@@ -301,6 +302,7 @@ fn skip_vlans<'a>(
 /// Checks that a `len`-byte header fits in the `room` bytes the datagram has left and in the captured
 /// bytes `buf`, in that order: a header past the datagram's end is malformed, one past the capture's end
 /// is only cut short.
+#[inline]
 fn fits(layer: Layer, buf: &[u8], room: usize, len: usize) -> Result<(), ParseError> {
     if len > room {
         return Err(ParseError::HeaderPastEnd { layer, len, room });
@@ -309,6 +311,7 @@ fn fits(layer: Layer, buf: &[u8], room: usize, len: usize) -> Result<(), ParseEr
 }
 
 /// Fails unless a fragment at `offset` carrying `len` bytes ends within the 65535-byte datagram limit.
+#[inline]
 fn check_fragment(layer: Layer, offset: u16, len: usize) -> Result<(), ParseError> {
     if usize::from(offset) + len > usize::from(u16::MAX) {
         return Err(ParseError::FragmentOverflow { layer, offset, len });
@@ -316,6 +319,7 @@ fn check_fragment(layer: Layer, offset: u16, len: usize) -> Result<(), ParseErro
     Ok(())
 }
 
+#[inline]
 fn parse_ipv4(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseError> {
     let ip = Ipv4Header::new_checked(buf)?;
     if ip.version() != 4 {
@@ -336,7 +340,7 @@ fn parse_ipv4(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseErro
     let offset = ip.frag_offset();
     let frag = if ip.more_frags() || offset != 0 {
         check_fragment(Layer::Ipv4, offset, total - hl)?;
-        Some(FragInfo { offset, more: ip.more_frags(), id: u32::from(ip.ident()) })
+        Some(FragInfo { offset, more: ip.more_frags(), id: u32::from(ip.ident()), len: (total - hl) as u16 })
     } else {
         None
     };
@@ -423,7 +427,7 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
                 let f = Ipv6FragHeader::new_checked(rest)?;
                 off += Ipv6FragHeader::LEN;
                 check_fragment(Layer::Ipv6Frag, f.offset(), room - off)?;
-                frag = Some(FragInfo { offset: f.offset(), more: f.more(), id: f.ident() });
+                frag = Some(FragInfo { offset: f.offset(), more: f.more(), id: f.ident(), len: (room - off) as u16 });
                 nh = f.next_header();
                 if f.offset() != 0 {
                     // What follows is the middle of the fragmentable part, not a header.
@@ -441,6 +445,7 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
 /// the next fragment: a fixed header that does not fit gives `L4::None` (the engine sees `frag` and
 /// decides; tiny first fragments are an evasion pattern, RFC 1858) and a TCP header longer than the
 /// fragment is read as far as the fragment goes.
+#[inline]
 fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError> {
     match proto {
         ipproto::TCP => parse_tcp(buf, room, fragmented),
@@ -476,6 +481,7 @@ fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> R
     }
 }
 
+#[inline]
 fn parse_tcp(buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError> {
     if fragmented && room < TcpHeader::LEN {
         return Ok(L4::None);
@@ -519,6 +525,7 @@ mod tcpopt {
 /// bytes long. An option whose length is below 2 or runs past `declared` is malformed; one that runs past
 /// the captured bytes ends the walk quietly. A known option with an unexpected length is ignored, as
 /// Linux's `tcp_parse_options` does, and unknown options are skipped.
+#[inline]
 pub fn parse_tcp_options(opts: &[u8], declared: usize) -> Result<TcpOptions, ParseError> {
     let mut out = TcpOptions::default();
     let mut at = 0usize;

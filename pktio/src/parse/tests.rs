@@ -220,7 +220,7 @@ fn ipv6_fragment_header_first_fragment() {
             proto: ipproto::UDP,
             ttl: 53,
             total_len: 1480,
-            frag: Some(FragInfo { offset: 0, more: true, id: 2 }),
+            frag: Some(FragInfo { offset: 0, more: true, id: 2, len: 1432 }),
         })
     );
     assert_eq!(p.l4, L4::Udp { sport: 53, dport: 51851 });
@@ -233,7 +233,7 @@ fn ipv6_non_first_fragment_has_no_transport() {
     b[14 + 40 + 2..14 + 40 + 4].copy_from_slice(&0x05a8u16.to_be_bytes());
     let p = parse_frame(LinkType::Ethernet, &b, 1494).unwrap();
     let ip = p.ip.unwrap();
-    assert_eq!(ip.frag, Some(FragInfo { offset: 1448, more: false, id: 2 }));
+    assert_eq!(ip.frag, Some(FragInfo { offset: 1448, more: false, id: 2, len: 1432 }));
     assert_eq!(ip.proto, ipproto::UDP);
     assert_eq!(p.l4, L4::None);
 }
@@ -291,14 +291,14 @@ fn ipv4_fragments() {
          30390050 000003e8 00000000 a0022000 c5730000 020405b4");
     let p = parse_frame(LinkType::Ethernet, &first, first.len() as u32).unwrap();
     let ip = p.ip.unwrap();
-    assert_eq!(ip.frag, Some(FragInfo { offset: 0, more: true, id: 1 }));
+    assert_eq!(ip.frag, Some(FragInfo { offset: 0, more: true, id: 1, len: 24 }));
     let t = tcp(&p);
     assert_eq!((t.sport, t.dport, t.seq, t.flags), (12345, 80, 1000, tcpflags::SYN));
     assert_eq!(t.options.mss, Some(1460));
     let second = hex("1e0b8b14f6f998eecbbd07fe0800 45000024 00010003 4006aebf c0a80164 0a000005
          0402080a 00bc614e 00000000 01030307");
     let p = parse_frame(LinkType::Ethernet, &second, second.len() as u32).unwrap();
-    assert_eq!(p.ip.unwrap().frag, Some(FragInfo { offset: 24, more: false, id: 1 }));
+    assert_eq!(p.ip.unwrap().frag, Some(FragInfo { offset: 24, more: false, id: 1, len: 16 }));
     assert_eq!(p.l4, L4::None);
 }
 
@@ -307,7 +307,7 @@ fn tiny_first_fragment_gives_no_transport() {
     // First fragment carrying only 8 bytes of TCP header.
     let b = hex("4500001c 00012000 40060000 c0a80164 0a000005 30390050 000003e8");
     let p = parse_frame(LinkType::Raw, &b, b.len() as u32).unwrap();
-    assert_eq!(p.ip.unwrap().frag, Some(FragInfo { offset: 0, more: true, id: 1 }));
+    assert_eq!(p.ip.unwrap().frag, Some(FragInfo { offset: 0, more: true, id: 1, len: 8 }));
     assert_eq!(p.l4, L4::None);
 }
 

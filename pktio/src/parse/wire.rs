@@ -46,12 +46,14 @@ macro_rules! view {
             pub const LEN: usize = $len;
 
             /// Wraps `buf`, which starts at this header, after checking that the fixed part is present.
+            #[inline]
             pub fn new_checked(buf: &'a [u8]) -> Result<Self, ParseError> {
                 check_len($layer, buf, Self::LEN)?;
                 Ok(Self { buf })
             }
 
             /// The bytes from the start of this header to the end of the captured data.
+            #[inline]
             pub fn bytes(&self) -> &'a [u8] {
                 self.buf
             }
@@ -59,6 +61,7 @@ macro_rules! view {
     };
 }
 
+#[inline]
 fn mac(b: &[u8], at: usize) -> MacAddr {
     let mut m = [0u8; 6];
     m.copy_from_slice(&b[at..at + 6]);
@@ -80,18 +83,22 @@ view!(
 
 impl<'a> EthernetHeader<'a> {
     /// Destination MAC.
+    #[inline]
     pub fn dst(&self) -> MacAddr {
         mac(self.buf, eth::DST)
     }
     /// Source MAC.
+    #[inline]
     pub fn src(&self) -> MacAddr {
         mac(self.buf, eth::SRC)
     }
     /// Ethertype; values below 0x0600 are 802.3 lengths and are kept as they are.
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         be16(self.buf, eth::ETHERTYPE)
     }
     /// What follows the header.
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[Self::LEN..]
     }
@@ -111,18 +118,22 @@ view!(
 
 impl<'a> VlanTag<'a> {
     /// VLAN identifier (low 12 bits of the TCI).
+    #[inline]
     pub fn vid(&self) -> u16 {
         be16(self.buf, vlan::TCI) & 0x0fff
     }
     /// Priority code point.
+    #[inline]
     pub fn pcp(&self) -> u8 {
         (self.buf[vlan::TCI] >> 5) & 0x7
     }
     /// Ethertype of what follows the tag.
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         be16(self.buf, vlan::ETHERTYPE)
     }
     /// What follows the tag.
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[Self::LEN..]
     }
@@ -145,22 +156,27 @@ view!(
 
 impl<'a> SllHeader<'a> {
     /// Packet type (0 to us, 1 broadcast, 2 multicast, 3 to someone else, 4 sent by us).
+    #[inline]
     pub fn packet_type(&self) -> u16 {
         be16(self.buf, sll::PKTTYPE)
     }
     /// ARPHRD_ type of the device.
+    #[inline]
     pub fn hatype(&self) -> u16 {
         be16(self.buf, sll::HATYPE)
     }
     /// Link-layer source address, when it is a 6-byte MAC.
+    #[inline]
     pub fn src_mac(&self) -> Option<MacAddr> {
         (be16(self.buf, sll::HALEN) == 6).then(|| mac(self.buf, sll::ADDR))
     }
     /// Protocol: an ethertype for Ethernet-like devices.
+    #[inline]
     pub fn protocol(&self) -> u16 {
         be16(self.buf, sll::PROTOCOL)
     }
     /// What follows the header.
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[Self::LEN..]
     }
@@ -184,26 +200,32 @@ view!(
 
 impl<'a> Sll2Header<'a> {
     /// Protocol: an ethertype for Ethernet-like devices.
+    #[inline]
     pub fn protocol(&self) -> u16 {
         be16(self.buf, sll2::PROTOCOL)
     }
     /// Interface index.
+    #[inline]
     pub fn ifindex(&self) -> u32 {
         be32(self.buf, sll2::IFINDEX)
     }
     /// ARPHRD_ type of the device.
+    #[inline]
     pub fn hatype(&self) -> u16 {
         be16(self.buf, sll2::HATYPE)
     }
     /// Packet type (see [`SllHeader::packet_type`]).
+    #[inline]
     pub fn packet_type(&self) -> u8 {
         self.buf[sll2::PKTTYPE]
     }
     /// Link-layer source address, when it is a 6-byte MAC.
+    #[inline]
     pub fn src_mac(&self) -> Option<MacAddr> {
         (self.buf[sll2::HALEN] == 6).then(|| mac(self.buf, sll2::ADDR))
     }
     /// What follows the header.
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[Self::LEN..]
     }
@@ -229,46 +251,57 @@ view!(
 
 impl<'a> Ipv4Header<'a> {
     /// Version nibble.
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buf[ipv4::VER_IHL] >> 4
     }
     /// Header length in bytes (IHL * 4), as the header states it.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buf[ipv4::VER_IHL] & 0x0f) * 4
     }
     /// Total length of the datagram.
+    #[inline]
     pub fn total_len(&self) -> u16 {
         be16(self.buf, ipv4::TOTAL_LEN)
     }
     /// Identification.
+    #[inline]
     pub fn ident(&self) -> u16 {
         be16(self.buf, ipv4::IDENT)
     }
     /// Don't-fragment flag.
+    #[inline]
     pub fn dont_frag(&self) -> bool {
         be16(self.buf, ipv4::FLAGS_FRAG) & 0x4000 != 0
     }
     /// More-fragments flag.
+    #[inline]
     pub fn more_frags(&self) -> bool {
         be16(self.buf, ipv4::FLAGS_FRAG) & 0x2000 != 0
     }
     /// Fragment offset in bytes (at most 8191 * 8 = 65528).
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         (be16(self.buf, ipv4::FLAGS_FRAG) & 0x1fff) * 8
     }
     /// Time to live.
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buf[ipv4::TTL]
     }
     /// Protocol of the payload.
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buf[ipv4::PROTOCOL]
     }
     /// Source address.
+    #[inline]
     pub fn src(&self) -> Ipv4Addr {
         Ipv4Addr::from(be32(self.buf, ipv4::SRC))
     }
     /// Destination address.
+    #[inline]
     pub fn dst(&self) -> Ipv4Addr {
         Ipv4Addr::from(be32(self.buf, ipv4::DST))
     }
@@ -290,6 +323,7 @@ view!(
     40
 );
 
+#[inline]
 fn ipv6_addr(b: &[u8], at: usize) -> Ipv6Addr {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[at..at + 16]);
@@ -298,26 +332,32 @@ fn ipv6_addr(b: &[u8], at: usize) -> Ipv6Addr {
 
 impl<'a> Ipv6Header<'a> {
     /// Version nibble.
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buf[ipv6::VER] >> 4
     }
     /// Payload length (everything after the fixed header, extension headers included).
+    #[inline]
     pub fn payload_len(&self) -> u16 {
         be16(self.buf, ipv6::PAYLOAD_LEN)
     }
     /// Next header.
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.buf[ipv6::NEXT_HEADER]
     }
     /// Hop limit.
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.buf[ipv6::HOP_LIMIT]
     }
     /// Source address.
+    #[inline]
     pub fn src(&self) -> Ipv6Addr {
         ipv6_addr(self.buf, ipv6::SRC)
     }
     /// Destination address.
+    #[inline]
     pub fn dst(&self) -> Ipv6Addr {
         ipv6_addr(self.buf, ipv6::DST)
     }
@@ -333,11 +373,13 @@ view!(
 
 impl<'a> Ipv6ExtHeader<'a> {
     /// Next header.
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.buf[0]
     }
     /// Length of the header in bytes: `(len + 2) * 4` for AH (RFC 4302), `(len + 1) * 8` otherwise
     /// (RFC 8200 section 4.3).
+    #[inline]
     pub fn header_len(&self, is_ah: bool) -> usize {
         let n = usize::from(self.buf[1]);
         if is_ah {
@@ -363,18 +405,22 @@ view!(
 
 impl<'a> Ipv6FragHeader<'a> {
     /// Next header (of the fragmentable part).
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.buf[frag6::NEXT_HEADER]
     }
     /// Fragment offset in bytes.
+    #[inline]
     pub fn offset(&self) -> u16 {
         be16(self.buf, frag6::OFFSET_FLAGS) & 0xfff8
     }
     /// More-fragments flag.
+    #[inline]
     pub fn more(&self) -> bool {
         be16(self.buf, frag6::OFFSET_FLAGS) & 1 != 0
     }
     /// Identification.
+    #[inline]
     pub fn ident(&self) -> u32 {
         be32(self.buf, frag6::IDENT)
     }
@@ -399,30 +445,37 @@ view!(
 
 impl<'a> TcpHeader<'a> {
     /// Source port.
+    #[inline]
     pub fn sport(&self) -> u16 {
         be16(self.buf, tcp::SPORT)
     }
     /// Destination port.
+    #[inline]
     pub fn dport(&self) -> u16 {
         be16(self.buf, tcp::DPORT)
     }
     /// Sequence number.
+    #[inline]
     pub fn seq(&self) -> u32 {
         be32(self.buf, tcp::SEQ)
     }
     /// Acknowledgement number.
+    #[inline]
     pub fn ack(&self) -> u32 {
         be32(self.buf, tcp::ACK)
     }
     /// Header length in bytes (data offset * 4), as the header states it.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buf[tcp::DOFF] >> 4) * 4
     }
     /// Flag byte (CWR ECE URG ACK PSH RST SYN FIN).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buf[tcp::FLAGS]
     }
     /// Window (unscaled).
+    #[inline]
     pub fn window(&self) -> u16 {
         be16(self.buf, tcp::WINDOW)
     }
@@ -437,14 +490,17 @@ view!(
 
 impl<'a> UdpHeader<'a> {
     /// Source port.
+    #[inline]
     pub fn sport(&self) -> u16 {
         be16(self.buf, 0)
     }
     /// Destination port.
+    #[inline]
     pub fn dport(&self) -> u16 {
         be16(self.buf, 2)
     }
     /// Length of header and data.
+    #[inline]
     pub fn length(&self) -> u16 {
         be16(self.buf, 4)
     }
@@ -459,18 +515,22 @@ view!(
 
 impl<'a> IcmpHeader<'a> {
     /// Type.
+    #[inline]
     pub fn icmp_type(&self) -> u8 {
         self.buf[0]
     }
     /// Code.
+    #[inline]
     pub fn code(&self) -> u8 {
         self.buf[1]
     }
     /// Echo identifier (meaningful for echo request/reply only).
+    #[inline]
     pub fn echo_id(&self) -> u16 {
         be16(self.buf, 4)
     }
     /// What follows the 8-byte header: the quoted datagram of an error message.
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[Self::LEN..]
     }
@@ -485,10 +545,12 @@ view!(
 
 impl<'a> SctpHeader<'a> {
     /// Source port.
+    #[inline]
     pub fn sport(&self) -> u16 {
         be16(self.buf, 0)
     }
     /// Destination port.
+    #[inline]
     pub fn dport(&self) -> u16 {
         be16(self.buf, 2)
     }
@@ -499,6 +561,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[inline]
     fn views_refuse_short_buffers() {
         assert_eq!(
             TcpHeader::new_checked(&[0; 19]).unwrap_err(),
@@ -509,6 +572,7 @@ mod tests {
     }
 
     #[test]
+    #[inline]
     fn ipv6_ext_lengths() {
         let h = Ipv6ExtHeader::new_checked(&[6, 1]).unwrap();
         assert_eq!(h.header_len(false), 16);

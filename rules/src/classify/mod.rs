@@ -137,7 +137,7 @@ impl Snapshot {
     /// Same as [`Classifier::first_match`], against this version.
     #[inline]
     pub fn first_match(&self, key: &L3Key) -> Option<usize> {
-        self.index.first_match(key, &self.sets)
+        self.index.first_match(key, Some(&self.sets))
     }
 
     /// The address-set generation this snapshot sees (0 at build, +1 per published change).
@@ -159,6 +159,10 @@ pub struct Stats {
     pub entries: usize,
     /// Address sets referenced by the rules.
     pub sets: usize,
+    /// Tree leaves.
+    pub leaves: usize,
+    /// The most entries in one leaf.
+    pub max_leaf: usize,
 }
 
 impl Classifier {
@@ -174,9 +178,9 @@ impl Classifier {
     #[inline]
     pub fn first_match(&self, key: &L3Key) -> Option<usize> {
         if self.index.uses_sets {
-            self.index.first_match(key, &self.sets.load())
+            self.index.first_match(key, Some(&self.sets.load()))
         } else {
-            self.index.first_match(key, &SetTable::new(Vec::new()))
+            self.index.first_match(key, None)
         }
     }
 
@@ -244,6 +248,8 @@ impl Classifier {
             trees,
             entries: i.arena.entries(),
             sets: i.set_ids.len(),
+            leaves: i.arena.leaf_sizes().0,
+            max_leaf: i.arena.leaf_sizes().1,
         }
     }
 }
@@ -330,11 +336,15 @@ impl Check {
 fn ports_hull(p: &Ports) -> (u32, u32, bool) {
     match p {
         Ports::Any => (0, DOMAIN_HI[2], true),
-        Ports::Range(lo, hi) => (u32::from(*lo), u32::from(*hi), lo <= hi),
+        Ports::Range(lo, hi) if lo <= hi => (u32::from(*lo), u32::from(*hi), true),
+        // An inverted range selects nothing: any box will do, the check rejects.
+        Ports::Range(..) => (0, 0, false),
         Ports::Set(items) => {
-            let lo = items.iter().map(|r| r.0).min().unwrap_or(0);
-            let hi = items.iter().map(|r| r.1).max().unwrap_or(u16::MAX);
-            (u32::from(lo), u32::from(hi.max(lo)), items.len() == 1 && items[0].0 <= items[0].1)
+            let valid = || items.iter().filter(|r| r.0 <= r.1);
+            match (valid().map(|r| r.0).min(), valid().map(|r| r.1).max()) {
+                (Some(lo), Some(hi)) => (u32::from(lo), u32::from(hi), items.len() == 1),
+                _ => (0, 0, false),
+            }
         }
     }
 }
@@ -530,7 +540,7 @@ impl RuleIndex {
         let mut view_data = Vec::with_capacity(plans.len());
         for p in &plans {
             let mut tree = |rules: &[Entry]| arena.build(rules, params);
-            let rest = vec![tree(&p.rest)];
+            let rest = partition(&p.rest).iter().map(|part| tree(part)).filter(|t| t.min_rank != NONE).collect();
             let by_dst = if p.by_dst.iter().any(|v| !v.is_empty()) {
                 p.by_dst.iter().map(|v| tree(v)).collect()
             } else {
@@ -560,18 +570,20 @@ impl RuleIndex {
     }
 
     #[inline]
-    fn first_match(&self, key: &L3Key, sets: &SetTable) -> Option<usize> {
+    fn first_match(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
         let v6 = key.src.is_ipv6();
         let rank = if v6 != key.dst.is_ipv6() { self.first_mixed(key, sets) } else { self.first_rank(key, v6, sets) };
         (rank != NONE).then(|| self.order[rank as usize] as usize)
     }
 
     #[inline]
-    fn first_rank(&self, key: &L3Key, v6: bool, sets: &SetTable) -> u32 {
+    fn first_rank(&self, key: &L3Key, v6: bool, sets: Option<&SetTable>) -> u32 {
         let view = &self.view_data[self.views[usize::from(key.dir == Direction::Out) * 2 + usize::from(v6)]];
         let k = point(key);
-        let (ms, md) =
-            if view.sets { (sets.members(key.src), sets.members(key.dst)) } else { (Members::NONE, Members::NONE) };
+        let (ms, md) = match sets {
+            Some(t) if view.sets => (t.members(key.src), t.members(key.dst)),
+            _ => (Members::NONE, Members::NONE),
+        };
         let mut check = |c: u32| self.checks[c as usize].matches(key, &ms, &md);
         let mut best = NONE;
         for &t in &view.rest {
@@ -596,8 +608,11 @@ impl RuleIndex {
 
     /// A key whose source and destination families differ (no real packet): plain scan.
     #[cold]
-    fn first_mixed(&self, key: &L3Key, sets: &SetTable) -> u32 {
-        let (ms, md) = (sets.members(key.src), sets.members(key.dst));
+    fn first_mixed(&self, key: &L3Key, sets: Option<&SetTable>) -> u32 {
+        let (ms, md) = match sets {
+            Some(t) => (t.members(key.src), t.members(key.dst)),
+            None => (Members::NONE, Members::NONE),
+        };
         self.all.iter().position(|c| c.matches(key, &ms, &md)).map_or(NONE, |r| r as u32)
     }
 
@@ -615,6 +630,20 @@ impl RuleIndex {
             + self.order.capacity() * 4
             + self.set_ids.iter().chain(self.unused.iter().map(|s| (s, &0))).map(|(s, _)| s.capacity() + 40).sum::<usize>()
     }
+}
+
+/// Address-dimension spans up to this wide (a /16) make a field "small" for partitioning.
+const SMALL_SPAN: u32 = (1 << 16) - 1;
+
+/// Splits the shared rules by which address fields are small (CutSplit's idea): a tree over rules that
+/// are all specific in one field never replicates them along the fields where they are wildcards.
+fn partition(rules: &[Entry]) -> Vec<Vec<Entry>> {
+    let mut parts: Vec<Vec<Entry>> = vec![Vec::new(); 4];
+    for e in rules {
+        let class = if std::env::var("DFW_PARTS").is_ok() { usize::from(e.span[0] <= SMALL_SPAN) | usize::from(e.span[1] <= SMALL_SPAN) << 1 } else { 0 };
+        parts[class].push(*e);
+    }
+    parts
 }
 
 /// The tree key of `key`.

@@ -68,12 +68,19 @@ impl Entry {
     }
 }
 
+/// Thresholds per node: a node has up to `FANOUT` children.
+const THRESHOLDS: usize = 7;
+const FANOUT: usize = THRESHOLDS + 1;
+
+/// An inner node: the key's value in `dim` goes to child `#{t in thr : value > t}` (`thr` sorted,
+/// unused slots `u32::MAX`). One cache line: eight-way fan-out costs about what one binary step does.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
 struct Node {
+    thr: [u32; THRESHOLDS],
     dim: u32,
-    thr: u32,
-    /// `[<= thr, > thr]`: a node index, or `LEAF | leaf index`.
-    kids: [u32; 2],
+    /// A node index, or `LEAF | leaf index`.
+    kids: [u32; FANOUT],
 }
 
 /// A tree: its root reference in the arena and the best rank it holds (for pruning).
@@ -104,6 +111,11 @@ pub(super) struct Params {
     pub max_entries: usize,
 }
 
+/// The child of a node with thresholds `thr` that value `v` goes to.
+fn child_of(thr: &[u32], v: u32) -> usize {
+    thr.iter().filter(|&&t| v > t).count()
+}
+
 /// Nodes, leaves and entries of every tree of a classifier.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Arena {
@@ -120,6 +132,10 @@ impl Arena {
             return Tree::EMPTY;
         };
         debug_assert!(rules.windows(2).all(|w| w[0].rank < w[1].rank));
+        // Leaf 0 is the shared empty leaf.
+        if self.leaves.is_empty() {
+            self.leaves.push([0, 0]);
+        }
         let reg = Region { lo: [0; DIMS], hi: DOMAIN_HI };
         let all: Vec<u32> = (0..rules.len() as u32).collect();
         let mut scratch = Vec::new();
@@ -154,8 +170,8 @@ impl Arena {
         if n <= p.binth || depth >= MAX_DEPTH || self.entries.len() >= p.max_entries {
             return self.leaf(rules, &idx);
         }
-        // (score: larger child, then total, dim, thr)
-        let mut best: Option<((usize, usize), usize, u32)> = None;
+        // (score: larger child, then total), dim, thresholds
+        let mut best: Option<((usize, usize), usize, Vec<u32>)> = None;
         for d in 0..DIMS {
             cuts.clear();
             for &i in &idx {
@@ -170,38 +186,61 @@ impl Arena {
             if cuts.is_empty() {
                 continue;
             }
-            let mid = cuts.len() / 2;
-            let thr = *cuts.select_nth_unstable(mid).1;
-            let (mut l, mut r) = (0, 0);
+            cuts.sort_unstable();
+            // Thresholds at the octiles of the cut points (dense regions get more of them).
+            let mut thr: Vec<u32> = (1..FANOUT).map(|q| cuts[q * cuts.len() / FANOUT]).collect();
+            thr.dedup();
+            let mut sizes = [0usize; FANOUT];
             for &i in &idx {
                 let e = &rules[i as usize];
-                l += usize::from(e.lo[d] <= thr);
-                r += usize::from(e.hi(d) > thr);
+                let (a, b) = (child_of(&thr, e.lo[d]), child_of(&thr, e.hi(d)));
+                for s in &mut sizes[a..=b] {
+                    *s += 1;
+                }
             }
-            if l == n && r == n {
+            let sizes = &sizes[..=thr.len()];
+            let max = sizes.iter().copied().max().unwrap_or(0);
+            if sizes.iter().all(|&s| s == n) {
                 continue;
             }
-            let score = (l.max(r), l + r);
-            if best.is_none_or(|(s, _, _)| score < s) {
+            let score = (max, sizes.iter().sum::<usize>());
+            if best.as_ref().is_none_or(|(s, _, _)| score < *s) {
                 best = Some((score, d, thr));
             }
         }
         let Some((_, d, thr)) = best else {
             return self.leaf(rules, &idx);
         };
-        let left: Vec<u32> = idx.iter().copied().filter(|&i| rules[i as usize].lo[d] <= thr).collect();
-        let right: Vec<u32> = idx.iter().copied().filter(|&i| rules[i as usize].hi(d) > thr).collect();
+        let mut kids: Vec<Vec<u32>> = vec![Vec::new(); thr.len() + 1];
+        for &i in &idx {
+            let e = &rules[i as usize];
+            for k in &mut kids[child_of(&thr, e.lo[d])..=child_of(&thr, e.hi(d))] {
+                k.push(i);
+            }
+        }
         drop(idx);
         let at = self.nodes.len();
-        self.nodes.push(Node { dim: d as u32, thr, kids: [NONE; 2] });
-        let mut lreg = reg;
-        lreg.hi[d] = thr;
-        let mut rreg = reg;
-        rreg.lo[d] = thr + 1;
-        let l = self.node(rules, left, lreg, depth + 1, p, cuts);
-        let r = self.node(rules, right, rreg, depth + 1, p, cuts);
-        self.nodes[at].kids = [l, r];
+        let mut t = [u32::MAX; THRESHOLDS];
+        t[..thr.len()].copy_from_slice(&thr);
+        self.nodes.push(Node { thr: t, dim: d as u32, kids: [NONE; FANOUT] });
+        let mut refs = [self.empty_leaf(); FANOUT];
+        for (j, k) in kids.into_iter().enumerate() {
+            let mut r = reg;
+            if j > 0 {
+                r.lo[d] = thr[j - 1] + 1;
+            }
+            if j < thr.len() {
+                r.hi[d] = thr[j];
+            }
+            refs[j] = if k.is_empty() { self.empty_leaf() } else { self.node(rules, k, r, depth + 1, p, cuts) };
+        }
+        self.nodes[at].kids = refs;
         at as u32
+    }
+
+    fn empty_leaf(&self) -> u32 {
+        debug_assert_eq!(self.leaves.first(), Some(&[0, 0]));
+        LEAF
     }
 
     /// The smallest rank below `best` in `tree` whose box contains `k` and whose check (if any)
@@ -214,7 +253,9 @@ impl Arena {
         let mut c = tree.root;
         while c & LEAF == 0 {
             let n = &self.nodes[c as usize];
-            c = n.kids[usize::from(k[n.dim as usize] > n.thr)];
+            let v = k[n.dim as usize % DIMS];
+            let i = n.thr.iter().map(|&t| u32::from(v > t)).sum::<u32>();
+            c = n.kids[i as usize % FANOUT];
         }
         let [s, e] = self.leaves[(c & !LEAF) as usize];
         for en in &self.entries[s as usize..e as usize] {
@@ -238,6 +279,11 @@ impl Arena {
     /// Entries held (a rule placed in several leaves counts once per leaf).
     pub fn entries(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Leaves, and the most entries in one leaf.
+    pub fn leaf_sizes(&self) -> (usize, usize) {
+        (self.leaves.len(), self.leaves.iter().map(|[s, e]| (e - s) as usize).max().unwrap_or(0))
     }
 
     /// Releases spare capacity once every tree is built.

@@ -1,0 +1,293 @@
+//! What the engine enforces, compiled from a policy: one [`FilterConfig`] per filter, gathered into an
+//! immutable [`Snapshot`] that is swapped whole (arc-swap) when anything changes. A frame is decided
+//! wholly by one snapshot.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use rules::{CompiledRuleSet, FailurePolicy, FilterSpec, Policy, PolicyChange, Vnic};
+
+use crate::LoadError;
+
+/// Connection timers in seconds (NSX DFW defaults, pf's timer names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP after the first packet (SYN sent).
+    pub tcp_first: u32,
+    /// TCP while the handshake completes.
+    pub tcp_opening: u32,
+    /// TCP established.
+    pub tcp_established: u32,
+    /// TCP after the first FIN.
+    pub tcp_closing: u32,
+    /// TCP after both FINs.
+    pub tcp_finwait: u32,
+    /// TCP after RST / both sides closed.
+    pub tcp_closed: u32,
+    /// UDP / other after the first packet.
+    pub udp_first: u32,
+    /// UDP / other when only the initiator has sent more.
+    pub udp_single: u32,
+    /// UDP / other when both sides have sent.
+    pub udp_multiple: u32,
+    /// ICMP after the first packet.
+    pub icmp_first: u32,
+    /// ICMP after a reply.
+    pub icmp_error: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            tcp_first: 120,
+            tcp_opening: 30,
+            tcp_established: 43200,
+            tcp_closing: 120,
+            tcp_finwait: 45,
+            tcp_closed: 20,
+            udp_first: 60,
+            udp_single: 30,
+            udp_multiple: 60,
+            icmp_first: 20,
+            icmp_error: 10,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The NSX defaults with a filter's `timeout name seconds;` overrides applied.
+    pub fn with_overrides(overrides: &[(String, u32)]) -> Timeouts {
+        let mut t = Timeouts::default();
+        for (name, secs) in overrides {
+            if let Some(slot) = t.slot(name) {
+                *slot = *secs;
+            }
+        }
+        t
+    }
+
+    fn slot(&mut self, name: &str) -> Option<&mut u32> {
+        Some(match name {
+            "tcp.first" => &mut self.tcp_first,
+            "tcp.opening" => &mut self.tcp_opening,
+            "tcp.established" => &mut self.tcp_established,
+            "tcp.closing" => &mut self.tcp_closing,
+            "tcp.finwait" => &mut self.tcp_finwait,
+            "tcp.closed" => &mut self.tcp_closed,
+            "udp.first" => &mut self.udp_first,
+            "udp.single" => &mut self.udp_single,
+            "udp.multiple" => &mut self.udp_multiple,
+            "icmp.first" => &mut self.icmp_first,
+            "icmp.error" => &mut self.icmp_error,
+            _ => return None,
+        })
+    }
+
+    /// `(name, seconds)` for every timer, in `gettimeout` order.
+    pub fn list(&self) -> [(&'static str, u32); 11] {
+        [
+            ("tcp.first", self.tcp_first),
+            ("tcp.opening", self.tcp_opening),
+            ("tcp.established", self.tcp_established),
+            ("tcp.closing", self.tcp_closing),
+            ("tcp.finwait", self.tcp_finwait),
+            ("tcp.closed", self.tcp_closed),
+            ("udp.first", self.udp_first),
+            ("udp.single", self.udp_single),
+            ("udp.multiple", self.udp_multiple),
+            ("icmp.first", self.icmp_first),
+            ("icmp.error", self.icmp_error),
+        ]
+    }
+}
+
+/// Default most connections one filter tracks.
+pub const DEFAULT_FILTER_CONNECTIONS: usize = 1 << 20;
+
+/// One filter, compiled.
+#[derive(Debug)]
+pub struct FilterConfig {
+    /// Filter name.
+    pub name: String,
+    /// Stable number of the filter across policy versions (index of its per-worker state).
+    pub slot: usize,
+    /// The guarded vNIC.
+    pub vnic: Vnic,
+    /// What happens when nothing is loaded.
+    pub failure: FailurePolicy,
+    /// Timers.
+    pub timeouts: Timeouts,
+    /// Most connections tracked.
+    pub max_connections: usize,
+    /// Re-check established connections after a policy change?
+    pub policy_change: PolicyChange,
+    /// L2 rule set.
+    pub l2: Option<CompiledRuleSet>,
+    /// L3 rule set.
+    pub l3: Option<CompiledRuleSet>,
+    /// Generation of this filter's policy: advances whenever its rules or sets change.
+    pub generation: u64,
+    /// When this generation took effect (ns since the UNIX epoch; packet clock in replay).
+    pub realized_ns: u64,
+    /// Short hash of the name, as in NSX packet logs.
+    pub hash: u32,
+}
+
+impl FilterConfig {
+    /// The name of the rule set a rule reference points into.
+    pub fn ruleset_name(&self, l2: bool) -> Option<&str> {
+        if l2 { self.l2.as_ref() } else { self.l3.as_ref() }.map(|r| r.name())
+    }
+
+    /// Whether two configs enforce the same thing (rules, sets, vNIC, options).
+    fn same_policy(&self, other: &FilterConfig) -> bool {
+        let sets = |a: &Option<CompiledRuleSet>, b: &Option<CompiledRuleSet>| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same_as(b),
+            _ => false,
+        };
+        self.vnic == other.vnic
+            && self.failure == other.failure
+            && self.timeouts == other.timeouts
+            && self.max_connections == other.max_connections
+            && self.policy_change == other.policy_change
+            && sets(&self.l2, &other.l2)
+            && sets(&self.l3, &other.l3)
+    }
+}
+
+/// FNV-1a of a filter name: the 8-hex-digit "filter hash" of NSX logs and `getfilters`.
+pub fn filter_hash(name: &str) -> u32 {
+    name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// Everything the engine enforces at one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Engine-wide generation: advances on every commit.
+    pub generation: u64,
+    /// Filters in policy order.
+    pub filters: Vec<Arc<FilterConfig>>,
+    by_mac: AHashMap<[u8; 6], usize>,
+    by_ip: AHashMap<IpAddr, usize>,
+}
+
+impl Snapshot {
+    /// The filter guarding the vNIC with this MAC (when the frame has one) or else this IP.
+    pub fn vnic(&self, mac: Option<[u8; 6]>, ip: Option<IpAddr>) -> Option<usize> {
+        if let Some(m) = mac {
+            if let Some(&i) = self.by_mac.get(&m) {
+                return Some(i);
+            }
+        }
+        // A vNIC without a MAC is matched by IP; so is any frame without MACs (raw IP, SLL).
+        let i = *self.by_ip.get(&ip?)?;
+        match (mac, self.filters[i].vnic.mac) {
+            (Some(_), Some(_)) => None,
+            _ => Some(i),
+        }
+    }
+
+    /// The filter named `name`.
+    pub fn filter(&self, name: &str) -> Option<(usize, &Arc<FilterConfig>)> {
+        self.filters.iter().enumerate().find(|(_, f)| f.name == name)
+    }
+
+    /// Compiles `policy` into the snapshot that follows `prev`. Filters whose policy did not change keep
+    /// their config (and generation); changed ones get `prev.generation + 1`. `slots` maps filter names
+    /// to stable slot numbers and grows as new filters appear.
+    pub fn build(
+        policy: &Policy,
+        prev: &Snapshot,
+        slots: &mut HashMap<String, usize>,
+        now_ns: u64,
+    ) -> Result<Snapshot, LoadError> {
+        let generation = prev.generation + 1;
+        let mut filters = Vec::with_capacity(policy.filters.len());
+        let mut by_mac = AHashMap::new();
+        let mut by_ip = AHashMap::new();
+        for spec in &policy.filters {
+            let next_slot = slots.len();
+            let slot = *slots.entry(spec.name.clone()).or_insert(next_slot);
+            let mut cfg = compile_filter(policy, spec, slot, generation, now_ns)?;
+            if let Some((_, old)) = prev.filter(&spec.name) {
+                if old.same_policy(&cfg) {
+                    filters.push(Arc::clone(old));
+                    index_vnic(&spec.vnic, filters.len() - 1, &mut by_mac, &mut by_ip, &spec.name, &filters)?;
+                    continue;
+                }
+                cfg.generation = generation.max(old.generation + 1);
+            }
+            filters.push(Arc::new(cfg));
+            index_vnic(&spec.vnic, filters.len() - 1, &mut by_mac, &mut by_ip, &spec.name, &filters)?;
+        }
+        Ok(Snapshot { generation, filters, by_mac, by_ip })
+    }
+}
+
+fn index_vnic(
+    vnic: &Vnic,
+    i: usize,
+    by_mac: &mut AHashMap<[u8; 6], usize>,
+    by_ip: &mut AHashMap<IpAddr, usize>,
+    name: &str,
+    filters: &[Arc<FilterConfig>],
+) -> Result<(), LoadError> {
+    let clash = |other: usize, what: String| LoadError::VnicClash {
+        first: filters[other].name.clone(),
+        second: name.to_string(),
+        address: what,
+    };
+    if let Some(m) = vnic.mac {
+        if let Some(prev) = by_mac.insert(m.0, i) {
+            return Err(clash(prev, m.to_string()));
+        }
+    }
+    for ip in &vnic.ips {
+        if let Some(prev) = by_ip.insert(*ip, i) {
+            return Err(clash(prev, ip.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn compile_filter(
+    policy: &Policy,
+    spec: &FilterSpec,
+    slot: usize,
+    generation: u64,
+    now_ns: u64,
+) -> Result<FilterConfig, LoadError> {
+    let sets = policy.addrsets_for(spec);
+    let mut cfg = FilterConfig {
+        name: spec.name.clone(),
+        slot,
+        vnic: spec.vnic.clone(),
+        failure: spec.failure,
+        timeouts: Timeouts::with_overrides(&spec.timeouts),
+        max_connections: spec.max_connections.map_or(DEFAULT_FILTER_CONNECTIONS, |n| n as usize),
+        policy_change: spec.policy_change,
+        l2: None,
+        l3: None,
+        generation,
+        realized_ns: now_ns,
+        hash: filter_hash(&spec.name),
+    };
+    for rs in policy.rulesets_for(spec) {
+        let c = CompiledRuleSet::compile(rs, &sets)
+            .map_err(|source| LoadError::UndefinedSet { filter: spec.name.clone(), source })?;
+        let (slot, kind) = if rs.is_l2() { (&mut cfg.l2, "L2") } else { (&mut cfg.l3, "L3") };
+        if let Some(prev) = slot {
+            return Err(LoadError::TwoRuleSets {
+                filter: spec.name.clone(),
+                kind,
+                first: prev.name().to_string(),
+                second: rs.name.clone(),
+            });
+        }
+        *slot = Some(c);
+    }
+    Ok(cfg)
+}
