@@ -22,8 +22,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use pktio::build::{udp_v4, Host};
 use pktio::pnet::PnetChannel;
 use pktio::{
-    parse_frame, AfPacketRx, AfPacketTx, Batch, Capture, CaptureSource, Frame, FrameSink, FrameSource, LinkType,
-    Packet, RingConfig, ScratchNetns, TxConfig, L4,
+    parse_frame, AfPacketRx, AfPacketTx, Batch, Capture, CaptureSource, Frame, FrameSink, FrameSource,
+    LinkType, Packet, RingConfig, ScratchNetns, TxConfig, L4,
 };
 
 const FRAMES: usize = 2_000_000;
@@ -32,7 +32,8 @@ const FILTER: &str = "tcp dst port 80 and net 10.1.0.0/16";
 
 /// The gen_pcap capture, generated once per machine.
 fn gen_capture() -> PathBuf {
-    let dir = std::env::var_os("DFW_BENCH_DIR").map_or_else(|| PathBuf::from("/tmp/dfw-bench"), PathBuf::from);
+    let dir =
+        std::env::var_os("DFW_BENCH_DIR").map_or_else(|| PathBuf::from("/tmp/dfw-bench"), PathBuf::from);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("gen_pcap_{FRAMES}_{FLOWS}.pcap"));
     if !path.exists() {
@@ -82,7 +83,11 @@ fn read_parse_filter(c: &mut Criterion) {
     g.throughput(Throughput::Elements(FRAMES as u64));
     let expect = {
         let cap = Capture::open(&path).unwrap();
-        cap.frames().filter(|f| matches_filter(&parse_frame(f.as_ref().unwrap().link, f.as_ref().unwrap().data, 64).unwrap())).count()
+        cap.frames()
+            .filter(|f| {
+                matches_filter(&parse_frame(f.as_ref().unwrap().link, f.as_ref().unwrap().data, 64).unwrap())
+            })
+            .count()
     };
     g.bench_function("2M/pktio-frames", |b| {
         b.iter(|| {
@@ -90,7 +95,8 @@ fn read_parse_filter(c: &mut Criterion) {
             let mut hits = 0usize;
             for f in cap.frames() {
                 let f = f.unwrap();
-                hits += usize::from(parse_frame(f.link, f.data, f.wire_len).is_ok_and(|p| matches_filter(&p)));
+                hits +=
+                    usize::from(parse_frame(f.link, f.data, f.wire_len).is_ok_and(|p| matches_filter(&p)));
             }
             assert_eq!(hits, expect);
             hits
@@ -147,7 +153,8 @@ impl Generator {
         let thread = std::thread::spawn(move || {
             let a = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 200, 0, 1) };
             let b = Host { mac: [2, 0, 0, 0, 0, 2], ip: Ipv4Addr::new(10, 200, 0, 2) };
-            let frames: Vec<Vec<u8>> = (0..1024u16).map(|i| udp_v4(&a, &b, i, 10_000 + i, 9, &[0; 18])).collect();
+            let frames: Vec<Vec<u8>> =
+                (0..1024u16).map(|i| udp_v4(&a, &b, i, 10_000 + i, 9, &[0; 18])).collect();
             let views: Vec<Frame<'_>> = frames.iter().map(|f| Frame::new(LinkType::Ethernet, f)).collect();
             let mut sent = 0u64;
             while !flag.load(Ordering::Relaxed) {

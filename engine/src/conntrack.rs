@@ -73,7 +73,15 @@ pub enum Tracked {
 
 impl Conn {
     /// A connection opened by `pkt` (from the `lo` side when `from_lo`).
-    pub fn open(pkt: &Packet, from_lo: bool, rule: u32, generation: u64, logged: bool, now_s: u32, t: &Timeouts) -> Conn {
+    pub fn open(
+        pkt: &Packet,
+        from_lo: bool,
+        rule: u32,
+        generation: u64,
+        logged: bool,
+        now_s: u32,
+        t: &Timeouts,
+    ) -> Conn {
         let proto = match pkt.l4 {
             L4::Tcp(tcp) => ProtoState::Tcp(TcpState::new(&tcp)),
             L4::Icmp(_) => ProtoState::Icmp { replied: false },

@@ -95,11 +95,22 @@ const SWEEP_BUDGET: usize = 2;
 impl FilterState {
     /// Empty state for a filter tracking at most `limit` connections.
     pub fn new(limit: usize) -> FilterState {
-        FilterState { conns: FlowTable::new(limit), frags: FragTable::default(), counters: FilterCounters::default() }
+        FilterState {
+            conns: FlowTable::new(limit),
+            frags: FragTable::default(),
+            counters: FilterCounters::default(),
+        }
     }
 
     /// Removes every connection (TERM lines for logged ones) and held fragment (dropped).
-    pub fn flush(&mut self, cfg: &FilterConfig, index: usize, shared: &Shared, now_ns: u64, sink: &mut impl Sink) {
+    pub fn flush(
+        &mut self,
+        cfg: &FilterConfig,
+        index: usize,
+        shared: &Shared,
+        now_ns: u64,
+        sink: &mut impl Sink,
+    ) {
         let mut gone = Vec::new();
         self.conns.drain(|e| gone.push(e));
         shared.total.fetch_sub(gone.len(), Ordering::Relaxed);
@@ -112,7 +123,14 @@ impl FilterState {
     }
 
     /// Drops a held fragment for reason `fragment`.
-    pub fn drop_held(&mut self, cfg: &FilterConfig, index: usize, h: Held, _now_ns: u64, sink: &mut impl Sink) {
+    pub fn drop_held(
+        &mut self,
+        cfg: &FilterConfig,
+        index: usize,
+        h: Held,
+        _now_ns: u64,
+        sink: &mut impl Sink,
+    ) {
         let d = Decision {
             frame: h.frame,
             filter: index,
@@ -135,7 +153,14 @@ impl FilterState {
     }
 
     /// Housekeeping done with each frame: a few expired connections, and overdue fragments.
-    fn housekeeping(&mut self, cfg: &FilterConfig, index: usize, shared: &Shared, now_ns: u64, sink: &mut impl Sink) {
+    fn housekeeping(
+        &mut self,
+        cfg: &FilterConfig,
+        index: usize,
+        shared: &Shared,
+        now_ns: u64,
+        sink: &mut impl Sink,
+    ) {
         let now_s = secs(now_ns);
         let mut gone = Vec::new();
         self.conns.sweep(now_s, SWEEP_BUDGET, |e| gone.push(e));
@@ -194,7 +219,9 @@ impl FilterState {
         };
         if cfg.l2.is_none() && cfg.l3.is_none() {
             return Some(match cfg.failure {
-                FailurePolicy::FailClosed => decided(Verdict::Drop, ConnState::None, Reason::FailClosed, None),
+                FailurePolicy::FailClosed => {
+                    decided(Verdict::Drop, ConnState::None, Reason::FailClosed, None)
+                }
                 FailurePolicy::FailOpen => decided(Verdict::Pass, ConnState::None, Reason::FailOpen, None),
             });
         }
@@ -223,7 +250,16 @@ impl FilterState {
         let dgram = ip.frag.map(|f| (DatagramKey::new(ip.src, ip.dst, ip.proto, f.id), f));
         if let Some((dkey, f)) = dgram {
             if f.offset != 0 {
-                return match self.frags.later(dkey, &f, frame.number, frame.bytes, pkt.wire_len, dir, frame.link, now_s) {
+                return match self.frags.later(
+                    dkey,
+                    &f,
+                    frame.number,
+                    frame.bytes,
+                    pkt.wire_len,
+                    dir,
+                    frame.link,
+                    now_s,
+                ) {
                     Later::Held => None,
                     Later::Decided(v) => Some(decided(v.verdict, v.state, v.reason, v.rule)),
                 };
@@ -308,7 +344,12 @@ impl FilterState {
                     self.counters.torn_down += 1;
                     term(cfg, &e, TermCause::Revalidate, frame.now_ns, sink);
                 }
-                return decided(Verdict::Drop, ConnState::Established, Reason::Revalidate, Some(RuleRef { l2: false, id: rule }));
+                return decided(
+                    Verdict::Drop,
+                    ConnState::Established,
+                    Reason::Revalidate,
+                    Some(RuleRef { l2: false, id: rule }),
+                );
             }
             Some(Hit::Tracked(tracked, rule, ended)) => {
                 let rule = Some(RuleRef { l2: false, id: rule });
@@ -316,7 +357,9 @@ impl FilterState {
                     term(cfg, &e, cause, frame.now_ns, sink);
                 }
                 match tracked {
-                    Tracked::Ok => return decided(Verdict::Pass, ConnState::Established, Reason::State, rule),
+                    Tracked::Ok => {
+                        return decided(Verdict::Pass, ConnState::Established, Reason::State, rule)
+                    }
                     Tracked::Invalid(_) => {
                         return decided(Verdict::Drop, ConnState::Invalid, Reason::StateMismatch, rule)
                     }
@@ -339,7 +382,12 @@ impl FilterState {
             let toward_sender = q.is_some_and(|q| pkt.ip.is_some_and(|ip| ip.dst == q.src));
             if let Some(e) = self.conns.get_mut(&qkey) {
                 if toward_sender && e.value.expires_s > now_s {
-                    return decided(Verdict::Pass, ConnState::Related, Reason::State, Some(RuleRef { l2: false, id: e.value.rule }));
+                    return decided(
+                        Verdict::Pass,
+                        ConnState::Related,
+                        Reason::State,
+                        Some(RuleRef { l2: false, id: e.value.rule }),
+                    );
                 }
             }
         }
@@ -362,7 +410,10 @@ impl FilterState {
         } else if rule.stateless || is_icmp_error(pkt) {
             // Stateless rules, and ICMP errors (which are never the start of a connection), pass alone.
             (Verdict::Pass, if rule.stateless { ConnState::None } else { ConnState::New }, Reason::Match)
-        } else if matches!(&rule.body, RuleBody::Ip(m) if m.strict) && matches!(pkt.l4, L4::Tcp(_)) && !is_syn(pkt) {
+        } else if matches!(&rule.body, RuleBody::Ip(m) if m.strict)
+            && matches!(pkt.l4, L4::Tcp(_))
+            && !is_syn(pkt)
+        {
             (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch)
         } else {
             self.admit(cfg, shared, key, from_lo, pkt, rule, now_s)
@@ -485,7 +536,8 @@ fn term(cfg: &FilterConfig, e: &Entry<Conn>, cause: TermCause, now_ns: u64, sink
         return;
     }
     let (init, resp) = if e.value.initiator_lo { (e.key.lo, e.key.hi) } else { (e.key.hi, e.key.lo) };
-    let ports = matches!(e.key.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP).then_some((init.port, resp.port));
+    let ports =
+        matches!(e.key.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP).then_some((init.port, resp.port));
     sink.log(LogRecord::Term {
         ts_ns: now_ns,
         filter_hash: cfg.hash,

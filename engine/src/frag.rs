@@ -62,8 +62,12 @@ pub struct FragVerdict {
 
 impl FragVerdict {
     /// A drop for reason `fragment`.
-    pub const UNDECIDABLE: FragVerdict =
-        FragVerdict { verdict: Verdict::Drop, state: ConnState::Invalid, reason: Reason::Fragment, rule: None };
+    pub const UNDECIDABLE: FragVerdict = FragVerdict {
+        verdict: Verdict::Drop,
+        state: ConnState::Invalid,
+        reason: Reason::Fragment,
+        rule: None,
+    };
 }
 
 /// A fragment held until its first fragment decides it.
@@ -128,11 +132,18 @@ impl FragTable {
     /// Whether a first fragment can be decided at all: it must carry the whole transport header that
     /// rules look at.
     pub fn first_is_decidable(proto: u8, has_l4: bool) -> bool {
-        has_l4 || !matches!(proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP | ipproto::ICMP | ipproto::ICMPV6)
+        has_l4
+            || !matches!(proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP | ipproto::ICMP | ipproto::ICMPV6)
     }
 
     /// Records the verdict of a datagram's first fragment and returns the fragments held for it.
-    pub fn first(&mut self, key: DatagramKey, frag: &FragInfo, verdict: FragVerdict, now_s: u32) -> Vec<Held> {
+    pub fn first(
+        &mut self,
+        key: DatagramKey,
+        frag: &FragInfo,
+        verdict: FragVerdict,
+        now_s: u32,
+    ) -> Vec<Held> {
         let Some(d) = self.entry(key, now_s) else { return Vec::new() };
         let range = (0, u32::from(frag.len));
         let verdict = if overlaps(&d.ranges, range) { FragVerdict::UNDECIDABLE } else { verdict };

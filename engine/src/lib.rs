@@ -334,7 +334,13 @@ impl Worker {
     /// Decides one frame under `snap`: out of the sender's filter, then in to the receiver's (every
     /// other vNIC for a broadcast or multicast destination). Fragments held along the way and released
     /// by this frame continue their path here and are reported through [`Sink::frame_done`].
-    pub fn process(&mut self, snap: &Snapshot, pkt: &Packet, frame: FrameRef<'_>, sink: &mut impl Sink) -> FrameOutcome {
+    pub fn process(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &Packet,
+        frame: FrameRef<'_>,
+        sink: &mut impl Sink,
+    ) -> FrameOutcome {
         self.sync(snap);
         let mut tap = Tap { inner: sink, released: Vec::new() };
         let outcome = self.path(snap, pkt, frame, true, &mut tap);
@@ -344,7 +350,8 @@ impl Worker {
             let next = if d.dir == Direction::Out && !d.verdict.is_drop() {
                 match pktio::parse_frame(h.link, &h.bytes, h.wire_len) {
                     Ok(p) => {
-                        let f = FrameRef { number: h.frame, link: h.link, bytes: &h.bytes, now_ns: frame.now_ns };
+                        let f =
+                            FrameRef { number: h.frame, link: h.link, bytes: &h.bytes, now_ns: frame.now_ns };
                         self.path(snap, &p, f, false, &mut tap)
                     }
                     Err(_) => FrameOutcome::Dropped,
@@ -361,7 +368,14 @@ impl Worker {
         outcome
     }
 
-    fn path<S: Sink>(&mut self, snap: &Snapshot, pkt: &Packet, frame: FrameRef<'_>, out_stage: bool, sink: &mut S) -> FrameOutcome {
+    fn path<S: Sink>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &Packet,
+        frame: FrameRef<'_>,
+        out_stage: bool,
+        sink: &mut S,
+    ) -> FrameOutcome {
         let mac = |m: [u8; 6]| (m != [0; 6]).then_some(m);
         let (src_ip, dst_ip) = match pkt.ip {
             Some(ip) => (Some(ip.src), Some(ip.dst)),

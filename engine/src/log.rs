@@ -139,8 +139,16 @@ fn proto_name(p: u8) -> String {
 
 /// pf's TCP flag letters, in pf's order.
 pub fn tcp_flag_letters(flags: u8) -> String {
-    const LETTERS: [(u8, char); 8] =
-        [(0x01, 'F'), (0x02, 'S'), (0x04, 'R'), (0x08, 'P'), (0x10, 'A'), (0x20, 'U'), (0x40, 'E'), (0x80, 'W')];
+    const LETTERS: [(u8, char); 8] = [
+        (0x01, 'F'),
+        (0x02, 'S'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x10, 'A'),
+        (0x20, 'U'),
+        (0x40, 'E'),
+        (0x80, 'W'),
+    ];
     LETTERS.iter().filter(|(b, _)| flags & b != 0).map(|(_, c)| *c).collect()
 }
 
@@ -160,7 +168,18 @@ impl fmt::Display for LogFlow {
 impl fmt::Display for LogRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LogRecord::Packet { ts_ns, filter_hash, reason, verdict, ruleset, rule, dir, len, flow, tcp_flags } => {
+            LogRecord::Packet {
+                ts_ns,
+                filter_hash,
+                reason,
+                verdict,
+                ruleset,
+                rule,
+                dir,
+                len,
+                flow,
+                tcp_flags,
+            } => {
                 let mut line = format!(
                     "{} {:08x} {} {} {} {}/{} {} {} {} {}",
                     time(*ts_ns),

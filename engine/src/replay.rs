@@ -223,8 +223,9 @@ fn due_switches(
         if !due {
             break;
         }
-        let generation =
-            engine.load(&sw.policy, ts).map_err(|source| ReplayError::Load { label: sw.label.clone(), source })?;
+        let generation = engine
+            .load(&sw.policy, ts)
+            .map_err(|source| ReplayError::Load { label: sw.label.clone(), source })?;
         summary.switches += 1;
         on_event(Event::Switched { frame: number, generation, label: &sw.label });
         *next += 1;
@@ -244,7 +245,8 @@ fn finish_counters(summary: &mut ReplaySummary, workers: &[&Worker]) {
     for w in workers {
         w.merge_counters(&mut counters);
     }
-    summary.connections = (0..counters.len()).map(|slot| workers.iter().map(|w| w.connections(slot)).sum()).collect();
+    summary.connections =
+        (0..counters.len()).map(|slot| workers.iter().map(|w| w.connections(slot)).sum()).collect();
     summary.counters = counters;
 }
 
@@ -352,10 +354,14 @@ fn replay_parallel(
                 let mut last: Option<Arc<Snapshot>> = None;
                 for batch in rx {
                     let mut out = Done { frames: Vec::with_capacity(batch.jobs.len()) };
-                    let mut collect =
-                        Collect { snap: Arc::clone(&batch.snap), events: FrameEvents::default(), keep: want_events };
+                    let mut collect = Collect {
+                        snap: Arc::clone(&batch.snap),
+                        events: FrameEvents::default(),
+                        keep: want_events,
+                    };
                     for job in &batch.jobs {
-                        let f = FrameRef { number: job.number, link: job.link, bytes: job.data, now_ns: job.ts };
+                        let f =
+                            FrameRef { number: job.number, link: job.link, bytes: job.data, now_ns: job.ts };
                         let outcome = w.process(&batch.snap, &job.pkt, f, &mut collect);
                         out.frames.push((job.number, outcome, std::mem::take(&mut collect.events)));
                     }
@@ -377,16 +383,25 @@ fn replay_parallel(
                 let number = i as u64 + 1;
                 last_ts = frame.ts_nanos;
                 let mut events_before = Vec::new();
-                let switched = due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, &mut |ev| {
-                    if let Event::Switched { frame, generation, label } = ev {
-                        events_before.push((frame, generation, label.to_string()));
-                    }
-                })?;
+                let switched = due_switches(
+                    engine,
+                    switches,
+                    &mut next_switch,
+                    number,
+                    frame.ts_nanos,
+                    summary,
+                    &mut |ev| {
+                        if let Event::Switched { frame, generation, label } = ev {
+                            events_before.push((frame, generation, label.to_string()));
+                        }
+                    },
+                )?;
                 if switched {
                     // Frames before the switch go out under the old snapshot.
                     for (w, jobs) in pending.iter_mut().enumerate() {
                         if !jobs.is_empty() {
-                            let _ = txs[w].send(Batch { snap: Arc::clone(&snap), jobs: std::mem::take(jobs) });
+                            let _ =
+                                txs[w].send(Batch { snap: Arc::clone(&snap), jobs: std::mem::take(jobs) });
                         }
                     }
                     snap = engine.snapshot();
@@ -398,9 +413,18 @@ fn replay_parallel(
                 match parse_frame(frame.link, frame.data, frame.wire_len) {
                     Ok(pkt) => {
                         let w = (route_hash(&pkt) % n as u64) as usize;
-                        pending[w].push(Job { number, link: frame.link, data: frame.data, ts: frame.ts_nanos, pkt });
+                        pending[w].push(Job {
+                            number,
+                            link: frame.link,
+                            data: frame.data,
+                            ts: frame.ts_nanos,
+                            pkt,
+                        });
                         if pending[w].len() == BATCH {
-                            let _ = txs[w].send(Batch { snap: Arc::clone(&snap), jobs: std::mem::take(&mut pending[w]) });
+                            let _ = txs[w].send(Batch {
+                                snap: Arc::clone(&snap),
+                                jobs: std::mem::take(&mut pending[w]),
+                            });
                         }
                     }
                     Err(e) => {
@@ -432,7 +456,8 @@ fn replay_parallel(
     let (read, finished) = result;
     let mut ws: Vec<Worker> = Vec::with_capacity(n);
     for (mut w, _) in finished {
-        let mut collect = Collect { snap: Arc::clone(&snap), events: FrameEvents::default(), keep: want_events };
+        let mut collect =
+            Collect { snap: Arc::clone(&snap), events: FrameEvents::default(), keep: want_events };
         w.finish(&snap, last_ts, &mut collect);
         for (_, o) in collect.events.done.drain(..) {
             summary.outcome(o);
@@ -471,7 +496,13 @@ impl Reorder {
         self.waiting.insert(frame * 2 + 1, Slot::Malformed(reason));
     }
 
-    fn done(&mut self, done: Done, summary: &mut ReplaySummary, want: bool, on_event: &mut impl FnMut(Event<'_>)) {
+    fn done(
+        &mut self,
+        done: Done,
+        summary: &mut ReplaySummary,
+        want: bool,
+        on_event: &mut impl FnMut(Event<'_>),
+    ) {
         for (number, outcome, events) in done.frames {
             self.waiting.insert(number * 2 + 1, Slot::Frame(outcome, events));
         }
@@ -482,7 +513,13 @@ impl Reorder {
         self.drain(summary, want, on_event, true);
     }
 
-    fn drain(&mut self, summary: &mut ReplaySummary, want: bool, on_event: &mut impl FnMut(Event<'_>), all: bool) {
+    fn drain(
+        &mut self,
+        summary: &mut ReplaySummary,
+        want: bool,
+        on_event: &mut impl FnMut(Event<'_>),
+        all: bool,
+    ) {
         self.next_frame = self.next_frame.max(1);
         while let Some(entry) = self.waiting.first_entry() {
             let key = *entry.key();

@@ -100,7 +100,7 @@ impl<V: Expiry> FlowTable<V> {
             None => {
                 if self.slots.len() == self.slots.capacity() {
                     // Grow by doubling, but never past the limit: a full table costs what its limit says.
-                    let want = (self.slots.capacity() * 2).clamp(64, self.limit.max(1));
+                    let want = (self.slots.capacity() * 2).max(64).min(self.limit.max(1));
                     self.slots.reserve_exact(want.saturating_sub(self.slots.len()));
                 }
                 self.slots.push(None);
@@ -120,7 +120,10 @@ impl<V: Expiry> FlowTable<V> {
     pub fn remove(&mut self, key: &FlowKey) -> Option<Entry<V>> {
         let hash = self.hash(key);
         let slots = &self.slots;
-        let found = self.index.find_entry(hash, |&i| slots[i as usize].as_ref().is_some_and(|e| e.key == *key)).ok()?;
+        let found = self
+            .index
+            .find_entry(hash, |&i| slots[i as usize].as_ref().is_some_and(|e| e.key == *key))
+            .ok()?;
         let (pos, _) = found.remove();
         self.take(pos as usize)
     }

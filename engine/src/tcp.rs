@@ -673,11 +673,13 @@ impl TcpState {
         let answers_challenge = self.pending == Pending::Challenge(x) && s.seq == self.pending_seq;
         let in_window = seq_geq(s.seq, expected) && seq_leq(s.seq, p.seqhi);
         let fin_seen = p.state >= PeerState::CloseWait || q.state >= PeerState::CloseWait;
-        // RFC 5961 §3 exactness applies to a synchronised connection (including one picked up).
-        let synchronized = q.state == PeerState::Established
+        // RFC 5961 §3 exactness applies while synchronised (including a connection picked up) and
+        // no FIN was seen; during the handshake and the close, the window is enough.
+        let exact_only = q.state == PeerState::Established
             && (p.state == PeerState::Established || first)
+            && !fin_seen
             && !self.has(conn::RESET);
-        if s.seq == expected || answers_challenge || (in_window && !(synchronized && !fin_seen)) {
+        if s.seq == expected || answers_challenge || (in_window && !exact_only) {
             self.close_by_rst();
             TcpOutcome::Accept
         } else if in_window {

@@ -335,7 +335,16 @@ mod reject_tests {
     #[test]
     fn rst_answers_a_syn_with_ack_of_its_sequence() {
         let (a, b) = hosts();
-        let seg = TcpSeg { sport: 4000, dport: 80, seq: 100, ack: 0, flags: tcpflags::SYN, window: 1000, mss: None, payload: b"" };
+        let seg = TcpSeg {
+            sport: 4000,
+            dport: 80,
+            seq: 100,
+            ack: 0,
+            flags: tcpflags::SYN,
+            window: 1000,
+            mss: None,
+            payload: b"",
+        };
         let f = tcp_v4(&a, &b, 1, &seg);
         let pkt = parse_frame(LinkType::Ethernet, &f, f.len() as u32).unwrap();
         let r = reject_reply(LinkType::Ethernet, &f, &pkt).unwrap();
@@ -344,7 +353,10 @@ mod reject_tests {
         let ip = rp.ip.unwrap();
         assert_eq!((ip.src, ip.dst), (b.ip.into(), a.ip.into()));
         let L4::Tcp(t) = rp.l4 else { panic!("tcp expected") };
-        assert_eq!((t.sport, t.dport, t.seq, t.ack, t.flags), (80, 4000, 0, 101, tcpflags::RST | tcpflags::ACK));
+        assert_eq!(
+            (t.sport, t.dport, t.seq, t.ack, t.flags),
+            (80, 4000, 0, 101, tcpflags::RST | tcpflags::ACK)
+        );
         assert_eq!(checksum(&[&pseudo(b.ip, a.ip, 6, 20), &r[34..54]]), 0);
         // An ACKing segment is answered with seq = its ack and no ACK flag.
         let seg = TcpSeg { flags: tcpflags::ACK, ack: 555, ..seg };

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use pktio::build::{udp_v4, Host};
 use pktio::{
-    ethertype, AfPacketRx, AfPacketTx, Batch, Fanout, Frame, FrameSink, FrameSource, IoError, LinkType, Offloads,
-    RingConfig, ScratchNetns, Tap, TapConfig, TxConfig, VlanTag, VnetHdr, L4,
+    ethertype, AfPacketRx, AfPacketTx, Batch, Fanout, Frame, FrameSink, FrameSource, IoError, LinkType,
+    Offloads, RingConfig, ScratchNetns, Tap, TapConfig, TxConfig, VlanTag, VnetHdr, L4,
 };
 
 fn privileged() -> bool {
@@ -44,7 +44,12 @@ const A: Host = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 200, 0, 1)
 const B: Host = Host { mac: [2, 0, 0, 0, 0, 2], ip: Ipv4Addr::new(10, 200, 0, 2) };
 
 /// Receives from `rx` until `want` frames matching `keep` came or `deadline` passed.
-fn collect(rx: &mut AfPacketRx, want: usize, deadline: Instant, keep: impl Fn(&Frame<'_>) -> bool) -> Vec<Frame<'static>> {
+fn collect(
+    rx: &mut AfPacketRx,
+    want: usize,
+    deadline: Instant,
+    keep: impl Fn(&Frame<'_>) -> bool,
+) -> Vec<Frame<'static>> {
     // Frames are copied out (leaked per test: a few KiB) so the ring can move on.
     let mut out = Vec::new();
     let mut spare: Batch<'static> = Batch::with_capacity(32);
@@ -109,7 +114,10 @@ fn veth_ring_fans_out_by_flow_recovers_vlan_tags_and_ignores_outgoing() {
     let meta_tag = udp_v4(&A, &B, 98, 20_001, 9, b"metadata tag");
     let mut batch: Vec<Frame<'_>> = frames.iter().map(|f| Frame::new(LinkType::Ethernet, f)).collect();
     batch.push(Frame::new(LinkType::Ethernet, &inline_tag));
-    batch.push(Frame { vlan: Some(VlanTag { tpid: 0x8100, tci: 7 }), ..Frame::new(LinkType::Ethernet, &meta_tag) });
+    batch.push(Frame {
+        vlan: Some(VlanTag { tpid: 0x8100, tci: 7 }),
+        ..Frame::new(LinkType::Ethernet, &meta_tag)
+    });
     let mut sent = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     while sent < batch.len() && Instant::now() < deadline {
@@ -199,7 +207,8 @@ fn tap_created_here_and_moved_into_a_namespace_carries_frames_both_ways() {
             s
         })
         .unwrap();
-    let arp = read_until(&mut tap, |f| f.parse().is_ok_and(|p| p.ethertype == ethertype::ARP)).expect("ARP request");
+    let arp = read_until(&mut tap, |f| f.parse().is_ok_and(|p| p.ethertype == ethertype::ARP))
+        .expect("ARP request");
     assert_eq!(&arp[28..32], &[10, 200, 1, 1], "sender address");
     assert_eq!(&arp[38..42], &[10, 200, 1, 2], "target address");
 
@@ -265,9 +274,10 @@ fn taps_with_vnet_headers_bridged_by_dfw_pass_tso_and_checksum_offload_through()
     let mut tap_a = ns_a.run(|| Tap::open("dfwa", &cfg)).unwrap().unwrap();
     let mut tap_b = ns_b.run(|| Tap::open("dfwb", &cfg)).unwrap().unwrap();
     assert!(tap_a.has_vnet_hdr());
-    for (ns, dev, mac, addr) in
-        [(&ns_a, "dfwa", "02:00:00:00:02:01", "10.200.2.1/24"), (&ns_b, "dfwb", "02:00:00:00:02:02", "10.200.2.2/24")]
-    {
+    for (ns, dev, mac, addr) in [
+        (&ns_a, "dfwa", "02:00:00:00:02:01", "10.200.2.1/24"),
+        (&ns_b, "dfwb", "02:00:00:00:02:02", "10.200.2.2/24"),
+    ] {
         ns.ip(&["link", "set", dev, "address", mac, "up"]).unwrap();
         ns.ip(&["addr", "add", addr, "dev", dev]).unwrap();
     }
@@ -303,7 +313,9 @@ fn taps_with_vnet_headers_bridged_by_dfw_pass_tso_and_checksum_offload_through()
         });
         let payload: Vec<u8> = (0..BYTES).map(|i| (i * 7 % 251) as u8).collect();
         ns_a.run(|| {
-            let mut c = TcpStream::connect_timeout(&"10.200.2.2:5001".parse().unwrap(), Duration::from_secs(5)).unwrap();
+            let mut c =
+                TcpStream::connect_timeout(&"10.200.2.2:5001".parse().unwrap(), Duration::from_secs(5))
+                    .unwrap();
             c.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
             c.write_all(&payload).unwrap();
         })

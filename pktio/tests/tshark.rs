@@ -141,7 +141,8 @@ fn tshark(path: &Path) -> Vec<TsharkFrame> {
                     .iter()
                     .zip(cols)
                     .map(|(f, c)| {
-                        let vals = if c.is_empty() { Vec::new() } else { c.split(',').map(str::to_owned).collect() };
+                        let vals =
+                            if c.is_empty() { Vec::new() } else { c.split(',').map(str::to_owned).collect() };
                         (*f, vals)
                     })
                     .collect(),
@@ -287,7 +288,16 @@ fn sample_frames() -> Vec<Vec<u8>> {
     use std::net::Ipv4Addr;
     let a = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 200, 0, 1) };
     let b = Host { mac: [2, 0, 0, 0, 0, 2], ip: Ipv4Addr::new(10, 200, 0, 2) };
-    let syn = TcpSeg { sport: 40000, dport: 80, seq: 1, ack: 0, flags: 2, window: 64240, mss: Some(1460), payload: &[] };
+    let syn = TcpSeg {
+        sport: 40000,
+        dport: 80,
+        seq: 1,
+        ack: 0,
+        flags: 2,
+        window: 64240,
+        mss: Some(1460),
+        payload: &[],
+    };
     // UDP to the discard port (9): tshark has no payload dissector to call the bytes malformed.
     let mut tagged = udp_v4(&a, &b, 9, 40001, 9, b"hello");
     tagged.splice(12..12, [0x81, 0x00, 0x00, 42]);
@@ -326,7 +336,9 @@ fn tcpdump_reads_back_what_pcap_writer_writes() {
     if !have("tcpdump") {
         return;
     }
-    for (res, prec, frac) in [(TsResolution::Micros, "micro", "500000"), (TsResolution::Nanos, "nano", "500000123")] {
+    for (res, prec, frac) in
+        [(TsResolution::Micros, "micro", "500000"), (TsResolution::Nanos, "nano", "500000123")]
+    {
         let path = scratch(&format!("written-{prec}.pcap"));
         let frames = write_sample(&path, res);
         let out = Command::new("tcpdump")
@@ -374,7 +386,8 @@ fn tshark_reads_back_what_pcap_writer_writes() {
     let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), frames.len(), "{text}");
-    let protos = ["eth:ethertype:ip:tcp", "eth:ethertype:ip:udp", "eth:ethertype:ip:icmp", "eth:ethertype:arp"];
+    let protos =
+        ["eth:ethertype:ip:tcp", "eth:ethertype:ip:udp", "eth:ethertype:ip:icmp", "eth:ethertype:arp"];
     for (i, (row, f)) in rows.iter().zip(&frames).enumerate() {
         assert_eq!(row[0], f.len().to_string(), "frame {i} length");
         assert_eq!(row[1], f.len().min(200).to_string(), "frame {i} captured length");

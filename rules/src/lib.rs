@@ -26,4 +26,6 @@ pub use classify::{Classifier, MemberChange};
 pub use diag::{Diagnostic, Diagnostics, Severity, Span};
 pub use eval::{CompiledRuleSet, L2Key, L3Key, SetIndex, UndefinedSet};
 pub use model::*;
-pub use policy::{check_policy, parse_policy, Checked, FailurePolicy, FilterSpec, Policy, PolicyChange, Vnic, TIMER_NAMES};
+pub use policy::{
+    check_policy, parse_policy, Checked, FailurePolicy, FilterSpec, Policy, PolicyChange, Vnic, TIMER_NAMES,
+};

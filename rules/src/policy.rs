@@ -491,9 +491,7 @@ fn filter_block(
                 site.addrsets.push((t.span, spans));
                 spec.addrsets.push(set);
             }),
-            Tok::Word(w) => {
-                Err(unknown_keyword(t.span, w, FILTER_ITEMS))
-            }
+            Tok::Word(w) => Err(unknown_keyword(t.span, w, FILTER_ITEMS)),
             other => Err(unexpected(t.span, other, "a filter item or '}'")),
         };
         if let Err(d) = result {
@@ -526,7 +524,8 @@ fn timeout_line(p: &mut Parser<'_>) -> Result<(String, u32, Span), Diagnostic> {
 fn number_line(p: &mut Parser<'_>, what: &str) -> Result<u32, Diagnostic> {
     let (w, span) = p.word(what)?;
     let n = w.parse::<u32>().map_err(|_| {
-        Diagnostic::new(span, format!("expected {what}, found '{w}'")).with_hint("a whole number 0-4294967295")
+        Diagnostic::new(span, format!("expected {what}, found '{w}'"))
+            .with_hint("a whole number 0-4294967295")
     })?;
     p.punct(Tok::Semi, "';'")?;
     Ok(n)

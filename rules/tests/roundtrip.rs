@@ -216,7 +216,11 @@ fn filter(i: usize, ip_ids: Vec<String>, mac_ids: Vec<String>) -> impl Strategy<
             name: format!("nic-{i}-{name}"),
             vnic: Vnic { mac: mac.map(Mac), ips: vnic_ips },
             failure: if open { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed },
-            timeouts: if open { vec![("tcp.established".into(), 3600), ("udp.first".into(), 5)] } else { vec![] },
+            timeouts: if open {
+                vec![("tcp.established".into(), 3600), ("udp.first".into(), 5)]
+            } else {
+                vec![]
+            },
             max_connections: open.then_some(1000),
             policy_change: if open { PolicyChange::Keep } else { PolicyChange::Revalidate },
             rulesets: l3.into_iter().chain(l2).collect(),

@@ -249,9 +249,12 @@ impl LogSink {
     pub fn open(path: Option<&Path>) -> Result<LogSink> {
         let out = match path {
             None => None,
-            Some(p) if p == Path::new("-") => Some((BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>), "-".into())),
+            Some(p) if p == Path::new("-") => {
+                Some((BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>), "-".into()))
+            }
             Some(p) => {
-                let f = File::create(p).with_context(|| format!("{}: cannot create log file", p.display()))?;
+                let f =
+                    File::create(p).with_context(|| format!("{}: cannot create log file", p.display()))?;
                 Some((BufWriter::new(Box::new(f) as Box<dyn Write>), p.display().to_string()))
             }
         };

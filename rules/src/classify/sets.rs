@@ -179,7 +179,10 @@ impl SetTable {
             t.counts[usize::from(k.v6)][usize::from(k.len)] += 1;
             i = j;
         }
-        t.mids = shards.into_iter().map(|v| Arc::new(Mid { shards: v.into_iter().map(Arc::new).collect() })).collect();
+        t.mids = shards
+            .into_iter()
+            .map(|v| Arc::new(Mid { shards: v.into_iter().map(Arc::new).collect() }))
+            .collect();
         t.refresh_lens();
         t
     }

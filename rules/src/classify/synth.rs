@@ -139,8 +139,11 @@ pub fn classbench_trace(set: &RuleSet, per: usize, seed: u64) -> Vec<TraceHeader
 /// `i` and position `i + 1`, like [`crate::classbench::parse_rules`] output.
 pub fn classbench_like(seed_set: &RuleSet, n: usize, seed: u64) -> RuleSet {
     let mut rng = Rng::new(seed);
-    let base: Vec<&IpMatch> =
-        seed_set.rules.iter().filter_map(|r| if let RuleBody::Ip(m) = &r.body { Some(m) } else { None }).collect();
+    let base: Vec<&IpMatch> = seed_set
+        .rules
+        .iter()
+        .filter_map(|r| if let RuleBody::Ip(m) = &r.body { Some(m) } else { None })
+        .collect();
     let mut set = RuleSet::new(seed_set.name.clone());
     if base.is_empty() {
         return set;
@@ -197,7 +200,15 @@ pub fn write_classbench(set: &RuleSet) -> Result<String, u32> {
 pub fn write_trace(headers: &[TraceHeader]) -> String {
     let mut out = String::with_capacity(headers.len() * 40);
     for h in headers {
-        let _ = writeln!(out, "{}\t{}\t{}\t{}\t{}\t0\t0", u32::from(h.src), u32::from(h.dst), h.sport, h.dport, h.proto);
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t0\t0",
+            u32::from(h.src),
+            u32::from(h.dst),
+            h.sport,
+            h.dport,
+            h.proto
+        );
     }
     out
 }
@@ -245,14 +256,18 @@ impl NsxPolicy {
     }
 }
 
-const COMMON_PORTS: &[u16] =
-    &[22, 53, 80, 123, 389, 443, 636, 1433, 2379, 3306, 5432, 5671, 6379, 6443, 8080, 8443, 9090, 9200, 10250, 27017];
+const COMMON_PORTS: &[u16] = &[
+    22, 53, 80, 123, 389, 443, 636, 1433, 2379, 3306, 5432, 5671, 6379, 6443, 8080, 8443, 9090, 9200, 10250,
+    27017,
+];
 
 /// The `i`-th workload address of the pool: IPv4 in 10.0.0.0/8 (bits scattered, so neighbours in the
 /// pool are not neighbours on the wire), every 20th one IPv6 in fd00:10::/64.
 fn workload(i: usize) -> IpAddr {
     if i % 20 == 19 {
-        IpAddr::V6(Ipv6Addr::from(0xfd00_0010_0000_0000_0000_0000_0000_0000u128 | (i as u128).wrapping_mul(0x9E37_79B9)))
+        IpAddr::V6(Ipv6Addr::from(
+            0xfd00_0010_0000_0000_0000_0000_0000_0000u128 | (i as u128).wrapping_mul(0x9E37_79B9),
+        ))
     } else {
         let x = ((i as u32).wrapping_mul(0x0051_9A5B) & 0x00ff_ffff) | 0x0a00_0000;
         IpAddr::V4(Ipv4Addr::from(x))
@@ -291,7 +306,11 @@ pub fn nsx(p: &NsxParams) -> NsxPolicy {
                 let site = IpNet { addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0)), len: 32 };
                 IpNet { addr: addr_in(&mut rng, site), len: 64 }.network()
             } else {
-                IpNet { addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff))), len }.network()
+                IpNet {
+                    addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff))),
+                    len,
+                }
+                .network()
             };
             entries.push(AddrEntry::Ip(net));
         }

@@ -13,8 +13,12 @@
 
 /// Number of dimensions: source address, destination address, source port, destination port, protocol.
 pub(super) const DIMS: usize = 5;
-/// A key: one value per dimension.
+/// A box corner: one value per dimension.
 pub(super) type Point = [u32; DIMS];
+/// A lookup key: the [`DIMS`] values padded to eight, so a node's dimension indexes it with a mask.
+pub(super) type Key = [u32; 8];
+/// Most keys [`Arena::lookup_batch`] walks in lockstep.
+pub(super) const BATCH: usize = 16;
 /// "No rule", "no check", "no tree": ranks and indices never reach it.
 pub(super) const NONE: u32 = u32::MAX;
 /// Marks a child reference as a leaf index.
@@ -54,7 +58,7 @@ impl Entry {
     }
 
     #[inline(always)]
-    fn contains(&self, k: &Point) -> bool {
+    fn contains(&self, k: &Key) -> bool {
         // Non-short-circuit `&`: five independent compares, no branches until the end.
         (k[0].wrapping_sub(self.lo[0]) <= self.span[0])
             & (k[1].wrapping_sub(self.lo[1]) <= self.span[1])
@@ -232,7 +236,8 @@ impl Arena {
             if j < thr.len() {
                 r.hi[d] = thr[j];
             }
-            refs[j] = if k.is_empty() { self.empty_leaf() } else { self.node(rules, k, r, depth + 1, p, cuts) };
+            refs[j] =
+                if k.is_empty() { self.empty_leaf() } else { self.node(rules, k, r, depth + 1, p, cuts) };
         }
         self.nodes[at].kids = refs;
         at as u32
@@ -246,17 +251,29 @@ impl Arena {
     /// The smallest rank below `best` in `tree` whose box contains `k` and whose check (if any)
     /// passes; `best` when there is none.
     #[inline]
-    pub fn lookup(&self, tree: Tree, k: &Point, best: u32, check: &mut impl FnMut(u32) -> bool) -> u32 {
+    pub fn lookup(&self, tree: Tree, k: &Key, best: u32, check: &mut impl FnMut(u32) -> bool) -> u32 {
         if tree.min_rank >= best {
             return best;
         }
         let mut c = tree.root;
         while c & LEAF == 0 {
-            let n = &self.nodes[c as usize];
-            let v = k[n.dim as usize % DIMS];
-            let i = n.thr.iter().map(|&t| u32::from(v > t)).sum::<u32>();
-            c = n.kids[i as usize % FANOUT];
+            c = self.step(c, k);
         }
+        self.scan(c, k, best, check)
+    }
+
+    /// One step down from inner node `c`.
+    #[inline(always)]
+    fn step(&self, c: u32, k: &Key) -> u32 {
+        let n = &self.nodes[c as usize];
+        let v = k[n.dim as usize & 7];
+        let i = n.thr.iter().map(|&t| u32::from(v > t)).sum::<u32>();
+        n.kids[i as usize & (FANOUT - 1)]
+    }
+
+    /// The first entry of leaf `c` that matches, if its rank is below `best`.
+    #[inline(always)]
+    fn scan(&self, c: u32, k: &Key, best: u32, check: &mut impl FnMut(u32) -> bool) -> u32 {
         let [s, e] = self.leaves[(c & !LEAF) as usize];
         for en in &self.entries[s as usize..e as usize] {
             if en.rank >= best {
@@ -267,6 +284,51 @@ impl Arena {
             }
         }
         best
+    }
+
+    /// [`Arena::lookup`] for up to [`BATCH`] keys at once: the walks down the tree advance in
+    /// lockstep, so the memory latency of one key's next node overlaps the others'. `check` gets the
+    /// key's position in `ks` and the check index.
+    #[inline]
+    pub fn lookup_batch(
+        &self,
+        tree: Tree,
+        ks: &[Key],
+        best: &mut [u32],
+        check: &mut impl FnMut(usize, u32) -> bool,
+    ) {
+        let n = ks.len().min(best.len()).min(BATCH);
+        if best[..n].iter().all(|&b| tree.min_rank >= b) {
+            return;
+        }
+        let mut cur = [tree.root; BATCH];
+        loop {
+            let mut inner = false;
+            for j in 0..n {
+                if cur[j] & LEAF == 0 {
+                    cur[j] = self.step(cur[j], &ks[j]);
+                    inner = true;
+                }
+            }
+            if !inner {
+                break;
+            }
+        }
+        for j in 0..n {
+            best[j] = self.scan(cur[j], &ks[j], best[j], &mut |c| check(j, c));
+        }
+    }
+
+    /// Sizes to roll back to.
+    pub fn mark(&self) -> [usize; 3] {
+        [self.nodes.len(), self.leaves.len(), self.entries.len()]
+    }
+
+    /// Forgets everything built since `mark` (trees built since are invalid).
+    pub fn rollback(&mut self, mark: [usize; 3]) {
+        self.nodes.truncate(mark[0]);
+        self.leaves.truncate(mark[1]);
+        self.entries.truncate(mark[2]);
     }
 
     /// Heap bytes held.

@@ -1,0 +1,362 @@
+//! Scenarios through the whole engine: frames built here, decided by real filters, verdicts, states
+//! and counters asserted.
+
+use std::net::Ipv4Addr;
+
+use engine::filter::{FrameRef, Sink};
+use engine::log::LogRecord;
+use engine::{Change, ConnState, Decision, Engine, FilterConfig, FrameOutcome, Reason, Verdict};
+use pktio::build::{icmp_echo_v4, tcp_v4, udp_v4, Host, TcpSeg};
+use pktio::packet::tcpflags::{ACK, FIN, RST, SYN};
+use pktio::{parse_frame, LinkType};
+use rules::{parse_policy, AddrEntry, IpNet};
+
+const A: Host = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+const B: Host = Host { mac: [2, 0, 0, 0, 0, 2], ip: Ipv4Addr::new(10, 0, 0, 2) };
+const C: Host = Host { mac: [2, 0, 0, 0, 0, 3], ip: Ipv4Addr::new(10, 0, 0, 3) };
+
+#[derive(Default)]
+struct Record {
+    decisions: Vec<Decision>,
+    logs: Vec<String>,
+    replies: Vec<Vec<u8>>,
+    done: Vec<(u64, FrameOutcome)>,
+}
+
+impl Sink for Record {
+    fn decision(&mut self, d: &Decision, _f: &FilterConfig) {
+        self.decisions.push(*d);
+    }
+    fn log(&mut self, rec: LogRecord) {
+        self.logs.push(rec.to_string());
+    }
+    fn reply(&mut self, _frame: u64, bytes: Vec<u8>) {
+        self.replies.push(bytes);
+    }
+    fn frame_done(&mut self, frame: u64, outcome: FrameOutcome) {
+        self.done.push((frame, outcome));
+    }
+}
+
+struct Lab {
+    engine: Engine,
+    rec: Record,
+    frame: u64,
+}
+
+/// `filter b` guards B; the rule-set body is given. `extra` goes inside the filter block.
+fn lab(rules: &str, extra: &str) -> Lab {
+    let text = format!(
+        "addrset clients {{ ip 10.0.0.1, }}\nfilter b {{\n  vnic mac 02:00:00:00:00:02 ip 10.0.0.2;\n{extra}\n  ruleset mainrs {{\n{rules}\n  }}\n}}\n"
+    );
+    let policy = parse_policy(&text).unwrap_or_else(|d| panic!("{}", d.one_line("lab")));
+    Lab { engine: Engine::new(&policy).unwrap(), rec: Record::default(), frame: 0 }
+}
+
+const ALLOW_IN_FROM_CLIENTS: &str = "    rule 10 at 1 in protocol any from addrset clients to any accept;\n    rule 20 at 2 out protocol any from any to any accept;";
+
+impl Lab {
+    /// Sends one frame at time `t` seconds; returns the last decision about it.
+    fn send(&mut self, bytes: &[u8], t: f64) -> Decision {
+        self.frame += 1;
+        let pkt = parse_frame(LinkType::Ethernet, bytes, bytes.len() as u32).unwrap();
+        let before = self.rec.decisions.len();
+        let now_ns = (1_000_000.0 + t) as u64 * 1_000_000_000 + ((t.fract()) * 1e9) as u64;
+        let f = FrameRef { number: self.frame, link: LinkType::Ethernet, bytes, now_ns };
+        self.engine.process(&pkt, f, &mut self.rec);
+        *self.rec.decisions[before..]
+            .iter()
+            .rev()
+            .find(|d| d.frame == self.frame)
+            .expect("a decision for the frame")
+    }
+
+    fn counters(&self) -> engine::FilterCounters {
+        self.engine.counters("b").cloned().unwrap_or_default()
+    }
+}
+
+fn seg(from: &Host, to: &Host, sport: u16, dport: u16, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    tcp_v4(from, to, 1, &TcpSeg { sport, dport, seq, ack, flags, window: 65535, mss: None, payload: b"" })
+}
+
+fn data(from: &Host, to: &Host, sport: u16, dport: u16, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    tcp_v4(from, to, 1, &TcpSeg { sport, dport, seq, ack, flags: ACK, window: 65535, mss: None, payload })
+}
+
+/// A, B handshake on A:port → B:80; returns the next sequence numbers (a, b).
+fn handshake(l: &mut Lab, port: u16, t: f64) -> (u32, u32) {
+    assert_eq!(l.send(&seg(&A, &B, port, 80, 100, 0, SYN), t).state, ConnState::New);
+    assert_eq!(l.send(&seg(&B, &A, 80, port, 500, 101, SYN | ACK), t).state, ConnState::Established);
+    assert_eq!(l.send(&seg(&A, &B, port, 80, 101, 501, ACK), t).state, ConnState::Established);
+    (101, 501)
+}
+
+#[test]
+fn fail_closed_and_fail_open_with_nothing_loaded() {
+    for (policy, verdict, reason) in [
+        ("", Verdict::Drop, Reason::FailClosed),
+        ("failurePolicy failOpen;", Verdict::Pass, Reason::FailOpen),
+    ] {
+        let text = format!("filter b {{ vnic ip 10.0.0.2; {policy} }}");
+        let mut l = Lab {
+            engine: Engine::new(&parse_policy(&text).unwrap()).unwrap(),
+            rec: Record::default(),
+            frame: 0,
+        };
+        let d = l.send(&seg(&A, &B, 1000, 80, 1, 0, SYN), 0.0);
+        assert_eq!((d.verdict, d.reason), (verdict, reason));
+    }
+}
+
+#[test]
+fn revalidation_cuts_a_connection_whose_address_leaves_the_set() {
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    let (a, b) = handshake(&mut l, 40000, 0.0);
+    // The client leaves the allowed set: no rule changed, only the set.
+    let gen = l
+        .engine
+        .commit(
+            &[Change::AddrSetDel {
+                set: "clients".into(),
+                entries: vec![AddrEntry::Ip(IpNet::host("10.0.0.1".parse().unwrap()))],
+            }],
+            0,
+        )
+        .unwrap();
+    assert_eq!(gen, 2);
+    let d = l.send(&data(&A, &B, 40000, 80, a, b, b"GET /"), 1.0);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Drop, ConnState::Established, Reason::Revalidate));
+    assert_eq!(l.counters().torn_down, 1);
+    // The entry is gone: a retry is a new connection and the rules now drop it.
+    let d = l.send(&data(&A, &B, 40000, 80, a, b, b"GET /"), 2.0);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Drop, ConnState::New, Reason::NoMatch));
+    // Back in the set: a new connection is allowed again.
+    l.engine
+        .commit(
+            &[Change::AddrSetAdd {
+                set: "clients".into(),
+                entries: vec![AddrEntry::Ip(IpNet::host("10.0.0.1".parse().unwrap()))],
+            }],
+            0,
+        )
+        .unwrap();
+    handshake(&mut l, 40001, 3.0);
+}
+
+#[test]
+fn revalidation_keeps_connections_the_new_policy_still_allows_and_keep_mode_keeps_all() {
+    // The allow rule disappears (the whole policy is replaced).
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    let (a, b) = handshake(&mut l, 40000, 0.0);
+    let other = lab("    rule 11 at 1 in protocol tcp from any to any port 80 accept;\n    rule 20 at 2 out protocol any from any to any accept;", "");
+    l.engine.load(other.engine.policy(), 0).unwrap();
+    let d = l.send(&data(&A, &B, 40000, 80, a, b, b"x"), 1.0);
+    // Still allowed by rule 11: kept, now attributed to rule 11.
+    assert_eq!((d.verdict, d.state, d.rule.map(|r| r.id)), (Verdict::Pass, ConnState::Established, Some(11)));
+
+    let mut keep = lab(ALLOW_IN_FROM_CLIENTS, "  policyChange keep;");
+    let (a, b) = handshake(&mut keep, 40000, 0.0);
+    let deny = lab("    rule 30 at 1 in protocol any from any to any drop;", "  policyChange keep;");
+    keep.engine.load(deny.engine.policy(), 0).unwrap();
+    let d = keep.send(&data(&A, &B, 40000, 80, a, b, b"x"), 1.0);
+    assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Established));
+    // ...but new connections follow the new rules.
+    assert_eq!(keep.send(&seg(&A, &B, 40001, 80, 7, 0, SYN), 2.0).verdict, Verdict::Drop);
+}
+
+#[test]
+fn strict_rules_refuse_mid_stream_pickup_loose_ones_accept_it() {
+    let mut l = lab("    rule 1 at 1 in protocol tcp strict from any to any port 22 accept;\n    rule 2 at 2 in protocol tcp from any to any port 80 accept;", "");
+    let d = l.send(&seg(&A, &B, 5000, 22, 1, 1, ACK), 0.0);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch));
+    let d = l.send(&seg(&A, &B, 5000, 80, 1, 1, ACK), 0.0);
+    assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::New));
+    assert_eq!(l.send(&seg(&B, &A, 80, 5000, 1, 1, ACK), 0.0).state, ConnState::Established);
+}
+
+#[test]
+fn timers_expire_connections_on_the_packet_clock() {
+    let mut l = lab(
+        ALLOW_IN_FROM_CLIENTS,
+        "  timeout udp.first 5;\n  timeout udp.multiple 8;\n  timeout tcp.first 3;\n  timeout icmp.first 2;",
+    );
+    // UDP: first 5 s; a reply within it is established.
+    let q = udp_v4(&A, &B, 1, 3333, 53, b"q");
+    let r = udp_v4(&B, &A, 1, 53, 3333, b"r");
+    assert_eq!(l.send(&q, 0.0).state, ConnState::New);
+    assert_eq!(l.send(&r, 4.0).state, ConnState::Established);
+    // Both sides spoke: udp.multiple (8 s) from the last packet.
+    assert_eq!(l.send(&r, 11.5).state, ConnState::Established);
+    let d = l.send(&r, 20.0);
+    assert_eq!(
+        (d.verdict, d.state),
+        (Verdict::Pass, ConnState::New),
+        "expired: B's packet out is a new flow, allowed by rule 20"
+    );
+    // TCP: a SYN unanswered for longer than tcp.first (3 s) is forgotten.
+    l.send(&seg(&A, &B, 6000, 80, 1, 0, SYN), 30.0);
+    let d = l.send(&seg(&B, &A, 80, 6000, 9, 2, SYN | ACK), 34.0);
+    assert_eq!(d.state, ConnState::New);
+    // ICMP echo: icmp.first (2 s).
+    assert_eq!(l.send(&icmp_echo_v4(&A, &B, 1, false, 77, 1), 40.0).state, ConnState::New);
+    assert_eq!(l.send(&icmp_echo_v4(&B, &A, 1, true, 77, 1), 41.0).state, ConnState::Established);
+    assert!(l.counters().expired >= 2);
+}
+
+#[test]
+fn a_full_table_refuses_new_connections_with_state_limit() {
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "  maxConnections 2;");
+    assert_eq!(l.send(&seg(&A, &B, 1, 80, 1, 0, SYN), 0.0).verdict, Verdict::Pass);
+    assert_eq!(l.send(&seg(&A, &B, 2, 80, 1, 0, SYN), 0.0).verdict, Verdict::Pass);
+    let d = l.send(&seg(&A, &B, 3, 80, 1, 0, SYN), 0.0);
+    assert_eq!((d.verdict, d.reason), (Verdict::Drop, Reason::StateLimit));
+    assert_eq!(l.counters().drop_reasons[Reason::StateLimit.index()], 1);
+    // Existing connections still work.
+    assert_eq!(l.send(&seg(&B, &A, 80, 1, 9, 2, SYN | ACK), 0.0).state, ConnState::Established);
+}
+
+#[test]
+fn reject_answers_with_a_reset_and_logged_rules_write_pkt_and_term_lines() {
+    let mut l = lab(
+        "    rule 5 at 1 in protocol tcp from any to any port 23 reject;\n    rule 6 at 2 in protocol tcp from any to any port 80 accept with log;\n    rule 20 at 3 out protocol any from any to any accept;",
+        "",
+    );
+    let d = l.send(&seg(&A, &B, 7000, 23, 10, 0, SYN), 0.0);
+    assert_eq!((d.verdict, d.rule.map(|r| r.id)), (Verdict::Reject, Some(5)));
+    assert_eq!(l.rec.replies.len(), 1);
+    let r = parse_frame(LinkType::Ethernet, &l.rec.replies[0], l.rec.replies[0].len() as u32).unwrap();
+    let pktio::L4::Tcp(t) = r.l4 else { panic!("RST expected") };
+    assert_eq!((t.flags, t.ack, r.dst_mac.0), (RST | ACK, 11, A.mac));
+    assert_eq!(l.counters().rejects_sent, 1);
+
+    let (a, b) = handshake(&mut l, 7001, 1.0);
+    l.send(&seg(&A, &B, 7001, 80, a, b, FIN | ACK), 2.0);
+    l.send(&seg(&B, &A, 80, 7001, b, a + 1, FIN | ACK), 2.0);
+    l.send(&seg(&A, &B, 7001, 80, a + 1, b + 1, ACK), 2.0);
+    assert_eq!(l.rec.logs.len(), 2, "{:#?}", l.rec.logs);
+    assert!(
+        l.rec.logs[0].ends_with("INET match PASS mainrs/6 IN 40 TCP 10.0.0.1/7001->10.0.0.2/80 S"),
+        "{}",
+        l.rec.logs[0]
+    );
+    assert!(
+        l.rec.logs[1].contains("INET TERM mainrs/6 TCP FIN 10.0.0.1/7001->10.0.0.2/80 4/2 240/120"),
+        "{}",
+        l.rec.logs[1]
+    );
+}
+
+/// An IPv4 fragment of a UDP datagram id `id` from A to B: `offset` in bytes, `payload` its data.
+fn fragment(id: u16, offset: u16, more: bool, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let flags_off = (offset / 8) | if more { 0x2000 } else { 0 };
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&id.to_be_bytes());
+    ip.extend_from_slice(&flags_off.to_be_bytes());
+    ip.extend_from_slice(&[64, 17, 0, 0]);
+    ip.extend_from_slice(&A.ip.octets());
+    ip.extend_from_slice(&B.ip.octets());
+    let c = pktio::build::checksum(&[&ip]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(payload);
+    let mut f = B.mac.to_vec();
+    f.extend_from_slice(&A.mac);
+    f.extend_from_slice(&[8, 0]);
+    f.extend_from_slice(&ip);
+    f
+}
+
+/// The first fragment: UDP header (8 bytes, port `dport`) plus 16 bytes of data.
+fn first_fragment(id: u16, dport: u16) -> Vec<u8> {
+    let mut udp = vec![0x30, 0x39];
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&[0, 40, 0, 0]);
+    udp.extend_from_slice(&[0xaa; 16]);
+    fragment(id, 0, true, &udp)
+}
+
+#[test]
+fn fragments_follow_their_first_fragment_in_any_order() {
+    let mut l = lab("    rule 1 at 1 in protocol udp from any to any port 53 accept;\n    rule 2 at 2 in protocol udp from any to any port 99 drop;", "");
+    // In order: first fragment accepted, the rest follow.
+    assert_eq!(l.send(&first_fragment(1, 53), 0.0).verdict, Verdict::Pass);
+    let d = l.send(&fragment(1, 24, false, &[0xbb; 16]), 0.0);
+    assert_eq!((d.verdict, d.rule.map(|r| r.id)), (Verdict::Pass, Some(1)));
+    // Out of order: the tail is held until the first fragment comes, then decided like it.
+    let tail = fragment(2, 24, false, &[0xbb; 16]);
+    let pkt = parse_frame(LinkType::Ethernet, &tail, tail.len() as u32).unwrap();
+    l.frame += 1;
+    let held_frame = l.frame;
+    let out = l.engine.process(
+        &pkt,
+        FrameRef {
+            number: held_frame,
+            link: LinkType::Ethernet,
+            bytes: &tail,
+            now_ns: 1_000_000_000_000_000,
+        },
+        &mut l.rec,
+    );
+    assert_eq!(out, FrameOutcome::Held);
+    assert_eq!(l.send(&first_fragment(2, 99), 0.5).verdict, Verdict::Drop);
+    let late = l.rec.decisions.iter().find(|d| d.frame == held_frame).expect("held fragment decided");
+    assert_eq!((late.verdict, late.rule.map(|r| r.id)), (Verdict::Drop, Some(2)));
+    assert!(l.rec.done.contains(&(held_frame, FrameOutcome::Dropped)));
+    // Overlapping data is refused.
+    assert_eq!(l.send(&first_fragment(3, 53), 1.0).verdict, Verdict::Pass);
+    let d = l.send(&fragment(3, 16, false, &[0xcc; 16]), 1.0);
+    assert_eq!((d.verdict, d.reason), (Verdict::Drop, Reason::Fragment));
+    // A tail whose first fragment never comes is dropped for reason `fragment` when it times out.
+    let orphan = fragment(4, 24, false, &[0xdd; 8]);
+    let pkt = parse_frame(LinkType::Ethernet, &orphan, orphan.len() as u32).unwrap();
+    l.frame += 1;
+    let orphan_frame = l.frame;
+    l.engine.process(
+        &pkt,
+        FrameRef {
+            number: orphan_frame,
+            link: LinkType::Ethernet,
+            bytes: &orphan,
+            now_ns: 1_000_002_000_000_000,
+        },
+        &mut l.rec,
+    );
+    l.send(&udp_v4(&A, &B, 1, 1, 53, b"later"), 100.0);
+    let d = l.rec.decisions.iter().find(|d| d.frame == orphan_frame).expect("orphan decided");
+    assert_eq!((d.verdict, d.reason), (Verdict::Drop, Reason::Fragment));
+}
+
+#[test]
+fn icmp_errors_pass_as_related_only_for_tracked_flows() {
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    l.send(&udp_v4(&A, &B, 1, 4444, 5555, b"hello"), 0.0);
+    // B's port-unreachable about that datagram, built by the reject path of pktio.
+    let q = udp_v4(&A, &B, 1, 4444, 5555, b"hello");
+    let qp = parse_frame(LinkType::Ethernet, &q, q.len() as u32).unwrap();
+    let err = pktio::build::reject_reply(LinkType::Ethernet, &q, &qp).unwrap();
+    let d = l.send(&err, 0.1);
+    assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Related));
+    // The same kind of error about a flow nobody opened is not related: the out rule decides it anew.
+    let other = udp_v4(&A, &B, 1, 4445, 5556, b"x");
+    let op = parse_frame(LinkType::Ethernet, &other, other.len() as u32).unwrap();
+    let err = pktio::build::reject_reply(LinkType::Ethernet, &other, &op).unwrap();
+    assert_eq!(l.send(&err, 0.2).state, ConnState::New);
+}
+
+#[test]
+fn frames_between_two_local_vnics_cross_both_filters() {
+    let text = "filter a { vnic mac 02:00:00:00:00:01 ip 10.0.0.1; ruleset mainrs { rule 1 at 1 out protocol any from any to any accept; } }\nfilter c { vnic mac 02:00:00:00:00:03 ip 10.0.0.3; ruleset mainrs { rule 2 at 1 in protocol tcp from any to any port 443 accept; } }";
+    let mut l =
+        Lab { engine: Engine::new(&parse_policy(text).unwrap()).unwrap(), rec: Record::default(), frame: 0 };
+    l.send(&seg(&A, &C, 9000, 443, 1, 0, SYN), 0.0);
+    let ds: Vec<(usize, rules::Direction, Verdict)> =
+        l.rec.decisions.iter().map(|d| (d.filter, d.dir, d.verdict)).collect();
+    assert_eq!(ds, vec![(0, rules::Direction::Out, Verdict::Pass), (1, rules::Direction::In, Verdict::Pass)]);
+    l.send(&seg(&A, &C, 9000, 22, 1, 0, SYN), 0.0);
+    assert_eq!(
+        l.rec.decisions.last().map(|d| (d.filter, d.verdict, d.reason)),
+        Some((1, Verdict::Drop, Reason::NoMatch))
+    );
+}
