@@ -226,6 +226,11 @@ impl Engine {
         Worker::new(Arc::clone(&self.shared))
     }
 
+    /// The engine's own worker, read-only (its tables and counters).
+    pub fn worker_ref(&self) -> &Worker {
+        &self.worker
+    }
+
     /// The engine's own worker (used by [`Engine::process`]).
     pub fn worker(&mut self) -> &mut Worker {
         &mut self.worker
