@@ -172,15 +172,32 @@ pub struct Snapshot {
     pub filters: Vec<Arc<FilterConfig>>,
     by_mac: AHashMap<[u8; 6], usize>,
     by_ip: AHashMap<IpAddr, usize>,
+    /// The MACs of `by_mac` as words, for a linear scan when there are few (faster than hashing).
+    small_macs: Vec<(u64, usize)>,
+}
+
+/// Up to this many vNIC MACs are found by a linear scan.
+const SMALL: usize = 16;
+
+fn mac_word(m: [u8; 6]) -> u64 {
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
 }
 
 impl Snapshot {
     /// The filter guarding the vNIC with this MAC (when the frame has one) or else this IP.
     pub fn vnic(&self, mac: Option<[u8; 6]>, ip: Option<IpAddr>) -> Option<usize> {
         if let Some(m) = mac {
-            if let Some(&i) = self.by_mac.get(&m) {
+            if self.by_mac.len() <= SMALL {
+                let w = mac_word(m);
+                if let Some(&(_, i)) = self.small_macs.iter().find(|(x, _)| *x == w) {
+                    return Some(i);
+                }
+            } else if let Some(&i) = self.by_mac.get(&m) {
                 return Some(i);
             }
+        }
+        if self.by_ip.is_empty() {
+            return None;
         }
         // A vNIC without a MAC is matched by IP; so is any frame without MACs (raw IP, SLL).
         let i = *self.by_ip.get(&ip?)?;
@@ -223,7 +240,8 @@ impl Snapshot {
             filters.push(Arc::new(cfg));
             index_vnic(&spec.vnic, filters.len() - 1, &mut by_mac, &mut by_ip, &spec.name, &filters)?;
         }
-        Ok(Snapshot { generation, filters, by_mac, by_ip })
+        let small_macs = by_mac.iter().map(|(m, i)| (mac_word(*m), *i)).collect();
+        Ok(Snapshot { generation, filters, by_mac, by_ip, small_macs })
     }
 }
 

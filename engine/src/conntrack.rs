@@ -3,15 +3,14 @@
 //! The entry lives in the filter's [`crate::table::FlowTable`] under a direction-independent
 //! [`FlowKey`]; `initiator_lo` tells which side opened it. TCP uses the window-tracking state machine
 //! of [`crate::tcp`]; UDP and other protocols follow pf's first / single / multiple timers; ICMP echo
-//! is tracked by identifier. Times are packet-clock seconds relative to the table's epoch so an entry
-//! stays small (a million fit in 128 MiB with the index).
+//! is tracked by identifier. The expiry time lives in the table's dense expiry array (packet-clock
+//! seconds), so an entry stays small: a million fit in 128 MiB with the index.
 
 use pktio::packet::{tcpflags, L4};
 use pktio::Packet;
 
 use crate::config::Timeouts;
 use crate::flow::FlowKey;
-use crate::table::Expiry;
 use crate::tcp::{Side, TcpOutcome, TcpState, TcpTimer};
 
 /// Protocol part of a connection.
@@ -40,8 +39,6 @@ pub struct Conn {
     pub initiator_lo: bool,
     /// Protocol state.
     pub proto: ProtoState,
-    /// Packet-clock second (table epoch) after which the entry is dead.
-    pub expires_s: u32,
     /// Id of the rule that allowed the connection.
     pub rule: u32,
     /// Generation of the filter policy the connection was last checked against.
@@ -52,12 +49,6 @@ pub struct Conn {
     pub bytes: [u64; 2],
     /// The allowing rule has `with log`: a TERM line is due when the connection ends.
     pub logged: bool,
-}
-
-impl Expiry for Conn {
-    fn expired(&self, now_s: u32) -> bool {
-        self.expires_s <= now_s
-    }
 }
 
 /// What tracking one packet did.
@@ -72,7 +63,7 @@ pub enum Tracked {
 }
 
 impl Conn {
-    /// A connection opened by `pkt` (from the `lo` side when `from_lo`).
+    /// A connection opened by `pkt` (from the `lo` side when `from_lo`), and the second it expires.
     pub fn open(
         pkt: &Packet,
         from_lo: bool,
@@ -81,24 +72,23 @@ impl Conn {
         logged: bool,
         now_s: u32,
         t: &Timeouts,
-    ) -> Conn {
+    ) -> (Conn, u32) {
         let proto = match pkt.l4 {
             L4::Tcp(tcp) => ProtoState::Tcp(TcpState::new(&tcp)),
             L4::Icmp(_) => ProtoState::Icmp { replied: false },
             _ => ProtoState::Datagram { replied: false, repeated: false },
         };
-        let mut c = Conn {
+        let c = Conn {
             initiator_lo: from_lo,
             proto,
-            expires_s: 0,
             rule,
             generation: generation as u32,
             packets: [1, 0],
             bytes: [u64::from(pkt.wire_len), 0],
             logged,
         };
-        c.expires_s = now_s.saturating_add(c.timeout(t));
-        c
+        let expires = now_s.saturating_add(c.timeout(t));
+        (c, expires)
     }
 
     /// Which side sent a packet from the `lo` endpoint (`from_lo`) or the `hi` one.
@@ -110,8 +100,15 @@ impl Conn {
         }
     }
 
-    /// Tracks one packet of the connection.
-    pub fn track(&mut self, pkt: &Packet, from_lo: bool, now_s: u32, t: &Timeouts) -> Tracked {
+    /// Tracks one packet of the connection; on success `expires` moves to the new timer's end.
+    pub fn track(
+        &mut self,
+        pkt: &Packet,
+        from_lo: bool,
+        now_s: u32,
+        t: &Timeouts,
+        expires: &mut u32,
+    ) -> Tracked {
         let side = self.side(from_lo);
         let result = match (&mut self.proto, pkt.l4) {
             (ProtoState::Tcp(state), L4::Tcp(tcp)) => match state.track(side, &tcp) {
@@ -138,7 +135,7 @@ impl Conn {
         let i = usize::from(side == Side::Responder);
         self.packets[i] = self.packets[i].saturating_add(1);
         self.bytes[i] += u64::from(pkt.wire_len);
-        self.expires_s = now_s.saturating_add(self.timeout(t));
+        *expires = now_s.saturating_add(self.timeout(t));
         result
     }
 

@@ -46,6 +46,9 @@ pub struct FilterCounters {
     pub drop_reasons: [u64; Reason::ALL.len()],
     /// Per rule, keyed by (L2 set?, rule id).
     pub rules: AHashMap<(bool, u32), RuleCounters>,
+    /// The rule counted last and its counters, written back to `rules` when another rule comes: most
+    /// frames in a row belong to the same rule, so this saves a hash lookup per frame.
+    last: Option<((bool, u32), RuleCounters)>,
     /// Connections torn down because a new policy no longer allows them.
     pub torn_down: u64,
     /// Connections removed because their timer ran out.
@@ -80,7 +83,14 @@ impl FilterCounters {
             self.drop_reasons[d.reason.index()] += 1;
         }
         if let Some(RuleRef { l2, id }) = d.rule {
-            let r = self.rules.entry((l2, id)).or_default();
+            let key = (l2, id);
+            if self.last.is_none_or(|(k, _)| k != key) {
+                if let Some((k, r)) = self.last.take() {
+                    self.rules.insert(k, r);
+                }
+                self.last = Some((key, self.rules.get(&key).copied().unwrap_or_default()));
+            }
+            let Some((_, r)) = self.last.as_mut() else { return };
             r.packets += 1;
             r.bytes += len;
             if d.reason == Reason::Match {
@@ -92,8 +102,18 @@ impl FilterCounters {
         }
     }
 
+    /// Writes the cached last rule back, so `rules` is complete.
+    pub fn settle(&mut self) {
+        if let Some((k, r)) = self.last.take() {
+            self.rules.insert(k, r);
+        }
+    }
+
     /// Adds another worker's counters.
     pub fn merge(&mut self, o: &FilterCounters) {
+        let mut o = o.clone();
+        o.settle();
+        self.settle();
         for f in 0..3 {
             for d in 0..2 {
                 for v in 0..4 {
@@ -108,6 +128,7 @@ impl FilterCounters {
         for (k, r) in &o.rules {
             self.rules.entry(*k).or_default().add(r);
         }
+        let _ = &o;
         self.torn_down += o.torn_down;
         self.expired += o.expired;
         self.rejects_sent += o.rejects_sent;
@@ -131,7 +152,11 @@ impl FilterCounters {
 
     /// Per-rule counters sorted by (L2?, id).
     pub fn rule_list(&self) -> Vec<((bool, u32), RuleCounters)> {
-        let mut v: Vec<_> = self.rules.iter().map(|(k, r)| (*k, *r)).collect();
+        let mut all = self.rules.clone();
+        if let Some((k, r)) = self.last {
+            all.insert(k, r);
+        }
+        let mut v: Vec<_> = all.into_iter().collect();
         v.sort_by_key(|(k, _)| *k);
         v
     }

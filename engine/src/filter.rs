@@ -300,10 +300,10 @@ impl FilterState {
             return decided(Verdict::Drop, ConnState::Invalid, Reason::Malformed, None);
         };
         // 1. A tracked connection.
-        let hit = self.conns.get_mut(&key).map(|entry| {
+        let hit = self.conns.get_mut(&key).map(|(entry, expires)| {
             let key = entry.key;
             let conn = &mut entry.value;
-            if conn.expires_s <= now_s {
+            if *expires <= now_s {
                 return Hit::Expired;
             }
             if conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate {
@@ -319,7 +319,7 @@ impl FilterState {
                 }
             }
             let rule = conn.rule;
-            let tracked = conn.track(pkt, from_lo, now_s, &cfg.timeouts);
+            let tracked = conn.track(pkt, from_lo, now_s, &cfg.timeouts, expires);
             let mut ended = None;
             if tracked == Tracked::Ok && conn.logged {
                 if let Some(cause) = conn.tcp_ended() {
@@ -380,8 +380,8 @@ impl FilterState {
                 _ => None,
             };
             let toward_sender = q.is_some_and(|q| pkt.ip.is_some_and(|ip| ip.dst == q.src));
-            if let Some(e) = self.conns.get_mut(&qkey) {
-                if toward_sender && e.value.expires_s > now_s {
+            if let Some((e, expires)) = self.conns.get_mut(&qkey) {
+                if toward_sender && *expires > now_s {
                     return decided(
                         Verdict::Pass,
                         ConnState::Related,
@@ -457,8 +457,9 @@ impl FilterState {
         if self.conns.limit() != cfg.max_connections {
             self.conns.set_limit(cfg.max_connections);
         }
-        let conn = Conn::open(pkt, from_lo, rule.id, cfg.generation, rule.log, now_s, &cfg.timeouts);
-        match self.conns.insert(key, conn) {
+        let (conn, expires) =
+            Conn::open(pkt, from_lo, rule.id, cfg.generation, rule.log, now_s, &cfg.timeouts);
+        match self.conns.insert(key, conn, expires) {
             Ok(_) => (Verdict::Pass, ConnState::New, Reason::Match),
             Err(_) => {
                 shared.total.fetch_sub(1, Ordering::Relaxed);

@@ -47,6 +47,25 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    /// A fast 64-bit hash of the key for the flow table: the key read as five words, each folded in
+    /// with a 64×64→128-bit multiply (the mixing step of wyhash / foldhash). Keys come from the
+    /// network, so the seed is fixed per process but not guessable from outside: it mixes in the
+    /// address of a static, which ASLR randomises.
+    pub fn hash64(&self) -> u64 {
+        static SEED_ANCHOR: u8 = 0;
+        let seed =
+            (&SEED_ANCHOR as *const u8 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x243F_6A88_85A3_08D3;
+        let w = |b: &[u8; 16], i: usize| {
+            u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]])
+        };
+        let tail = u64::from(self.lo.port) | u64::from(self.hi.port) << 16 | u64::from(self.proto) << 32;
+        let mut h = seed;
+        for x in [w(&self.lo.addr, 0), w(&self.lo.addr, 8), w(&self.hi.addr, 0), w(&self.hi.addr, 8), tail] {
+            h = fold(h ^ x, 0x5851_F42D_4C95_7F2D);
+        }
+        h
+    }
+
     /// The key of a flow between `a` and `b`, and whether `a` is the `lo` side.
     pub fn new(proto: u8, a: Endpoint, b: Endpoint) -> (FlowKey, bool) {
         if a <= b {
@@ -74,6 +93,12 @@ impl FlowKey {
         let q = icmp.quoted?;
         Some(FlowKey::new(q.proto, Endpoint::new(q.src, q.sport), Endpoint::new(q.dst, q.dport)))
     }
+}
+
+/// The folded multiply: the high and low halves of the 128-bit product, xored.
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 /// A hash of the unordered address pair of a frame: equal for both directions, for every port, for

@@ -259,41 +259,35 @@ fn replay_inline(
     on_event: &mut impl FnMut(Event<'_>),
 ) -> Result<(), ReplayError> {
     let mut next_switch = 0;
-    let mut snap = engine.snapshot();
     let fresh = engine.new_worker();
     let mut worker = std::mem::replace(engine.worker(), fresh);
     let mut last_ts = 0;
-    let mut collect = Collect { snap: Arc::clone(&snap), events: FrameEvents::default(), keep: want_events };
+    let mut collect = Collect { snap: engine.snapshot(), events: FrameEvents::default(), keep: want_events };
+    let mut batch: Vec<(FrameRef<'_>, Result<Packet, ParseError>)> = Vec::with_capacity(BATCH_INLINE);
     let result = (|| {
         for (n, frame) in capture.frames().enumerate() {
             let frame = frame?;
             let number = n as u64 + 1;
             last_ts = frame.ts_nanos;
-            if due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, on_event)? {
-                snap = engine.snapshot();
-                collect.snap = Arc::clone(&snap);
+            let due = switches.get(next_switch).is_some_and(|sw| match sw.at {
+                SwitchPoint::Frame(f) => number >= f,
+                SwitchPoint::Time(t) => frame.ts_nanos >= t,
+            });
+            if due {
+                run_batch(&mut worker, &mut batch, &mut collect, summary, want_events, on_event);
+                due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, on_event)?;
+                collect.snap = engine.snapshot();
             }
             summary.frames += 1;
-            let pkt = match parse_frame(frame.link, frame.data, frame.wire_len) {
-                Ok(p) => p,
-                Err(e) => {
-                    malformed(summary, number, &e, on_event);
-                    continue;
-                }
-            };
             let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
-            let outcome = worker.process(&collect.snap.clone(), &pkt, f, &mut collect);
-            summary.outcome(outcome);
-            for (_, o) in collect.events.done.drain(..) {
-                summary.outcome(o);
-            }
-            if want_events {
-                deliver(&collect.events, on_event);
-                collect.events = FrameEvents::default();
+            batch.push((f, parse_frame(frame.link, frame.data, frame.wire_len)));
+            if batch.len() == BATCH_INLINE {
+                run_batch(&mut worker, &mut batch, &mut collect, summary, want_events, on_event);
             }
         }
         Ok::<(), ReplayError>(())
     })();
+    run_batch(&mut worker, &mut batch, &mut collect, summary, want_events, on_event);
     let snap = Arc::clone(&collect.snap);
     worker.finish(&snap, last_ts, &mut collect);
     for (_, o) in collect.events.done.drain(..) {
@@ -305,6 +299,39 @@ fn replay_inline(
     finish_counters(summary, &[&worker]);
     *engine.worker() = worker;
     result
+}
+
+/// Frames decided together so their connection-table cache misses overlap.
+const BATCH_INLINE: usize = 32;
+
+/// Decides a batch of parsed frames in order, after prefetching their connection entries.
+fn run_batch(
+    worker: &mut Worker,
+    batch: &mut Vec<(FrameRef<'_>, Result<Packet, ParseError>)>,
+    collect: &mut Collect,
+    summary: &mut ReplaySummary,
+    want_events: bool,
+    on_event: &mut impl FnMut(Event<'_>),
+) {
+    let snap = Arc::clone(&collect.snap);
+    let pkts: Vec<&Packet> = batch.iter().filter_map(|(_, p)| p.as_ref().ok()).collect();
+    worker.prefetch(&snap, &pkts);
+    for (f, pkt) in batch.drain(..) {
+        match pkt {
+            Ok(pkt) => {
+                let outcome = worker.process(&snap, &pkt, f, collect);
+                summary.outcome(outcome);
+                for (_, o) in collect.events.done.drain(..) {
+                    summary.outcome(o);
+                }
+                if want_events {
+                    deliver(&collect.events, on_event);
+                    collect.events = FrameEvents::default();
+                }
+            }
+            Err(e) => malformed(summary, f.number, &e, on_event),
+        }
+    }
 }
 
 /// One frame handed to a worker.

@@ -9,7 +9,7 @@
 //!
 //! The window check is the one of Guido van Rooij's "Real Stateful TCP Packet Filtering in IP
 //! Filter" as OpenBSD pf runs it (`pf_tcp_track_full`) and Open vSwitch ports it
-//! (`lib/conntrack-tcp.c`). Each end (a [`Peer`]) keeps
+//! (`lib/conntrack-tcp.c`). Each end keeps
 //!
 //! - `seqlo`: the sequence number after the highest one it has sent (SYN and FIN count one each),
 //! - `seqhi`: the highest sequence number the other end's ACKs and windows let it reach,
@@ -43,22 +43,36 @@
 //!
 //! # Per-end states
 //!
+//! Each end has a state named after the TCP state machine (pf's names), moved by the segments the
+//! tracker accepts. A normal connection, with the states after each segment:
+//!
 //! ```text
-//!              SYN                     its SYN ACKed
-//!   CLOSED ─────────────▶ SYN_SENT ─────────────────────┐
-//!     │  SYN-ACK                │ SYN-ACK (simultaneous) │
-//!     ├─────────────────▶ SYN_RCVD ─────────────────────┤
-//!     │  other segment                                   ▼
-//!     └──────────────────────────────────────────▶ ESTABLISHED
-//!                                                   │        │
-//!                                      sends FIN    │        │  ACKs the other's FIN
-//!                                                   ▼        ▼
-//!                       FIN_WAIT_1 ◀─────────────────        CLOSE_WAIT
-//!        FIN ACKed ┌────┘   │ ACKs the other's FIN              │ sends FIN
-//!                  ▼        ▼                                   ▼
-//!           FIN_WAIT_2    CLOSING ──── FIN ACKed ──┐         LAST_ACK
-//!                  │ ACKs the other's FIN          ▼            │ FIN ACKed
-//!                  └──────────────────────────▶ TIME_WAIT ◀─────┘
+//!   initiator                             responder
+//!   SYN_SENT      ── SYN ──────────▶      CLOSED
+//!   ESTABLISHED   ◀────────── SYN-ACK ──  SYN_RCVD
+//!   ESTABLISHED   ── ACK ──────────▶      ESTABLISHED
+//!   FIN_WAIT_1    ── FIN ──────────▶      ESTABLISHED
+//!   FIN_WAIT_2    ◀────────────── ACK ──  CLOSE_WAIT
+//!   FIN_WAIT_2    ◀────────────── FIN ──  LAST_ACK
+//!   TIME_WAIT     ── ACK ──────────▶      TIME_WAIT
+//! ```
+//!
+//! All transitions, for the end named in the first column:
+//!
+//! ```text
+//!   CLOSED                 sends SYN                               → SYN_SENT
+//!   CLOSED                 sends SYN-ACK                           → SYN_RCVD
+//!   CLOSED                 sends anything else (mid-stream pickup) → ESTABLISHED
+//!   SYN_SENT               sends SYN-ACK (simultaneous open)       → SYN_RCVD
+//!   SYN_SENT, SYN_RCVD     the other end ACKs                      → ESTABLISHED
+//!   up to ESTABLISHED      sends FIN                               → FIN_WAIT_1
+//!   up to ESTABLISHED      ACKs the other end's FIN                → CLOSE_WAIT
+//!   CLOSE_WAIT             sends FIN                               → LAST_ACK
+//!   FIN_WAIT_1             its FIN is ACKed                        → FIN_WAIT_2
+//!   FIN_WAIT_1             ACKs the other end's FIN                → CLOSING
+//!   FIN_WAIT_2             ACKs the other end's FIN                → TIME_WAIT
+//!   CLOSING, LAST_ACK      its FIN is ACKed                        → TIME_WAIT
+//!   any                    an RST is accepted (both ends)          → TIME_WAIT
 //! ```
 //!
 //! An accepted RST puts both ends in TIME_WAIT, as pf does. A pure SYN when both ends are at least

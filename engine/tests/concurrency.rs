@@ -169,7 +169,7 @@ fn tcp_states(engine: &Engine) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for f in &snap.filters {
         if let Some(state) = engine.worker_ref().state(f.slot) {
-            for entry in state.conns.iter() {
+            for (entry, _) in state.conns.iter() {
                 if let engine::conntrack::ProtoState::Tcp(t) = entry.value.proto {
                     let [a, b] = t.peers();
                     out.push((a.as_str().to_string(), b.as_str().to_string()));

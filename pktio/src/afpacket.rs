@@ -403,7 +403,7 @@ impl FrameSource for AfPacketRx {
                 let snaplen = self.read_u32(b, o + off::SNAPLEN) as usize;
                 let mac = usize::from(self.read_u16(b, o + off::MAC));
                 let start = o + mac;
-                if start.saturating_add(snaplen) > self.block_size {
+                if start >= self.block_size || start.saturating_add(snaplen) > self.block_size {
                     return Err(self.corrupt(b, "frame data past the block"));
                 }
                 let status = self.read_u32(b, o + off::STATUS);

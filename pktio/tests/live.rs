@@ -231,6 +231,26 @@ fn tap_created_here_and_moved_into_a_namespace_carries_frames_both_ways() {
     assert!(err.to_string().starts_with(&format!("{name}: frame needs offload")), "{err}");
 }
 
+#[test]
+fn a_persistent_tap_made_by_ip_tuntap_is_attached_not_created() {
+    if !privileged() {
+        return;
+    }
+    let ns = quiet_ns("attach");
+    ns.ip(&["tuntap", "add", "dev", "dfwp0", "mode", "tap"]).unwrap();
+    let tap = ns.run(|| Tap::open("dfwp0", &TapConfig::default())).unwrap().unwrap();
+    assert_eq!(tap.name(), "dfwp0");
+    // Attached, the device now has a reader: its carrier (LOWER_UP) comes up once it is up.
+    ns.ip(&["link", "set", "dfwp0", "up"]).unwrap();
+    let out =
+        std::process::Command::new("ip").args(["-n", ns.name(), "link", "show", "dfwp0"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("LOWER_UP"), "{text}");
+    drop(tap);
+    // Persistent: the device outlives the descriptor.
+    ns.ip(&["link", "show", "dfwp0"]).unwrap();
+}
+
 /// What the bridge saw pass.
 #[derive(Debug, Default)]
 struct Seen {

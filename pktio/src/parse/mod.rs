@@ -230,74 +230,69 @@ impl ParseError {
 /// Parses one frame of link type `link`. `data` is the captured bytes, `wire_len` the frame's length on
 /// the wire (equal to `data.len()` for live traffic; larger for a capture cut by its snaplen).
 pub fn parse_frame(link: LinkType, data: &[u8], wire_len: u32) -> Result<Packet, ParseError> {
-    // Every field is computed into a local and the summary is built once at the end, straight into the
-    // return slot: filling a `Packet` on the stack field by field and then copying it out costs
-    // store-forwarding stalls that made up a third of the time per frame.
-    let mut vlans = Vlans::default();
-    let (dst_mac, src_mac, ethertype, l3) = match link {
+    let mut pkt = Packet {
+        dst_mac: MacAddr::default(),
+        src_mac: MacAddr::default(),
+        vlans: [0; 2],
+        vlan_count: 0,
+        ethertype: 0,
+        ip: None,
+        l4: L4::None,
+        wire_len,
+    };
+    let (ethertype, l3) = match link {
         LinkType::Ethernet => {
             let eth = EthernetHeader::new_checked(data)?;
-            let (ethertype, l3) = skip_vlans(&mut vlans, eth.ethertype(), eth.payload())?;
-            (eth.dst(), eth.src(), ethertype, l3)
+            pkt.dst_mac = eth.dst();
+            pkt.src_mac = eth.src();
+            skip_vlans(&mut pkt, eth.ethertype(), eth.payload())?
         }
         LinkType::LinuxSll => {
             let sll = SllHeader::new_checked(data)?;
-            let (ethertype, l3) = skip_vlans(&mut vlans, sll.protocol(), sll.payload())?;
-            (MacAddr::default(), sll.src_mac().unwrap_or_default(), ethertype, l3)
+            pkt.src_mac = sll.src_mac().unwrap_or_default();
+            skip_vlans(&mut pkt, sll.protocol(), sll.payload())?
         }
         LinkType::LinuxSll2 => {
             let sll = Sll2Header::new_checked(data)?;
-            let (ethertype, l3) = skip_vlans(&mut vlans, sll.protocol(), sll.payload())?;
-            (MacAddr::default(), sll.src_mac().unwrap_or_default(), ethertype, l3)
+            pkt.src_mac = sll.src_mac().unwrap_or_default();
+            skip_vlans(&mut pkt, sll.protocol(), sll.payload())?
         }
         LinkType::Raw => match data.first().map(|b| b >> 4) {
-            Some(4) => (MacAddr::default(), MacAddr::default(), ethertype::IPV4, data),
-            Some(6) => (MacAddr::default(), MacAddr::default(), ethertype::IPV6, data),
+            Some(4) => (ethertype::IPV4, data),
+            Some(6) => (ethertype::IPV6, data),
             Some(found) => return Err(ParseError::BadVersion { layer: Layer::Ip, found }),
             None => return Err(ParseError::Short { layer: Layer::Ip, need: 1, have: 0 }),
         },
-        LinkType::Ipv4 => (MacAddr::default(), MacAddr::default(), ethertype::IPV4, data),
-        LinkType::Ipv6 => (MacAddr::default(), MacAddr::default(), ethertype::IPV6, data),
+        LinkType::Ipv4 => (ethertype::IPV4, data),
+        LinkType::Ipv6 => (ethertype::IPV6, data),
         LinkType::Other(_) => return Err(ParseError::UnsupportedLink { link }),
     };
+    pkt.ethertype = ethertype;
     // What the IP length fields are checked against: the bytes the frame had on the wire after the
     // link header. A capture may hold fewer (snaplen) but never legitimately more.
     let link_hdr_len = data.len() - l3.len();
     let room = (wire_len as usize).max(data.len()) - link_hdr_len;
-    let (ip, l4) = match ethertype {
-        ethertype::IPV4 => {
-            let (ip, l4) = parse_ipv4(l3, room)?;
-            (Some(ip), l4)
-        }
-        ethertype::IPV6 => {
-            let (ip, l4) = parse_ipv6(l3, room)?;
-            (Some(ip), l4)
-        }
-        _ => (None, L4::None),
-    };
-    Ok(Packet { dst_mac, src_mac, vlans: vlans.ids, vlan_count: vlans.count, ethertype, ip, l4, wire_len })
-}
-
-/// VLAN ids met so far, outermost first (see [`Packet::vlans`]).
-#[derive(Debug, Default, Clone, Copy)]
-struct Vlans {
-    ids: [u16; 2],
-    count: u8,
+    match ethertype {
+        ethertype::IPV4 => parse_ipv4(&mut pkt, l3, room)?,
+        ethertype::IPV6 => parse_ipv6(&mut pkt, l3, room)?,
+        _ => {}
+    }
+    Ok(pkt)
 }
 
 /// Records and skips any stack of 802.1Q/802.1ad tags; returns the inner ethertype and what follows.
-#[inline(always)]
+#[inline]
 fn skip_vlans<'a>(
-    vlans: &mut Vlans,
+    pkt: &mut Packet,
     mut ethertype: u16,
     mut rest: &'a [u8],
 ) -> Result<(u16, &'a [u8]), ParseError> {
     while matches!(ethertype, ethertype::VLAN | ethertype::QINQ | ETHERTYPE_QINQ_9100) {
         let tag = VlanTag::new_checked(rest)?;
-        if let Some(slot) = vlans.ids.get_mut(usize::from(vlans.count)) {
+        if let Some(slot) = pkt.vlans.get_mut(usize::from(pkt.vlan_count)) {
             *slot = tag.vid();
         }
-        vlans.count = vlans.count.saturating_add(1);
+        pkt.vlan_count = pkt.vlan_count.saturating_add(1);
         ethertype = tag.ethertype();
         rest = tag.payload();
     }
@@ -324,8 +319,8 @@ fn check_fragment(layer: Layer, offset: u16, len: usize) -> Result<(), ParseErro
     Ok(())
 }
 
-#[inline(always)]
-fn parse_ipv4(buf: &[u8], room: usize) -> Result<(IpInfo, L4), ParseError> {
+#[inline]
+fn parse_ipv4(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseError> {
     let ip = Ipv4Header::new_checked(buf)?;
     if ip.version() != 4 {
         return Err(ParseError::BadVersion { layer: Layer::Ipv4, found: ip.version() });
@@ -349,24 +344,25 @@ fn parse_ipv4(buf: &[u8], room: usize) -> Result<(IpInfo, L4), ParseError> {
     } else {
         None
     };
-    let info = IpInfo {
+    pkt.ip = Some(IpInfo {
         src: IpAddr::V4(ip.src()),
         dst: IpAddr::V4(ip.dst()),
         proto: ip.protocol(),
         ttl: ip.ttl(),
         total_len: ip.total_len(),
         frag,
-    };
+    });
     if offset != 0 {
         // A non-first fragment carries the middle of a datagram, not a transport header.
-        return Ok((info, L4::None));
+        return Ok(());
     }
     // The datagram ends where its header says; Ethernet pads short frames past that.
     let payload = buf.get(hl..total.min(buf.len())).unwrap_or_default();
-    Ok((info, parse_l4(false, ip.protocol(), payload, total - hl, frag.is_some())?))
+    pkt.l4 = parse_l4(false, ip.protocol(), payload, total - hl, frag.is_some())?;
+    Ok(())
 }
 
-fn parse_ipv6(buf: &[u8], room: usize) -> Result<(IpInfo, L4), ParseError> {
+fn parse_ipv6(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseError> {
     let ip = Ipv6Header::new_checked(buf)?;
     if ip.version() != 6 {
         return Err(ParseError::BadVersion { layer: Layer::Ipv6, found: ip.version() });
@@ -380,19 +376,20 @@ fn parse_ipv6(buf: &[u8], room: usize) -> Result<(IpInfo, L4), ParseError> {
     }
     let payload = buf.get(Ipv6Header::LEN..total.min(buf.len())).unwrap_or_default();
     let chain = walk_ipv6_ext(ip.next_header(), payload, payload_len)?;
-    let info = IpInfo {
+    pkt.ip = Some(IpInfo {
         src: IpAddr::V6(ip.src()),
         dst: IpAddr::V6(ip.dst()),
         proto: chain.proto,
         ttl: ip.hop_limit(),
         total_len: u16::try_from(total).unwrap_or(u16::MAX),
         frag: chain.frag,
-    };
+    });
     if chain.frag.is_some_and(|f| !f.is_first()) {
-        return Ok((info, L4::None));
+        return Ok(());
     }
     let upper = payload.get(chain.len..).unwrap_or_default();
-    Ok((info, parse_l4(true, chain.proto, upper, payload_len - chain.len, chain.frag.is_some())?))
+    pkt.l4 = parse_l4(true, chain.proto, upper, payload_len - chain.len, chain.frag.is_some())?;
+    Ok(())
 }
 
 /// The outcome of walking an IPv6 extension-header chain.
@@ -453,7 +450,7 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
 /// the next fragment: a fixed header that does not fit gives `L4::None` (the engine sees `frag` and
 /// decides; tiny first fragments are an evasion pattern, RFC 1858) and a TCP header longer than the
 /// fragment is read as far as the fragment goes.
-#[inline(always)]
+#[inline]
 fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError> {
     match proto {
         ipproto::TCP => parse_tcp(buf, room, fragmented),
@@ -489,7 +486,7 @@ fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> R
     }
 }
 
-#[inline(always)]
+#[inline]
 fn parse_tcp(buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError> {
     if fragmented && room < TcpHeader::LEN {
         return Ok(L4::None);

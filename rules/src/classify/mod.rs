@@ -384,7 +384,7 @@ struct View {
     by_dst: Vec<Tree>,
     /// Same for sources (rules whose destination is not a positive set).
     by_src: Vec<Tree>,
-    /// Some check in the view tests set membership.
+    /// Some rule in the view is indexed by, or checks, set membership.
     sets: bool,
 }
 
@@ -529,7 +529,7 @@ impl RuleIndex {
                     Place::Src(_) => chk.src = Side::Any,
                     Place::Rest => {}
                 }
-                plan.sets |= chk.uses_sets();
+                plan.sets |= chk.uses_sets() || place != Place::Rest;
                 let (slo, shi, sx) = chk.src.hull(v6);
                 let (dlo, dhi, dx) = chk.dst.hull(v6);
                 let (splo, sphi, spx) = ports_hull(&chk.sport);
@@ -564,10 +564,7 @@ impl RuleIndex {
             };
         }
 
-        let params = Params {
-            binth: std::env::var("BINTH").ok().and_then(|v| v.parse().ok()).unwrap_or(BINTH),
-            max_entries: MAX_ENTRIES,
-        };
+        let params = Params { binth: BINTH, max_entries: MAX_ENTRIES };
         let mut arena = Arena::default();
         let mut view_data = Vec::with_capacity(plans.len());
         for p in &plans {
@@ -724,7 +721,7 @@ fn build_shared(arena: &mut Arena, rules: &[Entry], params: Params) -> Vec<Tree>
     let mark = arena.mark();
     let limit = Params { max_entries: (mark[2] + budget).min(params.max_entries), ..params };
     let whole = arena.build(rules, limit);
-    if arena.mark()[2] - mark[2] <= budget || std::env::var("DFW_ONE").is_ok() {
+    if arena.mark()[2] - mark[2] <= budget {
         return vec![whole];
     }
     arena.rollback(mark);

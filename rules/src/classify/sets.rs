@@ -1,14 +1,14 @@
-//! Address-set membership: for one address, every set that holds it, in a bounded number of probes;
-//! versions that share all but the touched shard, so one member change costs microseconds.
+//! Address-set membership: for one address, every set that holds it, in two bounded steps; versions
+//! that share all but what a change touches, so one member change costs microseconds.
 //!
-//! Members are keyed by `(family, prefix length, network)`: an exact address is a full-length prefix.
-//! One table maps each key to the sorted ids of the sets holding it. A lookup probes the address itself
-//! and then one key per prefix length that some member uses (at most 32 more for IPv4, 128 for IPv6),
-//! so the cost is bounded by the number of distinct prefix lengths, not by the number of members.
-//!
-//! The table is split into 64 × 64 shards behind `Arc`s (shard chosen by a multiplicative hash of the
-//! key). A new version clones the 64 top pointers, one middle block and the touched shards
-//! (`Arc::make_mut`), and shares the rest with the version readers may still hold.
+//! - **Exact addresses** (the bulk of NSX sets: VM and pod IPs) live in one hash table from address to
+//!   the sorted ids of the sets holding it: one probe per lookup. The table is cut into 64 × 64 shards
+//!   behind `Arc`s (shard chosen by a multiplicative hash of the address); a new version clones the
+//!   64 top pointers, one block of 64 shard pointers and the touched shard, and shares the rest.
+//! - **Prefixes** (subnets in sets) are few. They are flattened into elementary intervals, each
+//!   holding the ids of every set with a prefix covering it, and found by one binary search. A prefix
+//!   change rebuilds this small index (O(P log P) for P prefixes of the family); host changes never
+//!   touch it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,11 +18,11 @@ use ahash::AHashMap;
 use crate::model::IpNet;
 
 /// A normalized member: host bits cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct MemberKey {
-    net: u128,
-    len: u8,
     v6: bool,
+    len: u8,
+    net: u128,
 }
 
 impl MemberKey {
@@ -35,8 +35,40 @@ impl MemberKey {
         }
     }
 
+    fn is_host(&self) -> bool {
+        self.len == if self.v6 { 128 } else { 32 }
+    }
+
+    fn exact(&self) -> Addr {
+        Addr { net: self.net, v6: self.v6 }
+    }
+
+    /// First and last address covered, in the family's own width.
+    fn bounds(&self) -> (u128, u128) {
+        let host = if self.v6 { 128 } else { 32 };
+        let span = if self.len == 0 {
+            if self.v6 {
+                u128::MAX
+            } else {
+                u128::from(u32::MAX)
+            }
+        } else {
+            (1u128 << (host - u32::from(self.len))).wrapping_sub(1)
+        };
+        (self.net, self.net | span)
+    }
+}
+
+/// An exact address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Addr {
+    net: u128,
+    v6: bool,
+}
+
+impl Addr {
     fn route(&self) -> (usize, usize) {
-        let x = (self.net as u64) ^ ((self.net >> 64) as u64).rotate_left(17) ^ u64::from(self.len) << 56;
+        let x = (self.net as u64) ^ ((self.net >> 64) as u64).rotate_left(17) ^ u64::from(self.v6);
         let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         ((h >> 58) as usize, ((h >> 52) & 63) as usize)
     }
@@ -46,23 +78,24 @@ const FANOUT: usize = 64;
 
 #[derive(Debug, Clone, Default)]
 struct Shard {
-    /// Key → `[start, end)` of its sorted set ids in `pool`.
-    map: AHashMap<MemberKey, (u32, u32)>,
+    /// Address → `[start, end)` of its sorted set ids in `pool`.
+    map: AHashMap<Addr, (u32, u32)>,
     pool: Vec<u32>,
     /// Pool slots no key refers to any more.
     garbage: usize,
 }
 
 impl Shard {
-    fn ids(&self, k: &MemberKey) -> &[u32] {
+    #[inline]
+    fn ids(&self, k: &Addr) -> &[u32] {
         match self.map.get(k) {
-            Some(&(s, e)) => &self.pool[s as usize..e as usize],
+            Some(&(s, e)) => self.pool.get(s as usize..e as usize).unwrap_or(&[]),
             None => &[],
         }
     }
 
     /// Replaces the ids of `k` (`ids` sorted, deduplicated; empty removes the key).
-    fn set(&mut self, k: MemberKey, ids: &[u32]) {
+    fn set(&mut self, k: Addr, ids: &[u32]) {
         if let Some((s, e)) = self.map.remove(&k) {
             self.garbage += (e - s) as usize;
         }
@@ -72,31 +105,125 @@ impl Shard {
             self.map.insert(k, (s, self.pool.len() as u32));
         }
         if self.garbage > 32 && self.garbage * 2 > self.pool.len() {
-            self.compact();
+            let mut pool = Vec::with_capacity(self.pool.len() - self.garbage);
+            for r in self.map.values_mut() {
+                let s = pool.len() as u32;
+                pool.extend_from_slice(&self.pool[r.0 as usize..r.1 as usize]);
+                *r = (s, pool.len() as u32);
+            }
+            self.pool = pool;
+            self.garbage = 0;
         }
-    }
-
-    fn compact(&mut self) {
-        let mut pool = Vec::with_capacity(self.pool.len() - self.garbage);
-        for r in self.map.values_mut() {
-            let s = pool.len() as u32;
-            pool.extend_from_slice(&self.pool[r.0 as usize..r.1 as usize]);
-            *r = (s, pool.len() as u32);
-        }
-        self.pool = pool;
-        self.garbage = 0;
     }
 
     fn memory_bytes(&self) -> usize {
-        self.map.capacity() * (size_of::<(MemberKey, (u32, u32))>() + 1)
+        self.map.capacity() * (size_of::<(Addr, (u32, u32))>() + 1)
             + self.pool.capacity() * size_of::<u32>()
             + size_of::<Shard>()
     }
 }
 
-#[derive(Debug, Clone)]
-struct Mid {
-    shards: Vec<Arc<Shard>>,
+/// The prefixes of one family flattened into elementary intervals.
+#[derive(Debug, Clone, Default)]
+struct Intervals {
+    /// Interval `i` runs from `starts[i]` to `starts[i + 1] - 1`; `starts[0] == 0` when non-empty.
+    starts: Vec<u128>,
+    /// Per interval, `[start, end)` of its set ids in `pool`.
+    lists: Vec<(u32, u32)>,
+    pool: Vec<u32>,
+}
+
+impl Intervals {
+    /// From `(prefix, sorted ids)` pairs of one family.
+    fn new(mut prefixes: Vec<(MemberKey, &[u32])>) -> Intervals {
+        let mut out = Intervals::default();
+        if prefixes.is_empty() {
+            return out;
+        }
+        // Prefixes are laminar (nested or disjoint). Sorted by start, then longest span first, a stack
+        // holds the prefixes covering the sweep position.
+        prefixes.sort_by_key(|(k, _)| (k.bounds().0, k.len));
+        let mut stack: Vec<(u128, &[u32])> = Vec::new(); // (last address, ids)
+        let mut cur = Vec::new();
+        let emit = |out: &mut Intervals, at: u128, stack: &[(u128, &[u32])], cur: &mut Vec<u32>| {
+            cur.clear();
+            for (_, ids) in stack {
+                cur.extend_from_slice(ids);
+            }
+            cur.sort_unstable();
+            cur.dedup();
+            if out.starts.last() == Some(&at) {
+                out.starts.pop();
+                out.lists.pop();
+            }
+            let s = out.pool.len() as u32;
+            out.pool.extend_from_slice(cur);
+            out.starts.push(at);
+            out.lists.push((s, out.pool.len() as u32));
+        };
+        emit(&mut out, 0, &stack, &mut cur);
+        let mut i = 0;
+        loop {
+            // Next event: the next prefix start, or the end of the innermost open prefix.
+            let next_start = prefixes.get(i).map(|(k, _)| k.bounds().0);
+            let next_end = stack.last().map(|&(last, _)| last);
+            match (next_start, next_end) {
+                (Some(s), Some(e)) if s > e => {
+                    stack.pop();
+                    if let Some(at) = e.checked_add(1) {
+                        emit(&mut out, at, &stack, &mut cur);
+                    }
+                }
+                (Some(s), _) => {
+                    while i < prefixes.len() && prefixes[i].0.bounds().0 == s {
+                        stack.push((prefixes[i].0.bounds().1, prefixes[i].1));
+                        i += 1;
+                    }
+                    // Same start: longer spans were pushed first, so the innermost is on top.
+                    stack.sort_by(|a, b| b.0.cmp(&a.0));
+                    emit(&mut out, s, &stack, &mut cur);
+                }
+                (None, Some(e)) => {
+                    stack.pop();
+                    if let Some(at) = e.checked_add(1) {
+                        emit(&mut out, at, &stack, &mut cur);
+                    }
+                }
+                (None, None) => break,
+            }
+        }
+        out
+    }
+
+    #[inline]
+    fn ids(&self, a: u128) -> &[u32] {
+        let i = self.starts.partition_point(|&s| s <= a);
+        match i.checked_sub(1).and_then(|i| self.lists.get(i)) {
+            Some(&(s, e)) => self.pool.get(s as usize..e as usize).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.starts.capacity() * 16 + self.lists.capacity() * 8 + self.pool.capacity() * 4
+    }
+}
+
+/// Every prefix member, and the interval index built from them.
+#[derive(Debug, Clone, Default)]
+struct Prefixes {
+    /// Prefix → sorted set ids.
+    nets: AHashMap<MemberKey, Vec<u32>>,
+    /// `[v4, v6]`.
+    index: [Intervals; 2],
+}
+
+impl Prefixes {
+    fn reindex(&mut self, v6: bool) {
+        let of_family =
+            self.nets.iter().filter(|(k, _)| k.v6 == v6).map(|(k, v)| (*k, v.as_slice())).collect();
+        self.index[usize::from(v6)] = Intervals::new(of_family);
+    }
 }
 
 /// One immutable version of every set's members.
@@ -104,48 +231,31 @@ struct Mid {
 pub(super) struct SetTable {
     /// Bumped by every published change.
     pub generation: u64,
-    mids: Vec<Arc<Mid>>,
-    /// Members per prefix length, `[family][len]`.
-    counts: [Vec<u32>; 2],
-    /// Prefix lengths shorter than a host that some member uses, per family, longest first.
-    lens: [Vec<u8>; 2],
+    mids: Vec<Arc<[Arc<Shard>]>>,
+    prefixes: Arc<Prefixes>,
 }
 
-/// The sets holding one address: a borrowed slice for the exact address, plus the ids found through
-/// prefixes, inline unless there are unusually many.
-#[derive(Debug)]
+/// The sets holding one address: ids found by its exact address, and by prefixes.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Members<'a> {
     exact: &'a [u32],
-    inline: [u32; 16],
-    n: usize,
-    spill: Vec<u32>,
+    prefix: &'a [u32],
 }
 
 impl Members<'_> {
     /// Nothing.
-    pub const NONE: Members<'static> = Members { exact: &[], inline: [0; 16], n: 0, spill: Vec::new() };
+    pub const NONE: Members<'static> = Members { exact: &[], prefix: &[] };
 
     /// Whether set `id` holds the address.
     #[inline]
     pub fn contains(&self, id: u32) -> bool {
-        self.exact.contains(&id) || self.inline[..self.n].contains(&id) || self.spill.contains(&id)
+        self.exact.contains(&id) || self.prefix.contains(&id)
     }
 
     /// Every set id holding the address (an id may repeat).
     #[inline]
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.exact.iter().chain(&self.inline[..self.n]).chain(&self.spill).copied()
-    }
-
-    fn push(&mut self, ids: &[u32]) {
-        for &id in ids {
-            if self.n < self.inline.len() {
-                self.inline[self.n] = id;
-                self.n += 1;
-            } else {
-                self.spill.push(id);
-            }
-        }
+        self.exact.iter().chain(self.prefix).copied()
     }
 }
 
@@ -158,72 +268,50 @@ pub(super) struct Change {
 }
 
 impl SetTable {
-    /// A table holding `members` (`(set id, member)` pairs, any order, duplicates allowed).
+    /// A table holding `members` (`(member, set id)` pairs, any order, duplicates allowed).
     pub fn new(mut members: Vec<(MemberKey, u32)>) -> SetTable {
-        members.sort_unstable_by_key(|&(k, id)| (k.v6, k.len, k.net, id));
+        members.sort_unstable();
         members.dedup();
-        let mut t = SetTable::empty();
         let mut shards: Vec<Vec<Shard>> = (0..FANOUT).map(|_| vec![Shard::default(); FANOUT]).collect();
-        let mut i = 0;
-        while i < members.len() {
-            let k = members[i].0;
-            let mut j = i;
-            while j < members.len() && members[j].0 == k {
-                j += 1;
+        let mut prefixes = Prefixes::default();
+        for group in members.chunk_by(|a, b| a.0 == b.0) {
+            let k = group[0].0;
+            if k.is_host() {
+                let a = k.exact();
+                let (x, y) = a.route();
+                let sh = &mut shards[x][y];
+                let s = sh.pool.len() as u32;
+                sh.pool.extend(group.iter().map(|m| m.1));
+                sh.map.insert(a, (s, sh.pool.len() as u32));
+            } else {
+                prefixes.nets.insert(k, group.iter().map(|m| m.1).collect());
             }
-            let (a, b) = k.route();
-            let sh = &mut shards[a][b];
-            let s = sh.pool.len() as u32;
-            sh.pool.extend(members[i..j].iter().map(|m| m.1));
-            sh.map.insert(k, (s, sh.pool.len() as u32));
-            t.counts[usize::from(k.v6)][usize::from(k.len)] += 1;
-            i = j;
         }
-        t.mids = shards
-            .into_iter()
-            .map(|v| Arc::new(Mid { shards: v.into_iter().map(Arc::new).collect() }))
-            .collect();
-        t.refresh_lens();
-        t
+        prefixes.reindex(false);
+        prefixes.reindex(true);
+        let mids = shards.into_iter().map(|v| v.into_iter().map(Arc::new).collect()).collect();
+        SetTable { generation: 0, mids, prefixes: Arc::new(prefixes) }
     }
 
-    fn empty() -> SetTable {
-        SetTable {
-            generation: 0,
-            mids: Vec::new(),
-            counts: [vec![0; 33], vec![0; 129]],
-            lens: [Vec::new(), Vec::new()],
+    #[inline]
+    fn exact_ids(&self, a: &Addr) -> &[u32] {
+        let (x, y) = a.route();
+        match self.mids.get(x).and_then(|m| m.get(y)) {
+            Some(s) => s.ids(a),
+            None => &[],
         }
-    }
-
-    fn refresh_lens(&mut self) {
-        for f in 0..2 {
-            let host = self.counts[f].len() - 1;
-            self.lens[f] = (0..host).rev().filter(|&l| self.counts[f][l] > 0).map(|l| l as u8).collect();
-        }
-    }
-
-    fn ids(&self, k: &MemberKey) -> &[u32] {
-        let (a, b) = k.route();
-        self.mids[a].shards[b].ids(k)
     }
 
     /// The sets holding `ip`.
     #[inline]
     pub fn members(&self, ip: IpAddr) -> Members<'_> {
-        let (net, v6, host) = match ip {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), false, 32u8),
-            IpAddr::V6(a) => (u128::from(a), true, 128u8),
+        let a = match ip {
+            IpAddr::V4(a) => Addr { net: u128::from(u32::from(a)), v6: false },
+            IpAddr::V6(a) => Addr { net: u128::from(a), v6: true },
         };
-        let mut m = Members { exact: self.ids(&MemberKey { net, len: host, v6 }), ..Members::NONE };
-        for &len in &self.lens[usize::from(v6)] {
-            let mask = if len == 0 { 0 } else { u128::MAX << (u32::from(host) - u32::from(len)) };
-            let ids = self.ids(&MemberKey { net: net & mask, len, v6 });
-            if !ids.is_empty() {
-                m.push(ids);
-            }
-        }
-        m
+        let index = &self.prefixes.index[usize::from(a.v6)];
+        let prefix = if index.starts.is_empty() { &[][..] } else { index.ids(a.net) };
+        Members { exact: self.exact_ids(&a), prefix }
     }
 
     /// The next version: this one with `changes` applied in order. Adding a present member or removing
@@ -231,47 +319,67 @@ impl SetTable {
     pub fn apply(&self, changes: &[Change]) -> SetTable {
         let mut t = self.clone();
         t.generation += 1;
-        let mut lens_changed = false;
+        let mut reindex = [false; 2];
         let mut ids = Vec::new();
         for c in changes {
-            let (a, b) = c.key.route();
-            let cur = t.mids[a].shards[b].ids(&c.key);
+            if !c.key.is_host() {
+                let p = Arc::make_mut(&mut t.prefixes);
+                let list = p.nets.entry(c.key).or_default();
+                match (list.binary_search(&c.set), c.add) {
+                    (Err(i), true) => list.insert(i, c.set),
+                    (Ok(i), false) => {
+                        list.remove(i);
+                    }
+                    _ => continue,
+                }
+                if list.is_empty() {
+                    p.nets.remove(&c.key);
+                }
+                reindex[usize::from(c.key.v6)] = true;
+                continue;
+            }
+            let a = c.key.exact();
+            let cur = t.exact_ids(&a);
             let pos = cur.binary_search(&c.set);
             if pos.is_ok() == c.add {
                 continue;
             }
             ids.clear();
             ids.extend_from_slice(cur);
-            let was_empty = ids.is_empty();
             match pos {
                 Ok(p) => {
                     ids.remove(p);
                 }
                 Err(p) => ids.insert(p, c.set),
             }
-            let count = &mut t.counts[usize::from(c.key.v6)][usize::from(c.key.len)];
-            if was_empty {
-                *count += 1;
-                lens_changed |= *count == 1;
-            } else if ids.is_empty() {
-                *count -= 1;
-                lens_changed |= *count == 0;
+            let (x, y) = a.route();
+            if let Some(mid) = t.mids.get_mut(x) {
+                // `Arc<[T]>` has no `make_mut`: copy the 64 pointers when shared.
+                if Arc::get_mut(mid).is_none() {
+                    *mid = mid.iter().cloned().collect();
+                }
+                if let Some(shard) = Arc::get_mut(mid).and_then(|m| m.get_mut(y)) {
+                    Arc::make_mut(shard).set(a, &ids);
+                }
             }
-            let mid = Arc::make_mut(&mut t.mids[a]);
-            Arc::make_mut(&mut mid.shards[b]).set(c.key, &ids);
         }
-        if lens_changed {
-            t.refresh_lens();
+        for (v6, &again) in reindex.iter().enumerate() {
+            if again {
+                Arc::make_mut(&mut t.prefixes).reindex(v6 == 1);
+            }
         }
         t
     }
 
-    /// Heap bytes held by this version (shared shards counted in full).
+    /// Heap bytes held by this version (shared parts counted in full).
     pub fn memory_bytes(&self) -> usize {
+        let p = &self.prefixes;
         self.mids
             .iter()
-            .map(|m| m.shards.iter().map(|s| s.memory_bytes()).sum::<usize>() + FANOUT * size_of::<usize>())
+            .map(|m| m.iter().map(|s| s.memory_bytes()).sum::<usize>() + FANOUT * size_of::<usize>())
             .sum::<usize>()
-            + 162 * size_of::<u32>()
+            + p.index.iter().map(Intervals::memory_bytes).sum::<usize>()
+            + p.nets.capacity() * (size_of::<(MemberKey, Vec<u32>)>() + 1)
+            + p.nets.values().map(|v| v.capacity() * 4).sum::<usize>()
     }
 }

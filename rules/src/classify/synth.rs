@@ -135,7 +135,8 @@ pub fn classbench_trace(set: &RuleSet, per: usize, seed: u64) -> Vec<TraceHeader
     out
 }
 
-/// A ClassBench-style set of `n` rules grown from `seed_set` (see the module doc). Rule `i` has id
+/// A ClassBench-style set of `n` rules grown from `seed_set` (see the module doc; `seed` draws the
+/// address bits). Rule `i` has id
 /// `i` and position `i + 1`, like [`crate::classbench::parse_rules`] output.
 pub fn classbench_like(seed_set: &RuleSet, n: usize, seed: u64) -> RuleSet {
     let mut rng = Rng::new(seed);
@@ -149,7 +150,8 @@ pub fn classbench_like(seed_set: &RuleSet, n: usize, seed: u64) -> RuleSet {
         return set;
     }
     for i in 0..n {
-        let mut m = base[rng.below(base.len())].clone();
+        // Seed rule `i * len / n`: the seed's order (specific rules first, wildcards last) is kept.
+        let mut m = base[i * base.len() / n.max(1)].clone();
         for e in [&mut m.src, &mut m.dst] {
             if let Endpoint::Ip { net, .. } = e {
                 let keep = net.len.saturating_sub(8);
@@ -301,7 +303,8 @@ pub fn nsx(p: &NsxParams) -> NsxPolicy {
         // One set in fifty is (partly) subnets: segments, office ranges, an IPv6 /64.
         let subnets = if j % 50 == 7 { size.min(1 + rng.below(6)) } else { 0 };
         for _ in 0..subnets {
-            let len = [8u8, 16, 20, 24, 24, 28][rng.below(6)];
+            // Mostly segments; "all of 10/8" only in a handful of sets.
+            let len = if rng.chance(0.01) { 8 } else { [16u8, 20, 24, 24, 26, 28][rng.below(6)] };
             let net = if rng.chance(0.15) {
                 let site = IpNet { addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0)), len: 32 };
                 IpNet { addr: addr_in(&mut rng, site), len: 64 }.network()
