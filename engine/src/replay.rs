@@ -379,25 +379,40 @@ fn replay_parallel(
             let done_tx = done_tx.clone();
             handles.push(scope.spawn(move || {
                 let mut last: Option<Arc<Snapshot>> = None;
+                // Without events, outcomes are only counted: nothing goes back per frame.
+                let mut counts = ReplaySummary::default();
                 for batch in rx {
-                    let mut out = Done { frames: Vec::with_capacity(batch.jobs.len()) };
+                    let mut out =
+                        Done { frames: Vec::with_capacity(if want_events { batch.jobs.len() } else { 0 }) };
                     let mut collect = Collect {
                         snap: Arc::clone(&batch.snap),
                         events: FrameEvents::default(),
                         keep: want_events,
                     };
-                    for job in &batch.jobs {
+                    for (i, job) in batch.jobs.iter().enumerate() {
+                        if i % BATCH_INLINE == 0 {
+                            let end = (i + BATCH_INLINE).min(batch.jobs.len());
+                            let pkts: Vec<&Packet> = batch.jobs[i..end].iter().map(|j| &j.pkt).collect();
+                            w.prefetch(&batch.snap, &pkts);
+                        }
                         let f =
                             FrameRef { number: job.number, link: job.link, bytes: job.data, now_ns: job.ts };
                         let outcome = w.process(&batch.snap, &job.pkt, f, &mut collect);
-                        out.frames.push((job.number, outcome, std::mem::take(&mut collect.events)));
+                        if want_events {
+                            out.frames.push((job.number, outcome, std::mem::take(&mut collect.events)));
+                        } else {
+                            counts.outcome(outcome);
+                            for (_, o) in collect.events.done.drain(..) {
+                                counts.outcome(o);
+                            }
+                        }
                     }
                     last = Some(batch.snap);
-                    if done_tx.send(out).is_err() {
+                    if want_events && done_tx.send(out).is_err() {
                         break;
                     }
                 }
-                (w, last)
+                (w, last, counts)
             }));
         }
         drop(done_tx);
@@ -475,14 +490,17 @@ fn replay_parallel(
         for done in done_rx.iter() {
             reorder.done(done, summary, want_events, on_event);
         }
-        let finished: Vec<(Worker, Option<Arc<Snapshot>>)> =
+        let finished: Vec<(Worker, Option<Arc<Snapshot>>, ReplaySummary)> =
             handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect();
         reorder.flush(summary, want_events, on_event);
         (read, finished)
     });
     let (read, finished) = result;
     let mut ws: Vec<Worker> = Vec::with_capacity(n);
-    for (mut w, _) in finished {
+    for (mut w, _, counts) in finished {
+        summary.passed += counts.passed;
+        summary.dropped += counts.dropped;
+        summary.unfiltered += counts.unfiltered;
         let mut collect =
             Collect { snap: Arc::clone(&snap), events: FrameEvents::default(), keep: want_events };
         w.finish(&snap, last_ts, &mut collect);

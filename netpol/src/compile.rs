@@ -122,7 +122,11 @@ enum TPorts {
     Any,
     Fixed(Vec<(u16, u16)>),
     /// Fixed ranges plus container port names resolved on the filter's own pod (ingress).
-    Named { fixed: Vec<(u16, u16)>, names: Vec<String>, proto: Proto },
+    Named {
+        fixed: Vec<(u16, u16)>,
+        names: Vec<String>,
+        proto: Proto,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -228,10 +232,9 @@ fn peer_def(policy: &NetworkPolicy, peers: &[Peer]) -> SetDef {
     let mut def = SetDef::default();
     for p in peers {
         match p {
-            Peer::Pods { pods, namespaces: None } => def.terms.push(Term::InNs {
-                ns: policy.namespace.clone(),
-                pods: pods.clone().unwrap_or_default(),
-            }),
+            Peer::Pods { pods, namespaces: None } => def
+                .terms
+                .push(Term::InNs { ns: policy.namespace.clone(), pods: pods.clone().unwrap_or_default() }),
             Peer::Pods { pods, namespaces: Some(ns) } => {
                 def.terms.push(Term::Ns { ns: ns.clone(), pods: pods.clone() })
             }
@@ -262,12 +265,21 @@ impl Builder<'_> {
         id
     }
 
-    fn policy_rules(&mut self, pol: &NetworkPolicy, prefix: &str, out: &mut Vec<TRule>, drops: &mut Vec<TRule>) {
+    fn policy_rules(
+        &mut self,
+        pol: &NetworkPolicy,
+        prefix: &str,
+        out: &mut Vec<TRule>,
+        drops: &mut Vec<TRule>,
+    ) {
         let key = pol.key();
         let tgt = self.set(
             format!("tgt-{prefix}"),
             format!("{key} target"),
-            SetDef { terms: vec![Term::InNs { ns: pol.namespace.clone(), pods: pol.pod_selector.clone() }], ..SetDef::default() },
+            SetDef {
+                terms: vec![Term::InNs { ns: pol.namespace.clone(), pods: pol.pod_selector.clone() }],
+                ..SetDef::default()
+            },
             format!("{} {key}: pods the policy selects", self.cluster_name),
         );
         let tgt_ep = Endpoint::AddrSet { id: tgt, negated: false };
@@ -298,7 +310,15 @@ impl Builder<'_> {
                 };
                 let tag = format!("ir-{prefix}-{rname}");
                 if r.ports.is_empty() {
-                    out.push(rule(tag, RuleDir::In, Protocol::Any, src, tgt_ep.clone(), TPorts::Any, Action::Accept));
+                    out.push(rule(
+                        tag,
+                        RuleDir::In,
+                        Protocol::Any,
+                        src,
+                        tgt_ep.clone(),
+                        TPorts::Any,
+                        Action::Accept,
+                    ));
                     continue;
                 }
                 for (proto, g) in group_ports(r) {
@@ -320,7 +340,15 @@ impl Builder<'_> {
                     ));
                 }
             }
-            drops.push(rule(format!("ir-{prefix}"), RuleDir::In, Protocol::Any, Endpoint::Any, tgt_ep.clone(), TPorts::Any, Action::Drop));
+            drops.push(rule(
+                format!("ir-{prefix}"),
+                RuleDir::In,
+                Protocol::Any,
+                Endpoint::Any,
+                tgt_ep.clone(),
+                TPorts::Any,
+                Action::Drop,
+            ));
         }
         if pol.isolates_egress {
             let n = pol.egress.len();
@@ -346,7 +374,15 @@ impl Builder<'_> {
                 };
                 if r.ports.is_empty() {
                     let d = dst(self);
-                    out.push(rule(tag, RuleDir::Out, Protocol::Any, tgt_ep.clone(), d, TPorts::Any, Action::Accept));
+                    out.push(rule(
+                        tag,
+                        RuleDir::Out,
+                        Protocol::Any,
+                        tgt_ep.clone(),
+                        d,
+                        TPorts::Any,
+                        Action::Accept,
+                    ));
                     continue;
                 }
                 for (proto, g) in group_ports(r) {
@@ -355,13 +391,22 @@ impl Builder<'_> {
                     if g.all || !g.fixed.is_empty() {
                         let ports = if g.all { TPorts::Any } else { TPorts::Fixed(g.fixed.clone()) };
                         let d = dst(self);
-                        out.push(rule(ptag.clone(), RuleDir::Out, p, tgt_ep.clone(), d, ports, Action::Accept));
+                        out.push(rule(
+                            ptag.clone(),
+                            RuleDir::Out,
+                            p,
+                            tgt_ep.clone(),
+                            d,
+                            ports,
+                            Action::Accept,
+                        ));
                     }
                     if g.all {
                         continue;
                     }
                     for name in &g.names {
-                        let numbers = self.named_numbers.get(&(name.clone(), proto)).cloned().unwrap_or_default();
+                        let numbers =
+                            self.named_numbers.get(&(name.clone(), proto)).cloned().unwrap_or_default();
                         for num in numbers {
                             let mut def = peer_def(pol, &r.peers);
                             def.all_pods = r.peers.is_empty();
@@ -389,7 +434,15 @@ impl Builder<'_> {
                     }
                 }
             }
-            drops.push(rule(format!("er-{prefix}"), RuleDir::Out, Protocol::Any, tgt_ep.clone(), Endpoint::Any, TPorts::Any, Action::Drop));
+            drops.push(rule(
+                format!("er-{prefix}"),
+                RuleDir::Out,
+                Protocol::Any,
+                tgt_ep.clone(),
+                Endpoint::Any,
+                TPorts::Any,
+                Action::Drop,
+            ));
         }
     }
 }
@@ -412,7 +465,8 @@ fn disambiguate(keys: Vec<(String, String)>) -> HashMap<String, String> {
     for (_, name) in &keys {
         *count.entry(name).or_default() += 1;
     }
-    let clash: HashSet<String> = count.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k.to_string()).collect();
+    let clash: HashSet<String> =
+        count.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k.to_string()).collect();
     keys.into_iter()
         .map(|(key, name)| {
             let name = if clash.contains(&name) { format!("{name}-{:08x}", fnv(&key)) } else { name };
@@ -450,7 +504,8 @@ impl Compiled {
             return Err(CompileError::AddressClash(c));
         }
         let pods: Vec<Pod> = cluster.pods.values().filter(|p| p.is_networked()).cloned().collect();
-        let pod_index = pods.iter().enumerate().map(|(i, p)| ((p.namespace.clone(), p.name.clone()), i)).collect();
+        let pod_index =
+            pods.iter().enumerate().map(|(i, p)| ((p.namespace.clone(), p.name.clone()), i)).collect();
         let mut ns_pods: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, p) in pods.iter().enumerate() {
             ns_pods.entry(p.namespace.clone()).or_default().push(i);
@@ -467,9 +522,14 @@ impl Compiled {
             }
         }
         let prefixes = disambiguate(
-            cluster.policies.values().map(|p| (p.key(), format!("{name}-{}-{}", p.namespace, p.name))).collect(),
+            cluster
+                .policies
+                .values()
+                .map(|p| (p.key(), format!("{name}-{}-{}", p.namespace, p.name)))
+                .collect(),
         );
-        let mut b = Builder { cluster_name: name, sets: BTreeMap::new(), set_owner: HashMap::new(), named_numbers };
+        let mut b =
+            Builder { cluster_name: name, sets: BTreeMap::new(), set_owner: HashMap::new(), named_numbers };
         let mut templates: BTreeMap<String, Vec<TRule>> = BTreeMap::new();
         let mut by_ns: BTreeMap<&str, Vec<&NetworkPolicy>> = BTreeMap::new();
         for p in cluster.policies.values() {
@@ -489,24 +549,25 @@ impl Compiled {
         // Members.
         let mut sets = b.sets;
         for state in sets.values_mut() {
-            let candidates: Box<dyn Iterator<Item = usize>> = if state.def.has_ns_terms() || !state.def.blocks.is_empty() {
-                Box::new(0..pods.len())
-            } else {
-                let mut v: Vec<usize> = state
-                    .def
-                    .terms
-                    .iter()
-                    .filter_map(|t| match t {
-                        Term::InNs { ns, .. } => ns_pods.get(ns),
-                        Term::Ns { .. } => None,
-                    })
-                    .flatten()
-                    .copied()
-                    .collect();
-                v.sort_unstable();
-                v.dedup();
-                Box::new(v.into_iter())
-            };
+            let candidates: Box<dyn Iterator<Item = usize>> =
+                if state.def.has_ns_terms() || !state.def.blocks.is_empty() {
+                    Box::new(0..pods.len())
+                } else {
+                    let mut v: Vec<usize> = state
+                        .def
+                        .terms
+                        .iter()
+                        .filter_map(|t| match t {
+                            Term::InNs { ns, .. } => ns_pods.get(ns),
+                            Term::Ns { .. } => None,
+                        })
+                        .flatten()
+                        .copied()
+                        .collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    Box::new(v.into_iter())
+                };
             state.members = candidates.filter(|&i| state.def.selects(&pods[i], &ns_labels)).collect();
         }
 
@@ -527,12 +588,10 @@ impl Compiled {
             if let Some(prev) = macs.insert(mac, p.key()) {
                 return Err(CompileError::MacClash { first: prev, second: p.key(), mac: mac.to_string() });
             }
-            let mut spec = FilterSpec::new(filter_names[&p.key()].clone(), Vnic { mac: Some(mac), ips: p.ips.clone() });
-            spec.comments = vec![format!(
-                " pod {} on node {}",
-                p.key(),
-                p.node.as_deref().unwrap_or("(unscheduled)")
-            )];
+            let mut spec =
+                FilterSpec::new(filter_names[&p.key()].clone(), Vnic { mac: Some(mac), ips: p.ips.clone() });
+            spec.comments =
+                vec![format!(" pod {} on node {}", p.key(), p.node.as_deref().unwrap_or("(unscheduled)"))];
             let mut rs = RuleSet::new(L3_RULESET);
             let template = templates.get(&p.namespace).unwrap_or(&empty);
             for t in template {
@@ -541,7 +600,13 @@ impl Compiled {
                 r.tag = Some(t.tag.clone());
                 rs.rules.push(r);
             }
-            let mut last = Rule::ip(DEFAULT_RULE_ID, rs.rules.len() as u32 + 1, RuleDir::InOut, IpMatch::any(), Action::Accept);
+            let mut last = Rule::ip(
+                DEFAULT_RULE_ID,
+                rs.rules.len() as u32 + 1,
+                RuleDir::InOut,
+                IpMatch::any(),
+                Action::Accept,
+            );
             last.tag = Some("default-allow".into());
             rs.rules.push(last);
             spec.rulesets.push(rs);
@@ -613,12 +678,16 @@ impl Compiled {
     /// Relabels a namespace (its name label is kept, as the API server does) and returns the set-member
     /// changes.
     pub fn relabel_namespace(&mut self, namespace: &str, mut labels: Labels) -> Result<Diff, UpdateError> {
-        let slot = self.ns_labels.get_mut(namespace).ok_or_else(|| UpdateError::NoNamespace(namespace.to_string()))?;
+        let slot = self
+            .ns_labels
+            .get_mut(namespace)
+            .ok_or_else(|| UpdateError::NoNamespace(namespace.to_string()))?;
         labels.insert(crate::k8s::NAMESPACE_NAME_LABEL.into(), namespace.to_string());
         *slot = labels;
         let pods = self.ns_pods.get(namespace).cloned().unwrap_or_default();
         let mut diff = Diff::default();
-        let ids: Vec<String> = self.sets.iter().filter(|(_, s)| s.def.has_ns_terms()).map(|(k, _)| k.clone()).collect();
+        let ids: Vec<String> =
+            self.sets.iter().filter(|(_, s)| s.def.has_ns_terms()).map(|(k, _)| k.clone()).collect();
         for id in ids {
             self.reevaluate(&id, &pods, &mut diff);
         }
@@ -640,7 +709,8 @@ impl Compiled {
                 state.members.remove(&i);
             }
             let statics = state.def.static_entries();
-            let entries = pod.ips.iter().map(|ip| IpNet::host(*ip)).filter(|n| !statics.contains(n)).map(AddrEntry::Ip);
+            let entries =
+                pod.ips.iter().map(|ip| IpNet::host(*ip)).filter(|n| !statics.contains(n)).map(AddrEntry::Ip);
             let delta = diff.members.entry(id.to_string()).or_insert_with(SetDelta::default);
             for e in entries {
                 if now {
@@ -673,9 +743,20 @@ mod tests {
     #[test]
     fn cidr_minus_except_is_exact() {
         let parts = subtract(net("10.0.0.0/16"), &[net("10.0.1.0/24"), net("10.0.200.7/32")]);
-        for probe in ["10.0.0.1", "10.0.1.0", "10.0.1.255", "10.0.2.0", "10.0.200.7", "10.0.200.6", "10.0.255.255", "10.1.0.0"] {
+        for probe in [
+            "10.0.0.1",
+            "10.0.1.0",
+            "10.0.1.255",
+            "10.0.2.0",
+            "10.0.200.7",
+            "10.0.200.6",
+            "10.0.255.255",
+            "10.1.0.0",
+        ] {
             let ip: IpAddr = probe.parse().unwrap();
-            let inside = net("10.0.0.0/16").contains(ip) && !net("10.0.1.0/24").contains(ip) && ip != "10.0.200.7".parse::<IpAddr>().unwrap();
+            let inside = net("10.0.0.0/16").contains(ip)
+                && !net("10.0.1.0/24").contains(ip)
+                && ip != "10.0.200.7".parse::<IpAddr>().unwrap();
             assert_eq!(parts.iter().any(|p| p.contains(ip)), inside, "{probe}");
         }
         assert!(parts.len() <= 8 + 24, "{}", parts.len());

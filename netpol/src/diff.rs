@@ -138,15 +138,18 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
         match old_sets.get(id) {
             None => d.sets_added.push(id.to_string()),
             Some(o) => {
-                let added: Vec<AddrEntry> = n.entries.iter().filter(|e| !o.entries.contains(e)).copied().collect();
-                let removed: Vec<AddrEntry> = o.entries.iter().filter(|e| !n.entries.contains(e)).copied().collect();
+                let added: Vec<AddrEntry> =
+                    n.entries.iter().filter(|e| !o.entries.contains(e)).copied().collect();
+                let removed: Vec<AddrEntry> =
+                    o.entries.iter().filter(|e| !n.entries.contains(e)).copied().collect();
                 if !added.is_empty() || !removed.is_empty() {
                     d.members.insert(id.to_string(), SetDelta { added, removed });
                 }
             }
         }
     }
-    d.sets_removed = old_sets.keys().filter(|id| !new_sets.contains_key(*id)).map(|s| s.to_string()).collect();
+    d.sets_removed =
+        old_sets.keys().filter(|id| !new_sets.contains_key(*id)).map(|s| s.to_string()).collect();
 
     let old_f: BTreeMap<&str, &FilterSpec> = old.filters.iter().map(|f| (f.name.as_str(), f)).collect();
     let new_f: BTreeMap<&str, &FilterSpec> = new.filters.iter().map(|f| (f.name.as_str(), f)).collect();

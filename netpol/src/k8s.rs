@@ -441,10 +441,15 @@ impl<'n> Map<'n> {
         let mut seen = BTreeSet::new();
         for (k, _) in self.pairs {
             let Some(key) = k.as_str() else {
-                return Err(cx.field(k.mark, &self.path, format!("keys must be strings, found {}", k.type_name())));
+                return Err(cx.field(
+                    k.mark,
+                    &self.path,
+                    format!("keys must be strings, found {}", k.type_name()),
+                ));
             };
             if !allowed.contains(&key) {
-                let hint = close_match(key, allowed).map(|m| format!(" (did you mean '{m}'?)")).unwrap_or_default();
+                let hint =
+                    close_match(key, allowed).map(|m| format!(" (did you mean '{m}'?)")).unwrap_or_default();
                 return Err(cx.field(k.mark, &join(&self.path, key), format!("unknown field '{key}'{hint}")));
             }
             if !seen.insert(key) {
@@ -456,7 +461,11 @@ impl<'n> Map<'n> {
 
     /// The value of `key`, unless absent or null.
     fn get(&self, key: &str) -> Option<&'n Node> {
-        self.pairs.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v).filter(|v| v.value != Value::Null)
+        self.pairs
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+            .filter(|v| v.value != Value::Null)
     }
 
     fn path(&self, key: &str) -> String {
@@ -550,7 +559,8 @@ fn labels(cx: &Cx<'_>, node: Option<&Node>, path: &str) -> R<Labels> {
 fn selector(cx: &Cx<'_>, node: &Node, path: &str) -> R<Selector> {
     let m = map(cx, node, path)?;
     m.check(cx, &["matchLabels", "matchExpressions"])?;
-    let mut sel = Selector { labels: labels(cx, m.get("matchLabels"), &m.path("matchLabels"))?, exprs: Vec::new() };
+    let mut sel =
+        Selector { labels: labels(cx, m.get("matchLabels"), &m.path("matchLabels"))?, exprs: Vec::new() };
     if let Some(exprs) = m.get("matchExpressions") {
         let base = m.path("matchExpressions");
         for (i, e) in seq(cx, exprs, &base)?.iter().enumerate() {
@@ -577,7 +587,9 @@ fn selector(cx: &Cx<'_>, node: &Node, path: &str) -> R<Selector> {
                     return Err(cx.field(
                         opn.mark,
                         &em.path("operator"),
-                        format!("invalid operator '{other}' (expected In, NotIn, Exists or DoesNotExist{hint})"),
+                        format!(
+                            "invalid operator '{other}' (expected In, NotIn, Exists or DoesNotExist{hint})"
+                        ),
                     ));
                 }
             };
@@ -589,10 +601,18 @@ fn selector(cx: &Cx<'_>, node: &Node, path: &str) -> R<Selector> {
             }
             match op {
                 Op::In | Op::NotIn if values.is_empty() => {
-                    return Err(cx.field(e.mark, &em.path("values"), format!("operator {ops} needs at least one value")))
+                    return Err(cx.field(
+                        e.mark,
+                        &em.path("values"),
+                        format!("operator {ops} needs at least one value"),
+                    ))
                 }
                 Op::Exists | Op::DoesNotExist if !values.is_empty() => {
-                    return Err(cx.field(e.mark, &em.path("values"), format!("operator {ops} takes no values")))
+                    return Err(cx.field(
+                        e.mark,
+                        &em.path("values"),
+                        format!("operator {ops} takes no values"),
+                    ))
                 }
                 _ => {}
             }
@@ -615,10 +635,15 @@ fn peer(cx: &Cx<'_>, node: &Node, path: &str) -> R<Peer> {
     let m = map(cx, node, path)?;
     m.check(cx, &["podSelector", "namespaceSelector", "ipBlock"])?;
     let pods = m.get("podSelector").map(|n| selector(cx, n, &m.path("podSelector"))).transpose()?;
-    let namespaces = m.get("namespaceSelector").map(|n| selector(cx, n, &m.path("namespaceSelector"))).transpose()?;
+    let namespaces =
+        m.get("namespaceSelector").map(|n| selector(cx, n, &m.path("namespaceSelector"))).transpose()?;
     if let Some(b) = m.get("ipBlock") {
         if pods.is_some() || namespaces.is_some() {
-            return Err(cx.field(node.mark, path, "ipBlock cannot be combined with podSelector or namespaceSelector"));
+            return Err(cx.field(
+                node.mark,
+                path,
+                "ipBlock cannot be combined with podSelector or namespaceSelector",
+            ));
         }
         let bp = m.path("ipBlock");
         let bm = map(cx, b, &bp)?;
@@ -631,7 +656,11 @@ fn peer(cx: &Cx<'_>, node: &Node, path: &str) -> R<Peer> {
                 let p = format!("{}[{i}]", bm.path("except"));
                 let net = cidr(cx, e, &p)?;
                 if !(block.contains(net.addr) && net.len > block.len) {
-                    return Err(cx.field(e.mark, &p, format!("{net} is not a strict subset of cidr {block}")));
+                    return Err(cx.field(
+                        e.mark,
+                        &p,
+                        format!("{net} is not a strict subset of cidr {block}"),
+                    ));
                 }
                 except.push(net);
             }
@@ -668,7 +697,11 @@ fn policy_port(cx: &Cx<'_>, node: &Node, path: &str) -> R<PolicyPort> {
         Some(n) => {
             let s = string(cx, n, &m.path("port"))?;
             if !is_port_name(&s) {
-                return Err(cx.field(n.mark, &m.path("port"), format!("'{s}' is neither a port number nor a valid port name")));
+                return Err(cx.field(
+                    n.mark,
+                    &m.path("port"),
+                    format!("'{s}' is neither a port number nor a valid port name"),
+                ));
             }
             Some(PortRef::Name(s))
         }
@@ -680,7 +713,11 @@ fn policy_port(cx: &Cx<'_>, node: &Node, path: &str) -> R<PolicyPort> {
             match port {
                 Some(PortRef::Number(p)) if end >= p => Some(end),
                 Some(PortRef::Number(p)) => {
-                    return Err(cx.field(n.mark, &m.path("endPort"), format!("endPort {end} is below port {p}")))
+                    return Err(cx.field(
+                        n.mark,
+                        &m.path("endPort"),
+                        format!("endPort {end} is below port {p}"),
+                    ))
                 }
                 _ => {
                     return Err(cx.field(n.mark, &m.path("endPort"), "endPort needs a numeric port"));
@@ -718,7 +755,9 @@ fn network_policy(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str) -> R<
         Some(n) => selector(cx, n, "spec.podSelector")?,
         // `podSelector: {}` reads as an empty mapping; a missing field is an error in the API.
         None if spec.pairs.iter().any(|(k, _)| k.as_str() == Some("podSelector")) => Selector::default(),
-        None => return Err(cx.field(spec_node.mark, "spec.podSelector", "required (use {} to select every pod)")),
+        None => {
+            return Err(cx.field(spec_node.mark, "spec.podSelector", "required (use {} to select every pod)"))
+        }
     };
     let mut ingress = Vec::new();
     if let Some(rs) = spec.get("ingress") {
@@ -738,7 +777,11 @@ fn network_policy(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str) -> R<
             let p = format!("spec.policyTypes[{i}]");
             let s = string(cx, t, &p)?;
             if s != "Ingress" && s != "Egress" {
-                return Err(cx.field(t.mark, &p, format!("invalid policy type '{s}' (expected Ingress or Egress)")));
+                return Err(cx.field(
+                    t.mark,
+                    &p,
+                    format!("invalid policy type '{s}' (expected Ingress or Egress)"),
+                ));
             }
             types.insert(s);
         }
@@ -776,7 +819,8 @@ fn pod(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str, labels: Labels) 
         let spec = map(cx, s, "spec")?;
         spec.check(cx, POD_SPEC_FIELDS)?;
         pod.node = spec.get("nodeName").map(|n| string(cx, n, "spec.nodeName")).transpose()?;
-        pod.host_network = spec.get("hostNetwork").map(|n| boolean(cx, n, "spec.hostNetwork")).transpose()?.unwrap_or(false);
+        pod.host_network =
+            spec.get("hostNetwork").map(|n| boolean(cx, n, "spec.hostNetwork")).transpose()?.unwrap_or(false);
         if let Some(cs) = spec.get("containers") {
             for (i, c) in seq(cx, cs, "spec.containers")?.iter().enumerate() {
                 let cp = format!("spec.containers[{i}]");
@@ -795,7 +839,11 @@ fn pod(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str, labels: Labels) 
                     let name = pm.get("name").map(|n| string(cx, n, &pm.path("name"))).transpose()?;
                     if let (Some(n), Some(node)) = (&name, pm.get("name")) {
                         if !is_port_name(n) {
-                            return Err(cx.field(node.mark, &pm.path("name"), format!("'{n}' is not a valid port name")));
+                            return Err(cx.field(
+                                node.mark,
+                                &pm.path("name"),
+                                format!("'{n}' is not a valid port name"),
+                            ));
                         }
                     }
                     pod.ports.push(ContainerPort { name, port, protocol });
@@ -883,7 +931,10 @@ impl Cluster {
             entries.sort();
             let mut errors = Vec::new();
             for p in entries {
-                let manifest = p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+                let manifest = p
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
                 if p.is_dir() || manifest {
                     if let Err(e) = self.load_path(&p) {
                         errors.extend(e.0);
@@ -916,7 +967,11 @@ impl Cluster {
         let meta = top.get("metadata");
         let meta_text = |key: &str| -> Option<String> {
             let Value::Map(pairs) = &meta?.value else { return None };
-            pairs.iter().find(|(k, _)| k.as_str() == Some(key)).and_then(|(_, v)| v.as_str()).map(str::to_string)
+            pairs
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .and_then(|(_, v)| v.as_str())
+                .map(str::to_string)
         };
         let name = meta_text("name");
         let namespaced = kind != "Namespace";
@@ -976,21 +1031,37 @@ impl Cluster {
             let Some(meta) = meta else { return Err(cx.field(node.mark, "metadata", "required")) };
             let mm = map(&cx, meta, "metadata")?;
             check_metadata(&cx, &mm)?;
-            let Some(name) = name.clone() else { return Err(cx.field(meta.mark, "metadata.name", "required")) };
+            let Some(name) = name.clone() else {
+                return Err(cx.field(meta.mark, "metadata.name", "required"));
+            };
             for (key, value) in [("name", Some(&name)), ("namespace", Some(&namespace))] {
                 let Some(v) = value else { continue };
                 if key == "namespace" && !namespaced {
                     continue;
                 }
-                if v.is_empty() || v.len() > 253 || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
-                    return Err(cx.field(meta.mark, &format!("metadata.{key}"), format!("'{v}' is not a valid Kubernetes name")));
+                if v.is_empty()
+                    || v.len() > 253
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                {
+                    return Err(cx.field(
+                        meta.mark,
+                        &format!("metadata.{key}"),
+                        format!("'{v}' is not a valid Kubernetes name"),
+                    ));
                 }
             }
             let labels = labels(&cx, mm.get("labels"), "metadata.labels")?;
-            let (ns_key, key) = if namespaced { (namespace.clone(), name.clone()) } else { (String::new(), name.clone()) };
+            let (ns_key, key) =
+                if namespaced { (namespace.clone(), name.clone()) } else { (String::new(), name.clone()) };
             let at = cx.at(node.mark);
             if let Some(prev) = self.seen.insert((kind.clone(), ns_key, key), at.clone()) {
-                return Err(LoadError::Conflict { at, object: cx.object.clone(), message: format!("defined twice (first at {prev})") });
+                return Err(LoadError::Conflict {
+                    at,
+                    object: cx.object.clone(),
+                    message: format!("defined twice (first at {prev})"),
+                });
             }
             match kind.as_str() {
                 "Namespace" => {
@@ -1081,7 +1152,10 @@ mod tests {
         assert_eq!(pod.named_port("serve-80-udp", Proto::Udp), Some(80));
         assert_eq!(pod.named_port("serve-80-udp", Proto::Tcp), None);
         let p = &c.policies[&("x".to_string(), "p".to_string())];
-        assert!(p.isolates_ingress && p.isolates_egress, "defaults: Ingress always, Egress with egress rules");
+        assert!(
+            p.isolates_ingress && p.isolates_egress,
+            "defaults: Ingress always, Egress with egress rules"
+        );
     }
 
     #[test]
@@ -1089,7 +1163,9 @@ mod tests {
         let c = load(&format!("{POLICY_HEAD}  podSelector: {{}}\n  egress: []\n")).unwrap();
         let p = c.policies.values().next().unwrap();
         assert!(p.isolates_ingress && !p.isolates_egress);
-        let c = load(&format!("{POLICY_HEAD}  podSelector: {{}}\n  policyTypes: [Egress]\n  ingress: [{{}}]\n")).unwrap();
+        let c =
+            load(&format!("{POLICY_HEAD}  podSelector: {{}}\n  policyTypes: [Egress]\n  ingress: [{{}}]\n"))
+                .unwrap();
         let p = c.policies.values().next().unwrap();
         assert!(!p.isolates_ingress && p.isolates_egress);
     }
@@ -1100,14 +1176,20 @@ mod tests {
             "{POLICY_HEAD}  podSelector: {{}}\n  ingress:\n  - from:\n    - podSelector:\n        matchExpressions:\n        - {{key: pod, operator: Inn, values: [a]}}\n"
         ));
         assert!(e.starts_with("t.yaml:11:"), "{e}");
-        assert!(e.contains("NetworkPolicy x/p: spec.ingress[0].from[0].podSelector.matchExpressions[0].operator"), "{e}");
+        assert!(
+            e.contains("NetworkPolicy x/p: spec.ingress[0].from[0].podSelector.matchExpressions[0].operator"),
+            "{e}"
+        );
         assert!(e.contains("did you mean 'In'"), "{e}");
     }
 
     #[test]
     fn unknown_field_and_kinds() {
         let e = one_error(&format!("{POLICY_HEAD}  podSelector: {{}}\n  ingres: []\n"));
-        assert!(e.contains("NetworkPolicy x/p: spec.ingres: unknown field 'ingres' (did you mean 'ingress'?)"), "{e}");
+        assert!(
+            e.contains("NetworkPolicy x/p: spec.ingres: unknown field 'ingres' (did you mean 'ingress'?)"),
+            "{e}"
+        );
         let e = one_error("apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: anp}\n");
         assert!(e.contains("AdminNetworkPolicy default/anp: kind AdminNetworkPolicy"), "{e}");
         assert!(e.contains("not implemented"), "{e}");
@@ -1150,7 +1232,9 @@ mod tests {
         assert!(e.starts_with("t.yaml:") && e.contains("malformed YAML"), "{e}");
         let e = one_error("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n");
         assert!(e.contains("Namespace x: defined twice (first at t.yaml:1:1)"), "{e}");
-        let e = one_error("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, imagee: x}]}\n");
+        let e = one_error(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, imagee: x}]}\n",
+        );
         assert!(e.contains("Pod default/a: spec.containers[0].imagee: unknown field"), "{e}");
         let e = one_error("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nstatus: {podIP: 10.0.0.300}\n");
         assert!(e.contains("Pod default/a: status.podIP: '10.0.0.300' is not an IP address"), "{e}");
@@ -1163,11 +1247,19 @@ mod tests {
         let l = Labels::from([("pod".to_string(), "a".to_string())]);
         let req = |op, values: &[&str]| Selector {
             labels: Labels::new(),
-            exprs: vec![Requirement { key: "pod".into(), op, values: values.iter().map(|s| s.to_string()).collect() }],
+            exprs: vec![Requirement {
+                key: "pod".into(),
+                op,
+                values: values.iter().map(|s| s.to_string()).collect(),
+            }],
         };
         let other = |op, values: &[&str]| Selector {
             labels: Labels::new(),
-            exprs: vec![Requirement { key: "x".into(), op, values: values.iter().map(|s| s.to_string()).collect() }],
+            exprs: vec![Requirement {
+                key: "x".into(),
+                op,
+                values: values.iter().map(|s| s.to_string()).collect(),
+            }],
         };
         assert!(req(Op::In, &["a", "b"]).matches(&l));
         assert!(!req(Op::In, &["b"]).matches(&l));

@@ -215,7 +215,11 @@ impl MarkedEventReceiver for Builder {
                 }
                 None => self.fail(mark, "alias to an unknown anchor"),
             },
-            Event::DocumentStart | Event::DocumentEnd | Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
+            Event::DocumentStart
+            | Event::DocumentEnd
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::Nothing => {}
         }
     }
 }

@@ -13,7 +13,7 @@ use rules::*;
 const SETS: usize = 4;
 
 fn v4(x: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(if x % 2 == 0 { 0x0a00_0000 | (x & 0x3f) } else { 0xc0a8_0100 | (x & 0x3f) }))
+    IpAddr::V4(Ipv4Addr::from(if x & 1 == 0 { 0x0a00_0000 | (x & 0x3f) } else { 0xc0a8_0100 | (x & 0x3f) }))
 }
 
 fn v6(x: u32) -> IpAddr {
@@ -46,7 +46,7 @@ fn net(rng: &mut Rng, six: bool) -> IpNet {
 fn ports(rng: &mut Rng) -> Ports {
     let p = |rng: &mut Rng| rng.below(12) as u16 * 1000;
     match rng.below(6) {
-        0 | 1 | 2 => Ports::Any,
+        0..=2 => Ports::Any,
         3 => {
             let a = p(rng);
             Ports::Range(a, a)

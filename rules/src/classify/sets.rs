@@ -180,7 +180,7 @@ impl Intervals {
                         i += 1;
                     }
                     // Same start: longer spans were pushed first, so the innermost is on top.
-                    stack.sort_by(|a, b| b.0.cmp(&a.0));
+                    stack.sort_by_key(|e| std::cmp::Reverse(e.0));
                     emit(&mut out, s, &stack, &mut cur);
                 }
                 (None, Some(e)) => {

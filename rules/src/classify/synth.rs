@@ -496,7 +496,7 @@ pub fn nsx_keys(policy: &NsxPolicy, n: usize, seed: u64) -> Vec<L3Key> {
         let ports = Protocol::Number(proto)
             .has_ports()
             .then(|| (port_in(&mut rng, &m.sport), port_in(&mut rng, &m.dport)));
-        let icmp = Protocol::Number(proto).is_icmp().then(|| match m.icmp {
+        let icmp = Protocol::Number(proto).is_icmp().then_some(match m.icmp {
             IcmpMatch::Type(t) => (t, 0),
             IcmpMatch::TypeCode(t, c) => (t, c),
             IcmpMatch::Any => (8, 0),
