@@ -12,7 +12,7 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,25 +30,8 @@ const FRAMES: usize = 2_000_000;
 const FLOWS: usize = 100_000;
 const FILTER: &str = "tcp dst port 80 and net 10.1.0.0/16";
 
-/// The gen_pcap capture, generated once per machine.
 fn gen_capture() -> PathBuf {
-    let dir =
-        std::env::var_os("DFW_BENCH_DIR").map_or_else(|| PathBuf::from("/tmp/dfw-bench"), PathBuf::from);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("gen_pcap_{FRAMES}_{FLOWS}.pcap"));
-    if !path.exists() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/anchors/gen_pcap.py");
-        let tmp = path.with_extension("partial");
-        let st = Command::new("python3")
-            .arg(&script)
-            .arg(&tmp)
-            .args([FRAMES.to_string(), FLOWS.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "gen_pcap.py failed");
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    path
+    dfw_benches::gen_capture(FRAMES, FLOWS)
 }
 
 /// `tcp dst port 80 and net 10.1.0.0/16`, as BPF means it.

@@ -60,9 +60,13 @@ fn replay(c: &mut Criterion) {
             |mut e| {
                 for (i, f) in frames.iter().enumerate() {
                     let pkt = parse_frame(LinkType::Ethernet, f, f.len() as u32).unwrap();
-                    black_box(e.process(&pkt, i as u64 * 1000, |d| {
-                        black_box(d);
-                    }));
+                    let f = engine::FrameRef {
+                        number: i as u64,
+                        link: LinkType::Ethernet,
+                        bytes: f,
+                        now_ns: i as u64 * 1000,
+                    };
+                    black_box(e.process(&pkt, f, &mut engine::NullSink));
                 }
                 e
             },

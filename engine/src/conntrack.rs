@@ -45,8 +45,11 @@ pub struct Conn {
     pub generation: u32,
     /// Packets from the initiator (0) and the responder (1).
     pub packets: [u32; 2],
-    /// Bytes from the initiator (0) and the responder (1).
-    pub bytes: [u64; 2],
+    /// Bytes from the initiator (0) and the responder (1): low 32 bits here, high 16 bits in
+    /// `bytes_hi` (48-bit counts, 256 TiB per direction), so the entry needs no 8-byte alignment and a
+    /// million fit in 128 MiB. Read them with [`Conn::bytes`].
+    bytes_lo: [u32; 2],
+    bytes_hi: [u16; 2],
     /// The allowing rule has `with log`: a TERM line is due when the connection ends.
     pub logged: bool,
 }
@@ -84,7 +87,8 @@ impl Conn {
             rule,
             generation: generation as u32,
             packets: [1, 0],
-            bytes: [u64::from(pkt.wire_len), 0],
+            bytes_lo: [pkt.wire_len, 0],
+            bytes_hi: [0, 0],
             logged,
         };
         let expires = now_s.saturating_add(c.timeout(t));
@@ -134,9 +138,20 @@ impl Conn {
         };
         let i = usize::from(side == Side::Responder);
         self.packets[i] = self.packets[i].saturating_add(1);
-        self.bytes[i] += u64::from(pkt.wire_len);
+        self.add_bytes(i, u64::from(pkt.wire_len));
         *expires = now_s.saturating_add(self.timeout(t));
         result
+    }
+
+    /// Bytes sent by the initiator (0) and the responder (1).
+    pub fn bytes(&self) -> [u64; 2] {
+        [0, 1].map(|i| u64::from(self.bytes_hi[i]) << 32 | u64::from(self.bytes_lo[i]))
+    }
+
+    fn add_bytes(&mut self, i: usize, n: u64) {
+        let v = (self.bytes()[i] + n).min((1 << 48) - 1);
+        self.bytes_lo[i] = v as u32;
+        self.bytes_hi[i] = (v >> 32) as u16;
     }
 
     /// The timer that applies in the current state.

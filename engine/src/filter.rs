@@ -547,7 +547,7 @@ fn term(cfg: &FilterConfig, e: &Entry<Conn>, cause: TermCause, now_ns: u64, sink
         flow: LogFlow { src: init.ip(), dst: resp.ip(), ports, proto: e.key.proto },
         cause,
         packets: e.value.packets,
-        bytes: e.value.bytes,
+        bytes: e.value.bytes(),
     });
 }
 

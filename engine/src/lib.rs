@@ -471,6 +471,23 @@ impl Worker {
         }
     }
 
+    /// Removes every connection and held fragment this worker has for filter `index` of `snap`
+    /// (TERM lines for logged connections; `vsipioctl`'s flow flush); returns how many connections went.
+    pub fn flush_filter(
+        &mut self,
+        snap: &Snapshot,
+        index: usize,
+        now_ns: u64,
+        sink: &mut impl Sink,
+    ) -> usize {
+        self.sync(snap);
+        let Some(cfg) = snap.filters.get(index) else { return 0 };
+        let Some(state) = self.states.get_mut(cfg.slot) else { return 0 };
+        let n = state.conns.len();
+        state.flush(cfg, index, &self.shared, now_ns, sink);
+        n
+    }
+
     /// Connections this worker tracks for the filter in `slot`.
     pub fn connections(&self, slot: usize) -> usize {
         self.states.get(slot).map_or(0, |s| s.conns.len())

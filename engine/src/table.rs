@@ -1,9 +1,10 @@
 //! A bounded flow table: a slab of entries, a dense array of their expiry times, and an
 //! open-addressing index of slab positions.
 //!
-//! Entries live in one `Vec` (the slab); the index is a power-of-two array of 8-byte buckets, each
-//! holding 32 bits of the key's hash and the entry's slab position, probed linearly and kept at most
-//! three-quarters full. A lookup reads one index cache line and one slab entry, and both can be
+//! Entries live in one `Vec` (the slab); the index is an array of 8-byte buckets, each holding 32 bits
+//! of the key's hash and the entry's slab position, probed linearly. It doubles while it is at most
+//! three-quarters full, but never beyond what the limit needs at seven-eighths load, so a full table's
+//! index costs about 9 bytes per entry. A lookup reads one index cache line and one slab entry, and both can be
 //! prefetched ahead of time ([`FlowTable::prefetch`], [`FlowTable::prefetch_entry`]) so a batch of
 //! frames overlaps its cache misses, as VPP does. Removal shifts later buckets back (no tombstones).
 //! A million connections cost the entry size plus about 20 bytes each.
@@ -88,15 +89,26 @@ impl<V> FlowTable<V> {
         self.limit = limit;
     }
 
-    fn mask(&self) -> usize {
-        self.buckets.len().wrapping_sub(1)
+    /// The home bucket of `hash` (Lemire's multiply-shift range reduction: any bucket count works).
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        ((u128::from(hash as u32 as u64 | (hash << 32)) * self.buckets.len() as u128) >> 64) as usize
+    }
+
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.buckets.len() {
+            0
+        } else {
+            i + 1
+        }
     }
 
     /// Asks the CPU to start loading the index line for `hash`.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
         if !self.buckets.is_empty() {
-            prefetch(&self.buckets[hash as usize & self.mask()]);
+            prefetch(&self.buckets[self.home(hash)]);
         }
     }
 
@@ -122,9 +134,8 @@ impl<V> FlowTable<V> {
         if self.buckets.is_empty() {
             return None;
         }
-        let mask = self.mask();
         let t = tag(hash);
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         loop {
             let b = self.buckets[i];
             if b == 0 {
@@ -136,7 +147,7 @@ impl<V> FlowTable<V> {
                     return Some(pos);
                 }
             }
-            i = (i + 1) & mask;
+            i = self.next(i);
         }
     }
 
@@ -152,7 +163,7 @@ impl<V> FlowTable<V> {
         if self.len >= self.limit {
             return Err(TableFull);
         }
-        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+        if (self.len + 1) * 4 > self.buckets.len() * 3 && self.buckets.len() < self.max_buckets() {
             self.grow_index();
         }
         let pos = match self.free.pop() {
@@ -178,16 +189,20 @@ impl<V> FlowTable<V> {
     }
 
     fn place(&mut self, hash: u64, pos: usize) {
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         while self.buckets[i] != 0 {
-            i = (i + 1) & mask;
+            i = self.next(i);
         }
         self.buckets[i] = tag(hash) | (pos as u64 + 1);
     }
 
+    /// The index size that holds `limit` entries at seven-eighths load.
+    fn max_buckets(&self) -> usize {
+        (self.limit.saturating_mul(8) / 7).max(16) + 1
+    }
+
     fn grow_index(&mut self) {
-        let cap = (self.buckets.len() * 2).max(16);
+        let cap = (self.buckets.len() * 2).max(16).min(self.max_buckets());
         self.buckets = vec![0; cap];
         for pos in 0..self.slots.len() {
             if let Some(e) = &self.slots[pos] {
@@ -203,9 +218,8 @@ impl<V> FlowTable<V> {
             return None;
         }
         let hash = Self::hash(key);
-        let mask = self.mask();
         let t = tag(hash);
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         let pos = loop {
             let b = self.buckets[i];
             if b == 0 {
@@ -217,25 +231,25 @@ impl<V> FlowTable<V> {
                     break pos;
                 }
             }
-            i = (i + 1) & mask;
+            i = self.next(i);
         };
         // Backward-shift deletion: pull later members of the probe run into the hole.
         let mut hole = i;
-        let mut j = (i + 1) & mask;
+        let mut j = self.next(i);
         loop {
             let b = self.buckets[j];
             if b == 0 {
                 break;
             }
             let p = (b & 0xffff_ffff) as usize - 1;
-            let home = self.slots[p].as_ref().map_or(j, |e| Self::hash(&e.key) as usize & mask);
+            let home = self.slots[p].as_ref().map_or(j, |e| self.home(Self::hash(&e.key)));
             // Move `b` into the hole unless its home lies cyclically in (hole, j].
             let in_range = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
             if !in_range {
                 self.buckets[hole] = b;
                 hole = j;
             }
-            j = (j + 1) & mask;
+            j = self.next(j);
         }
         self.buckets[hole] = 0;
         self.take(pos)

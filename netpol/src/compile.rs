@@ -591,7 +591,7 @@ impl Compiled {
             let mut spec =
                 FilterSpec::new(filter_names[&p.key()].clone(), Vnic { mac: Some(mac), ips: p.ips.clone() });
             spec.comments =
-                vec![format!(" pod {} on node {}", p.key(), p.node.as_deref().unwrap_or("(unscheduled)"))];
+                vec![format!("pod {} on node {}", p.key(), p.node.as_deref().unwrap_or("(unscheduled)"))];
             let mut rs = RuleSet::new(L3_RULESET);
             let template = templates.get(&p.namespace).unwrap_or(&empty);
             for t in template {
@@ -633,7 +633,7 @@ impl Compiled {
             .iter()
             .map(|(id, s)| {
                 let mut set = AddrSet::new(id.clone(), self.entries(s));
-                set.comments = vec![format!(" {}", s.comment)];
+                set.comments = vec![s.comment.clone()];
                 set
             })
             .collect();

@@ -1175,7 +1175,7 @@ mod tests {
         let e = one_error(&format!(
             "{POLICY_HEAD}  podSelector: {{}}\n  ingress:\n  - from:\n    - podSelector:\n        matchExpressions:\n        - {{key: pod, operator: Inn, values: [a]}}\n"
         ));
-        assert!(e.starts_with("t.yaml:11:"), "{e}");
+        assert!(e.starts_with("t.yaml:12:32:"), "{e}");
         assert!(
             e.contains("NetworkPolicy x/p: spec.ingress[0].from[0].podSelector.matchExpressions[0].operator"),
             "{e}"

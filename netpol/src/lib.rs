@@ -34,6 +34,7 @@ pub mod compile;
 pub mod diff;
 pub mod error;
 pub mod k8s;
+pub mod synth;
 pub mod yaml;
 
 pub use compile::{compile, pod_mac, Compiled};

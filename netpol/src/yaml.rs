@@ -139,7 +139,16 @@ impl Builder {
     }
 
     /// Attaches a finished node to the container being built (or ends a document).
-    fn finish(&mut self, node: Node, anchor: usize) {
+    fn finish(&mut self, mut node: Node, anchor: usize) {
+        // A block mapping's start event is marked after its first key has been scanned; the first key's
+        // own mark is where the mapping really starts.
+        if let Value::Map(pairs) = &node.value {
+            if let Some((k, _)) = pairs.first() {
+                if (k.mark.line, k.mark.col) < (node.mark.line, node.mark.col) {
+                    node.mark = k.mark;
+                }
+            }
+        }
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
         }

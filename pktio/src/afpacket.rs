@@ -449,6 +449,14 @@ impl FrameSource for AfPacketRx {
     }
 }
 
+impl AsRawFd for AfPacketRx {
+    /// The ring's socket, for callers that wait on several ports with one `poll(2)` (readable when a
+    /// block is ready).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl Drop for AfPacketRx {
     fn drop(&mut self) {
         // SAFETY: `ring`/`ring_len` are exactly what mmap returned; no frame borrows the ring any more

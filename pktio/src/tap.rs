@@ -185,6 +185,13 @@ impl Tap {
     }
 }
 
+impl AsRawFd for Tap {
+    /// The tap's descriptor, for callers that wait on several ports with one `poll(2)`.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl FrameSource for Tap {
     fn recv_batch<'a>(&'a mut self, batch: &mut Batch<'a>) -> Result<usize, IoError> {
         batch.clear();

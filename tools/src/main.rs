@@ -2,8 +2,14 @@
 //! the work happens in the `engine`, `rules` and `pktio` crates.
 
 mod classify;
+mod ctl;
 mod gen;
+mod lab;
+mod netpol;
 mod output;
+mod replay_out;
+mod run;
+mod trace;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +52,12 @@ enum Command {
         /// Worker threads (results do not depend on it).
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Write the frames every filter on their path passed (and unfiltered ones) to this pcap.
+        #[arg(long, value_name = "PCAP")]
+        write_passed: Option<PathBuf>,
+        /// Write the frames some filter did not pass (and malformed ones) to this pcap.
+        #[arg(long, value_name = "PCAP")]
+        write_dropped: Option<PathBuf>,
         /// The capture file.
         capture: PathBuf,
     },
@@ -72,6 +84,18 @@ enum Command {
     /// Measure a component; print one JSON object.
     #[command(subcommand)]
     Bench(classify::BenchCommand),
+    /// Run the live daemon: taps / AF_PACKET ports, a learning switch, vNIC filters, control socket.
+    Run(run::RunArgs),
+    /// Inspect and change a running daemon (vsipioctl-style views; policy and address-set changes).
+    Ctl(ctl::CtlArgs),
+    /// Traceflow: the filters and rules a connection's first packet meets, and the verdict.
+    Trace(trace::TraceArgs),
+    /// The seed article's lab, live in network namespaces.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+    /// Kubernetes NetworkPolicy → per-vNIC filters and address sets (the container plug-in's role).
+    #[command(subcommand)]
+    Netpol(self::netpol::NetpolCommand),
 }
 
 #[derive(Subcommand)]
@@ -89,8 +113,19 @@ enum GenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { policy, switches, json, verdicts, log, workers, capture } => {
-            replay(&policy, &switches, json, verdicts.as_deref(), log.as_deref(), workers, &capture)
+        Command::Replay {
+            policy,
+            switches,
+            json,
+            verdicts,
+            log,
+            workers,
+            write_passed,
+            write_dropped,
+            capture,
+        } => {
+            let pcaps = (write_passed.as_deref(), write_dropped.as_deref());
+            replay(&policy, &switches, json, verdicts.as_deref(), log.as_deref(), workers, pcaps, &capture)
         }
         Command::Check { files } => check(&files),
         Command::Fmt { check, files } => fmt(&files, check),
@@ -98,6 +133,11 @@ fn main() -> ExitCode {
         Command::Gen(GenCommand::Rules(cmd)) => classify::gen_rules(cmd),
         Command::Classify(args) => classify::classify(&args),
         Command::Bench(cmd) => classify::bench(cmd),
+        Command::Run(args) => run::run(&args),
+        Command::Ctl(args) => ctl::ctl(&args),
+        Command::Trace(args) => trace::trace(&args),
+        Command::Lab(cmd) => lab::lab(&cmd),
+        Command::Netpol(cmd) => self::netpol::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -146,6 +186,7 @@ fn replay(
     verdicts: Option<&Path>,
     log: Option<&Path>,
     workers: usize,
+    pcaps: (Option<&Path>, Option<&Path>),
     capture: &Path,
 ) -> Result<ExitCode> {
     if workers == 0 {
@@ -157,9 +198,15 @@ fn replay(
     let cap = pktio::capture::Capture::open(capture)?;
     let mut sink = output::VerdictSink::open(verdicts)?;
     let mut logs = output::LogSink::open(log)?;
-    let want = verdicts.is_some() || log.is_some();
+    let want = verdicts.is_some() || log.is_some() || pcaps.0.is_some() || pcaps.1.is_some();
     let mut write_err = None;
+    let mut fates = replay_out::Fates::default();
+    let bar = replay_out::progress(&cap, want);
     let summary = engine::replay::replay(&cap, &mut engine, &switches, workers, want, |ev| {
+        fates.event(&ev);
+        if let engine::replay::Event::Decision { decision, .. } = ev {
+            bar.set_position(decision.frame);
+        }
         if write_err.is_none() {
             if let Err(e) = sink.event(&ev).and_then(|_| logs.event(&ev)) {
                 write_err = Some(e);
@@ -169,9 +216,16 @@ fn replay(
     if let Some(e) = write_err {
         return Err(e);
     }
+    bar.finish_and_clear();
     let summary = summary?;
     sink.finish()?;
     logs.finish()?;
+    if pcaps.0.is_some() || pcaps.1.is_some() {
+        let skipped = replay_out::write(&cap, &fates, pcaps.0, pcaps.1)?;
+        if skipped > 0 {
+            eprintln!("dfw: {skipped} frame(s) of another link type than the first frame's were not written");
+        }
+    }
     let report = output::Report::new(&capture.display().to_string(), &summary, &engine);
     if json {
         println!("{}", serde_json::to_string(&report)?);

@@ -3,8 +3,10 @@
 //!
 //! - **Exact addresses** (the bulk of NSX sets: VM and pod IPs) live in one hash table from address to
 //!   the sorted ids of the sets holding it: one probe per lookup. The table is cut into 64 × 64 shards
-//!   behind `Arc`s (shard chosen by a multiplicative hash of the address); a new version clones the
-//!   64 top pointers, one block of 64 shard pointers and the touched shard, and shares the rest.
+//!   (chosen by a multiplicative hash of the address), each a small open-addressing array of one-line
+//!   slots holding the address and up to 11 set ids inline, so a probe usually costs one cache miss.
+//!   A new version copies the 64 top handles and one block of 64 shard handles and rebuilds the one
+//!   touched shard (a few dozen addresses); everything else is shared with the versions readers hold.
 //! - **Prefixes** (subnets in sets) are few. They are flattened into elementary intervals, each
 //!   holding the ids of every set with a prefix covering it, and found by one binary search. A prefix
 //!   change rebuilds this small index (O(P log P) for P prefixes of the family); host changes never
@@ -67,58 +69,128 @@ struct Addr {
 }
 
 impl Addr {
-    fn route(&self) -> (usize, usize) {
+    fn hash(&self) -> u64 {
         let x = (self.net as u64) ^ ((self.net >> 64) as u64).rotate_left(17) ^ u64::from(self.v6);
-        let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Which shard: the top 12 bits of the hash.
+    fn route(&self) -> (usize, usize) {
+        let h = self.hash();
         ((h >> 58) as usize, ((h >> 52) & 63) as usize)
+    }
+
+    /// Home slot in a shard of `cap` slots (a power of two): hash bits below the routing bits.
+    fn slot(&self, cap: usize) -> usize {
+        (self.hash() >> 20) as usize & (cap - 1)
     }
 }
 
 const FANOUT: usize = 64;
+/// Set ids stored in a slot itself; longer lists go to the shard's pool.
+const INLINE: usize = 11;
 
+/// One cache line: an address and (usually) the ids of the sets holding it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C, align(64))]
+struct Slot {
+    addr: u128,
+    /// 0: empty. Else bit 31: IPv6; bits 0..31: number of ids.
+    meta: u32,
+    /// The ids when at most [`INLINE`]; else `[start, end)` in the pool.
+    ids: [u32; INLINE],
+}
+
+const V6: u32 = 1 << 31;
+
+/// An immutable open-addressing table (linear probing, at most half full), rebuilt on change.
 #[derive(Debug, Clone, Default)]
 struct Shard {
-    /// Address → `[start, end)` of its sorted set ids in `pool`.
-    map: AHashMap<Addr, (u32, u32)>,
-    pool: Vec<u32>,
-    /// Pool slots no key refers to any more.
-    garbage: usize,
+    slots: Arc<[Slot]>,
+    /// Id lists longer than [`INLINE`]; `None` (no reference count to touch) in most shards.
+    pool: Option<Arc<[u32]>>,
 }
 
 impl Shard {
-    #[inline]
-    fn ids(&self, k: &Addr) -> &[u32] {
-        match self.map.get(k) {
-            Some(&(s, e)) => self.pool.get(s as usize..e as usize).unwrap_or(&[]),
-            None => &[],
+    fn from_entries<I: AsRef<[u32]>>(entries: &[(Addr, I)]) -> Shard {
+        if entries.is_empty() {
+            return Shard::default();
+        }
+        let cap = (entries.len() * 2).next_power_of_two().max(4);
+        let mut slots = vec![Slot::default(); cap];
+        let mut pool = Vec::new();
+        for (a, ids) in entries {
+            let ids = ids.as_ref();
+            let mut i = a.slot(cap);
+            while slots[i].meta != 0 {
+                i = (i + 1) & (cap - 1);
+            }
+            let mut slot =
+                Slot { addr: a.net, meta: ids.len() as u32 | if a.v6 { V6 } else { 0 }, ids: [0; INLINE] };
+            if ids.len() <= INLINE {
+                slot.ids[..ids.len()].copy_from_slice(ids);
+            } else {
+                slot.ids[0] = pool.len() as u32;
+                pool.extend_from_slice(ids);
+                slot.ids[1] = pool.len() as u32;
+            }
+            slots[i] = slot;
+        }
+        Shard { slots: slots.into(), pool: (!pool.is_empty()).then(|| pool.into()) }
+    }
+
+    fn ids_of<'a>(&'a self, s: &'a Slot) -> &'a [u32] {
+        let n = (s.meta & !V6) as usize;
+        if n <= INLINE {
+            &s.ids[..n]
+        } else {
+            self.pool.as_deref().and_then(|p| p.get(s.ids[0] as usize..s.ids[1] as usize)).unwrap_or(&[])
         }
     }
 
-    /// Replaces the ids of `k` (`ids` sorted, deduplicated; empty removes the key).
-    fn set(&mut self, k: Addr, ids: &[u32]) {
-        if let Some((s, e)) = self.map.remove(&k) {
-            self.garbage += (e - s) as usize;
+    fn entries(&self) -> Vec<(Addr, &[u32])> {
+        self.slots
+            .iter()
+            .filter(|s| s.meta != 0)
+            .map(|s| (Addr { net: s.addr, v6: s.meta & V6 != 0 }, self.ids_of(s)))
+            .collect()
+    }
+
+    #[inline]
+    fn ids(&self, a: &Addr) -> &[u32] {
+        let cap = self.slots.len();
+        if cap == 0 {
+            return &[];
         }
-        if !ids.is_empty() {
-            let s = self.pool.len() as u32;
-            self.pool.extend_from_slice(ids);
-            self.map.insert(k, (s, self.pool.len() as u32));
-        }
-        if self.garbage > 32 && self.garbage * 2 > self.pool.len() {
-            let mut pool = Vec::with_capacity(self.pool.len() - self.garbage);
-            for r in self.map.values_mut() {
-                let s = pool.len() as u32;
-                pool.extend_from_slice(&self.pool[r.0 as usize..r.1 as usize]);
-                *r = (s, pool.len() as u32);
+        let tag = if a.v6 { V6 } else { 0 };
+        let mut i = a.slot(cap);
+        // At most half full: an empty slot ends every probe sequence.
+        for _ in 0..cap {
+            let s = &self.slots[i];
+            if s.meta == 0 {
+                return &[];
             }
-            self.pool = pool;
-            self.garbage = 0;
+            if s.addr == a.net && s.meta & V6 == tag {
+                return self.ids_of(s);
+            }
+            i = (i + 1) & (cap - 1);
         }
+        &[]
+    }
+
+    /// A copy with the ids of `a` replaced (`ids` sorted; empty removes `a`).
+    fn with(&self, a: Addr, ids: &[u32]) -> Shard {
+        let mut entries = self.entries();
+        entries.retain(|(k, _)| *k != a);
+        if !ids.is_empty() {
+            entries.push((a, ids));
+        }
+        Shard::from_entries(&entries)
     }
 
     fn memory_bytes(&self) -> usize {
-        self.map.capacity() * (size_of::<(Addr, (u32, u32))>() + 1)
-            + self.pool.capacity() * size_of::<u32>()
+        self.slots.len() * size_of::<Slot>()
+            + self.pool.as_ref().map_or(0, |p| p.len() * size_of::<u32>())
             + size_of::<Shard>()
     }
 }
@@ -231,7 +303,7 @@ impl Prefixes {
 pub(super) struct SetTable {
     /// Bumped by every published change.
     pub generation: u64,
-    mids: Vec<Arc<[Arc<Shard>]>>,
+    mids: Vec<Arc<[Shard]>>,
     prefixes: Arc<Prefixes>,
 }
 
@@ -272,24 +344,22 @@ impl SetTable {
     pub fn new(mut members: Vec<(MemberKey, u32)>) -> SetTable {
         members.sort_unstable();
         members.dedup();
-        let mut shards: Vec<Vec<Shard>> = (0..FANOUT).map(|_| vec![Shard::default(); FANOUT]).collect();
+        let mut shards: Vec<Vec<Vec<(Addr, Vec<u32>)>>> =
+            (0..FANOUT).map(|_| vec![Vec::new(); FANOUT]).collect();
         let mut prefixes = Prefixes::default();
         for group in members.chunk_by(|a, b| a.0 == b.0) {
             let k = group[0].0;
             if k.is_host() {
                 let a = k.exact();
                 let (x, y) = a.route();
-                let sh = &mut shards[x][y];
-                let s = sh.pool.len() as u32;
-                sh.pool.extend(group.iter().map(|m| m.1));
-                sh.map.insert(a, (s, sh.pool.len() as u32));
+                shards[x][y].push((a, group.iter().map(|m| m.1).collect()));
             } else {
                 prefixes.nets.insert(k, group.iter().map(|m| m.1).collect());
             }
         }
         prefixes.reindex(false);
         prefixes.reindex(true);
-        let mids = shards.into_iter().map(|v| v.into_iter().map(Arc::new).collect()).collect();
+        let mids = shards.into_iter().map(|v| v.iter().map(|e| Shard::from_entries(e)).collect()).collect();
         SetTable { generation: 0, mids, prefixes: Arc::new(prefixes) }
     }
 
@@ -354,12 +424,12 @@ impl SetTable {
             }
             let (x, y) = a.route();
             if let Some(mid) = t.mids.get_mut(x) {
-                // `Arc<[T]>` has no `make_mut`: copy the 64 pointers when shared.
+                // `Arc<[T]>` has no `make_mut`: copy the 64 shard handles when shared.
                 if Arc::get_mut(mid).is_none() {
                     *mid = mid.iter().cloned().collect();
                 }
                 if let Some(shard) = Arc::get_mut(mid).and_then(|m| m.get_mut(y)) {
-                    Arc::make_mut(shard).set(a, &ids);
+                    *shard = shard.with(a, &ids);
                 }
             }
         }

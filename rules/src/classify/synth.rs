@@ -296,9 +296,15 @@ pub fn nsx(p: &NsxParams) -> NsxPolicy {
     // Set sizes: weight 1 / (j+1)^0.8, scaled to the member total, at least one each.
     let w: Vec<f64> = (0..nsets).map(|j| 1.0 / ((j + 1) as f64).powf(0.8)).collect();
     let total: f64 = w.iter().sum();
+    let mut sizes: Vec<usize> =
+        w.iter().map(|wj| ((p.members as f64 * wj / total) as usize).max(1)).collect();
+    // Rounding down lost a few: give them to the largest sets, so the total is `members` exactly.
+    let short = p.members.saturating_sub(sizes.iter().sum());
+    for k in 0..short {
+        sizes[k % nsets] += 1;
+    }
     let mut sets = Vec::with_capacity(nsets);
-    for (j, wj) in w.iter().enumerate() {
-        let size = ((p.members as f64 * wj / total) as usize).max(1);
+    for (j, &size) in sizes.iter().enumerate() {
         let mut entries: Vec<AddrEntry> = Vec::with_capacity(size);
         // One set in fifty is (partly) subnets: segments, office ranges, an IPv6 /64.
         let subnets = if j % 50 == 7 { size.min(1 + rng.below(6)) } else { 0 };

@@ -1,0 +1,335 @@
+//! The live daemon end to end (issue 7): `dfw run` between two network namespaces attached only
+//! through taps dfw creates, driven with `dfw ctl` as an operator would. Needs root; with `CI=true` a
+//! machine where it cannot set up fails the test instead of skipping it. Everything it creates (two
+//! namespaces, two taps inside them, a temporary folder, the daemon) is removed by Drop guards, and all
+//! traffic stays inside the namespaces (10.250.0.0/24).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use pktio::ScratchNetns;
+
+const DFW: &str = env!("CARGO_BIN_EXE_dfw");
+const CLIENT: &str = "10.250.0.1";
+const SERVER: &str = "10.250.0.2";
+const SET: &str = "clients";
+
+/// Returns false (skip) when the test cannot run here; panics instead under CI.
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tun = Path::new("/dev/net/tun").exists();
+    if root && tun {
+        return true;
+    }
+    let why = format!("live test needs root and /dev/net/tun (root: {root}, tun: {tun})");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The daemon; SIGTERM then SIGKILL when dropped.
+struct Daemon(Child);
+impl Daemon {
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            if self.stop().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+}
+
+fn policy() -> String {
+    format!(
+        r#"
+addrset {SET} {{ }}
+addrset servers {{ ip {SERVER}, }}
+
+ruleset mainrs {{
+  rule 10 at 1 in protocol tcp from addrset {SET} to addrset servers port 8080 accept;
+  rule 11 at 2 in protocol icmp icmptype 8 from any to addrset servers accept;
+  rule 12 at 3 out protocol any from any to any accept;
+  rule 2 at 4 inout protocol any from any to any drop;
+}}
+
+ruleset mainrs_L2 {{
+  rule 1 at 1 inout ethertype arp stateless from any to any accept;
+  rule 3 at 2 inout ethertype ipv4 from any to any accept;
+}}
+
+filter client {{ vnic mac 02:fa:00:00:00:01 ip {CLIENT}; }}
+filter server {{ vnic mac 02:fa:00:00:00:02 ip {SERVER}; }}
+"#
+    )
+}
+
+fn ctl(sock: &Path, args: &[&str]) -> Output {
+    Command::new(DFW).arg("ctl").arg("--socket").arg(sock).args(args).output().expect("run dfw ctl")
+}
+
+fn ctl_ok(sock: &Path, args: &[&str]) -> String {
+    let out = ctl(sock, args);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "dfw ctl {args:?}: {}{text}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+fn json(sock: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ctl_ok(sock, &all)).expect("json answer")
+}
+
+fn connect(ns: &ScratchNetns, to: &str) -> std::io::Result<TcpStream> {
+    let addr: SocketAddr = format!("{to}:8080").parse().expect("address");
+    ns.run(move || TcpStream::connect_timeout(&addr, Duration::from_millis(1500))).expect("enter namespace")
+}
+
+/// Sends `msg` and expects it echoed within a second.
+fn echoes(s: &mut TcpStream, msg: &[u8]) -> bool {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));
+    if s.write_all(msg).is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).is_ok() && buf == msg
+}
+
+/// One ICMP echo request from inside `ns` to `dst`; true when the reply comes within a second.
+fn ping(ns: &ScratchNetns, dst: Ipv4Addr) -> bool {
+    ns.run(move || {
+        // SAFETY: socket(2) with constant arguments; the descriptor is closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+        assert!(fd >= 0, "raw ICMP socket: {}", std::io::Error::last_os_error());
+        let ident: u16 = (std::process::id() & 0xffff) as u16;
+        let mut req = vec![8u8, 0, 0, 0];
+        req.extend_from_slice(&ident.to_be_bytes());
+        req.extend_from_slice(&1u16.to_be_bytes());
+        req.extend_from_slice(b"dfw-live-ping");
+        let c = pktio::build::checksum(&[&req]);
+        req[2..4].copy_from_slice(&c.to_be_bytes());
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() },
+            sin_zero: [0; 8],
+        };
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+        // SAFETY: `tv` is a valid timeval for SO_RCVTIMEO and lives across the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        // SAFETY: `req` and `sa` are valid for the lengths passed.
+        let sent = unsafe {
+            libc::sendto(
+                fd,
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        let mut got = false;
+        let start = Instant::now();
+        while sent > 0 && !got && start.elapsed() < Duration::from_secs(1) {
+            let mut buf = [0u8; 1500];
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 20 {
+                continue;
+            }
+            let ihl = usize::from(buf[0] & 0x0f) * 4;
+            let icmp = &buf[ihl.min(n as usize)..n as usize];
+            got = icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == ident.to_be_bytes();
+        }
+        // SAFETY: closing the descriptor we opened.
+        unsafe { libc::close(fd) };
+        got
+    })
+    .expect("enter namespace")
+}
+
+#[test]
+fn live_daemon_enforces_policy_changes_between_namespaces() {
+    if !can_run() {
+        return;
+    }
+    let pid = std::process::id();
+    let client = ScratchNetns::new("live-c").expect("create client namespace");
+    let server = ScratchNetns::new("live-s").expect("create server namespace");
+    let dir = TempDir(std::env::temp_dir().join(format!("dfw-live-{pid}")));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(dir.0.join("policy.dfw"), policy()).expect("write policy");
+    let sock = dir.0.join("control.sock");
+    let (ctap, stap) = (format!("dfwc{}", pid % 1_000_000), format!("dfws{}", pid % 1_000_000));
+    let config = format!(
+        "policy = \"policy.dfw\"\ncontrol = \"{}\"\n\n\
+         [[port]]\nname = \"client\"\ntap = \"{ctap}\"\nnetns = \"{}\"\nmac = \"02:fa:00:00:00:01\"\naddresses = [\"{CLIENT}/24\"]\n\n\
+         [[port]]\nname = \"server\"\ntap = \"{stap}\"\nnetns = \"{}\"\nmac = \"02:fa:00:00:00:02\"\naddresses = [\"{SERVER}/24\"]\n",
+        sock.display(),
+        client.name(),
+        server.name()
+    );
+    std::fs::write(dir.0.join("dfw.toml"), config).expect("write config");
+    let log = std::fs::File::create(dir.0.join("dfw.log")).expect("log file");
+    let child = Command::new(DFW)
+        .args(["run", "--config"])
+        .arg(dir.0.join("dfw.toml"))
+        .stderr(log)
+        .spawn()
+        .expect("start dfw run");
+    let mut daemon = Daemon(child);
+    let start = Instant::now();
+    while !sock.exists() {
+        if let Ok(Some(st)) = daemon.0.try_wait() {
+            panic!(
+                "dfw run exited ({st}):\n{}",
+                std::fs::read_to_string(dir.0.join("dfw.log")).unwrap_or_default()
+            );
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "no control socket after 15 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The servers' namespace has no link but the tap dfw made.
+    let out = Command::new("ip").args(["-n", server.name(), "-o", "link"]).output().expect("ip link");
+    let links = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(links.lines().count(), 2, "{links}");
+    assert!(links.contains(&stap) && links.contains("lo:"), "{links}");
+
+    // An echo server on 10.250.0.2:8080 inside the server namespace.
+    let addr: SocketAddr = format!("{SERVER}:8080").parse().expect("address");
+    let listener = server.run(move || TcpListener::bind(addr)).expect("enter namespace").expect("listen");
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+
+    // 1. Refused by policy: the SYN is dropped by rule 2 in the server's filter, the connect times out.
+    assert!(connect(&client, SERVER).is_err(), "connection allowed before the client is in the set");
+
+    // ARP went through the L2 rule set: the client knows the server's MAC.
+    let out =
+        Command::new("ip").args(["-n", client.name(), "neigh", "show", SERVER]).output().expect("ip neigh");
+    let neigh = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(neigh.contains("02:fa:00:00:00:02"), "ARP did not resolve through dfw: {neigh:?}");
+
+    // 2. The client joins the set (kubectl label ... app=foo): a new connection succeeds.
+    let g0 = json(&sock, &["summarize"])["generation"].as_u64().expect("generation");
+    let text = ctl_ok(&sock, &["addrset", "add", SET, CLIENT]);
+    assert_eq!(text.trim(), format!("generation {}", g0 + 1));
+    let mut est = connect(&client, SERVER).expect("connection refused after addrset add");
+    assert!(echoes(&mut est, b"hello through dfw"), "no echo on an allowed connection");
+
+    let flows = json(&sock, &["getflows", "-f", "server"]);
+    let f = &flows["flows"][0];
+    assert_eq!(f["src"].as_str().map(|s| s.starts_with(CLIENT)), Some(true), "{flows}");
+    assert_eq!(f["dst"], format!("{SERVER}:8080"));
+    assert_eq!(f["states"][0], "ESTABLISHED", "{flows}");
+    assert_eq!(f["rule"], 10);
+    assert!(ctl_ok(&sock, &["getflows", "-f", "server"]).contains(":8080 ESTABLISHED:ESTABLISHED"));
+
+    // 3. ICMP follows its rules: echo to the server is allowed (rule 11), to the client it is not.
+    assert!(ping(&client, SERVER.parse().expect("ip")), "ping to the server was dropped");
+    assert!(!ping(&server, CLIENT.parse().expect("ip")), "ping to the client passed");
+
+    // 4. A broken file changes nothing and every error is reported.
+    let broken = dir.0.join("broken.dfw");
+    std::fs::write(
+        &broken,
+        "ruleset mainrs {\n  rule 1 at 1 in protocol tcp from any to any acept;\n  rule 2 at 2 in protocol tpc from any to any accept;\n}\n",
+    )
+    .expect("write");
+    let before = ctl_ok(&sock, &["getrules", "-f", "server"]);
+    let out = ctl(&sock, &["load", "-f", "server", broken.to_str().expect("path")]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert_eq!(err.lines().filter(|l| l.contains("broken.dfw:")).count(), 2, "{err}");
+    assert_eq!(ctl_ok(&sock, &["getrules", "-f", "server"]), before);
+    assert_eq!(json(&sock, &["summarize"])["generation"].as_u64(), Some(g0 + 1));
+    assert!(echoes(&mut est, b"still allowed"), "the old policy is not in force after a failed load");
+
+    // 5. The control socket refuses other users: by its mode, and by SO_PEERCRED when the mode is opened.
+    let copy = dir.0.join("dfw-copy");
+    std::fs::copy(DFW, &copy).expect("copy dfw");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let as_nobody = || {
+        Command::new(&copy)
+            .args(["ctl", "--socket"])
+            .arg(&sock)
+            .arg("summarize")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run as nobody")
+    };
+    let mode = std::fs::metadata(&sock).expect("socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = as_nobody();
+    assert!(!out.status.success(), "an unprivileged user got an answer");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = as_nobody();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"), "{out:?}");
+
+    // 6. The client leaves the set: new connections fail, and the established one is cut (revalidation).
+    ctl_ok(&sock, &["addrset", "del", SET, CLIENT]);
+    assert!(connect(&client, SERVER).is_err(), "new connection allowed after addrset del");
+    assert!(!echoes(&mut est, b"cut?"), "established connection survived the policy change");
+    let stat = json(&sock, &["getfilterstat", "-f", "server"]);
+    assert!(stat["torn_down"].as_u64() >= Some(1), "{stat}");
+    assert!(stat["drop_reasons"]["revalidate"].as_u64() >= Some(1), "{stat}");
+
+    // 7. Clean shutdown on SIGTERM: exit 0, socket removed.
+    let st = daemon.stop().expect("dfw run did not stop on SIGTERM");
+    assert!(st.success(), "{st}");
+    assert!(!sock.exists(), "control socket left behind");
+}
