@@ -131,7 +131,9 @@ fn ping(ns: &ScratchNetns, dst: Ipv4Addr) -> bool {
         // SAFETY: socket(2) with constant arguments; the descriptor is closed below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
         assert!(fd >= 0, "raw ICMP socket: {}", std::io::Error::last_os_error());
-        let ident: u16 = (std::process::id() & 0xffff) as u16;
+        // A fresh identifier per ping: an echo connection is keyed by it in both directions.
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+        let ident = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) ^ (std::process::id() as u16);
         let mut req = vec![8u8, 0, 0, 0];
         req.extend_from_slice(&ident.to_be_bytes());
         req.extend_from_slice(&1u16.to_be_bytes());
