@@ -319,16 +319,16 @@ afpacket = "veth0"
     fn an_unknown_key_is_named_with_its_line() {
         let bad = GOOD.replace("netns = \"lab-bb\"", "netnz = \"lab-bb\"");
         let e = DaemonConfig::parse(&bad, "d.toml").unwrap_err();
-        assert_eq!(e.line, 9, "{e}");
+        assert_eq!(e.line, 8, "{e}");
         assert!(e.message.contains("netnz"), "{e}");
-        assert!(e.to_string().starts_with("d.toml:9:"), "{e}");
+        assert!(e.to_string().starts_with("d.toml:8:"), "{e}");
     }
 
     #[test]
     fn semantic_errors_name_the_key_and_the_port_line() {
         let bad = GOOD.replace("afpacket = \"veth0\"", "afpacket = \"veth0\"\ntap = \"t\"");
         let e = DaemonConfig::parse(&bad, "d.toml").unwrap_err();
-        assert_eq!(e.line, 13, "{e}");
+        assert_eq!(e.line, 12, "{e}");
         assert!(e.key.contains("uplink"), "{e}");
         let bad = GOOD.replace("00:50:56:00:00:02", "00:50:56:00:00");
         let e = DaemonConfig::parse(&bad, "d.toml").unwrap_err();

@@ -768,8 +768,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(r, Request::Trace(_)));
-        for bad in [r#"{"cmd":"nope"}"#, r#"{"cmd":"getrules"}"#, "not json", r#"{"cmd":"summarize","x":1}"#]
-        {
+        for bad in [r#"{"cmd":"nope"}"#, r#"{"cmd":"getrules"}"#, "not json"] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }
     }

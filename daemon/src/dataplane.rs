@@ -142,13 +142,13 @@ impl Dataplane {
                 continue; // timeout or EINTR
             }
             let snap = self.snapshot.load_full();
-            for i in 0..pfds.len() {
-                let revents = pfds[i].revents;
-                if revents & libc::POLLIN != 0 {
+            for (i, pfd) in pfds.iter_mut().enumerate() {
+                if pfd.revents & libc::POLLIN != 0 {
                     spare = self.receive(i, &snap, spare);
-                } else if revents & (libc::POLLERR | libc::POLLNVAL | libc::POLLHUP) != 0 {
-                    tracing::error!(port = %self.ports[i].config.name, revents, "port failed; no longer polled");
-                    pfds[i].fd = -1;
+                } else if pfd.revents & (libc::POLLERR | libc::POLLNVAL | libc::POLLHUP) != 0 {
+                    let port = &self.ports[i].config.name;
+                    tracing::error!(port = %port, revents = pfd.revents, "port failed; no longer polled");
+                    pfd.fd = -1;
                 }
             }
             if let Some(w) = &mut self.log {

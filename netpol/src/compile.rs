@@ -32,7 +32,7 @@ use rules::{
     RuleDir, RuleSet, Vnic,
 };
 
-use crate::diff::{Diff, SetDelta};
+use crate::diff::Diff;
 use crate::error::{CompileError, UpdateError};
 use crate::k8s::{Cluster, Labels, NetworkPolicy, Peer, Pod, PolicyRule, PortRef, Proto, Selector};
 
@@ -92,11 +92,11 @@ impl SetDef {
                 Term::InNs { ns, pods } => pod.namespace == *ns && pods.matches(&pod.labels),
                 Term::Ns { ns, pods } => {
                     ns.matches(ns_labels.get(&pod.namespace).unwrap_or(&empty))
-                        && pods.as_ref().map_or(true, |s| s.matches(&pod.labels))
+                        && pods.as_ref().is_none_or(|s| s.matches(&pod.labels))
                 }
             })
             || (self.named.is_some() && self.blocks.iter().any(|b| pod.ips.iter().any(|ip| b.contains(*ip))));
-        peer && self.named.as_ref().map_or(true, |(n, proto, num)| pod.named_port(n, *proto) == Some(*num))
+        peer && self.named.as_ref().is_none_or(|(n, proto, num)| pod.named_port(n, *proto) == Some(*num))
     }
 
     /// Entries that do not come from pods.
@@ -584,7 +584,7 @@ impl Compiled {
         let mut filters = Vec::with_capacity(pods.len());
         let empty = Vec::new();
         for p in &pods {
-            let mac = pod_mac(p.ips[0]);
+            let mac = p.mac.unwrap_or_else(|| pod_mac(p.ips[0]));
             if let Some(prev) = macs.insert(mac, p.key()) {
                 return Err(CompileError::MacClash { first: prev, second: p.key(), mac: mac.to_string() });
             }
@@ -672,6 +672,7 @@ impl Compiled {
         for id in ids {
             self.reevaluate(&id, &[i], &mut diff);
         }
+        diff.normalize();
         Ok(diff)
     }
 
@@ -691,6 +692,7 @@ impl Compiled {
         for id in ids {
             self.reevaluate(&id, &pods, &mut diff);
         }
+        diff.normalize();
         Ok(diff)
     }
 
@@ -711,7 +713,7 @@ impl Compiled {
             let statics = state.def.static_entries();
             let entries =
                 pod.ips.iter().map(|ip| IpNet::host(*ip)).filter(|n| !statics.contains(n)).map(AddrEntry::Ip);
-            let delta = diff.members.entry(id.to_string()).or_insert_with(SetDelta::default);
+            let delta = diff.members.entry(id.to_string()).or_default();
             for e in entries {
                 if now {
                     delta.added.push(e);

@@ -56,6 +56,20 @@ impl Diff {
             && self.rulesets_changed.is_empty()
     }
 
+    /// Orders each set's added and removed members by address, so that equal changes compare equal.
+    pub fn normalize(&mut self) {
+        fn key(e: &AddrEntry) -> (u8, Option<std::net::IpAddr>, u8, [u8; 6]) {
+            match e {
+                AddrEntry::Ip(n) => (0, Some(n.addr), n.len, [0; 6]),
+                AddrEntry::Mac(m) => (1, None, 0, m.0),
+            }
+        }
+        for d in self.members.values_mut() {
+            d.added.sort_by_key(key);
+            d.removed.sort_by_key(key);
+        }
+    }
+
     /// Number of member additions plus removals.
     pub fn member_changes(&self) -> usize {
         self.members.values().map(|d| d.added.len() + d.removed.len()).sum()
@@ -160,6 +174,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Diff {
             Some(_) => {}
         }
     }
+    d.normalize();
     d.filters_removed = old_f.keys().filter(|n| !new_f.contains_key(*n)).map(|s| s.to_string()).collect();
 
     let old_r: BTreeMap<&str, RuleSet> = old.rulesets.iter().map(|r| (r.name.as_str(), bare(r))).collect();

@@ -100,7 +100,12 @@ pub struct Pod {
     pub host_network: bool,
     /// `status.phase` is `Succeeded` or `Failed`: the pod no longer runs and NetworkPolicy ignores it.
     pub terminated: bool,
+    /// The vNIC MAC from the annotation [`VNIC_MAC_ANNOTATION`], when the pod's real MAC is known.
+    pub mac: Option<rules::Mac>,
 }
+
+/// Annotation giving a pod's vNIC MAC (otherwise dfw derives one from its address).
+pub const VNIC_MAC_ANNOTATION: &str = "dfw.io/vnic-mac";
 
 impl Pod {
     /// `namespace/name`.
@@ -399,17 +404,18 @@ impl Cx<'_> {
         Location { file: self.file.to_string(), line: mark.line, col: mark.col }
     }
 
-    fn field(&self, mark: Mark, path: &str, message: impl Into<String>) -> LoadError {
-        LoadError::Field {
+    fn field(&self, mark: Mark, path: &str, message: impl Into<String>) -> Box<LoadError> {
+        Box::new(LoadError::Field {
             at: self.at(mark),
             object: self.object.clone(),
             path: path.to_string(),
             message: message.into(),
-        }
+        })
     }
 }
 
-type R<T> = Result<T, LoadError>;
+/// Errors are boxed inside the reader: they are rare and large.
+type R<T> = Result<T, Box<LoadError>>;
 
 /// A mapping being read: its pairs and its path.
 struct Map<'n> {
@@ -804,6 +810,24 @@ fn network_policy(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str) -> R<
     })
 }
 
+fn parse_mac(s: &str) -> Option<rules::Mac> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(rules::Mac(out))
+}
+
+/// A string-to-string map (annotations); see [`labels`].
+fn string_map(cx: &Cx<'_>, node: Option<&Node>, path: &str) -> R<Labels> {
+    labels(cx, node, path)
+}
+
 fn pod(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str, labels: Labels) -> R<Pod> {
     let mut pod = Pod {
         namespace: namespace.to_string(),
@@ -814,7 +838,18 @@ fn pod(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str, labels: Labels) 
         ports: Vec::new(),
         host_network: false,
         terminated: false,
+        mac: None,
     };
+    if let Some(meta) = top.get("metadata") {
+        let annotations =
+            string_map(cx, map(cx, meta, "metadata")?.get("annotations"), "metadata.annotations")?;
+        if let Some(m) = annotations.get(VNIC_MAC_ANNOTATION) {
+            let path = format!("metadata.annotations.{VNIC_MAC_ANNOTATION}");
+            pod.mac = Some(parse_mac(m).ok_or_else(|| {
+                cx.field(meta.mark, &path, format!("'{m}' is not a MAC address (aa:bb:cc:dd:ee:ff)"))
+            })?);
+        }
+    }
     if let Some(s) = top.get("spec") {
         let spec = map(cx, s, "spec")?;
         spec.check(cx, POD_SPEC_FIELDS)?;
@@ -974,7 +1009,10 @@ impl Cluster {
                 .map(str::to_string)
         };
         let name = meta_text("name");
-        let namespaced = kind != "Namespace";
+        // Pods and NetworkPolicies default to namespace `default`; other kinds (cluster-scoped policy
+        // kinds among them) show a namespace only when they name one.
+        let namespaced = matches!(kind.as_str(), "Pod" | "NetworkPolicy")
+            || (kind != "Namespace" && meta_text("namespace").is_some());
         let namespace = meta_text("namespace").unwrap_or_else(|| "default".to_string());
         let shown = name.clone().unwrap_or_else(|| "<unnamed>".into());
         cx.object = match (kind.as_str(), namespaced) {
@@ -1019,13 +1057,13 @@ impl Cluster {
                 } else {
                     format!("; expected apiVersion {want}")
                 };
-                return Err(LoadError::Unsupported {
+                return Err(Box::new(LoadError::Unsupported {
                     at: cx.at(node.mark),
                     object: cx.object.clone(),
                     kind: kind.clone(),
                     api_version: api_version.clone(),
                     hint,
-                });
+                }));
             }
             top.check(&cx, &["apiVersion", "kind", "metadata", "spec", "status"])?;
             let Some(meta) = meta else { return Err(cx.field(node.mark, "metadata", "required")) };
@@ -1057,11 +1095,11 @@ impl Cluster {
                 if namespaced { (namespace.clone(), name.clone()) } else { (String::new(), name.clone()) };
             let at = cx.at(node.mark);
             if let Some(prev) = self.seen.insert((kind.clone(), ns_key, key), at.clone()) {
-                return Err(LoadError::Conflict {
+                return Err(Box::new(LoadError::Conflict {
                     at,
                     object: cx.object.clone(),
                     message: format!("defined twice (first at {prev})"),
-                });
+                }));
             }
             match kind.as_str() {
                 "Namespace" => {
@@ -1093,7 +1131,7 @@ impl Cluster {
             Ok(())
         })();
         if let Err(e) = result {
-            errors.push(e);
+            errors.push(*e);
         }
     }
 
@@ -1191,7 +1229,7 @@ mod tests {
             "{e}"
         );
         let e = one_error("apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: anp}\n");
-        assert!(e.contains("AdminNetworkPolicy default/anp: kind AdminNetworkPolicy"), "{e}");
+        assert!(e.contains("AdminNetworkPolicy anp: kind AdminNetworkPolicy"), "{e}");
         assert!(e.contains("not implemented"), "{e}");
         let e = one_error("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n");
         assert!(e.contains("status.podIP"), "{e}");

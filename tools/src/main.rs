@@ -179,6 +179,7 @@ fn parse_switch(spec: &str) -> Result<Switch> {
     Ok(Switch { at, policy: load_policy(path)?, label: path.display().to_string() })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn replay(
     policy: &Path,
     switches: &[String],

@@ -31,7 +31,8 @@ pub enum NetpolCommand {
         /// Also write the new compiled policy here.
         #[arg(short = 'o', long = "out", value_name = "OUT")]
         out: Option<PathBuf>,
-        /// The daemon's control socket. Not available yet: without it the change is printed as JSON.
+        /// The daemon's control socket. Needs an atomic multi-change request the protocol lacks so far; without
+        /// it the change is printed as JSON.
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
@@ -85,11 +86,11 @@ pub fn run(cmd: NetpolCommand) -> Result<ExitCode> {
             }
             if let Some(sock) = socket {
                 return Err(anyhow!(
-                    "{}: dfw has no control socket protocol yet (issue 7); run without --socket to print the change",
+                    "{}: the control protocol has no atomic multi-change request yet (docs/netpol.md); run without --socket to print the change",
                     sock.display()
                 ));
             }
-            println!("{}", serde_json::to_string_pretty(&message(&diff, &changes, out.as_deref()))?);
+            emit(&format!("{}\n", serde_json::to_string_pretty(&message(&diff, &changes, out.as_deref()))?))?;
             Ok(ExitCode::SUCCESS)
         }
         NetpolCommand::Diff { old, new, json } => {
@@ -97,9 +98,9 @@ pub fn run(cmd: NetpolCommand) -> Result<ExitCode> {
             let diff = ::netpol::diff(&old, &new_policy);
             if json {
                 let changes = changes(&diff, &new_policy);
-                println!("{}", serde_json::to_string_pretty(&message(&diff, &changes, Some(&new)))?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&message(&diff, &changes, Some(&new)))?))?;
             } else {
-                print!("{diff}");
+                emit(&diff.to_string())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -132,10 +133,18 @@ fn compile(input: &Input) -> Result<Option<::netpol::Compiled>> {
 
 fn write(out: &Path, text: &str) -> Result<()> {
     if out == Path::new("-") {
-        print!("{text}");
-        return Ok(());
+        return emit(text);
     }
     std::fs::write(out, text).with_context(|| format!("{}: cannot write", out.display()))
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to stdout"),
+    }
 }
 
 /// The engine changes that put `diff` in force as one transaction.

@@ -8,28 +8,34 @@
 //! destination port (65536 standing for "no ports") and protocol. Everything else (address-set
 //! membership, `not`, port sets, ICMP type/code, IPv6 prefixes longer than /32) marks the rule as
 //! needing the full check, which is the linear scan's own predicate, run only on the few rules that
-//! reach a leaf.
+//! reach a leaf. So the structure may be conservative anywhere and is still exact.
 //!
 //! 1. **Views.** Rules are placed once per (direction, family): a key only ever visits the view of its
 //!    own direction and family, so `in`/`out`/`inout`, `inet`/`inet6` and the family an `ip` endpoint
 //!    implies cost nothing per lookup. Identical views (all-`inout` sets) are shared.
 //! 2. **Address sets are hash keys, not ranges.** A rule whose destination (else source) is a
 //!    positive address set goes into a small tree *owned by that set*. A lookup first asks the
-//!    membership table which sets hold the key's addresses (one hash probe for the exact address plus
-//!    one per prefix length in use) and only visits those sets' trees. Rules over sets therefore never
-//!    smear over the address dimensions of a shared tree, and membership lives apart from the rules.
-//! 3. **Decision trees for the rest** (HyperSplit: one dimension, one threshold per node, median cut
-//!    point, smallest larger child), with leaves of a few rules in priority order. An exact rule that
-//!    covers a node's whole region hides every later rule in it, which keeps firewall sets full of
-//!    wildcards small. Every tree knows its best rank, so a tree that cannot beat the current answer
-//!    is skipped.
+//!    membership table which sets hold the key's addresses (one hash probe for the exact address, one
+//!    binary search over the prefix members' elementary intervals) and visits only those sets' trees.
+//!    Rules over sets never smear over the address dimensions of a shared tree, and membership lives
+//!    apart from the rules.
+//! 3. **Decision trees for the rest**: HyperSplit-like trees with 8-way nodes (one field, up to seven
+//!    thresholds at the octiles of the rules' cut points, one cache line per node) and leaves of at
+//!    most 8 rules in priority order. An exact rule that covers a node's whole region hides every later
+//!    rule there, which keeps wildcard-heavy firewall sets small. When one tree would still replicate
+//!    rules too much, the rules are split as CutSplit does (specific destination / specific source /
+//!    neither) and each part gets its own tree. Every tree knows its best rank and is skipped when it
+//!    cannot beat the answer found so far.
+//! 4. **Batches.** [`Classifier::first_match_batch`] walks up to 16 keys down a tree in lockstep, so
+//!    their cache misses overlap (rte_acl does the same with SIMD over its batch).
 //!
-//! Why this mix: decision trees give the shortest lookups on ClassBench-like sets (a few dozen
-//! predictable compares, far fewer memory touches than tuple-space probes) but replicate rules whose
-//! fields are wildcards and cannot index address sets with hundreds of thousands of members. Hashing
-//! the sets removes both problems for NSX-shaped policies, and lets set members change by publishing
-//! a new membership table (copy-on-write shards, see [`sets`]) behind an [`ArcSwap`] while the rule
-//! trees stay untouched: readers never lock, and a lookup sees either the old or the new members.
+//! Why this mix: decision trees give the shortest lookups on ClassBench-like sets (a few predictable
+//! compares per level, far fewer memory touches than tuple-space probes, and no full-rebuild-only
+//! state machine like rte_acl's), but they replicate rules along wildcard fields and cannot index
+//! address sets with hundreds of thousands of members. Hashing the sets removes both problems for
+//! NSX-shaped policies and lets members change by publishing a new membership table (copy-on-write
+//! shards) behind an [`ArcSwap`] while the rule trees stay untouched: readers never lock, and a lookup
+//! sees either the old or the new members, never a mix.
 //!
 //! ```
 //! use rules::{classify::Classifier, AddrSet, Direction, IpNet, L3Key};

@@ -87,6 +87,8 @@ impl Addr {
 }
 
 const FANOUT: usize = 64;
+/// One shard's addresses and their set ids, before the shard is built.
+type ShardEntries = Vec<(Addr, Vec<u32>)>;
 /// Set ids stored in a slot itself; longer lists go to the shard's pool.
 const INLINE: usize = 11;
 
@@ -344,8 +346,7 @@ impl SetTable {
     pub fn new(mut members: Vec<(MemberKey, u32)>) -> SetTable {
         members.sort_unstable();
         members.dedup();
-        let mut shards: Vec<Vec<Vec<(Addr, Vec<u32>)>>> =
-            (0..FANOUT).map(|_| vec![Vec::new(); FANOUT]).collect();
+        let mut shards: Vec<Vec<ShardEntries>> = (0..FANOUT).map(|_| vec![Vec::new(); FANOUT]).collect();
         let mut prefixes = Prefixes::default();
         for group in members.chunk_by(|a, b| a.0 == b.0) {
             let k = group[0].0;
