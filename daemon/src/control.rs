@@ -36,10 +36,42 @@ use crate::config::PortConfig;
 use crate::dataplane::{now_ns, DpView, Job};
 use crate::trace::{trace, TraceSpec};
 
+/// One change inside an atomic `commit` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum WireChange {
+    /// Add members to every definition of a set.
+    AddrsetAdd {
+        /// Set id.
+        set: String,
+        /// Members (`10.0.0.1`, `10.0.0.0/24`, `aa:bb:cc:dd:ee:ff`).
+        addrs: Vec<String>,
+    },
+    /// Remove members from every definition of a set.
+    AddrsetDel {
+        /// Set id.
+        set: String,
+        /// Members.
+        addrs: Vec<String>,
+    },
+    /// Replace the whole policy with this policy file's text.
+    Policy {
+        /// A name for error messages (usually the file name).
+        name: String,
+        /// The policy text.
+        text: String,
+    },
+}
+
 /// One request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
+    /// Several changes applied as one atomic commit (what `dfw netpol apply` sends).
+    Commit {
+        /// The changes, in order.
+        changes: Vec<WireChange>,
+    },
     /// Ports, their filters and failure policies (`summarize-dvfilter`).
     Summarize,
     /// Filter names and hashes.
@@ -276,6 +308,7 @@ impl Control {
             Request::Gettimeout { filter } => self.gettimeout(&filter),
             Request::Load { filter, name, text } => self.load(&filter, &name, &text),
             Request::Addrset { op, set, addrs } => self.addrset(&op, &set, &addrs),
+            Request::Commit { changes } => self.commit(&changes),
             Request::FlowsFlush { filter } => self.flush(&filter),
             Request::Trace(spec) => match trace(self.engine.policy(), &spec) {
                 Ok(t) => Ok(Response::ok(t.text(), serde_json::to_value(&t).unwrap_or(Value::Null))),
@@ -609,6 +642,41 @@ impl Control {
         self.filter(filter)?;
         let policy = new_policy_for(self.engine.policy(), filter, name, text)?;
         self.committed(&[Change::Policy(policy)])
+    }
+
+    fn commit(&mut self, wire: &[WireChange]) -> Result<Response, String> {
+        let mut changes = Vec::with_capacity(wire.len());
+        let mut errors = Vec::new();
+        for w in wire {
+            match w {
+                WireChange::AddrsetAdd { set, addrs } | WireChange::AddrsetDel { set, addrs } => {
+                    let mut entries = Vec::new();
+                    for a in addrs {
+                        match parse_entry(a) {
+                            Some(e) => entries.push(e),
+                            None => errors.push(format!("set {set}: '{a}' is not an address, prefix or MAC")),
+                        }
+                    }
+                    let set = set.clone();
+                    changes.push(if matches!(w, WireChange::AddrsetAdd { .. }) {
+                        Change::AddrSetAdd { set, entries }
+                    } else {
+                        Change::AddrSetDel { set, entries }
+                    });
+                }
+                WireChange::Policy { name, text } => match rules::parse_policy(text) {
+                    Ok(p) => changes.push(Change::Policy(p)),
+                    Err(d) => errors.extend(d.errors().map(|e| e.one_line(name))),
+                },
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+        if changes.is_empty() {
+            return Err("commit with no change".into());
+        }
+        self.committed(&changes)
     }
 
     fn addrset(&mut self, op: &str, set: &str, addrs: &[String]) -> Result<Response, String> {

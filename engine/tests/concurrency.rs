@@ -1,7 +1,7 @@
 //! Policy swaps under load, and replay results that do not depend on the number of workers.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ fn every_frame_is_decided_wholly_by_one_policy_version_while_another_thread_swap
         std::thread::spawn(move || {
             let mut swaps = 0u64;
             while !stop.load(Ordering::Relaxed) && swaps < 200_000 {
-                let p = if swaps % 2 == 0 { &v2 } else { &v1 };
+                let p = if swaps.is_multiple_of(2) { &v2 } else { &v1 };
                 engine.load(p, 0).unwrap();
                 swaps += 1;
             }
@@ -95,7 +95,7 @@ fn pcaps() -> Vec<PathBuf> {
 /// A policy with one filter per IP address the capture uses: out of any vNIC anything goes, in to a
 /// vNIC only TCP to ports below 1024, UDP and ICMP echo are accepted as new connections, so replies
 /// ride the connection table and the rest is dropped.
-fn policy_for(path: &PathBuf) -> rules::Policy {
+fn policy_for(path: &Path) -> rules::Policy {
     let cap = Capture::open(path).unwrap();
     let mut ips = std::collections::BTreeSet::new();
     for f in cap.frames() {
@@ -117,7 +117,7 @@ fn policy_for(path: &PathBuf) -> rules::Policy {
 }
 
 /// Records every event as text, in the order replay reports them.
-fn transcript(path: &PathBuf, workers: usize) -> (Vec<String>, engine::replay::ReplaySummary, Engine) {
+fn transcript(path: &Path, workers: usize) -> (Vec<String>, engine::replay::ReplaySummary, Engine) {
     let mut engine = Engine::new(&policy_for(path)).unwrap();
     let cap = Capture::open(path).unwrap();
     let mut lines = Vec::new();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
+use daemon::control::{Request, WireChange};
 use engine::Change;
 use rules::AddrEntry;
 
@@ -31,7 +32,7 @@ pub enum NetpolCommand {
         /// Also write the new compiled policy here.
         #[arg(short = 'o', long = "out", value_name = "OUT")]
         out: Option<PathBuf>,
-        /// The daemon's control socket. Needs an atomic multi-change request the protocol lacks so far; without
+        /// The daemon's control socket: apply the change there as one atomic commit. Without
         /// it the change is printed as JSON.
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
@@ -85,10 +86,37 @@ pub fn run(cmd: NetpolCommand) -> Result<ExitCode> {
                 write(out, &new.to_string())?;
             }
             if let Some(sock) = socket {
-                return Err(anyhow!(
-                    "{}: the control protocol has no atomic multi-change request yet (docs/netpol.md); run without --socket to print the change",
-                    sock.display()
-                ));
+                // One atomic commit on the running daemon: member changes for a relabel, else the whole policy.
+                let wire: Vec<WireChange> = changes
+                    .iter()
+                    .map(|c| match c {
+                        Change::AddrSetAdd { set, entries } => WireChange::AddrsetAdd {
+                            set: set.clone(),
+                            addrs: entries.iter().map(entry_word).collect(),
+                        },
+                        Change::AddrSetDel { set, entries } => WireChange::AddrsetDel {
+                            set: set.clone(),
+                            addrs: entries.iter().map(entry_word).collect(),
+                        },
+                        Change::Policy(p) => {
+                            WireChange::Policy { name: "netpol".into(), text: p.to_string() }
+                        }
+                    })
+                    .collect();
+                if wire.is_empty() {
+                    println!("no change");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let resp = daemon::control::request(&sock, &Request::Commit { changes: wire })
+                    .with_context(|| format!("{}: cannot talk to the daemon", sock.display()))?;
+                if !resp.ok {
+                    for line in resp.error.unwrap_or_default().lines() {
+                        eprintln!("dfw netpol apply: {line}");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+                print!("{}", resp.text);
+                return Ok(ExitCode::SUCCESS);
             }
             emit(&format!("{}\n", serde_json::to_string_pretty(&message(&diff, &changes, out.as_deref()))?))?;
             Ok(ExitCode::SUCCESS)
@@ -172,6 +200,13 @@ fn entry(e: &AddrEntry) -> String {
 }
 
 /// The control message `apply` would send: one `commit` of every change (docs/netpol.md).
+fn entry_word(e: &AddrEntry) -> String {
+    match e {
+        AddrEntry::Ip(n) => n.to_string(),
+        AddrEntry::Mac(m) => m.to_string(),
+    }
+}
+
 fn message(diff: &::netpol::Diff, changes: &[Change], policy_file: Option<&Path>) -> serde_json::Value {
     let list: Vec<serde_json::Value> = changes
         .iter()
