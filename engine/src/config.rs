@@ -103,6 +103,9 @@ impl Timeouts {
     }
 }
 
+/// L3 rule sets with more rules than this get the decision-tree classifier; smaller ones are scanned.
+pub const FAST_CLASSIFIER_RULES: usize = 16;
+
 /// Default most connections one filter tracks.
 pub const DEFAULT_FILTER_CONNECTIONS: usize = 1 << 20;
 
@@ -127,6 +130,9 @@ pub struct FilterConfig {
     pub l2: Option<CompiledRuleSet>,
     /// L3 rule set.
     pub l3: Option<CompiledRuleSet>,
+    /// The fast classifier over `l3`, for rule sets large enough to need one (answers exactly as the
+    /// linear scan of `l3`, which small sets keep using).
+    pub l3_fast: Option<rules::classify::Snapshot>,
     /// Generation of this filter's policy: advances whenever its rules or sets change.
     pub generation: u64,
     /// When this generation took effect (ns since the UNIX epoch; packet clock in replay).
@@ -136,6 +142,16 @@ pub struct FilterConfig {
 }
 
 impl FilterConfig {
+    /// The first L3 rule matching `key`, as an index into the L3 rule set's rules.
+    #[inline]
+    pub fn first_match_l3(&self, key: &rules::L3Key) -> Option<usize> {
+        match (&self.l3_fast, &self.l3) {
+            (Some(fast), _) => fast.first_match(key),
+            (None, Some(l3)) => l3.first_match_l3(key),
+            (None, None) => None,
+        }
+    }
+
     /// The name of the rule set a rule reference points into.
     pub fn ruleset_name(&self, l2: bool) -> Option<&str> {
         if l2 { self.l2.as_ref() } else { self.l3.as_ref() }.map(|r| r.name())
@@ -289,6 +305,7 @@ fn compile_filter(
         policy_change: spec.policy_change,
         l2: None,
         l3: None,
+        l3_fast: None,
         generation,
         realized_ns: now_ns,
         hash: filter_hash(&spec.name),
@@ -306,6 +323,11 @@ fn compile_filter(
             });
         }
         *slot = Some(c);
+        if !rs.is_l2() && rs.rules.len() > FAST_CLASSIFIER_RULES {
+            let fast = rules::classify::Classifier::build(rs, &sets)
+                .map_err(|source| LoadError::UndefinedSet { filter: spec.name.clone(), source })?;
+            cfg.l3_fast = Some(fast.snapshot());
+        }
     }
     Ok(cfg)
 }

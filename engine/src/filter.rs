@@ -309,7 +309,7 @@ impl FilterState {
             if conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate {
                 // The policy changed since this connection was admitted: check it again, as its
                 // initiator's first packet would be checked now.
-                match revalidate(l3, &key, conn, from_lo, dir, pkt) {
+                match revalidate(cfg, l3, &key, conn, from_lo, dir, pkt) {
                     Some(rule) => {
                         conn.rule = rule.id;
                         conn.logged = rule.log;
@@ -393,7 +393,7 @@ impl FilterState {
         }
         // 3. The rules.
         let l3key = l3_key(pkt, ip, dir);
-        let Some(i) = l3.first_match_l3(&l3key) else {
+        let Some(i) = cfg.first_match_l3(&l3key) else {
             return decided(Verdict::Drop, ConnState::New, Reason::NoMatch, None);
         };
         let rule: &Rule = l3.rule(i);
@@ -500,6 +500,7 @@ pub fn l3_key(pkt: &Packet, ip: &pktio::IpInfo, dir: Direction) -> L3Key {
 /// Re-checks an admitted connection against a new rule set, as its initiator's first packet: the
 /// allowing rule, or `None` when the connection is no longer allowed.
 fn revalidate<'a>(
+    cfg: &FilterConfig,
     l3: &'a rules::CompiledRuleSet,
     key: &FlowKey,
     conn: &Conn,
@@ -527,7 +528,7 @@ fn revalidate<'a>(
         _ => None,
     };
     let k = L3Key { dir: init_dir, src: init.ip(), dst: resp.ip(), proto: key.proto, ports, icmp };
-    let rule = l3.rule(l3.first_match_l3(&k)?);
+    let rule = l3.rule(cfg.first_match_l3(&k)?);
     (rule.action == Action::Accept && !rule.stateless).then_some(rule)
 }
 

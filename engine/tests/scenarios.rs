@@ -360,3 +360,43 @@ fn frames_between_two_local_vnics_cross_both_filters() {
         Some((1, Verdict::Drop, Reason::NoMatch))
     );
 }
+
+#[test]
+fn large_rule_sets_use_the_fast_classifier_with_the_same_answers() {
+    let mut rules = String::new();
+    for i in 0..60u32 {
+        let action = if i % 3 == 0 { "drop" } else { "accept" };
+        rules.push_str(&format!(
+            "    rule {} at {} in protocol tcp from ip 10.{}.0.0/16 to any port {}-{} {action};\n",
+            100 + i,
+            i + 1,
+            i % 8,
+            1000 + i * 10,
+            1000 + i * 10 + 15
+        ));
+    }
+    rules.push_str("    rule 99 at 100 in protocol any from addrset clients to any accept;\n");
+    let l = lab(&rules, "");
+    let snap = l.engine.snapshot();
+    let cfg = &snap.filters[0];
+    assert!(cfg.l3_fast.is_some(), "a 61-rule set gets the classifier");
+    let linear = cfg.l3.as_ref().unwrap();
+    let mut x = 12345u64;
+    for _ in 0..20_000 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let key = rules::L3Key {
+            dir: if x >> 63 == 0 { rules::Direction::In } else { rules::Direction::Out },
+            src: std::net::IpAddr::V4(Ipv4Addr::new(
+                10,
+                ((x >> 8) % 9) as u8,
+                (x >> 16) as u8,
+                1 + (x >> 24) as u8 % 3,
+            )),
+            dst: B.ip.into(),
+            proto: [6, 17, 1][((x >> 32) % 3) as usize],
+            ports: Some(((x >> 40) as u16, 990 + ((x >> 48) % 640) as u16)),
+            icmp: None,
+        };
+        assert_eq!(cfg.first_match_l3(&key), linear.first_match_l3(&key), "{key:?}");
+    }
+}
