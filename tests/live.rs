@@ -4,70 +4,20 @@
 //! namespaces, two taps inside them, a temporary folder, the daemon) is removed by Drop guards, and all
 //! traffic stays inside the namespaces (10.250.0.0/24).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{can_run, connect, ctl, ctl_ok, echo_server, echoes, json, Daemon, TempDir, DFW};
 use pktio::ScratchNetns;
 
-const DFW: &str = env!("CARGO_BIN_EXE_dfw");
 const CLIENT: &str = "10.250.0.1";
 const SERVER: &str = "10.250.0.2";
 const SET: &str = "clients";
-
-/// Returns false (skip) when the test cannot run here; panics instead under CI.
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tun = Path::new("/dev/net/tun").exists();
-    if root && tun {
-        return true;
-    }
-    let why = format!("live test needs root and /dev/net/tun (root: {root}, tun: {tun})");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}");
-    }
-    eprintln!("skipping: {why}");
-    false
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The daemon; SIGTERM then SIGKILL when dropped.
-struct Daemon(Child);
-impl Daemon {
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(st)) = self.0.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            if self.stop().is_none() {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-    }
-}
 
 fn policy() -> String {
     format!(
@@ -91,38 +41,6 @@ filter client {{ vnic mac 02:fa:00:00:00:01 ip {CLIENT}; }}
 filter server {{ vnic mac 02:fa:00:00:00:02 ip {SERVER}; }}
 "#
     )
-}
-
-fn ctl(sock: &Path, args: &[&str]) -> Output {
-    Command::new(DFW).arg("ctl").arg("--socket").arg(sock).args(args).output().expect("run dfw ctl")
-}
-
-fn ctl_ok(sock: &Path, args: &[&str]) -> String {
-    let out = ctl(sock, args);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "dfw ctl {args:?}: {}{text}", String::from_utf8_lossy(&out.stderr));
-    text
-}
-
-fn json(sock: &Path, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ctl_ok(sock, &all)).expect("json answer")
-}
-
-fn connect(ns: &ScratchNetns, to: &str) -> std::io::Result<TcpStream> {
-    let addr: SocketAddr = format!("{to}:8080").parse().expect("address");
-    ns.run(move || TcpStream::connect_timeout(&addr, Duration::from_millis(1500))).expect("enter namespace")
-}
-
-/// Sends `msg` and expects it echoed within a second.
-fn echoes(s: &mut TcpStream, msg: &[u8]) -> bool {
-    let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));
-    if s.write_all(msg).is_err() {
-        return false;
-    }
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf).is_ok() && buf == msg
 }
 
 /// One ICMP echo request from inside `ns` to `dst`; true when the reply comes within a second.
@@ -196,9 +114,7 @@ fn live_daemon_enforces_policy_changes_between_namespaces() {
     let pid = std::process::id();
     let client = ScratchNetns::new("live-c").expect("create client namespace");
     let server = ScratchNetns::new("live-s").expect("create server namespace");
-    let dir = TempDir(std::env::temp_dir().join(format!("dfw-live-{pid}")));
-    std::fs::create_dir_all(&dir.0).expect("temp dir");
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = TempDir::new(&format!("dfw-live-{pid}"));
     std::fs::write(dir.0.join("policy.dfw"), policy()).expect("write policy");
     let sock = dir.0.join("control.sock");
     let (ctap, stap) = (format!("dfwc{}", pid % 1_000_000), format!("dfws{}", pid % 1_000_000));
@@ -211,25 +127,7 @@ fn live_daemon_enforces_policy_changes_between_namespaces() {
         server.name()
     );
     std::fs::write(dir.0.join("dfw.toml"), config).expect("write config");
-    let log = std::fs::File::create(dir.0.join("dfw.log")).expect("log file");
-    let child = Command::new(DFW)
-        .args(["run", "--config"])
-        .arg(dir.0.join("dfw.toml"))
-        .stderr(log)
-        .spawn()
-        .expect("start dfw run");
-    let mut daemon = Daemon(child);
-    let start = Instant::now();
-    while !sock.exists() {
-        if let Ok(Some(st)) = daemon.0.try_wait() {
-            panic!(
-                "dfw run exited ({st}):\n{}",
-                std::fs::read_to_string(dir.0.join("dfw.log")).unwrap_or_default()
-            );
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "no control socket after 15 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut daemon = Daemon::start(&dir.0, &sock);
 
     // The servers' namespace has no link but the tap dfw made.
     let out = Command::new("ip").args(["-n", server.name(), "-o", "link"]).output().expect("ip link");
@@ -238,21 +136,7 @@ fn live_daemon_enforces_policy_changes_between_namespaces() {
     assert!(links.contains(&stap) && links.contains("lo:"), "{links}");
 
     // An echo server on 10.250.0.2:8080 inside the server namespace.
-    let addr: SocketAddr = format!("{SERVER}:8080").parse().expect("address");
-    let listener = server.run(move || TcpListener::bind(addr)).expect("enter namespace").expect("listen");
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    echo_server(&server, SERVER);
 
     // 1. Refused by policy: the SYN is dropped by rule 2 in the server's filter, the connect times out.
     assert!(connect(&client, SERVER).is_err(), "connection allowed before the client is in the set");
