@@ -1,19 +1,20 @@
 //! Replaying a capture file through the engine, with optional policy switches at given frames or times,
 //! on one thread or on several workers.
 //!
-//! With N > 1 workers the reading thread parses each frame and hands it, in batches over crossbeam
-//! channels, to the worker that owns its connection (the symmetric hash of its address pair, so both
-//! directions, ICMP errors and fragments of a flow meet the same worker). Every batch carries the
-//! snapshot it must be decided under, so a policy switch takes effect at exactly the same frame whatever
-//! N is. Workers report per-frame events back; the reader puts them in frame order. Results do not
-//! depend on N (except which frames are refused when a connection limit is reached).
+//! With N > 1 workers each worker walks the mapped capture itself and decides the frames whose
+//! connection it owns (the symmetric hash of the address pair, so both directions, ICMP errors and
+//! fragments of a flow meet the same worker); no frame is copied between threads. Policy versions are
+//! built before the workers start, so a switch takes effect at exactly the same frame whatever N is.
+//! Workers send per-frame events back in batches over a crossbeam channel; the calling thread puts them
+//! in frame order. Results do not depend on N (except which frames are refused when a connection limit
+//! is reached).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use pktio::capture::{Capture, CaptureError};
-use pktio::{parse_frame, LinkType, Packet, ParseError};
+use pktio::{parse_frame, Packet, ParseError};
 use rules::Policy;
 
 use crate::config::{FilterConfig, Snapshot};
@@ -334,28 +335,23 @@ fn run_batch(
     }
 }
 
-/// One frame handed to a worker.
-struct Job<'a> {
-    number: u64,
-    link: LinkType,
-    data: &'a [u8],
-    ts: u64,
-    pkt: Packet,
-}
-
-/// A batch of frames for one worker, all decided under `snap`.
-struct Batch<'a> {
-    snap: Arc<Snapshot>,
-    jobs: Vec<Job<'a>>,
-}
-
 /// What a worker reports for a batch: per frame, its outcome and events.
 struct Done {
     frames: Vec<(u64, FrameOutcome, FrameEvents)>,
+    malformed: Vec<(u64, Reason)>,
 }
 
-const BATCH: usize = 256;
+/// A policy version of a parallel replay: in force from frame `from` on.
+struct Version {
+    from: u64,
+    snap: Arc<Snapshot>,
+}
 
+/// Parallel replay: every worker walks the mapped capture itself, parses each frame far enough to
+/// route it, and decides only the frames whose flow hash is its own, so no frame is copied between
+/// threads. The policy versions are built up front (a first pass over the record headers finds the
+/// frame where each switch is due), so every worker switches at the same frame. Per-frame events go to
+/// the calling thread in batches over a crossbeam channel and are put back in frame order.
 #[allow(clippy::too_many_arguments)]
 fn replay_parallel(
     capture: &Capture,
@@ -366,155 +362,174 @@ fn replay_parallel(
     summary: &mut ReplaySummary,
     on_event: &mut impl FnMut(Event<'_>),
 ) -> Result<(), ReplayError> {
-    let mut workers: Vec<Worker> = (0..n).map(|_| engine.new_worker()).collect();
+    // Pass 1: where each switch takes effect, and where the capture ends (or breaks).
+    let mut versions = vec![Version { from: 1, snap: engine.snapshot() }];
+    let mut reorder = Reorder::default();
+    let mut next_switch = 0;
+    let mut read_error = None;
+    let mut frames = 0u64;
+    for (i, frame) in capture.frames().enumerate() {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        };
+        let number = i as u64 + 1;
+        frames = number;
+        let mut switched = Vec::new();
+        due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, &mut |ev| {
+            if let Event::Switched { frame, generation, label } = ev {
+                switched.push((frame, generation, label.to_string()));
+            }
+        })?;
+        if !switched.is_empty() {
+            versions.push(Version { from: number, snap: engine.snapshot() });
+        }
+        for (frame, generation, label) in switched {
+            reorder.switch(frame, generation, label);
+        }
+    }
+    summary.frames = frames;
+    let versions = &versions;
     let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = unbounded();
-    let mut last_ts = 0;
-    let mut snap = engine.snapshot();
-    let result = std::thread::scope(|scope| {
-        let mut txs = Vec::with_capacity(n);
-        let mut handles = Vec::with_capacity(n);
-        for mut w in workers.drain(..) {
-            let (tx, rx) = bounded::<Batch<'_>>(64);
-            txs.push(tx);
-            let done_tx = done_tx.clone();
-            handles.push(scope.spawn(move || {
-                let mut last: Option<Arc<Snapshot>> = None;
-                // Without events, outcomes are only counted: nothing goes back per frame.
-                let mut counts = ReplaySummary::default();
-                for batch in rx {
-                    let mut out =
-                        Done { frames: Vec::with_capacity(if want_events { batch.jobs.len() } else { 0 }) };
+    let workers: Vec<Worker> = (0..n).map(|_| engine.new_worker()).collect();
+    let finished = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .enumerate()
+            .map(|(me, mut w)| {
+                let done_tx = done_tx.clone();
+                scope.spawn(move || {
+                    let mut counts = ReplaySummary::default();
+                    let mut v = 0;
                     let mut collect = Collect {
-                        snap: Arc::clone(&batch.snap),
+                        snap: Arc::clone(&versions[0].snap),
                         events: FrameEvents::default(),
                         keep: want_events,
                     };
-                    for (i, job) in batch.jobs.iter().enumerate() {
-                        if i % BATCH_INLINE == 0 {
-                            let end = (i + BATCH_INLINE).min(batch.jobs.len());
-                            let pkts: Vec<&Packet> = batch.jobs[i..end].iter().map(|j| &j.pkt).collect();
-                            w.prefetch(&batch.snap, &pkts);
+                    let mut batch: Vec<(FrameRef<'_>, Packet)> = Vec::with_capacity(BATCH_INLINE);
+                    let mut out = Done { frames: Vec::new(), malformed: Vec::new() };
+                    let mut last_ts = 0;
+                    for (i, frame) in capture.frames().enumerate() {
+                        let Ok(frame) = frame else { break };
+                        let number = i as u64 + 1;
+                        if number > frames {
+                            break;
+                        }
+                        last_ts = frame.ts_nanos;
+                        if versions.get(v + 1).is_some_and(|next| number >= next.from) {
+                            flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
+                            v += 1;
+                            collect.snap = Arc::clone(&versions[v].snap);
+                        }
+                        let pkt = match parse_frame(frame.link, frame.data, frame.wire_len) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                if me == 0 {
+                                    let reason = Reason::of_parse_error(&e);
+                                    *counts.malformed.entry(reason.as_str()).or_default() += 1;
+                                    out.malformed.push((number, reason));
+                                }
+                                continue;
+                            }
+                        };
+                        if (route_hash(&pkt) % n as u64) as usize != me {
+                            continue;
                         }
                         let f =
-                            FrameRef { number: job.number, link: job.link, bytes: job.data, now_ns: job.ts };
-                        let outcome = w.process(&batch.snap, &job.pkt, f, &mut collect);
-                        if want_events {
-                            out.frames.push((job.number, outcome, std::mem::take(&mut collect.events)));
-                        } else {
-                            counts.outcome(outcome);
-                            for (_, o) in collect.events.done.drain(..) {
-                                counts.outcome(o);
+                            FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
+                        batch.push((f, pkt));
+                        if batch.len() == BATCH_INLINE {
+                            flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
+                            if want_events && out.frames.len() >= 256 {
+                                let _ = done_tx.send(std::mem::replace(
+                                    &mut out,
+                                    Done { frames: Vec::new(), malformed: Vec::new() },
+                                ));
                             }
                         }
                     }
-                    last = Some(batch.snap);
-                    if want_events && done_tx.send(out).is_err() {
-                        break;
+                    flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
+                    let snap = Arc::clone(&collect.snap);
+                    w.finish(&snap, last_ts, &mut collect);
+                    for (_, o) in collect.events.done.drain(..) {
+                        counts.outcome(o);
                     }
-                }
-                (w, last, counts)
-            }));
-        }
+                    let tail = std::mem::take(&mut collect.events);
+                    if want_events || !out.malformed.is_empty() {
+                        let _ = done_tx.send(out);
+                    }
+                    (w, counts, tail)
+                })
+            })
+            .collect();
         drop(done_tx);
-        let mut pending: Vec<Vec<Job<'_>>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
-        let mut reorder = Reorder::default();
-        let mut next_switch = 0;
-        let read = (|| {
-            for (i, frame) in capture.frames().enumerate() {
-                let frame = frame?;
-                let number = i as u64 + 1;
-                last_ts = frame.ts_nanos;
-                let mut events_before = Vec::new();
-                let switched = due_switches(
-                    engine,
-                    switches,
-                    &mut next_switch,
-                    number,
-                    frame.ts_nanos,
-                    summary,
-                    &mut |ev| {
-                        if let Event::Switched { frame, generation, label } = ev {
-                            events_before.push((frame, generation, label.to_string()));
-                        }
-                    },
-                )?;
-                if switched {
-                    // Frames before the switch go out under the old snapshot.
-                    for (w, jobs) in pending.iter_mut().enumerate() {
-                        if !jobs.is_empty() {
-                            let _ =
-                                txs[w].send(Batch { snap: Arc::clone(&snap), jobs: std::mem::take(jobs) });
-                        }
-                    }
-                    snap = engine.snapshot();
-                    for (frame, generation, label) in events_before {
-                        reorder.switch(frame, generation, label);
-                    }
-                }
-                summary.frames += 1;
-                match parse_frame(frame.link, frame.data, frame.wire_len) {
-                    Ok(pkt) => {
-                        let w = (route_hash(&pkt) % n as u64) as usize;
-                        pending[w].push(Job {
-                            number,
-                            link: frame.link,
-                            data: frame.data,
-                            ts: frame.ts_nanos,
-                            pkt,
-                        });
-                        if pending[w].len() == BATCH {
-                            let _ = txs[w].send(Batch {
-                                snap: Arc::clone(&snap),
-                                jobs: std::mem::take(&mut pending[w]),
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        let reason = Reason::of_parse_error(&e);
-                        *summary.malformed.entry(reason.as_str()).or_default() += 1;
-                        reorder.malformed(number, reason);
-                    }
-                }
-                while let Ok(done) = done_rx.try_recv() {
-                    reorder.done(done, summary, want_events, on_event);
-                }
-            }
-            Ok::<(), ReplayError>(())
-        })();
-        for (w, jobs) in pending.into_iter().enumerate() {
-            if !jobs.is_empty() {
-                let _ = txs[w].send(Batch { snap: Arc::clone(&snap), jobs });
-            }
-        }
-        drop(txs);
         for done in done_rx.iter() {
-            reorder.done(done, summary, want_events, on_event);
+            for (number, reason) in done.malformed {
+                reorder.malformed(number, reason);
+            }
+            if want_events {
+                for (number, outcome, events) in done.frames {
+                    reorder.frame(number, outcome, events);
+                }
+                reorder.drain(summary, want_events, on_event, false);
+            }
         }
-        let finished: Vec<(Worker, Option<Arc<Snapshot>>, ReplaySummary)> =
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect();
-        reorder.flush(summary, want_events, on_event);
-        (read, finished)
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Vec<_>>()
     });
-    let (read, finished) = result;
-    let mut ws: Vec<Worker> = Vec::with_capacity(n);
-    for (mut w, _, counts) in finished {
+    reorder.flush(summary, want_events, on_event);
+    let mut ws = Vec::with_capacity(n);
+    for (w, counts, tail) in finished {
         summary.passed += counts.passed;
         summary.dropped += counts.dropped;
         summary.unfiltered += counts.unfiltered;
-        let mut collect =
-            Collect { snap: Arc::clone(&snap), events: FrameEvents::default(), keep: want_events };
-        w.finish(&snap, last_ts, &mut collect);
-        for (_, o) in collect.events.done.drain(..) {
-            summary.outcome(o);
+        for (k, v) in counts.malformed {
+            *summary.malformed.entry(k).or_default() += v;
         }
         if want_events {
-            deliver(&collect.events, on_event);
+            deliver(&tail, on_event);
         }
         ws.push(w);
     }
     let refs: Vec<&Worker> = ws.iter().collect();
     finish_counters(summary, &refs);
-    read
+    match read_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Decides a worker's batch in order after prefetching, counting outcomes or keeping events.
+fn flush(
+    w: &mut Worker,
+    batch: &mut Vec<(FrameRef<'_>, Packet)>,
+    collect: &mut Collect,
+    counts: &mut ReplaySummary,
+    out: &mut Done,
+    want_events: bool,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let snap = Arc::clone(&collect.snap);
+    let pkts: Vec<&Packet> = batch.iter().map(|(_, p)| p).collect();
+    w.prefetch(&snap, &pkts);
+    for (f, pkt) in batch.drain(..) {
+        let outcome = w.process(&snap, &pkt, f, collect);
+        if want_events {
+            out.frames.push((f.number, outcome, std::mem::take(&mut collect.events)));
+        } else {
+            counts.outcome(outcome);
+            for (_, o) in collect.events.done.drain(..) {
+                counts.outcome(o);
+            }
+        }
+    }
 }
 
 /// Puts worker results back in frame order.
@@ -541,17 +556,8 @@ impl Reorder {
         self.waiting.insert(frame * 2 + 1, Slot::Malformed(reason));
     }
 
-    fn done(
-        &mut self,
-        done: Done,
-        summary: &mut ReplaySummary,
-        want: bool,
-        on_event: &mut impl FnMut(Event<'_>),
-    ) {
-        for (number, outcome, events) in done.frames {
-            self.waiting.insert(number * 2 + 1, Slot::Frame(outcome, events));
-        }
-        self.drain(summary, want, on_event, false);
+    fn frame(&mut self, number: u64, outcome: FrameOutcome, events: FrameEvents) {
+        self.waiting.insert(number * 2 + 1, Slot::Frame(outcome, events));
     }
 
     fn flush(&mut self, summary: &mut ReplaySummary, want: bool, on_event: &mut impl FnMut(Event<'_>)) {
