@@ -74,6 +74,8 @@ impl std::fmt::Debug for Dataplane {
 /// Collects a frame's by-products.
 struct DpSink<'a> {
     replies: &'a mut Vec<Vec<u8>>,
+    /// Fragments that were held for their first fragment and have now passed every filter.
+    released: &'a mut Vec<(LinkType, Vec<u8>)>,
     log: &'a mut Option<BufWriter<File>>,
 }
 
@@ -86,6 +88,9 @@ impl Sink for DpSink<'_> {
         self.replies.push(bytes);
     }
     fn frame_done(&mut self, _frame: u64, _outcome: FrameOutcome) {}
+    fn forward_held(&mut self, _frame: u64, link: LinkType, bytes: &[u8]) {
+        self.released.push((link, bytes.to_vec()));
+    }
 }
 
 fn write_log(log: &mut Option<BufWriter<File>>, rec: &LogRecord) {
@@ -185,6 +190,7 @@ impl Dataplane {
         let (before, rest) = ports.split_at_mut(i);
         let Some((rx, after)) = rest.split_first_mut() else { return spare };
         let mut replies: Vec<Vec<u8>> = Vec::new();
+        let mut released: Vec<(LinkType, Vec<u8>)> = Vec::new();
         let mut batch = spare;
         match recv(&mut rx.io, &mut batch) {
             Ok(_) => {}
@@ -202,10 +208,10 @@ impl Dataplane {
             };
             *frames += 1;
             let fr = FrameRef { number: *frames, link: f.link, bytes: f.data, now_ns: f.ts_nanos };
-            let mut sink = DpSink { replies: &mut replies, log };
+            let mut sink = DpSink { replies: &mut replies, released: &mut released, log };
             match worker.process(snap, &pkt, fr, &mut sink) {
                 FrameOutcome::Passed | FrameOutcome::Unfiltered => {}
-                // A fragment held for its first fragment is not forwarded when released (first version).
+                // A fragment held for its first fragment is sent on when it is released (below).
                 FrameOutcome::Dropped | FrameOutcome::Held => {
                     rx.stats.rx_dropped += 1;
                     continue;
@@ -230,6 +236,26 @@ impl Dataplane {
         let spare = batch.recycle();
         for r in &replies {
             rx.send(&Frame::new(LinkType::Ethernet, r));
+        }
+        // Released fragments: switched like any passed frame (they came in on this port).
+        for (link, bytes) in &released {
+            let f = Frame::new(*link, bytes);
+            let Ok(pkt) = f.parse() else { continue };
+            let now_s = now_ns() / 1_000_000_000;
+            switch.learn(pkt.src_mac.0, i, now_s);
+            match switch.forward(pkt.dst_mac.0, i, now_s) {
+                Forward::Port(j) => {
+                    if let Some(p) = other(before, after, i, j) {
+                        p.send(&f);
+                    }
+                }
+                Forward::Flood => {
+                    for p in before.iter_mut().chain(after.iter_mut()) {
+                        p.send(&f);
+                    }
+                }
+                Forward::Filter => {}
+            }
         }
         spare
     }

@@ -49,6 +49,8 @@ pub trait Sink {
     fn released(&mut self, _held: Held, _d: &Decision) {}
     /// A frame that was held is now done with every filter on its path.
     fn frame_done(&mut self, _frame: u64, _outcome: crate::FrameOutcome) {}
+    /// A held frame that every filter on its path passed: the live dataplane sends it on now.
+    fn forward_held(&mut self, _frame: u64, _link: LinkType, _bytes: &[u8]) {}
 }
 
 /// A sink that keeps nothing.

@@ -141,6 +141,9 @@ impl<S: Sink> Sink for Tap<'_, S> {
     fn frame_done(&mut self, frame: u64, outcome: FrameOutcome) {
         self.inner.frame_done(frame, outcome);
     }
+    fn forward_held(&mut self, frame: u64, link: pktio::LinkType, bytes: &[u8]) {
+        self.inner.forward_held(frame, link, bytes);
+    }
 }
 
 /// Most connections across all filters unless configured otherwise.
@@ -367,6 +370,9 @@ impl Worker {
                 FrameOutcome::Passed
             };
             if next != FrameOutcome::Held {
+                if matches!(next, FrameOutcome::Passed | FrameOutcome::Unfiltered) {
+                    tap.inner.forward_held(h.frame, h.link, &h.bytes);
+                }
                 tap.inner.frame_done(h.frame, next);
             }
         }

@@ -21,6 +21,7 @@ struct Record {
     logs: Vec<String>,
     replies: Vec<Vec<u8>>,
     done: Vec<(u64, FrameOutcome)>,
+    forwarded: Vec<(u64, usize)>,
 }
 
 impl Sink for Record {
@@ -35,6 +36,9 @@ impl Sink for Record {
     }
     fn frame_done(&mut self, frame: u64, outcome: FrameOutcome) {
         self.done.push((frame, outcome));
+    }
+    fn forward_held(&mut self, frame: u64, _link: LinkType, bytes: &[u8]) {
+        self.forwarded.push((frame, bytes.len()));
     }
 }
 
@@ -304,6 +308,18 @@ fn fragments_follow_their_first_fragment_in_any_order() {
     let late = l.rec.decisions.iter().find(|d| d.frame == held_frame).expect("held fragment decided");
     assert_eq!((late.verdict, late.rule.map(|r| r.id)), (Verdict::Drop, Some(2)));
     assert!(l.rec.done.contains(&(held_frame, FrameOutcome::Dropped)));
+    assert!(l.rec.forwarded.is_empty(), "a dropped fragment is not sent on");
+    // A tail held before an accepted first fragment is sent on when the first passes.
+    let tail = fragment(5, 24, false, &[0xee; 16]);
+    let pkt = parse_frame(LinkType::Ethernet, &tail, tail.len() as u32).unwrap();
+    l.frame += 1;
+    let held_ok = l.frame;
+    let f =
+        FrameRef { number: held_ok, link: LinkType::Ethernet, bytes: &tail, now_ns: 1_000_000_000_000_000 };
+    assert_eq!(l.engine.process(&pkt, f, &mut l.rec), FrameOutcome::Held);
+    assert_eq!(l.send(&first_fragment(5, 53), 0.5).verdict, Verdict::Pass);
+    assert_eq!(l.rec.forwarded, vec![(held_ok, tail.len())]);
+    assert!(l.rec.done.contains(&(held_ok, FrameOutcome::Passed)));
     // Overlapping data is refused.
     assert_eq!(l.send(&first_fragment(3, 53), 1.0).verdict, Verdict::Pass);
     let d = l.send(&fragment(3, 16, false, &[0xcc; 16]), 1.0);
