@@ -231,8 +231,13 @@ impl Snapshot {
     /// Compiles `policy` into the snapshot that follows `prev`. Filters whose policy did not change keep
     /// their config (and generation); changed ones get `prev.generation + 1`. `slots` maps filter names
     /// to stable slot numbers and grows as new filters appear.
+    ///
+    /// With `prev_policy` (the model `prev` was built from), filters whose own text and whose shared
+    /// rule sets and address sets did not change are reused without compiling, so an address-set change
+    /// in a policy of thousands of filters costs only the filters that use the set.
     pub fn build(
         policy: &Policy,
+        prev_policy: Option<&Policy>,
         prev: &Snapshot,
         slots: &mut HashMap<String, usize>,
         now_ns: u64,
@@ -241,11 +246,22 @@ impl Snapshot {
         let mut filters = Vec::with_capacity(policy.filters.len());
         let mut by_mac = AHashMap::new();
         let mut by_ip = AHashMap::new();
+        let by_name: HashMap<&str, &Arc<FilterConfig>> =
+            prev.filters.iter().map(|f| (f.name.as_str(), f)).collect();
+        let changes = prev_policy.map(|old| Changes::between(old, policy));
         for spec in &policy.filters {
             let next_slot = slots.len();
             let slot = *slots.entry(spec.name.clone()).or_insert(next_slot);
+            let old = by_name.get(spec.name.as_str()).copied();
+            if let (Some(old), Some(ch)) = (old, &changes) {
+                if ch.unchanged(spec, policy) {
+                    filters.push(Arc::clone(old));
+                    index_vnic(&spec.vnic, filters.len() - 1, &mut by_mac, &mut by_ip, &spec.name, &filters)?;
+                    continue;
+                }
+            }
             let mut cfg = compile_filter(policy, spec, slot, generation, now_ns)?;
-            if let Some((_, old)) = prev.filter(&spec.name) {
+            if let Some(old) = old {
                 if old.same_policy(&cfg) {
                     filters.push(Arc::clone(old));
                     index_vnic(&spec.vnic, filters.len() - 1, &mut by_mac, &mut by_ip, &spec.name, &filters)?;
@@ -258,6 +274,93 @@ impl Snapshot {
         }
         let small_macs = by_mac.iter().map(|(m, i)| (mac_word(*m), *i)).collect();
         Ok(Snapshot { generation, filters, by_mac, by_ip, small_macs })
+    }
+}
+
+/// What changed between two policy models, for reusing compiled filters.
+struct Changes<'a> {
+    old_specs: HashMap<&'a str, &'a FilterSpec>,
+    /// Shared address sets added, removed or changed.
+    sets: std::collections::HashSet<&'a str>,
+    /// Shared rule sets added, removed or changed.
+    rulesets: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Changes<'a> {
+    fn between(old: &'a Policy, new: &'a Policy) -> Changes<'a> {
+        fn diff<'a, T: PartialEq>(
+            old: &'a [T],
+            new: &'a [T],
+            key: impl Fn(&'a T) -> &'a str,
+        ) -> std::collections::HashSet<&'a str> {
+            let o: HashMap<&str, &T> = old.iter().map(|x| (key(x), x)).collect();
+            let n: HashMap<&str, &T> = new.iter().map(|x| (key(x), x)).collect();
+            let mut out: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            for (k, v) in &o {
+                if n.get(k) != Some(v) {
+                    out.insert(k);
+                }
+            }
+            for k in n.keys() {
+                if !o.contains_key(k) {
+                    out.insert(k);
+                }
+            }
+            out
+        }
+        Changes {
+            old_specs: old.filters.iter().map(|f| (f.name.as_str(), f)).collect(),
+            sets: diff(&old.addrsets, &new.addrsets, |a| a.id.as_str()),
+            rulesets: diff(&old.rulesets, &new.rulesets, |r| r.name.as_str()),
+        }
+    }
+
+    /// True when `spec` (in `policy`) compiles to exactly what it compiled to before.
+    fn unchanged(&self, spec: &FilterSpec, policy: &Policy) -> bool {
+        let Some(old) = self.old_specs.get(spec.name.as_str()) else { return false };
+        let same_own = old.vnic == spec.vnic
+            && old.failure == spec.failure
+            && old.timeouts == spec.timeouts
+            && old.max_connections == spec.max_connections
+            && old.policy_change == spec.policy_change
+            && old.rulesets == spec.rulesets
+            && old.addrsets == spec.addrsets;
+        if !same_own {
+            return false;
+        }
+        for rs in policy.rulesets_for(spec) {
+            let own = spec.rulesets.iter().any(|r| r.name == rs.name);
+            if !own && self.rulesets.contains(rs.name.as_str()) {
+                return false;
+            }
+            for rule in &rs.rules {
+                let refs: [Option<&str>; 2] = match &rule.body {
+                    rules::RuleBody::Ip(m) => [set_ref(&m.src), set_ref(&m.dst)],
+                    rules::RuleBody::Ether(m) => [mac_set_ref(&m.src), mac_set_ref(&m.dst)],
+                };
+                for id in refs.into_iter().flatten() {
+                    let own_set = spec.addrsets.iter().any(|a| a.id == id);
+                    if !own_set && self.sets.contains(id) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+fn set_ref(e: &rules::Endpoint) -> Option<&str> {
+    match e {
+        rules::Endpoint::AddrSet { id, .. } => Some(id),
+        _ => None,
+    }
+}
+
+fn mac_set_ref(e: &rules::MacEndpoint) -> Option<&str> {
+    match e {
+        rules::MacEndpoint::AddrSet { id, .. } => Some(id),
+        _ => None,
     }
 }
 

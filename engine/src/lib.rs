@@ -168,7 +168,7 @@ impl Engine {
     /// An engine tracking at most `max_total` connections across all filters.
     pub fn with_limit(policy: &Policy, max_total: usize) -> Result<Engine, LoadError> {
         let mut slots = HashMap::new();
-        let snap = Snapshot::build(policy, &Snapshot::default(), &mut slots, 0)?;
+        let snap = Snapshot::build(policy, None, &Snapshot::default(), &mut slots, 0)?;
         let shared = Arc::new(Shared { total: AtomicUsize::new(0), max_total });
         Ok(Engine {
             policy: policy.clone(),
@@ -196,7 +196,7 @@ impl Engine {
         }
         let prev = self.snapshot.load_full();
         let mut slots = self.slots.clone();
-        let snap = Snapshot::build(&policy, &prev, &mut slots, now_ns)?;
+        let snap = Snapshot::build(&policy, Some(&self.policy), &prev, &mut slots, now_ns)?;
         let generation = snap.generation;
         self.snapshot.store(Arc::new(snap));
         self.policy = policy;

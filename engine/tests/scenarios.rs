@@ -416,3 +416,35 @@ fn large_rule_sets_use_the_fast_classifier_with_the_same_answers() {
         assert_eq!(cfg.first_match_l3(&key), linear.first_match_l3(&key), "{key:?}");
     }
 }
+
+#[test]
+fn an_address_set_change_recompiles_only_the_filters_that_use_the_set() {
+    let text = "addrset used { ip 10.0.0.1, }\naddrset other { ip 10.9.9.9, }\n\
+        filter a { vnic ip 10.0.0.5; ruleset mainrs { rule 1 at 1 in protocol any from addrset used to any accept; } }\n\
+        filter b { vnic ip 10.0.0.6; ruleset mainrs { rule 1 at 1 in protocol any from addrset other to any accept; } }";
+    let mut e = Engine::new(&parse_policy(text).unwrap()).unwrap();
+    let before = e.snapshot();
+    e.commit(
+        &[Change::AddrSetAdd {
+            set: "used".into(),
+            entries: vec![AddrEntry::Ip(IpNet::host("10.0.0.2".parse().unwrap()))],
+        }],
+        0,
+    )
+    .unwrap();
+    let after = e.snapshot();
+    assert!(!std::sync::Arc::ptr_eq(&before.filters[0], &after.filters[0]), "a uses the set: recompiled");
+    assert!(after.filters[0].generation > before.filters[0].generation);
+    assert!(std::sync::Arc::ptr_eq(&before.filters[1], &after.filters[1]), "b does not: reused as is");
+    assert_eq!(after.filters[1].generation, before.filters[1].generation);
+    // And the change is in force for a.
+    let key = rules::L3Key {
+        dir: rules::Direction::In,
+        src: "10.0.0.2".parse().unwrap(),
+        dst: "10.0.0.5".parse().unwrap(),
+        proto: 6,
+        ports: Some((1, 2)),
+        icmp: None,
+    };
+    assert_eq!(after.filters[0].first_match_l3(&key), Some(0));
+}
