@@ -103,8 +103,10 @@ impl Timeouts {
     }
 }
 
-/// L3 rule sets with more rules than this get the decision-tree classifier; smaller ones are scanned.
-pub const FAST_CLASSIFIER_RULES: usize = 16;
+/// L3 rule sets with more rules than this get the decision-tree classifier; smaller ones are scanned
+/// (membership is hashed either way). Building a classifier costs far more than a short scan saves,
+/// and a policy compiled from NetworkPolicy has thousands of filters of a few dozen rules each.
+pub const FAST_CLASSIFIER_RULES: usize = 64;
 
 /// Default most connections one filter tracks.
 pub const DEFAULT_FILTER_CONNECTIONS: usize = 1 << 20;
@@ -249,6 +251,7 @@ impl Snapshot {
         let by_name: HashMap<&str, &Arc<FilterConfig>> =
             prev.filters.iter().map(|f| (f.name.as_str(), f)).collect();
         let changes = prev_policy.map(|old| Changes::between(old, policy));
+        let mut cache = rules::SetCache::default();
         for spec in &policy.filters {
             let next_slot = slots.len();
             let slot = *slots.entry(spec.name.clone()).or_insert(next_slot);
@@ -260,7 +263,7 @@ impl Snapshot {
                     continue;
                 }
             }
-            let mut cfg = compile_filter(policy, spec, slot, generation, now_ns)?;
+            let mut cfg = compile_filter(policy, spec, slot, generation, now_ns, &mut cache)?;
             if let Some(old) = old {
                 if old.same_policy(&cfg) {
                     filters.push(Arc::clone(old));
@@ -396,6 +399,7 @@ fn compile_filter(
     slot: usize,
     generation: u64,
     now_ns: u64,
+    cache: &mut rules::SetCache,
 ) -> Result<FilterConfig, LoadError> {
     let sets = policy.addrsets_for(spec);
     let mut cfg = FilterConfig {
@@ -414,7 +418,7 @@ fn compile_filter(
         hash: filter_hash(&spec.name),
     };
     for rs in policy.rulesets_for(spec) {
-        let c = CompiledRuleSet::compile(rs, &sets)
+        let c = CompiledRuleSet::compile_cached(rs, &sets, cache)
             .map_err(|source| LoadError::UndefinedSet { filter: spec.name.clone(), source })?;
         let (slot, kind) = if rs.is_l2() { (&mut cfg.l2, "L2") } else { (&mut cfg.l3, "L3") };
         if let Some(prev) = slot {

@@ -380,7 +380,7 @@ fn frames_between_two_local_vnics_cross_both_filters() {
 #[test]
 fn large_rule_sets_use_the_fast_classifier_with_the_same_answers() {
     let mut rules = String::new();
-    for i in 0..60u32 {
+    for i in 0..90u32 {
         let action = if i % 3 == 0 { "drop" } else { "accept" };
         rules.push_str(&format!(
             "    rule {} at {} in protocol tcp from ip 10.{}.0.0/16 to any port {}-{} {action};\n",
@@ -395,7 +395,7 @@ fn large_rule_sets_use_the_fast_classifier_with_the_same_answers() {
     let l = lab(&rules, "");
     let snap = l.engine.snapshot();
     let cfg = &snap.filters[0];
-    assert!(cfg.l3_fast.is_some(), "a 61-rule set gets the classifier");
+    assert!(cfg.l3_fast.is_some(), "a 91-rule set gets the classifier");
     let linear = cfg.l3.as_ref().unwrap();
     let mut x = 12345u64;
     for _ in 0..20_000 {

@@ -4,7 +4,9 @@
 //! indexes, sorts rules by position and then answers "which rule decides this packet" with a linear
 //! scan. The scan is the reference semantics; the fast classifier (a later addition) must agree with it.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ahash::AHashSet;
 
@@ -115,12 +117,36 @@ pub struct CompiledRuleSet {
     order: Vec<usize>,
     /// Resolved (src, dst) per rule, parallel to `source.rules`.
     sides: Vec<(Side, Side)>,
-    sets: Vec<SetIndex>,
+    sets: Vec<Arc<SetIndex>>,
+}
+
+/// Membership indexes already built, keyed by the address of the [`AddrSet`] they index: filters that
+/// share a set share one index. Valid while the sets it was filled from are alive and unchanged (one
+/// policy load).
+#[derive(Debug, Default)]
+pub struct SetCache {
+    built: HashMap<usize, Arc<SetIndex>>,
+}
+
+impl SetCache {
+    fn index(&mut self, set: &AddrSet) -> Arc<SetIndex> {
+        let key = set as *const AddrSet as usize;
+        Arc::clone(self.built.entry(key).or_insert_with(|| Arc::new(SetIndex::new(set))))
+    }
 }
 
 impl CompiledRuleSet {
     /// Compiles `set`, resolving address sets among `addrsets`.
     pub fn compile(set: &RuleSet, addrsets: &[&AddrSet]) -> Result<CompiledRuleSet, UndefinedSet> {
+        CompiledRuleSet::compile_cached(set, addrsets, &mut SetCache::default())
+    }
+
+    /// [`CompiledRuleSet::compile`], taking membership indexes from (and adding them to) `cache`.
+    pub fn compile_cached(
+        set: &RuleSet,
+        addrsets: &[&AddrSet],
+        cache: &mut SetCache,
+    ) -> Result<CompiledRuleSet, UndefinedSet> {
         let mut sets = Vec::new();
         let mut set_ids: Vec<&str> = Vec::new();
         let mut resolve = |id: &str, negated: bool, rule: &Rule| -> Result<Side, UndefinedSet> {
@@ -132,7 +158,7 @@ impl CompiledRuleSet {
                 rule: rule.id,
                 set: id.to_string(),
             })?;
-            sets.push(SetIndex::new(found));
+            sets.push(cache.index(found));
             set_ids.push(&found.id);
             Ok(Side::Set { idx: sets.len() - 1, negated })
         };
