@@ -187,12 +187,13 @@ impl FilterState {
         index: usize,
         shared: &Shared,
         pkt: &Packet,
+        key: Option<(FlowKey, bool, u64)>,
         dir: Direction,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> Option<Decision> {
         self.housekeeping(cfg, index, shared, frame.now_ns, sink);
-        let d = self.decide_inner(cfg, index, shared, pkt, dir, frame, sink)?;
+        let d = self.decide_inner(cfg, index, shared, pkt, key, dir, frame, sink)?;
         self.counters.count(&d, pkt);
         sink.decision(&d, cfg);
         Some(d)
@@ -205,6 +206,7 @@ impl FilterState {
         index: usize,
         shared: &Shared,
         pkt: &Packet,
+        key: Option<(FlowKey, bool, u64)>,
         dir: Direction,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
@@ -271,7 +273,7 @@ impl FilterState {
                 return Some(decided(Verdict::Drop, ConnState::Invalid, Reason::Fragment, None));
             }
         }
-        let d = self.decide_ip(cfg, shared, l3, pkt, &ip, dir, frame, sink, &decided);
+        let d = self.decide_ip(cfg, shared, l3, pkt, &ip, key, dir, frame, sink, &decided);
         if let Some((dkey, f)) = dgram {
             let v = FragVerdict { verdict: d.verdict, state: d.state, reason: d.reason, rule: d.rule };
             for h in self.frags.first(dkey, &f, v, now_s) {
@@ -292,17 +294,19 @@ impl FilterState {
         l3: &rules::CompiledRuleSet,
         pkt: &Packet,
         ip: &pktio::IpInfo,
+        key: Option<(FlowKey, bool, u64)>,
         dir: Direction,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
         decided: &impl Fn(Verdict, ConnState, Reason, Option<RuleRef>) -> Decision,
     ) -> Decision {
         let now_s = secs(frame.now_ns);
-        let Some((key, from_lo)) = FlowKey::of(pkt) else {
+        let Some((key, from_lo, hash)) = key.or_else(|| FlowKey::of(pkt).map(|(k, lo)| (k, lo, k.hash64())))
+        else {
             return decided(Verdict::Drop, ConnState::Invalid, Reason::Malformed, None);
         };
         // 1. A tracked connection.
-        let hit = self.conns.get_mut(&key).map(|(entry, expires)| {
+        let hit = self.conns.get_mut_hashed(&key, hash).map(|(entry, expires)| {
             let key = entry.key;
             let conn = &mut entry.value;
             if *expires <= now_s {

@@ -119,6 +119,42 @@ pub enum FrameOutcome {
     Held,
 }
 
+/// Where a frame goes and which connection it belongs to, worked out once per frame (and used both to
+/// prefetch its connection entry and to decide it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The filter of the sending vNIC.
+    pub sender: Option<usize>,
+    /// The filter of the receiving vNIC (unicast destinations).
+    pub receiver: Option<usize>,
+    /// The destination is broadcast or multicast: every other vNIC receives it.
+    pub group: bool,
+    /// Flow key, whether the source is the key's `lo` side, and the key's hash.
+    pub key: Option<(flow::FlowKey, bool, u64)>,
+}
+
+impl Route {
+    /// The route of `pkt` under `snap`.
+    #[inline]
+    pub fn of(snap: &Snapshot, pkt: &Packet) -> Route {
+        let mac = |m: [u8; 6]| (m != [0; 6]).then_some(m);
+        let (src_ip, dst_ip) = match pkt.ip {
+            Some(ip) => (Some(ip.src), Some(ip.dst)),
+            None => (None, None),
+        };
+        let sender = snap.vnic(mac(pkt.src_mac.0), src_ip);
+        let group = pkt.dst_mac.0[0] & 1 == 1;
+        let receiver =
+            if group { None } else { snap.vnic(mac(pkt.dst_mac.0), dst_ip).filter(|i| Some(*i) != sender) };
+        let key = if sender.is_some() || receiver.is_some() || group {
+            flow::FlowKey::of(pkt).map(|(k, lo)| (k, lo, k.hash64()))
+        } else {
+            None
+        };
+        Route { sender, receiver, group, key }
+    }
+}
+
 /// Wraps a sink to catch fragments released during a frame, so they can continue their path.
 struct Tap<'s, S> {
     inner: &'s mut S,
@@ -349,9 +385,22 @@ impl Worker {
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> FrameOutcome {
+        let route = Route::of(snap, pkt);
+        self.process_routed(snap, pkt, &route, frame, sink)
+    }
+
+    /// [`Worker::process`] with the frame's [`Route`] already worked out (by [`Route::of`]).
+    pub fn process_routed(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &Packet,
+        route: &Route,
+        frame: FrameRef<'_>,
+        sink: &mut impl Sink,
+    ) -> FrameOutcome {
         self.sync(snap);
         let mut tap = Tap { inner: sink, released: Vec::new() };
-        let outcome = self.path(snap, pkt, frame, true, &mut tap);
+        let outcome = self.path(snap, pkt, route, frame, true, &mut tap);
         // Held fragments released by this frame: those passed by their sender's filter go on to the
         // receiver's; the rest are done.
         while let Some((h, d)) = tap.released.pop() {
@@ -360,7 +409,8 @@ impl Worker {
                     Ok(p) => {
                         let f =
                             FrameRef { number: h.frame, link: h.link, bytes: &h.bytes, now_ns: frame.now_ns };
-                        self.path(snap, &p, f, false, &mut tap)
+                        let r = Route::of(snap, &p);
+                        self.path(snap, &p, &r, f, false, &mut tap)
                     }
                     Err(_) => FrameOutcome::Dropped,
                 }
@@ -381,26 +431,17 @@ impl Worker {
 
     /// Starts loading the connection-table lines the frames of a batch will need, so their cache misses
     /// overlap instead of each stalling its frame (call before processing the batch).
-    pub fn prefetch(&mut self, snap: &Snapshot, pkts: &[&Packet]) {
+    pub fn prefetch(&mut self, snap: &Snapshot, routes: &[Route]) {
         self.sync(snap);
-        let mac = |m: [u8; 6]| (m != [0; 6]).then_some(m);
-        let mut hints: [(usize, u64, Option<flow::FlowKey>); 32] = [(usize::MAX, 0, None); 32];
-        for (h, pkt) in hints.iter_mut().zip(pkts) {
-            let Some(ip) = pkt.ip else { continue };
-            let filter = snap
-                .vnic(mac(pkt.src_mac.0), Some(ip.src))
-                .or_else(|| snap.vnic(mac(pkt.dst_mac.0), Some(ip.dst)));
-            if let Some(i) = filter {
-                let Some((key, _)) = flow::FlowKey::of(pkt) else { continue };
-                let slot = snap.filters[i].slot;
-                let hash = key.hash64();
-                self.states[slot].conns.prefetch(hash);
-                *h = (slot, hash, Some(key));
+        let slot = |r: &Route| r.sender.or(r.receiver).map(|i| snap.filters[i].slot);
+        for r in routes {
+            if let (Some(s), Some((_, _, hash))) = (slot(r), r.key) {
+                self.states[s].conns.prefetch(hash);
             }
         }
-        for (slot, hash, key) in hints.iter().take(pkts.len()) {
-            if let Some(key) = key {
-                self.states[*slot].conns.prefetch_entry(key, *hash);
+        for r in routes {
+            if let (Some(s), Some((key, _, hash))) = (slot(r), r.key) {
+                self.states[s].conns.prefetch_entry(&key, hash);
             }
         }
     }
@@ -409,37 +450,34 @@ impl Worker {
         &mut self,
         snap: &Snapshot,
         pkt: &Packet,
+        route: &Route,
         frame: FrameRef<'_>,
         out_stage: bool,
         sink: &mut S,
     ) -> FrameOutcome {
-        let mac = |m: [u8; 6]| (m != [0; 6]).then_some(m);
-        let (src_ip, dst_ip) = match pkt.ip {
-            Some(ip) => (Some(ip.src), Some(ip.dst)),
-            None => (None, None),
-        };
         let mut crossed = !out_stage;
         let mut held = false;
-        let sender = snap.vnic(mac(pkt.src_mac.0), src_ip);
+        let sender = route.sender;
+        let key = route.key;
         if let (Some(i), true) = (sender, out_stage) {
             crossed = true;
             let cfg = &snap.filters[i];
-            match self.states[cfg.slot].decide(cfg, i, &self.shared, pkt, Direction::Out, frame, sink) {
+            match self.states[cfg.slot].decide(cfg, i, &self.shared, pkt, key, Direction::Out, frame, sink) {
                 None => return FrameOutcome::Held,
                 Some(d) if d.verdict.is_drop() => return FrameOutcome::Dropped,
                 Some(_) => {}
             }
         }
         let mut dropped = false;
-        let receivers: &mut dyn Iterator<Item = usize> = if pkt.dst_mac.0[0] & 1 == 1 {
+        let receivers: &mut dyn Iterator<Item = usize> = if route.group {
             &mut (0..snap.filters.len()).filter(|i| Some(*i) != sender)
         } else {
-            &mut snap.vnic(mac(pkt.dst_mac.0), dst_ip).filter(|i| Some(*i) != sender).into_iter()
+            &mut route.receiver.into_iter()
         };
         for i in receivers {
             crossed = true;
             let cfg = &snap.filters[i];
-            match self.states[cfg.slot].decide(cfg, i, &self.shared, pkt, Direction::In, frame, sink) {
+            match self.states[cfg.slot].decide(cfg, i, &self.shared, pkt, key, Direction::In, frame, sink) {
                 None => held = true,
                 Some(d) => dropped |= d.verdict.is_drop(),
             }

@@ -23,7 +23,7 @@ use crate::filter::{FrameRef, Sink};
 use crate::flow::route_hash;
 use crate::log::LogRecord;
 use crate::verdict::{Decision, Reason};
-use crate::{Engine, FrameOutcome, LoadError, Worker};
+use crate::{Engine, FrameOutcome, LoadError, Route, Worker};
 
 /// When a policy switch happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,12 +315,16 @@ fn run_batch(
     on_event: &mut impl FnMut(Event<'_>),
 ) {
     let snap = Arc::clone(&collect.snap);
-    let pkts: Vec<&Packet> = batch.iter().filter_map(|(_, p)| p.as_ref().ok()).collect();
-    worker.prefetch(&snap, &pkts);
-    for (f, pkt) in batch.drain(..) {
-        match pkt {
-            Ok(pkt) => {
-                let outcome = worker.process(&snap, &pkt, f, collect);
+    let mut routes = [None; BATCH_INLINE];
+    for (r, (_, p)) in routes.iter_mut().zip(batch.iter()) {
+        *r = p.as_ref().ok().map(|p| Route::of(&snap, p));
+    }
+    let flat: Vec<Route> = routes.iter().flatten().copied().collect();
+    worker.prefetch(&snap, &flat);
+    for ((f, pkt), route) in batch.drain(..).zip(routes) {
+        match (pkt, route) {
+            (Ok(pkt), Some(route)) => {
+                let outcome = worker.process_routed(&snap, &pkt, &route, f, collect);
                 summary.outcome(outcome);
                 for (_, o) in collect.events.done.drain(..) {
                     summary.outcome(o);
@@ -330,7 +334,8 @@ fn run_batch(
                     collect.events = FrameEvents::default();
                 }
             }
-            Err(e) => malformed(summary, f.number, &e, on_event),
+            (Err(e), _) => malformed(summary, f.number, &e, on_event),
+            (Ok(_), None) => {}
         }
     }
 }
@@ -517,10 +522,15 @@ fn flush(
         return;
     }
     let snap = Arc::clone(&collect.snap);
-    let pkts: Vec<&Packet> = batch.iter().map(|(_, p)| p).collect();
-    w.prefetch(&snap, &pkts);
-    for (f, pkt) in batch.drain(..) {
-        let outcome = w.process(&snap, &pkt, f, collect);
+    let mut routes = [None; BATCH_INLINE];
+    for (r, (_, p)) in routes.iter_mut().zip(batch.iter()) {
+        *r = Some(Route::of(&snap, p));
+    }
+    let flat: Vec<Route> = routes.iter().flatten().copied().collect();
+    w.prefetch(&snap, &flat);
+    for ((f, pkt), route) in batch.drain(..).zip(routes) {
+        let Some(route) = route else { continue };
+        let outcome = w.process_routed(&snap, &pkt, &route, f, collect);
         if want_events {
             out.frames.push((f.number, outcome, std::mem::take(&mut collect.events)));
         } else {

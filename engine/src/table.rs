@@ -153,7 +153,13 @@ impl<V> FlowTable<V> {
 
     /// The entry for `key` and its expiry second, if present (expired or not: the caller decides).
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<(&mut Entry<V>, &mut u32)> {
-        let pos = self.find(key, Self::hash(key), true)?;
+        self.get_mut_hashed(key, Self::hash(key))
+    }
+
+    /// [`FlowTable::get_mut`] with the key's hash ([`FlowTable::hash`]) already computed.
+    #[inline]
+    pub fn get_mut_hashed(&mut self, key: &FlowKey, hash: u64) -> Option<(&mut Entry<V>, &mut u32)> {
+        let pos = self.find(key, hash, true)?;
         let e = self.slots[pos].as_mut()?;
         Some((e, &mut self.expires[pos]))
     }

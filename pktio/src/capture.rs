@@ -459,7 +459,24 @@ pub struct Frames<'a> {
 impl<'a> Iterator for Frames<'a> {
     type Item = Result<CaptureFrame<'a>, CaptureError>;
 
+    /// A whole pcap record is read inline, in the caller's loop; everything else (pcapng, the end of
+    /// the file, a damaged record) goes through [`Frames::next_any`], out of line.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        if let State::Pcap { link, nanos, be } = self.state {
+            if !self.done {
+                if let Some(frame) = self.pcap_record(link, nanos, be) {
+                    return Some(Ok(frame));
+                }
+            }
+        }
+        self.next_any()
+    }
+}
+
+impl<'a> Frames<'a> {
+    /// The next frame of any format, or the error that ends the iteration.
+    fn next_any(&mut self) -> Option<Result<CaptureFrame<'a>, CaptureError>> {
         if self.done {
             return None;
         }
@@ -509,6 +526,28 @@ impl<'a> Frames<'a> {
 
     fn bad_block(&self, offset: usize, defect: BlockDefect) -> CaptureError {
         CaptureError::BadBlock { path: self.path.to_path_buf(), offset: offset as u64, defect }
+    }
+
+    /// Reads the pcap record at `offset` when the file holds all of it; `None` at the end of the file or
+    /// before a truncated record, which [`Frames::next_pcap`] then reports.
+    #[inline]
+    fn pcap_record(&mut self, link: LinkType, nanos: bool, be: bool) -> Option<CaptureFrame<'a>> {
+        let rest = self.data.get(self.offset..)?;
+        let (hdr, body) = rest.split_first_chunk::<PCAP_RECORD_LEN>()?;
+        let field = |at: usize| {
+            let b = [hdr[at], hdr[at + 1], hdr[at + 2], hdr[at + 3]];
+            if be {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let caplen = field(8) as usize;
+        let data = body.get(..caplen)?;
+        self.offset += PCAP_RECORD_LEN + caplen;
+        let frac_ns = if nanos { u64::from(field(4)) } else { u64::from(field(4)) * 1000 };
+        let ts_nanos = u64::from(field(0)) * 1_000_000_000 + frac_ns;
+        Some(CaptureFrame { data, wire_len: field(12), ts_nanos, link, interface: 0 })
     }
 
     fn next_pcap(

@@ -57,7 +57,7 @@ use std::path::{Path, PathBuf};
 use crate::capture::{Capture, CaptureError, CaptureFrame, Frames, PcapWriter};
 use crate::link::LinkType;
 use crate::packet::Packet;
-use crate::parse::{parse_frame, ParseError};
+use crate::parse::{parse_into, ParseError};
 
 /// An 802.1Q/802.1ad tag that arrived as metadata (the kernel or the NIC took it out of the frame).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -197,13 +197,23 @@ impl<'a> Frame<'a> {
 
     /// Parses the frame, putting a VLAN tag that arrived as metadata back in front of any tags the
     /// bytes still carry, so the summary says what was on the wire.
+    #[inline]
     pub fn parse(&self) -> Result<Packet, ParseError> {
-        let mut pkt = parse_frame(self.link, self.data, self.wire_len)?;
-        if let Some(tag) = self.vlan {
-            pkt.vlans = [tag.vid(), pkt.vlans[0]];
-            pkt.vlan_count = pkt.vlan_count.saturating_add(1);
-        }
+        let mut pkt = Packet::default();
+        self.parse_into(&mut pkt)?;
         Ok(pkt)
+    }
+
+    /// [`Frame::parse`] into a summary the caller keeps, as [`parse_into`] does: on `Ok` every field of
+    /// `out` is overwritten, on `Err` `out` must not be used.
+    #[inline]
+    pub fn parse_into(&self, out: &mut Packet) -> Result<(), ParseError> {
+        parse_into(self.link, self.data, self.wire_len, out)?;
+        if let Some(tag) = self.vlan {
+            out.vlans = [tag.vid(), out.vlans[0]];
+            out.vlan_count = out.vlan_count.saturating_add(1);
+        }
+        Ok(())
     }
 
     /// The pieces the frame is sent as, with a metadata VLAN tag re-inserted after the MAC addresses:
@@ -575,6 +585,7 @@ impl<W: io::Write> FrameSink for PcapSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::parse_frame;
 
     fn raw_frames(n: usize) -> Capture {
         let frame = [0x45, 0, 0, 20, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];

@@ -1,6 +1,7 @@
 //! The compact, allocation-free summary of one parsed frame.
 //!
-//! [`crate::parse::parse_frame`] fills a [`Packet`] from frame bytes; everything the engine decides on
+//! [`crate::parse::parse_frame`] returns a [`Packet`] from frame bytes ([`crate::parse::parse_into`]
+//! fills one in place); everything the engine decides on
 //! (addresses, ports, TCP flags and sequence numbers, ICMP type/code, fragment info) is here, copied out of
 //! the frame so the summary owns no borrow and costs no allocation.
 
@@ -170,9 +171,10 @@ pub struct IcmpInfo {
 }
 
 /// The transport layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum L4 {
     /// No transport header (non-IP frame, or a non-first fragment).
+    #[default]
     None,
     /// TCP.
     Tcp(TcpInfo),
@@ -197,7 +199,10 @@ pub enum L4 {
 }
 
 /// Summary of one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// The default is an empty summary (no MACs, tags, IP or transport layer; `wire_len` 0): the slot a
+/// caller hands to [`crate::parse::parse_into`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Packet {
     /// Destination MAC (all zero when the link type carries none).
     pub dst_mac: MacAddr,

@@ -161,6 +161,14 @@ fn compare(c: &Classifier, set: &RuleSet, sets: &[AddrSet], keys: &[L3Key], seed
         assert_eq!(c.first_match(k), want, "seed {seed} {stage}: {k:?}\nrules:\n{set}");
         assert_eq!(*b, want, "seed {seed} {stage} (batch): {k:?}");
     }
+    // Grouped by direction and family, whole batches take the lockstep path (with membership).
+    let mut grouped = keys.to_vec();
+    grouped.sort_by_key(|k| (k.dir == Direction::Out, k.src.is_ipv6(), k.dst.is_ipv6()));
+    let mut batch = vec![None; grouped.len()];
+    c.first_match_batch(&grouped, &mut batch);
+    for (k, b) in grouped.iter().zip(&batch) {
+        assert_eq!(*b, linear.first_match_l3(k), "seed {seed} {stage} (grouped batch): {k:?}");
+    }
 }
 
 proptest! {

@@ -170,6 +170,7 @@ fn nsx_shaped_policy_agrees_with_the_linear_scan_through_member_changes() {
         specific += usize::from(want != Some(default));
     }
     assert!(specific * 2 > keys.len(), "headers drawn inside rules mostly hit them ({specific})");
+    assert_batch_agrees(&c, &keys, &linear);
 
     // Move every key's source into (or out of) a set, then compare again against edited sets.
     let mut sets = p.sets.clone();
@@ -203,5 +204,25 @@ fn nsx_shaped_policy_agrees_with_the_linear_scan_through_member_changes() {
     let linear = CompiledRuleSet::compile(&p.ruleset, &refs).unwrap();
     for k in &keys {
         assert_eq!(c.first_match(k), linear.first_match_l3(k), "{k:?}");
+    }
+    assert_batch_agrees(&c, &keys, &linear);
+}
+
+/// `first_match_batch` over `keys` as drawn and grouped by direction and family (so that whole
+/// batches take the lockstep path with membership probes) gives the linear scan's answers.
+fn assert_batch_agrees(c: &Classifier, keys: &[L3Key], linear: &CompiledRuleSet) {
+    let mut grouped = keys.to_vec();
+    grouped.sort_by_key(|k| (k.dir == Direction::Out, k.src.is_ipv6(), k.dst.is_ipv6()));
+    for ks in [keys, &grouped[..]] {
+        let mut out = vec![None; ks.len()];
+        c.first_match_batch(ks, &mut out);
+        let snap = c.snapshot();
+        let mut out2 = vec![None; ks.len()];
+        snap.first_match_batch(ks, &mut out2);
+        for ((k, b), b2) in ks.iter().zip(&out).zip(&out2) {
+            let want = linear.first_match_l3(k);
+            assert_eq!(*b, want, "batch: {k:?}");
+            assert_eq!(*b2, want, "snapshot batch: {k:?}");
+        }
     }
 }

@@ -30,7 +30,7 @@ use std::net::IpAddr;
 
 pub use crate::link::LinkType;
 use crate::packet::{
-    ethertype, ipproto, FragInfo, IcmpInfo, IpInfo, MacAddr, Packet, QuotedHeader, TcpInfo, TcpOptions, L4,
+    ethertype, ipproto, FragInfo, IcmpInfo, IpInfo, Packet, QuotedHeader, TcpInfo, TcpOptions, L4,
 };
 use wire::{
     check_len, EthernetHeader, IcmpHeader, Ipv4Header, Ipv6ExtHeader, Ipv6FragHeader, Ipv6Header, SctpHeader,
@@ -229,33 +229,131 @@ impl ParseError {
 
 /// Parses one frame of link type `link`. `data` is the captured bytes, `wire_len` the frame's length on
 /// the wire (equal to `data.len()` for live traffic; larger for a capture cut by its snaplen).
+///
+/// A thin wrapper over [`parse_into`], for callers that want the summary by value.
+#[inline]
 pub fn parse_frame(link: LinkType, data: &[u8], wire_len: u32) -> Result<Packet, ParseError> {
-    let mut pkt = Packet {
-        dst_mac: MacAddr::default(),
-        src_mac: MacAddr::default(),
+    let mut pkt = Packet::default();
+    parse_into(link, data, wire_len, &mut pkt)?;
+    Ok(pkt)
+}
+
+/// Parses one frame into `out`, which a caller can keep and reuse across frames (a batch slot, say):
+/// the same checks and the same summary as [`parse_frame`], written in place instead of being moved
+/// through the stack. On `Ok`, every field of `out` is overwritten; on `Err`, `out` holds a partly
+/// written summary that means nothing and must not be used.
+///
+/// ```
+/// use pktio::parse::parse_into;
+/// use pktio::{LinkType, Packet, L4};
+///
+/// let frame = [
+///     0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, //
+///     0, 53, 0x10, 0x92, 0, 8, 0, 0,
+/// ];
+/// let mut pkt = Packet::default();
+/// parse_into(LinkType::Raw, &frame, frame.len() as u32, &mut pkt).unwrap();
+/// assert_eq!(pkt.l4, L4::Udp { sport: 53, dport: 4242 });
+/// ```
+pub fn parse_into(link: LinkType, data: &[u8], wire_len: u32, out: &mut Packet) -> Result<(), ParseError> {
+    if link == LinkType::Ethernet && parse_plain_tcp(data, wire_len, out) {
+        return Ok(());
+    }
+    parse_any(link, data, wire_len, out)
+}
+
+/// Length of the headers [`parse_plain_tcp`] reads: Ethernet II, IPv4 without options, TCP without options.
+const PLAIN_TCP_LEN: usize = EthernetHeader::LEN + Ipv4Header::LEN + TcpHeader::LEN;
+
+/// The common case in one step: an untagged Ethernet II frame carrying an IPv4 datagram without options
+/// that is not a fragment, carrying a TCP segment without options. Returns false, with `out` holding
+/// nothing of use, for every other frame and for every frame [`parse_any`] would refuse; the caller then
+/// parses the frame the general way, which finds the error.
+///
+/// Why this gives what [`parse_any`] gives: with IHL 5 and data offset 5 the headers sit at fixed
+/// offsets inside the first [`PLAIN_TCP_LEN`] captured bytes, so no header is cut; `40 <= total <= room`
+/// is what the IPv4 length checks and the TCP "header past the datagram" check reduce to; MF clear and
+/// offset 0 mean no fragment; and no options means [`TcpOptions::default`]. `tests::plain_tcp_*` hold
+/// it to that.
+#[inline]
+fn parse_plain_tcp(data: &[u8], wire_len: u32, out: &mut Packet) -> bool {
+    const L3: usize = EthernetHeader::LEN;
+    const L4_AT: usize = L3 + Ipv4Header::LEN;
+    let Some(h) = data.first_chunk::<PLAIN_TCP_LEN>() else {
+        return false;
+    };
+    let (Ok(eth), Ok(ip), Ok(tcp)) = (
+        EthernetHeader::new_checked(h),
+        Ipv4Header::new_checked(&h[L3..]),
+        TcpHeader::new_checked(&h[L4_AT..]),
+    ) else {
+        return false;
+    };
+    let total = usize::from(ip.total_len());
+    // As in `parse_any`: the bytes the frame had on the wire after the link header.
+    let room = (wire_len as usize).max(data.len()) - L3;
+    let plain = eth.ethertype() == ethertype::IPV4
+        && ip.version() == 4
+        && ip.header_len() == Ipv4Header::LEN
+        && ip.protocol() == ipproto::TCP
+        && !ip.more_frags()
+        && ip.frag_offset() == 0
+        && total >= Ipv4Header::LEN + TcpHeader::LEN
+        && total <= room
+        && tcp.header_len() == TcpHeader::LEN;
+    if !plain {
+        return false;
+    }
+    *out = Packet {
+        dst_mac: eth.dst(),
+        src_mac: eth.src(),
         vlans: [0; 2],
         vlan_count: 0,
-        ethertype: 0,
-        ip: None,
-        l4: L4::None,
+        ethertype: ethertype::IPV4,
+        ip: Some(IpInfo {
+            src: IpAddr::V4(ip.src()),
+            dst: IpAddr::V4(ip.dst()),
+            proto: ipproto::TCP,
+            ttl: ip.ttl(),
+            total_len: ip.total_len(),
+            frag: None,
+        }),
+        l4: L4::Tcp(TcpInfo {
+            sport: tcp.sport(),
+            dport: tcp.dport(),
+            seq: tcp.seq(),
+            ack: tcp.ack(),
+            flags: tcp.flags(),
+            window: tcp.window(),
+            // `total` is at most 65535.
+            payload_len: (total - Ipv4Header::LEN - TcpHeader::LEN) as u16,
+            options: TcpOptions::default(),
+        }),
         wire_len,
     };
+    true
+}
+
+/// Parses any frame, every link type and layer, into `out`: the general path behind [`parse_into`].
+fn parse_any(link: LinkType, data: &[u8], wire_len: u32, out: &mut Packet) -> Result<(), ParseError> {
+    *out = Packet { wire_len, ..Packet::default() };
+    let pkt = out;
     let (ethertype, l3) = match link {
         LinkType::Ethernet => {
             let eth = EthernetHeader::new_checked(data)?;
             pkt.dst_mac = eth.dst();
             pkt.src_mac = eth.src();
-            skip_vlans(&mut pkt, eth.ethertype(), eth.payload())?
+            skip_vlans(pkt, eth.ethertype(), eth.payload())?
         }
         LinkType::LinuxSll => {
             let sll = SllHeader::new_checked(data)?;
             pkt.src_mac = sll.src_mac().unwrap_or_default();
-            skip_vlans(&mut pkt, sll.protocol(), sll.payload())?
+            skip_vlans(pkt, sll.protocol(), sll.payload())?
         }
         LinkType::LinuxSll2 => {
             let sll = Sll2Header::new_checked(data)?;
             pkt.src_mac = sll.src_mac().unwrap_or_default();
-            skip_vlans(&mut pkt, sll.protocol(), sll.payload())?
+            skip_vlans(pkt, sll.protocol(), sll.payload())?
         }
         LinkType::Raw => match data.first().map(|b| b >> 4) {
             Some(4) => (ethertype::IPV4, data),
@@ -273,11 +371,11 @@ pub fn parse_frame(link: LinkType, data: &[u8], wire_len: u32) -> Result<Packet,
     let link_hdr_len = data.len() - l3.len();
     let room = (wire_len as usize).max(data.len()) - link_hdr_len;
     match ethertype {
-        ethertype::IPV4 => parse_ipv4(&mut pkt, l3, room)?,
-        ethertype::IPV6 => parse_ipv6(&mut pkt, l3, room)?,
+        ethertype::IPV4 => parse_ipv4(pkt, l3, room)?,
+        ethertype::IPV6 => parse_ipv6(pkt, l3, room)?,
         _ => {}
     }
-    Ok(pkt)
+    Ok(())
 }
 
 /// Records and skips any stack of 802.1Q/802.1ad tags; returns the inner ethertype and what follows.
@@ -358,8 +456,7 @@ fn parse_ipv4(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseErro
     }
     // The datagram ends where its header says; Ethernet pads short frames past that.
     let payload = buf.get(hl..total.min(buf.len())).unwrap_or_default();
-    pkt.l4 = parse_l4(false, ip.protocol(), payload, total - hl, frag.is_some())?;
-    Ok(())
+    parse_l4(&mut pkt.l4, false, ip.protocol(), payload, total - hl, frag.is_some())
 }
 
 fn parse_ipv6(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseError> {
@@ -388,8 +485,7 @@ fn parse_ipv6(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseErro
         return Ok(());
     }
     let upper = payload.get(chain.len..).unwrap_or_default();
-    pkt.l4 = parse_l4(true, chain.proto, upper, payload_len - chain.len, chain.frag.is_some())?;
-    Ok(())
+    parse_l4(&mut pkt.l4, true, chain.proto, upper, payload_len - chain.len, chain.frag.is_some())
 }
 
 /// The outcome of walking an IPv6 extension-header chain.
@@ -445,18 +541,28 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
     Ok(Ipv6Chain { proto: nh, len: off, frag })
 }
 
-/// Parses the transport header. `buf` is the captured part of the transport bytes, `room` their length
-/// as the IP header states it. In a first fragment (`fragmented`) the transport header may continue in
+/// Parses the transport header into `out`, which holds `L4::None` on entry. `buf` is the captured part
+/// of the transport bytes, `room` their length as the IP header states it. In a first fragment (`fragmented`) the transport header may continue in
 /// the next fragment: a fixed header that does not fit gives `L4::None` (the engine sees `frag` and
 /// decides; tiny first fragments are an evasion pattern, RFC 1858) and a TCP header longer than the
 /// fragment is read as far as the fragment goes.
+///
+/// The summary is written in place rather than returned: a `Result<L4, _>` moved through the stack
+/// into the `Packet` cost more than the parsing itself on 64-byte frames.
 #[inline]
-fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError> {
+fn parse_l4(
+    out: &mut L4,
+    v6: bool,
+    proto: u8,
+    buf: &[u8],
+    room: usize,
+    fragmented: bool,
+) -> Result<(), ParseError> {
     match proto {
-        ipproto::TCP => parse_tcp(buf, room, fragmented),
+        ipproto::TCP => parse_tcp(out, buf, room, fragmented),
         ipproto::UDP => {
             if fragmented && room < UdpHeader::LEN {
-                return Ok(L4::None);
+                return Ok(());
             }
             fits(Layer::Udp, buf, room, UdpHeader::LEN)?;
             let udp = UdpHeader::new_checked(buf)?;
@@ -470,26 +576,31 @@ fn parse_l4(v6: bool, proto: u8, buf: &[u8], room: usize, fragmented: bool) -> R
                     return Err(ParseError::LengthPastEnd { layer: Layer::Udp, len, room });
                 }
             }
-            Ok(L4::Udp { sport: udp.sport(), dport: udp.dport() })
+            *out = L4::Udp { sport: udp.sport(), dport: udp.dport() };
+            Ok(())
         }
-        ipproto::ICMP if !v6 => parse_icmp(Layer::Icmp, buf, room, fragmented),
-        ipproto::ICMPV6 if v6 => parse_icmp(Layer::Icmpv6, buf, room, fragmented),
+        ipproto::ICMP if !v6 => parse_icmp(out, Layer::Icmp, buf, room, fragmented),
+        ipproto::ICMPV6 if v6 => parse_icmp(out, Layer::Icmpv6, buf, room, fragmented),
         ipproto::SCTP => {
             if fragmented && room < SctpHeader::LEN {
-                return Ok(L4::None);
+                return Ok(());
             }
             fits(Layer::Sctp, buf, room, SctpHeader::LEN)?;
             let sctp = SctpHeader::new_checked(buf)?;
-            Ok(L4::Sctp { sport: sctp.sport(), dport: sctp.dport() })
+            *out = L4::Sctp { sport: sctp.sport(), dport: sctp.dport() };
+            Ok(())
         }
-        _ => Ok(L4::Other),
+        _ => {
+            *out = L4::Other;
+            Ok(())
+        }
     }
 }
 
 #[inline]
-fn parse_tcp(buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError> {
+fn parse_tcp(out: &mut L4, buf: &[u8], room: usize, fragmented: bool) -> Result<(), ParseError> {
     if fragmented && room < TcpHeader::LEN {
-        return Ok(L4::None);
+        return Ok(());
     }
     fits(Layer::Tcp, buf, room, TcpHeader::LEN)?;
     let tcp = TcpHeader::new_checked(buf)?;
@@ -509,7 +620,7 @@ fn parse_tcp(buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError
     } else {
         parse_tcp_options(captured, hl - TcpHeader::LEN)?
     };
-    Ok(L4::Tcp(TcpInfo {
+    *out = L4::Tcp(TcpInfo {
         sport: tcp.sport(),
         dport: tcp.dport(),
         seq: tcp.seq(),
@@ -518,7 +629,8 @@ fn parse_tcp(buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError
         window: tcp.window(),
         payload_len: u16::try_from(room.saturating_sub(hl)).unwrap_or(u16::MAX),
         options,
-    }))
+    });
+    Ok(())
 }
 
 /// TCP option kinds dfw reads (RFC 9293, RFC 2018, RFC 7323).
@@ -577,9 +689,15 @@ pub fn parse_tcp_options(opts: &[u8], declared: usize) -> Result<TcpOptions, Par
     Ok(out)
 }
 
-fn parse_icmp(layer: Layer, buf: &[u8], room: usize, fragmented: bool) -> Result<L4, ParseError> {
+fn parse_icmp(
+    out: &mut L4,
+    layer: Layer,
+    buf: &[u8],
+    room: usize,
+    fragmented: bool,
+) -> Result<(), ParseError> {
     if fragmented && room < IcmpHeader::LEN {
-        return Ok(L4::None);
+        return Ok(());
     }
     fits(layer, buf, room, IcmpHeader::LEN)?;
     let icmp = IcmpHeader::new_checked(buf)?;
@@ -587,7 +705,8 @@ fn parse_icmp(layer: Layer, buf: &[u8], room: usize, fragmented: bool) -> Result
     let ty = icmp.icmp_type();
     let echo_id = is_echo(v6, ty).then(|| icmp.echo_id());
     let quoted = if is_error(v6, ty) { parse_quote(v6, icmp.payload()) } else { None };
-    Ok(L4::Icmp(IcmpInfo { icmp_type: ty, code: icmp.code(), echo_id, quoted }))
+    *out = L4::Icmp(IcmpInfo { icmp_type: ty, code: icmp.code(), echo_id, quoted });
+    Ok(())
 }
 
 /// Echo request/reply: ICMP 8/0 (RFC 792), ICMPv6 128/129 (RFC 4443).

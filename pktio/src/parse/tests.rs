@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::packet::tcpflags;
+use crate::packet::{tcpflags, MacAddr};
 
 /// Decodes a hex string, ignoring whitespace.
 pub(crate) fn hex(s: &str) -> Vec<u8> {
@@ -547,4 +547,91 @@ fn reason_unsupported_link() {
 fn error_messages_read_as_one_line() {
     let err = parse_frame(LinkType::Ethernet, &hex(SYN)[..30], 78).unwrap_err();
     assert_eq!(err.to_string(), "ipv4 header needs 20 bytes, only 16 captured");
+}
+
+// `parse_into`'s fast path for plain Ethernet/IPv4/TCP against the general path it stands in for.
+
+/// A 64-byte frame as `shared/anchors/gen_pcap.py` writes them: Ethernet II, IPv4 without options
+/// (10.1.2.3 -> 10.1.2.4, DF), TCP 12345 -> 80 without options (ACK), 10 bytes of payload.
+const PLAIN_TCP: &str = "
+    020000000002 020000000001 0800
+    4500 0032 0001 4000 4006 0000 0a010203 0a010204
+    3039 0050 00000001 00000002 5010 ffff 0000 0000
+    00000000000000000000";
+
+#[test]
+fn plain_tcp_takes_the_fast_path_and_reads_every_field() {
+    let b = hex(PLAIN_TCP);
+    let mut fast = Packet::default();
+    assert!(parse_plain_tcp(&b, 64, &mut fast));
+    let mut general = Packet::default();
+    parse_any(LinkType::Ethernet, &b, 64, &mut general).unwrap();
+    assert_eq!(fast, general);
+    let ip = fast.ip.unwrap();
+    assert_eq!(
+        (ip.src, ip.dst, ip.proto, ip.ttl, ip.total_len, ip.frag),
+        (addr("10.1.2.3"), addr("10.1.2.4"), 6, 64, 50, None)
+    );
+    let t = tcp(&fast);
+    assert_eq!((t.sport, t.dport, t.seq, t.ack, t.flags, t.window), (12345, 80, 1, 2, tcpflags::ACK, 0xffff));
+    assert_eq!((t.payload_len, t.options), (10, TcpOptions::default()));
+    assert_eq!(
+        (fast.dst_mac, fast.src_mac, fast.wire_len),
+        (mac("02:00:00:00:00:02"), mac("02:00:00:00:00:01"), 64)
+    );
+    // Options, VLAN tags, IPv4 options and fragments all leave the fast path.
+    for s in [SYN, VLAN_V6_SYN, QINQ_UDP, ICMP_UNREACH] {
+        assert!(!parse_plain_tcp(&hex(s), 1500, &mut fast));
+    }
+}
+
+#[test]
+fn parse_into_overwrites_a_reused_slot() {
+    let frames =
+        [PLAIN_TCP, VLAN_V6_SYN, SYN, QINQ_ARP, PLAIN_TCP, V6_FRAG_FIRST, ICMP_UNREACH, QINQ_UDP, PLAIN_TCP];
+    let mut slot = Packet::default();
+    for s in frames {
+        let b = hex(s);
+        // V6_FRAG_FIRST is the first 70 bytes of a 1494-byte frame.
+        let wire_len = if s == V6_FRAG_FIRST { 1494 } else { b.len() as u32 };
+        parse_into(LinkType::Ethernet, &b, wire_len, &mut slot).unwrap();
+        assert_eq!(slot, parse_frame(LinkType::Ethernet, &b, wire_len).unwrap(), "{s}");
+    }
+}
+
+proptest::proptest! {
+    /// Whatever the fast path accepts, the general path accepts with the same summary; whatever it
+    /// declines, `parse_into` answers as the general path does. The mutations aim at the fields the fast
+    /// path decides on (ethertype, version/IHL, total length, flags/offset, protocol, data offset), plus
+    /// a random byte, the captured length and the wire length.
+    #[test]
+    fn plain_tcp_agrees_with_the_general_path(
+        edits in proptest::collection::vec(
+            (proptest::sample::select(vec![12usize, 13, 14, 16, 17, 20, 21, 23, 46]), proptest::prelude::any::<u8>()),
+            0..3,
+        ),
+        flip in proptest::option::of((0usize..64, proptest::prelude::any::<u8>())),
+        len in 0usize..=64,
+        wire_len in 0u32..=128,
+    ) {
+        let mut b = hex(PLAIN_TCP);
+        for (at, v) in edits.into_iter().chain(flip) {
+            b[at] = v;
+        }
+        b.truncate(len);
+        let mut fast = Packet::default();
+        let mut general = Packet::default();
+        let took_fast = parse_plain_tcp(&b, wire_len, &mut fast);
+        let want = parse_any(LinkType::Ethernet, &b, wire_len, &mut general);
+        if took_fast {
+            proptest::prop_assert_eq!(want, Ok(()));
+            proptest::prop_assert_eq!(fast, general);
+        }
+        let mut slot = Packet::default();
+        let got = parse_into(LinkType::Ethernet, &b, wire_len, &mut slot);
+        proptest::prop_assert_eq!(got, want);
+        if got.is_ok() {
+            proptest::prop_assert_eq!(slot, general);
+        }
+    }
 }

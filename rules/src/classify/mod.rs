@@ -655,21 +655,57 @@ impl RuleIndex {
             let view = &self.view_data[vi];
             let uniform =
                 keys.iter().all(|k| self.views[view_of(k)] == vi && k.src.is_ipv6() == k.dst.is_ipv6());
-            if !uniform || view.sets {
+            if !uniform {
                 for (k, o) in keys.iter().zip(out.iter_mut()) {
                     *o = self.first_match(k, sets);
                 }
                 continue;
+            }
+            // Membership first: start every key's two hash probes, then take the answers, so the
+            // probes' cache misses overlap instead of following one another.
+            let mut ms = [Members::NONE; BATCH];
+            let mut md = [Members::NONE; BATCH];
+            let table = sets.filter(|_| view.sets);
+            if let Some(t) = table {
+                for k in &keys[..n] {
+                    t.prefetch(k.src);
+                    t.prefetch(k.dst);
+                }
+                for j in 0..n {
+                    ms[j] = t.members(keys[j].src);
+                    md[j] = t.members(keys[j].dst);
+                }
             }
             let mut pts = [[0u32; 8]; BATCH];
             for (p, k) in pts.iter_mut().zip(keys) {
                 *p = point(k);
             }
             let mut best = [NONE; BATCH];
-            let mut check =
-                |j: usize, c: u32| self.checks[c as usize].matches(&keys[j], &Members::NONE, &Members::NONE);
+            let mut check = |j: usize, c: u32| self.checks[c as usize].matches(&keys[j], &ms[j], &md[j]);
             for &t in &view.rest {
                 self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
+            }
+            if table.is_some() {
+                // The trees of the sets each key belongs to (any order: every lookup keeps the best).
+                for j in 0..n {
+                    let mut check = |c: u32| self.checks[c as usize].matches(&keys[j], &ms[j], &md[j]);
+                    let mut b = best[j];
+                    if !view.by_dst.is_empty() {
+                        for id in md[j].iter() {
+                            if let Some(&t) = view.by_dst.get(id as usize) {
+                                b = self.arena.lookup(t, &pts[j], b, &mut check);
+                            }
+                        }
+                    }
+                    if !view.by_src.is_empty() {
+                        for id in ms[j].iter() {
+                            if let Some(&t) = view.by_src.get(id as usize) {
+                                b = self.arena.lookup(t, &pts[j], b, &mut check);
+                            }
+                        }
+                    }
+                    best[j] = b;
+                }
             }
             for (o, &b) in out.iter_mut().zip(&best[..n]) {
                 *o = (b != NONE).then(|| self.order[b as usize] as usize);

@@ -374,12 +374,21 @@ impl SetTable {
     }
 
     /// The sets holding `ip`.
+    /// Starts loading the hash slot [`SetTable::members`] will probe first for `ip`.
+    #[inline]
+    pub fn prefetch(&self, ip: IpAddr) {
+        let a = addr_of(ip);
+        let (x, y) = a.route();
+        if let Some(s) = self.mids.get(x).and_then(|m| m.get(y)) {
+            if !s.slots.is_empty() {
+                super::tree::prefetch(&s.slots[a.slot(s.slots.len())]);
+            }
+        }
+    }
+
     #[inline]
     pub fn members(&self, ip: IpAddr) -> Members<'_> {
-        let a = match ip {
-            IpAddr::V4(a) => Addr { net: u128::from(u32::from(a)), v6: false },
-            IpAddr::V6(a) => Addr { net: u128::from(a), v6: true },
-        };
+        let a = addr_of(ip);
         let index = &self.prefixes.index[usize::from(a.v6)];
         let prefix = if index.starts.is_empty() { &[][..] } else { index.ids(a.net) };
         Members { exact: self.exact_ids(&a), prefix }
@@ -452,5 +461,13 @@ impl SetTable {
             + p.index.iter().map(Intervals::memory_bytes).sum::<usize>()
             + p.nets.capacity() * (size_of::<(MemberKey, Vec<u32>)>() + 1)
             + p.nets.values().map(|v| v.capacity() * 4).sum::<usize>()
+    }
+}
+
+#[inline]
+fn addr_of(ip: IpAddr) -> Addr {
+    match ip {
+        IpAddr::V4(a) => Addr { net: u128::from(u32::from(a)), v6: false },
+        IpAddr::V6(a) => Addr { net: u128::from(a), v6: true },
     }
 }

@@ -21,8 +21,16 @@ pub(super) type Key = [u32; 8];
 pub(super) const BATCH: usize = 16;
 /// "No rule", "no check", "no tree": ranks and indices never reach it.
 pub(super) const NONE: u32 = u32::MAX;
-/// Marks a child reference as a leaf index.
+/// Marks a child reference as a leaf. A leaf reference is `LEAF | len << 27 | start` (its entries
+/// are `entries[start..start + len]`, read without touching the leaf table) when `len < 15` and
+/// `start < 2^27`; otherwise `LEAF | 15 << 27 | leaf index` into the leaf table.
 const LEAF: u32 = 1 << 31;
+/// Shift of a leaf reference's inline length.
+const LEN_SHIFT: u32 = 27;
+/// Inline length meaning "look the leaf up in the table".
+const LEN_TABLE: u32 = 15;
+/// Mask of a leaf reference's start (or leaf index).
+const START_MASK: u32 = (1 << LEN_SHIFT) - 1;
 /// Depth past which a node becomes a leaf whatever its size.
 const MAX_DEPTH: u32 = 48;
 
@@ -83,7 +91,7 @@ const FANOUT: usize = THRESHOLDS + 1;
 struct Node {
     thr: [u32; THRESHOLDS],
     dim: u32,
-    /// A node index, or `LEAF | leaf index`.
+    /// A node index, or a leaf reference (see [`LEAF`]).
     kids: [u32; FANOUT],
 }
 
@@ -151,7 +159,28 @@ impl Arena {
         let start = self.entries.len() as u32;
         self.entries.extend(idx.iter().map(|&i| rules[i as usize]));
         self.leaves.push([start, self.entries.len() as u32]);
-        LEAF | (self.leaves.len() as u32 - 1)
+        let len = idx.len() as u32;
+        if len < LEN_TABLE && start <= START_MASK {
+            LEAF | len << LEN_SHIFT | start
+        } else {
+            let at = self.leaves.len() as u32 - 1;
+            assert!(at <= START_MASK, "too many leaves");
+            LEAF | LEN_TABLE << LEN_SHIFT | at
+        }
+    }
+
+    /// The entries of leaf reference `c`.
+    #[inline(always)]
+    fn leaf_entries(&self, c: u32) -> &[Entry] {
+        let len = (c >> LEN_SHIFT) & LEN_TABLE;
+        let (s, e) = if len == LEN_TABLE {
+            let [s, e] = self.leaves[(c & START_MASK) as usize];
+            (s as usize, e as usize)
+        } else {
+            let s = (c & START_MASK) as usize;
+            (s, s + len as usize)
+        };
+        &self.entries[s..e]
     }
 
     fn node(
@@ -274,8 +303,7 @@ impl Arena {
     /// The first entry of leaf `c` that matches, if its rank is below `best`.
     #[inline(always)]
     fn scan(&self, c: u32, k: &Key, best: u32, check: &mut impl FnMut(u32) -> bool) -> u32 {
-        let [s, e] = self.leaves[(c & !LEAF) as usize];
-        for en in &self.entries[s as usize..e as usize] {
+        for en in self.leaf_entries(c) {
             if en.rank >= best {
                 break;
             }
@@ -306,7 +334,20 @@ impl Arena {
             let mut inner = false;
             for j in 0..n {
                 if cur[j] & LEAF == 0 {
-                    cur[j] = self.step(cur[j], &ks[j]);
+                    let c = self.step(cur[j], &ks[j]);
+                    if c & LEAF != 0 {
+                        // The scans run once every walk is done: start loading this leaf now.
+                        let es = self.leaf_entries(c);
+                        if let Some(e) = es.first() {
+                            prefetch(e);
+                        }
+                        if let Some(e) = es.get(2) {
+                            prefetch(e);
+                        }
+                    } else {
+                        prefetch(&self.nodes[c as usize]);
+                    }
+                    cur[j] = c;
                     inner = true;
                 }
             }
@@ -354,4 +395,17 @@ impl Arena {
         self.leaves.shrink_to_fit();
         self.entries.shrink_to_fit();
     }
+}
+
+/// Hints the CPU to start loading the cache line holding `p`.
+#[inline(always)]
+pub(super) fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults and reads nothing into the program.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
