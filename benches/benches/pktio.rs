@@ -1,6 +1,7 @@
 //! pktio throughput, each beside its anchor in the same run (see BENCHMARKS.md, section "pktio").
 //!
-//! - `parse/64B-tcp`: `parse_frame` over the 64-byte TCP frames of `shared/anchors/gen_pcap.py`.
+//! - `parse/64B-tcp`: `parse_frame` over the 64-byte TCP frames of `shared/anchors/gen_pcap.py`;
+//!   `parse/64B-tcp-into`: the same through `parse_into`, into one reused summary.
 //! - `read-parse-filter/2M`: open the 2,000,000-frame gen_pcap capture, read, parse and apply
 //!   `tcp dst port 80 and net 10.1.0.0/16`, beside `tcpdump -r FILE -w /dev/null FILTER` on the same file.
 //! - `afpacket-rx/veth`: frames/s received on one end of a veth pair (in a namespace the bench makes)
@@ -22,8 +23,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use pktio::build::{udp_v4, Host};
 use pktio::pnet::PnetChannel;
 use pktio::{
-    parse_frame, AfPacketRx, AfPacketTx, Batch, Capture, CaptureSource, Frame, FrameSink, FrameSource,
-    LinkType, Packet, RingConfig, ScratchNetns, TxConfig, L4,
+    parse_frame, parse_into, AfPacketRx, AfPacketTx, Batch, Capture, CaptureSource, Frame, FrameSink,
+    FrameSource, LinkType, Packet, RingConfig, ScratchNetns, TxConfig, L4,
 };
 
 const FRAMES: usize = 2_000_000;
@@ -52,6 +53,17 @@ fn parse(c: &mut Criterion) {
             let mut ok = 0u32;
             for f in &frames {
                 ok += u32::from(parse_frame(LinkType::Ethernet, black_box(f), 64).is_ok());
+            }
+            ok
+        })
+    });
+    g.bench_function("64B-tcp-into", |b| {
+        let mut pkt = Packet::default();
+        b.iter(|| {
+            let mut ok = 0u32;
+            for f in &frames {
+                ok += u32::from(parse_into(LinkType::Ethernet, black_box(f), 64, &mut pkt).is_ok());
+                black_box(&pkt);
             }
             ok
         })

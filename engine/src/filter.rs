@@ -187,7 +187,7 @@ impl FilterState {
         index: usize,
         shared: &Shared,
         pkt: &Packet,
-        key: Option<(FlowKey, bool, u64)>,
+        key: Option<&(FlowKey, bool, u64)>,
         dir: Direction,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
@@ -206,7 +206,7 @@ impl FilterState {
         index: usize,
         shared: &Shared,
         pkt: &Packet,
-        key: Option<(FlowKey, bool, u64)>,
+        key: Option<&(FlowKey, bool, u64)>,
         dir: Direction,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
@@ -294,17 +294,25 @@ impl FilterState {
         l3: &rules::CompiledRuleSet,
         pkt: &Packet,
         ip: &pktio::IpInfo,
-        key: Option<(FlowKey, bool, u64)>,
+        key: Option<&(FlowKey, bool, u64)>,
         dir: Direction,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
         decided: &impl Fn(Verdict, ConnState, Reason, Option<RuleRef>) -> Decision,
     ) -> Decision {
         let now_s = secs(frame.now_ns);
-        let Some((key, from_lo, hash)) = key.or_else(|| FlowKey::of(pkt).map(|(k, lo)| (k, lo, k.hash64())))
-        else {
-            return decided(Verdict::Drop, ConnState::Invalid, Reason::Malformed, None);
+        let computed;
+        let route_key = match key {
+            Some(k) => k,
+            None => {
+                computed = FlowKey::of(pkt).map(|(k, lo)| (k, lo, k.hash64()));
+                match &computed {
+                    Some(k) => k,
+                    None => return decided(Verdict::Drop, ConnState::Invalid, Reason::Malformed, None),
+                }
+            }
         };
+        let (key, from_lo, hash) = (route_key.0, route_key.1, route_key.2);
         // 1. A tracked connection.
         let hit = self.conns.get_mut_hashed(&key, hash).map(|(entry, expires)| {
             let key = entry.key;

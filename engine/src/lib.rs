@@ -458,7 +458,7 @@ impl Worker {
         let mut crossed = !out_stage;
         let mut held = false;
         let sender = route.sender;
-        let key = route.key;
+        let key = route.key.as_ref();
         if let (Some(i), true) = (sender, out_stage) {
             crossed = true;
             let cfg = &snap.filters[i];
