@@ -264,7 +264,7 @@ fn replay_inline(
     let mut worker = std::mem::replace(engine.worker(), fresh);
     let mut last_ts = 0;
     let mut collect = Collect { snap: engine.snapshot(), events: FrameEvents::default(), keep: want_events };
-    let mut batch: Vec<(FrameRef<'_>, Result<Packet, ParseError>)> = Vec::with_capacity(BATCH_INLINE);
+    let mut batch = InlineBatch::new();
     let result = (|| {
         for (n, frame) in capture.frames().enumerate() {
             let frame = frame?;
@@ -281,8 +281,8 @@ fn replay_inline(
             }
             summary.frames += 1;
             let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
-            batch.push((f, parse_frame(frame.link, frame.data, frame.wire_len)));
-            if batch.len() == BATCH_INLINE {
+            batch.push(f, frame.data, frame.wire_len);
+            if batch.frames.len() == BATCH_INLINE {
                 run_batch(&mut worker, &mut batch, &mut collect, summary, want_events, on_event);
             }
         }
@@ -305,26 +305,54 @@ fn replay_inline(
 /// Frames decided together so their connection-table cache misses overlap.
 const BATCH_INLINE: usize = 32;
 
+/// Frames parsed in place into reused summary slots, decided together so their connection-table
+/// cache misses overlap.
+struct InlineBatch<'a> {
+    frames: Vec<FrameRef<'a>>,
+    parsed: Vec<Result<(), ParseError>>,
+    pkts: Vec<Packet>,
+}
+
+impl<'a> InlineBatch<'a> {
+    fn new() -> InlineBatch<'a> {
+        InlineBatch {
+            frames: Vec::with_capacity(BATCH_INLINE),
+            parsed: Vec::with_capacity(BATCH_INLINE),
+            pkts: vec![Packet::default(); BATCH_INLINE],
+        }
+    }
+
+    fn push(&mut self, f: FrameRef<'a>, data: &[u8], wire_len: u32) {
+        let slot = &mut self.pkts[self.frames.len()];
+        self.parsed.push(pktio::parse_into(f.link, data, wire_len, slot));
+        self.frames.push(f);
+    }
+}
+
 /// Decides a batch of parsed frames in order, after prefetching their connection entries.
 fn run_batch(
     worker: &mut Worker,
-    batch: &mut Vec<(FrameRef<'_>, Result<Packet, ParseError>)>,
+    batch: &mut InlineBatch<'_>,
     collect: &mut Collect,
     summary: &mut ReplaySummary,
     want_events: bool,
     on_event: &mut impl FnMut(Event<'_>),
 ) {
     let snap = Arc::clone(&collect.snap);
+    let n = batch.frames.len();
     let mut routes = [None; BATCH_INLINE];
-    for (r, (_, p)) in routes.iter_mut().zip(batch.iter()) {
-        *r = p.as_ref().ok().map(|p| Route::of(&snap, p));
+    for i in 0..n {
+        if batch.parsed[i].is_ok() {
+            routes[i] = Some(Route::of(&snap, &batch.pkts[i]));
+        }
     }
-    let flat: Vec<Route> = routes.iter().flatten().copied().collect();
+    let flat: Vec<Route> = routes[..n].iter().flatten().copied().collect();
     worker.prefetch(&snap, &flat);
-    for ((f, pkt), route) in batch.drain(..).zip(routes) {
-        match (pkt, route) {
-            (Ok(pkt), Some(route)) => {
-                let outcome = worker.process_routed(&snap, &pkt, &route, f, collect);
+    for i in 0..n {
+        let f = batch.frames[i];
+        match (&batch.parsed[i], &routes[i]) {
+            (Ok(()), Some(route)) => {
+                let outcome = worker.process_routed(&snap, &batch.pkts[i], route, f, collect);
                 summary.outcome(outcome);
                 for (_, o) in collect.events.done.drain(..) {
                     summary.outcome(o);
@@ -334,10 +362,12 @@ fn run_batch(
                     collect.events = FrameEvents::default();
                 }
             }
-            (Err(e), _) => malformed(summary, f.number, &e, on_event),
-            (Ok(_), None) => {}
+            (Err(e), _) => malformed(summary, f.number, e, on_event),
+            (Ok(()), None) => {}
         }
     }
+    batch.frames.clear();
+    batch.parsed.clear();
 }
 
 /// What a worker reports for a batch: per frame, its outcome and events.
