@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use pktio::capture::{Capture, CaptureError};
-use pktio::{parse_frame, Packet, ParseError};
+use pktio::{Packet, ParseError};
 use rules::Policy;
 
 use crate::config::{FilterConfig, Snapshot};
@@ -444,7 +444,7 @@ fn replay_parallel(
                         events: FrameEvents::default(),
                         keep: want_events,
                     };
-                    let mut batch: Vec<(FrameRef<'_>, Packet)> = Vec::with_capacity(BATCH_INLINE);
+                    let mut batch = InlineBatch::new();
                     let mut out = Done { frames: Vec::new(), malformed: Vec::new() };
                     let mut last_ts = 0;
                     for (i, frame) in capture.frames().enumerate() {
@@ -459,24 +459,26 @@ fn replay_parallel(
                             v += 1;
                             collect.snap = Arc::clone(&versions[v].snap);
                         }
-                        let pkt = match parse_frame(frame.link, frame.data, frame.wire_len) {
-                            Ok(p) => p,
-                            Err(e) => {
-                                if me == 0 {
-                                    let reason = Reason::of_parse_error(&e);
-                                    *counts.malformed.entry(reason.as_str()).or_default() += 1;
-                                    out.malformed.push((number, reason));
-                                }
-                                continue;
+                        // Parse into the next slot; keep it only when the frame is this worker's.
+                        let slot = batch.frames.len();
+                        if let Err(e) =
+                            pktio::parse_into(frame.link, frame.data, frame.wire_len, &mut batch.pkts[slot])
+                        {
+                            if me == 0 {
+                                let reason = Reason::of_parse_error(&e);
+                                *counts.malformed.entry(reason.as_str()).or_default() += 1;
+                                out.malformed.push((number, reason));
                             }
-                        };
-                        if (route_hash(&pkt) % n as u64) as usize != me {
+                            continue;
+                        }
+                        if (route_hash(&batch.pkts[slot]) % n as u64) as usize != me {
                             continue;
                         }
                         let f =
                             FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
-                        batch.push((f, pkt));
-                        if batch.len() == BATCH_INLINE {
+                        batch.frames.push(f);
+                        batch.parsed.push(Ok(()));
+                        if batch.frames.len() == BATCH_INLINE {
                             flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
                             if want_events && out.frames.len() >= 256 {
                                 let _ = done_tx.send(std::mem::replace(
@@ -542,25 +544,22 @@ fn replay_parallel(
 /// Decides a worker's batch in order after prefetching, counting outcomes or keeping events.
 fn flush(
     w: &mut Worker,
-    batch: &mut Vec<(FrameRef<'_>, Packet)>,
+    batch: &mut InlineBatch<'_>,
     collect: &mut Collect,
     counts: &mut ReplaySummary,
     out: &mut Done,
     want_events: bool,
 ) {
-    if batch.is_empty() {
+    let n = batch.frames.len();
+    if n == 0 {
         return;
     }
     let snap = Arc::clone(&collect.snap);
-    let mut routes = [None; BATCH_INLINE];
-    for (r, (_, p)) in routes.iter_mut().zip(batch.iter()) {
-        *r = Some(Route::of(&snap, p));
-    }
-    let flat: Vec<Route> = routes.iter().flatten().copied().collect();
-    w.prefetch(&snap, &flat);
-    for ((f, pkt), route) in batch.drain(..).zip(routes) {
-        let Some(route) = route else { continue };
-        let outcome = w.process_routed(&snap, &pkt, &route, f, collect);
+    let routes: Vec<Route> = batch.pkts[..n].iter().map(|p| Route::of(&snap, p)).collect();
+    w.prefetch(&snap, &routes);
+    for (i, route) in routes.iter().enumerate() {
+        let f = batch.frames[i];
+        let outcome = w.process_routed(&snap, &batch.pkts[i], route, f, collect);
         if want_events {
             out.frames.push((f.number, outcome, std::mem::take(&mut collect.events)));
         } else {
@@ -570,6 +569,8 @@ fn flush(
             }
         }
     }
+    batch.frames.clear();
+    batch.parsed.clear();
 }
 
 /// Puts worker results back in frame order.
