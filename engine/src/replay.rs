@@ -340,17 +340,13 @@ fn run_batch(
 ) {
     let snap = Arc::clone(&collect.snap);
     let n = batch.frames.len();
-    let mut routes = [None; BATCH_INLINE];
-    for i in 0..n {
-        if batch.parsed[i].is_ok() {
-            routes[i] = Some(Route::of(&snap, &batch.pkts[i]));
-        }
-    }
-    let flat: Vec<Route> = routes[..n].iter().flatten().copied().collect();
+    let routes: Vec<Option<Route>> =
+        batch.parsed.iter().zip(&batch.pkts).map(|(ok, p)| ok.is_ok().then(|| Route::of(&snap, p))).collect();
+    let flat: Vec<Route> = routes.iter().flatten().copied().collect();
     worker.prefetch(&snap, &flat);
-    for i in 0..n {
+    for (i, route) in routes.iter().enumerate().take(n) {
         let f = batch.frames[i];
-        match (&batch.parsed[i], &routes[i]) {
+        match (&batch.parsed[i], route) {
             (Ok(()), Some(route)) => {
                 let outcome = worker.process_routed(&snap, &batch.pkts[i], route, f, collect);
                 summary.outcome(outcome);

@@ -87,6 +87,8 @@ impl Addr {
 }
 
 const FANOUT: usize = 64;
+/// Address bits (from the top of the family's width) that pick an interval bucket.
+const BUCKET_BITS: u32 = 12;
 /// One shard's addresses and their set ids, before the shard is built.
 type ShardEntries = Vec<(Addr, Vec<u32>)>;
 /// Set ids stored in a slot itself; longer lists go to the shard's pool.
@@ -200,6 +202,10 @@ impl Shard {
 /// The prefixes of one family flattened into elementary intervals.
 #[derive(Debug, Clone, Default)]
 struct Intervals {
+    /// `buckets[b]`: how many `starts` lie below `b << shift` (the last entry: all of them), so a
+    /// lookup binary-searches only the starts that share its address's top [`BUCKET_BITS`] bits.
+    buckets: Vec<u32>,
+    shift: u32,
     /// Interval `i` runs from `starts[i]` to `starts[i + 1] - 1`; `starts[0] == 0` when non-empty.
     starts: Vec<u128>,
     /// Per interval, `[start, end)` of its set ids in `pool`.
@@ -209,7 +215,21 @@ struct Intervals {
 
 impl Intervals {
     /// From `(prefix, sorted ids)` pairs of one family.
-    fn new(mut prefixes: Vec<(MemberKey, &[u32])>) -> Intervals {
+    fn new(prefixes: Vec<(MemberKey, &[u32])>, v6: bool) -> Intervals {
+        let mut out = Intervals::flat(prefixes);
+        if out.starts.is_empty() {
+            return out;
+        }
+        out.shift = if v6 { 128 - BUCKET_BITS } else { 32 - BUCKET_BITS };
+        out.buckets = (0..1u128 << BUCKET_BITS)
+            .map(|b| out.starts.partition_point(|&s| s < b << out.shift) as u32)
+            .chain([out.starts.len() as u32])
+            .collect();
+        out
+    }
+
+    /// The intervals without the bucket index.
+    fn flat(mut prefixes: Vec<(MemberKey, &[u32])>) -> Intervals {
         let mut out = Intervals::default();
         if prefixes.is_empty() {
             return out;
@@ -271,7 +291,13 @@ impl Intervals {
 
     #[inline]
     fn ids(&self, a: u128) -> &[u32] {
-        let i = self.starts.partition_point(|&s| s <= a);
+        // Starts below `a`'s bucket are all <= a; starts past it are all > a.
+        let b = (a >> self.shift) as usize;
+        let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.starts.len()),
+        };
+        let i = lo + self.starts.get(lo..hi).unwrap_or(&[]).partition_point(|&s| s <= a);
         match i.checked_sub(1).and_then(|i| self.lists.get(i)) {
             Some(&(s, e)) => self.pool.get(s as usize..e as usize).unwrap_or(&[]),
             None => &[],
@@ -279,7 +305,10 @@ impl Intervals {
     }
 
     fn memory_bytes(&self) -> usize {
-        self.starts.capacity() * 16 + self.lists.capacity() * 8 + self.pool.capacity() * 4
+        self.buckets.capacity() * 4
+            + self.starts.capacity() * 16
+            + self.lists.capacity() * 8
+            + self.pool.capacity() * 4
     }
 }
 
@@ -296,7 +325,7 @@ impl Prefixes {
     fn reindex(&mut self, v6: bool) {
         let of_family =
             self.nets.iter().filter(|(k, _)| k.v6 == v6).map(|(k, v)| (*k, v.as_slice())).collect();
-        self.index[usize::from(v6)] = Intervals::new(of_family);
+        self.index[usize::from(v6)] = Intervals::new(of_family, v6);
     }
 }
 
