@@ -60,7 +60,7 @@ pub struct FilterCounters {
 impl FilterCounters {
     /// Accounts one decision about `pkt`.
     pub fn count(&mut self, d: &Decision, pkt: &Packet) {
-        let family = match pkt.ip {
+        let family = match pkt.ip.as_ref() {
             Some(ip) if ip.src.is_ipv4() => 0,
             Some(_) => 1,
             None => 2,

@@ -243,7 +243,7 @@ impl FilterState {
             }
             l2_rule = r;
         }
-        let (Some(l3), Some(ip)) = (&cfg.l3, pkt.ip) else {
+        let (Some(l3), Some(ip)) = (&cfg.l3, pkt.ip.as_ref()) else {
             // Nothing at L3 can decide this frame: the L2 rule that accepted it decides, if any.
             let reason = if l2_rule.is_some() { Reason::Match } else { Reason::Unfiltered };
             return Some(decided(Verdict::Pass, ConnState::None, reason, l2_rule));

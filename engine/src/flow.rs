@@ -78,7 +78,7 @@ impl FlowKey {
     /// The key of `pkt` and whether its source is the `lo` side; `None` for non-IP frames. ICMP echo
     /// request/reply use the identifier as both ports; other ICMP and portless protocols use 0.
     pub fn of(pkt: &Packet) -> Option<(FlowKey, bool)> {
-        let ip = pkt.ip?;
+        let ip = pkt.ip.as_ref()?;
         let (sp, dp) = match pkt.l4 {
             L4::Icmp(i) => i.echo_id.map_or((0, 0), |id| (id, id)),
             _ => pkt.ports().unwrap_or((0, 0)),
@@ -109,7 +109,7 @@ pub fn route_hash(pkt: &Packet) -> u64 {
         L4::Icmp(i) => i.quoted,
         _ => None,
     };
-    let (a, b) = match (quoted, pkt.ip) {
+    let (a, b) = match (quoted, pkt.ip.as_ref()) {
         (Some(q), _) => (q.src, q.dst),
         (None, Some(ip)) => (ip.src, ip.dst),
         // Non-IP frames (ARP): route by MAC pair.

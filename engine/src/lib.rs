@@ -138,7 +138,7 @@ impl Route {
     #[inline]
     pub fn of(snap: &Snapshot, pkt: &Packet) -> Route {
         let mac = |m: [u8; 6]| (m != [0; 6]).then_some(m);
-        let (src_ip, dst_ip) = match pkt.ip {
+        let (src_ip, dst_ip) = match pkt.ip.as_ref() {
             Some(ip) => (Some(ip.src), Some(ip.dst)),
             None => (None, None),
         };

@@ -686,26 +686,26 @@ impl RuleIndex {
                 self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
             }
             if table.is_some() {
-                // The trees of the sets each key belongs to (any order: every lookup keeps the best).
+                // The trees of the sets each key belongs to, walked BATCH (tree, key) pairs at a time
+                // (any order: every lookup keeps the best).
+                let mut work = [(Tree::EMPTY, 0usize); BATCH];
+                let mut w = 0;
                 for j in 0..n {
-                    let mut check = |c: u32| self.checks[c as usize].matches(&keys[j], &ms[j], &md[j]);
-                    let mut b = best[j];
-                    if !view.by_dst.is_empty() {
-                        for id in md[j].iter() {
-                            if let Some(&t) = view.by_dst.get(id as usize) {
-                                b = self.arena.lookup(t, &pts[j], b, &mut check);
-                            }
+                    let dst = md[j].iter().filter_map(|id| view.by_dst.get(id as usize));
+                    let src = ms[j].iter().filter_map(|id| view.by_src.get(id as usize));
+                    for &t in dst.chain(src) {
+                        if t.min_rank == NONE {
+                            continue;
+                        }
+                        work[w] = (t, j);
+                        w += 1;
+                        if w == BATCH {
+                            self.arena.lookup_pairs(&work, &pts[..n], &mut best[..n], &mut check);
+                            w = 0;
                         }
                     }
-                    if !view.by_src.is_empty() {
-                        for id in ms[j].iter() {
-                            if let Some(&t) = view.by_src.get(id as usize) {
-                                b = self.arena.lookup(t, &pts[j], b, &mut check);
-                            }
-                        }
-                    }
-                    best[j] = b;
                 }
+                self.arena.lookup_pairs(&work[..w], &pts[..n], &mut best[..n], &mut check);
             }
             for (o, &b) in out.iter_mut().zip(&best[..n]) {
                 *o = (b != NONE).then(|| self.order[b as usize] as usize);

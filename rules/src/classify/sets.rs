@@ -221,10 +221,16 @@ impl Intervals {
             return out;
         }
         out.shift = if v6 { 128 - BUCKET_BITS } else { 32 - BUCKET_BITS };
-        out.buckets = (0..1u128 << BUCKET_BITS)
-            .map(|b| out.starts.partition_point(|&s| s < b << out.shift) as u32)
-            .chain([out.starts.len() as u32])
-            .collect();
+        let mut buckets = Vec::with_capacity((1 << BUCKET_BITS) + 1);
+        let mut i = 0;
+        for b in 0..1u128 << BUCKET_BITS {
+            while out.starts.get(i).is_some_and(|&s| s < b << out.shift) {
+                i += 1;
+            }
+            buckets.push(i as u32);
+        }
+        buckets.push(out.starts.len() as u32);
+        out.buckets = buckets;
         out
     }
 

@@ -84,16 +84,22 @@ impl Entry {
 const THRESHOLDS: usize = 7;
 const FANOUT: usize = THRESHOLDS + 1;
 
-/// An inner node: the key's value in `dim` goes to child `#{t in thr : value > t}` (`thr` sorted,
-/// unused slots `u32::MAX`). One cache line: eight-way fan-out costs about what one binary step does.
+/// An inner node: the key's value in the node's dimension goes to child `#{t in thr : value > t}`
+/// (`thr` sorted, unused slots and the eighth `u32::MAX`, so eight lanes compare at once). One
+/// cache line: eight-way fan-out costs about what one binary step does. The dimension is carried by
+/// the reference to the node (see [`DIM_SHIFT`]), so the node itself has room for a full vector.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 struct Node {
-    thr: [u32; THRESHOLDS],
-    dim: u32,
-    /// A node index, or a leaf reference (see [`LEAF`]).
+    thr: [u32; FANOUT],
+    /// Node or leaf references.
     kids: [u32; FANOUT],
 }
+
+/// A reference to an inner node is `index | dim << DIM_SHIFT` (bit 31, [`LEAF`], clear).
+const DIM_SHIFT: u32 = 28;
+/// Mask of an inner node reference's index.
+const NODE_MASK: u32 = (1 << DIM_SHIFT) - 1;
 
 /// A tree: its root reference in the arena and the best rank it holds (for pruning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,9 +259,10 @@ impl Arena {
         }
         drop(idx);
         let at = self.nodes.len();
-        let mut t = [u32::MAX; THRESHOLDS];
+        assert!(at as u32 <= NODE_MASK, "too many tree nodes");
+        let mut t = [u32::MAX; FANOUT];
         t[..thr.len()].copy_from_slice(&thr);
-        self.nodes.push(Node { thr: t, dim: d as u32, kids: [NONE; FANOUT] });
+        self.nodes.push(Node { thr: t, kids: [NONE; FANOUT] });
         let mut refs = [self.empty_leaf(); FANOUT];
         for (j, k) in kids.into_iter().enumerate() {
             let mut r = reg;
@@ -269,7 +276,7 @@ impl Arena {
                 if k.is_empty() { self.empty_leaf() } else { self.node(rules, k, r, depth + 1, p, cuts) };
         }
         self.nodes[at].kids = refs;
-        at as u32
+        at as u32 | (d as u32) << DIM_SHIFT
     }
 
     fn empty_leaf(&self) -> u32 {
@@ -294,9 +301,13 @@ impl Arena {
     /// One step down from inner node `c`.
     #[inline(always)]
     fn step(&self, c: u32, k: &Key) -> u32 {
-        let n = &self.nodes[c as usize];
-        let v = k[n.dim as usize & 7];
-        let i = n.thr.iter().map(|&t| u32::from(v > t)).sum::<u32>();
+        let n = &self.nodes[(c & NODE_MASK) as usize];
+        let v = k[(c >> DIM_SHIFT) as usize & 7];
+        // Eight independent compares (the compiler turns them into two vector compares).
+        let mut i = 0u32;
+        for t in n.thr {
+            i += u32::from(v > t);
+        }
         n.kids[i as usize & (FANOUT - 1)]
     }
 
@@ -335,18 +346,8 @@ impl Arena {
             for j in 0..n {
                 if cur[j] & LEAF == 0 {
                     let c = self.step(cur[j], &ks[j]);
-                    if c & LEAF != 0 {
-                        // The scans run once every walk is done: start loading this leaf now.
-                        let es = self.leaf_entries(c);
-                        if let Some(e) = es.first() {
-                            prefetch(e);
-                        }
-                        if let Some(e) = es.get(2) {
-                            prefetch(e);
-                        }
-                    } else {
-                        prefetch(&self.nodes[c as usize]);
-                    }
+                    // The scans run once every walk is done: start loading the leaf (or node) now.
+                    self.prefetch_ref(c);
                     cur[j] = c;
                     inner = true;
                 }
@@ -357,6 +358,60 @@ impl Arena {
         }
         for j in 0..n {
             best[j] = self.scan(cur[j], &ks[j], best[j], &mut |c| check(j, c));
+        }
+    }
+
+    /// [`Arena::lookup`] for up to [`BATCH`] (tree, key) pairs at once, walked in lockstep: pair
+    /// `(t, j)` looks up key `ks[j]` in tree `t` and lowers `best[j]`. Pairs run in order, so a
+    /// later pair of the same key is pruned by what an earlier one found only at its scan.
+    #[inline]
+    pub fn lookup_pairs(
+        &self,
+        work: &[(Tree, usize)],
+        ks: &[Key],
+        best: &mut [u32],
+        check: &mut impl FnMut(usize, u32) -> bool,
+    ) {
+        let n = work.len().min(BATCH);
+        let mut cur = [LEAF; BATCH];
+        for (c, &(t, j)) in cur.iter_mut().zip(&work[..n]) {
+            if t.min_rank < best[j] {
+                *c = t.root;
+            }
+        }
+        loop {
+            let mut inner = false;
+            for i in 0..n {
+                if cur[i] & LEAF == 0 {
+                    let c = self.step(cur[i], &ks[work[i].1]);
+                    self.prefetch_ref(c);
+                    cur[i] = c;
+                    inner = true;
+                }
+            }
+            if !inner {
+                break;
+            }
+        }
+        for i in 0..n {
+            let j = work[i].1;
+            best[j] = self.scan(cur[i], &ks[j], best[j], &mut |c| check(j, c));
+        }
+    }
+
+    /// Starts loading what reference `c` points to: a node, or a leaf's first entries.
+    #[inline(always)]
+    fn prefetch_ref(&self, c: u32) {
+        if c & LEAF != 0 {
+            let es = self.leaf_entries(c);
+            if let Some(e) = es.first() {
+                prefetch(e);
+            }
+            if let Some(e) = es.get(2) {
+                prefetch(e);
+            }
+        } else {
+            prefetch(&self.nodes[(c & NODE_MASK) as usize]);
         }
     }
 
