@@ -125,6 +125,7 @@ impl<V> FlowTable<V> {
                 off += 64;
             }
             prefetch_ptr(p.wrapping_add(size - 1));
+            prefetch(&self.expires[pos]);
         }
     }
 

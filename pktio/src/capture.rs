@@ -39,9 +39,11 @@ const PCAP_HEADER_LEN: usize = 24;
 const PCAP_RECORD_LEN: usize = 16;
 /// Smallest pcapng section header block: 28 bytes with no options.
 const PCAPNG_SHB_MIN: usize = 28;
-/// How far past the record being read the pcap reader asks the CPU to start loading the file: a dozen
-/// small records. Whoever parses a frame touches its bytes first; without the hint every frame of a
-/// file streamed from the page cache waits for memory there.
+/// How far past the record being read the pcap reader asks the CPU to start loading the file: one page,
+/// some fifty small records. Whoever parses a frame touches its bytes first; without the hint every
+/// frame of a file streamed from the page cache waits for memory there. (Measured on the 2,000,000-frame
+/// gen_pcap file: 1 KiB ahead took read+parse from 84 to 71 ms, 4 KiB to ~52 ms; 2, 8 and 16 KiB did
+/// worse than 4.)
 const PREFETCH_AHEAD: usize = 4096;
 
 /// Hints the CPU to load the cache line at `p`.
