@@ -448,3 +448,38 @@ fn an_address_set_change_recompiles_only_the_filters_that_use_the_set() {
     };
     assert_eq!(after.filters[0].first_match_l3(&key), Some(0));
 }
+
+#[test]
+fn rst_rules_and_the_challenge_ack_path_with_real_frames() {
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    let (a, b) = handshake(&mut l, 41000, 0.0);
+    // In window but not exactly the next expected sequence number: refused, the connection stays.
+    let d = l.send(&seg(&A, &B, 41000, 80, a + 100, 0, RST), 1.0);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch));
+    // Far out of the window: refused too.
+    let d = l.send(&seg(&A, &B, 41000, 80, a.wrapping_add(0x4000_0000), 0, RST), 1.0);
+    assert_eq!((d.verdict, d.reason), (Verdict::Drop, Reason::StateMismatch));
+    assert_eq!(l.send(&data(&A, &B, 41000, 80, a, b, b"still up"), 1.5).state, ConnState::Established);
+    let a = a + 8;
+    // A SYN on the established connection passes, so the server can answer with a challenge ACK.
+    let d = l.send(&seg(&A, &B, 41000, 80, 7777, 0, SYN), 2.0);
+    assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Established));
+    let d = l.send(&seg(&B, &A, 80, 41000, b, a, ACK), 2.0);
+    assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Established));
+    // The client resets at exactly the challenge ACK's number: the entry closes ...
+    let d = l.send(&seg(&A, &B, 41000, 80, a, 0, RST), 2.1);
+    assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Established));
+    // ... and its retransmitted SYN starts a new connection, decided by the rules again.
+    let d = l.send(&seg(&A, &B, 41000, 80, 7777, 0, SYN), 3.0);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Pass, ConnState::New, Reason::Match));
+}
+
+#[test]
+fn stale_synack_is_invalid_and_the_right_one_passes() {
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    assert_eq!(l.send(&seg(&A, &B, 42000, 80, 1000, 0, SYN), 0.0).state, ConnState::New);
+    let d = l.send(&seg(&B, &A, 80, 42000, 5000, 999_999, SYN | ACK), 0.1);
+    assert_eq!((d.verdict, d.state), (Verdict::Drop, ConnState::Invalid));
+    let d = l.send(&seg(&B, &A, 80, 42000, 5000, 1001, SYN | ACK), 0.2);
+    assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Established));
+}
