@@ -27,7 +27,15 @@
 //!    neither) and each part gets its own tree. Every tree knows its best rank and is skipped when it
 //!    cannot beat the answer found so far.
 //! 4. **Batches.** [`Classifier::first_match_batch`] walks up to 16 keys down a tree in lockstep, so
-//!    their cache misses overlap (rte_acl does the same with SIMD over its batch).
+//!    their cache misses overlap (rte_acl does the same with SIMD over its batch), prefetching each
+//!    key's next node or leaf as soon as it is known. With address sets, the batch first issues all
+//!    its keys' membership hash probes, then walks the shared trees in lockstep, then the per-set
+//!    trees the keys belong to, 16 (tree, key) pairs at a time.
+//!
+//! Layout: a node is one cache line of eight thresholds (compared as one vector) and eight child
+//! references; the node's dimension rides in the reference to it, and a leaf reference carries the
+//! leaf's entry range itself, so a walk touches only nodes and then the leaf's entries. Prefix
+//! members are found by a binary search within a bucket picked by the address's top 12 bits.
 //!
 //! Why this mix: decision trees give the shortest lookups on ClassBench-like sets (a few predictable
 //! compares per level, far fewer memory touches than tuple-space probes, and no full-rebuild-only
@@ -620,7 +628,11 @@ impl RuleIndex {
         let view = &self.view_data[self.views[usize::from(key.dir == Direction::Out) * 2 + usize::from(v6)]];
         let k = point(key);
         let (ms, md) = match sets {
-            Some(t) if view.sets => (t.members(key.src), t.members(key.dst)),
+            Some(t) if view.sets => {
+                // Both hash probes in flight at once.
+                t.prefetch(key.dst);
+                (t.members(key.src), t.members(key.dst))
+            }
             _ => (Members::NONE, Members::NONE),
         };
         let mut check = |c: u32| self.checks[c as usize].matches(key, &ms, &md);
