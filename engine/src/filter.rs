@@ -273,7 +273,7 @@ impl FilterState {
                 return Some(decided(Verdict::Drop, ConnState::Invalid, Reason::Fragment, None));
             }
         }
-        let d = self.decide_ip(cfg, shared, l3, pkt, &ip, key, dir, frame, sink, &decided);
+        let d = self.decide_ip(cfg, shared, l3, pkt, ip, key, dir, frame, sink, &decided);
         if let Some((dkey, f)) = dgram {
             let v = FragVerdict { verdict: d.verdict, state: d.state, reason: d.reason, rule: d.rule };
             for h in self.frags.first(dkey, &f, v, now_s) {

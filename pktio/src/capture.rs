@@ -478,8 +478,8 @@ pub struct Frames<'a> {
 impl<'a> Iterator for Frames<'a> {
     type Item = Result<CaptureFrame<'a>, CaptureError>;
 
-    /// A whole pcap record is read inline, in the caller's loop; everything else (pcapng, the end of
-    /// the file, a damaged record) goes through [`Frames::next_any`], out of line.
+    // A whole pcap record is read inline, in the caller's loop; everything else (pcapng, the end of the
+    // file, a damaged record) goes through `next_any`, out of line.
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if let State::Pcap { link, nanos, be } = self.state {
