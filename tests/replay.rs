@@ -184,6 +184,16 @@ fn truncated_capture_is_a_one_line_error_naming_the_file() {
     std::fs::write(&cut, &full[..full.len() - 10]).unwrap();
     let err = one_line_error(&["replay", "--policy", &lab("v1-policy.dfw"), cut.to_str().unwrap()]);
     assert!(err.contains("cut.pcap") && err.contains("truncated"), "{err}");
+    // Parallel workers report the same damage.
+    let err = one_line_error(&[
+        "replay",
+        "--workers",
+        "2",
+        "--policy",
+        &lab("v1-policy.dfw"),
+        cut.to_str().unwrap(),
+    ]);
+    assert!(err.contains("cut.pcap") && err.contains("truncated"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

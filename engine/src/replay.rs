@@ -399,7 +399,12 @@ fn replay_parallel(
     let mut next_switch = 0;
     let mut read_error = None;
     let mut frames = 0u64;
-    for (i, frame) in capture.frames().enumerate() {
+    // Without switches there is nothing to find out first: the workers' own walks find the end.
+    let frames_known = !switches.is_empty();
+    if !frames_known {
+        frames = u64::MAX;
+    }
+    for (i, frame) in capture.frames().enumerate().take_while(|_| frames_known) {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
@@ -422,7 +427,9 @@ fn replay_parallel(
             reorder.switch(frame, generation, label);
         }
     }
-    summary.frames = frames;
+    if frames_known {
+        summary.frames = frames;
+    }
     let versions = &versions;
     let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = unbounded();
     let workers: Vec<Worker> = (0..n).map(|_| engine.new_worker()).collect();
@@ -443,12 +450,24 @@ fn replay_parallel(
                     let mut batch = InlineBatch::new();
                     let mut out = Done { frames: Vec::new(), malformed: Vec::new() };
                     let mut last_ts = 0;
+                    let mut seen = 0u64;
+                    let mut error = None;
                     for (i, frame) in capture.frames().enumerate() {
-                        let Ok(frame) = frame else { break };
+                        let frame = match frame {
+                            Ok(f) => f,
+                            Err(e) => {
+                                // One worker reports a damaged capture; the others just stop there too.
+                                if me == 0 {
+                                    error = Some(e);
+                                }
+                                break;
+                            }
+                        };
                         let number = i as u64 + 1;
                         if number > frames {
                             break;
                         }
+                        seen = number;
                         last_ts = frame.ts_nanos;
                         if versions.get(v + 1).is_some_and(|next| number >= next.from) {
                             flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
@@ -494,7 +513,7 @@ fn replay_parallel(
                     if want_events || !out.malformed.is_empty() {
                         let _ = done_tx.send(out);
                     }
-                    (w, counts, tail)
+                    (w, counts, tail, seen, error)
                 })
             })
             .collect();
@@ -517,7 +536,13 @@ fn replay_parallel(
     });
     reorder.flush(summary, want_events, on_event);
     let mut ws = Vec::with_capacity(n);
-    for (w, counts, tail) in finished {
+    for (w, counts, tail, seen, error) in finished {
+        if !frames_known {
+            summary.frames = summary.frames.max(seen);
+        }
+        if read_error.is_none() {
+            read_error = error;
+        }
         summary.passed += counts.passed;
         summary.dropped += counts.dropped;
         summary.unfiltered += counts.unfiltered;
