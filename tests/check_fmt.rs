@@ -1,18 +1,10 @@
 //! End-to-end: `dfw check` and `dfw fmt` on real files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn dfw(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dfw")).args(args).output().expect("run dfw")
-}
+use std::path::Path;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dfw-e2e-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{dfw, scratch};
 
 fn example(file: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-lab").join(file).display().to_string()
@@ -47,7 +39,6 @@ fn check_passes_clean_files_and_reports_every_error_with_an_underline() {
         "{err}"
     );
     assert!(err.contains("^^^^^ did you mean 'accept'?"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -76,5 +67,4 @@ fn fmt_rewrites_to_canonical_form_and_check_mode_detects_it() {
     let o = dfw(&["fmt", path]);
     assert_eq!(o.status.code(), Some(1));
     assert!(std::fs::read_to_string(&f).unwrap().contains("acept"));
-    std::fs::remove_dir_all(dir).unwrap();
 }

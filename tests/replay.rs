@@ -1,10 +1,13 @@
 //! End-to-end: `dfw replay` on the seed lab and on broken inputs, through the real binary.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
+
+use common::{dfw, scratch};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -12,18 +15,6 @@ fn repo() -> PathBuf {
 
 fn lab(file: &str) -> String {
     repo().join("examples/seed-lab").join(file).display().to_string()
-}
-
-fn dfw(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dfw")).args(args).output().expect("run dfw")
-}
-
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dfw-e2e-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn verdict_lines(path: &Path) -> Vec<Value> {
@@ -54,7 +45,6 @@ fn committed_seed_capture_is_what_the_generator_makes() {
     let o = dfw(&["gen", "seed-lab", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(lab("seed-lab.pcap")).unwrap());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -138,7 +128,6 @@ fn seed_lab_dropped_then_accepted_then_dropped_again() {
     assert_eq!(rule(6269)["hits"], 4);
     assert_eq!(rule(6266)["sessions"], 1);
     assert_eq!(nginx["in"]["drop"], 4);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -163,7 +152,6 @@ fn frame_number_switches_give_the_same_verdicts_as_time_switches() {
     run("2018-12-17T09:30:34Z", "2018-12-17T09:35:00Z", &a);
     run("5", "13", &b);
     assert_eq!(std::fs::read_to_string(&a).unwrap(), std::fs::read_to_string(&b).unwrap());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Runs dfw expecting failure; returns its stderr, checked to be one line without a panic.
@@ -194,7 +182,6 @@ fn truncated_capture_is_a_one_line_error_naming_the_file() {
         cut.to_str().unwrap(),
     ]);
     assert!(err.contains("cut.pcap") && err.contains("truncated"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -206,7 +193,6 @@ fn unsupported_link_type_is_a_one_line_error_naming_the_file() {
     std::fs::write(&wifi, &bytes).unwrap();
     let err = one_line_error(&["replay", "--policy", &lab("v1-policy.dfw"), wifi.to_str().unwrap()]);
     assert!(err.contains("wifi.pcap") && err.contains("link type 105"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -225,7 +211,6 @@ fn policy_typo_is_a_one_line_error_with_line_and_column() {
     let o = dfw(&["check", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("typo.dfw:{line}:{col}:")));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -41,10 +41,28 @@ impl TempDir {
         dir
     }
 }
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A fresh scratch folder for one test, unique to this process, removed when dropped.
+pub fn scratch(name: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("dfw-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    TempDir::new(&dir.display().to_string())
+}
+
+/// Runs the `dfw` binary.
+pub fn dfw(args: &[&str]) -> Output {
+    Command::new(DFW).args(args).output().expect("run dfw")
 }
 
 /// The daemon; SIGTERM then SIGKILL when dropped.
