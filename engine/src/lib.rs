@@ -431,20 +431,24 @@ impl Worker {
 
     /// Starts loading the connection-table lines the frames of a batch will need, so their cache misses
     /// overlap instead of each stalling its frame (call before processing the batch).
-    pub fn prefetch(&mut self, snap: &Snapshot, routes: &[Route]) {
+    pub fn prefetch(&mut self, snap: &Snapshot, routes: &[Option<Route>]) {
         self.sync(snap);
         // Two stages a few frames apart: the index line of frame i is requested, and the entry of
         // frame i - LAG (whose index line has had time to arrive) is located and requested.
         const LAG: usize = 6;
         let slot = |r: &Route| r.sender.or(r.receiver).map(|i| snap.filters[i].slot);
-        let entry = |states: &[FilterState], r: &Route| {
-            if let (Some(s), Some((key, _, hash))) = (slot(r), &r.key) {
-                states[s].conns.prefetch_entry(key, *hash);
+        let entry = |states: &[FilterState], r: &Option<Route>| {
+            if let Some(r) = r {
+                if let (Some(s), Some((key, _, hash))) = (slot(r), &r.key) {
+                    states[s].conns.prefetch_entry(key, *hash);
+                }
             }
         };
         for (i, r) in routes.iter().enumerate() {
-            if let (Some(s), Some((_, _, hash))) = (slot(r), r.key) {
-                self.states[s].conns.prefetch(hash);
+            if let Some(r) = r {
+                if let (Some(s), Some((_, _, hash))) = (slot(r), r.key) {
+                    self.states[s].conns.prefetch(hash);
+                }
             }
             if i >= LAG {
                 entry(&self.states, &routes[i - LAG]);

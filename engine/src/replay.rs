@@ -340,10 +340,11 @@ fn run_batch(
 ) {
     let snap = Arc::clone(&collect.snap);
     let n = batch.frames.len();
-    let routes: Vec<Option<Route>> =
-        batch.parsed.iter().zip(&batch.pkts).map(|(ok, p)| ok.is_ok().then(|| Route::of(&snap, p))).collect();
-    let flat: Vec<Route> = routes.iter().flatten().copied().collect();
-    worker.prefetch(&snap, &flat);
+    let mut routes = [None; BATCH_INLINE];
+    for ((r, ok), p) in routes.iter_mut().zip(&batch.parsed).zip(&batch.pkts) {
+        *r = ok.is_ok().then(|| Route::of(&snap, p));
+    }
+    worker.prefetch(&snap, &routes[..n]);
     for (i, route) in routes.iter().enumerate().take(n) {
         let f = batch.frames[i];
         match (&batch.parsed[i], route) {
@@ -576,9 +577,12 @@ fn flush(
         return;
     }
     let snap = Arc::clone(&collect.snap);
-    let routes: Vec<Route> = batch.pkts[..n].iter().map(|p| Route::of(&snap, p)).collect();
-    w.prefetch(&snap, &routes);
-    for (i, route) in routes.iter().enumerate() {
+    let mut routes = [None; BATCH_INLINE];
+    for (r, p) in routes.iter_mut().zip(&batch.pkts[..n]) {
+        *r = Some(Route::of(&snap, p));
+    }
+    w.prefetch(&snap, &routes[..n]);
+    for (i, route) in routes[..n].iter().flatten().enumerate() {
         let f = batch.frames[i];
         let outcome = w.process_routed(&snap, &batch.pkts[i], route, f, collect);
         if want_events {
