@@ -146,20 +146,6 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Parses a MAC written `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut out {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
 fn valid_ifname(s: &str) -> bool {
     !s.is_empty() && s.len() <= 15 && !s.contains(['/', ' ', '\0', ':'])
 }
@@ -238,9 +224,9 @@ impl DaemonConfig {
             }
             let mac = match &p.mac {
                 None => None,
-                Some(m) => match parse_mac(m) {
-                    Some(mac) => Some(mac),
-                    None => {
+                Some(m) => match m.parse::<rules::Mac>() {
+                    Ok(mac) => Some(mac.0),
+                    Err(_) => {
                         return Err(err(at, &key("mac"), format!("'{m}' is not a MAC (aa:bb:cc:dd:ee:ff)")))
                     }
                 },

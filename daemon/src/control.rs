@@ -769,7 +769,7 @@ pub fn new_policy_for(current: &Policy, filter: &str, name: &str, text: &str) ->
 
 /// Parses an address-set member: `10.0.0.1`, `10.0.0.0/24`, `2001:db8::/32` or `aa:bb:cc:dd:ee:ff`.
 pub fn parse_entry(s: &str) -> Option<AddrEntry> {
-    if let Ok(m) = rules::text::parse_mac(s, rules::Span::default()) {
+    if let Ok(m) = s.parse::<rules::Mac>() {
         return Some(AddrEntry::Mac(m));
     }
     rules::text::parse_ipnet(s, rules::Span::default()).ok().map(AddrEntry::Ip)

@@ -10,7 +10,7 @@ use pktio::packet::{tcpflags, L4};
 use pktio::Packet;
 
 use crate::config::Timeouts;
-use crate::flow::FlowKey;
+
 use crate::tcp::{Side, TcpOutcome, TcpState, TcpTimer};
 
 /// Protocol part of a connection.
@@ -185,9 +185,4 @@ impl Conn {
 /// True for a TCP packet that could open a connection under `strict` (SYN without ACK).
 pub fn is_syn(pkt: &Packet) -> bool {
     matches!(pkt.l4, L4::Tcp(t) if t.flags & (tcpflags::SYN | tcpflags::ACK | tcpflags::RST) == tcpflags::SYN)
-}
-
-/// The key and direction of `pkt`'s connection (re-exported for callers).
-pub fn key_of(pkt: &Packet) -> Option<(FlowKey, bool)> {
-    FlowKey::of(pkt)
 }

@@ -9,7 +9,7 @@
 //! in frame order. Results do not depend on N (except which frames are refused when a connection limit
 //! is reached).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -673,9 +673,4 @@ impl Reorder {
             }
         }
     }
-}
-
-/// Labels for filters by slot, for reports after a replay.
-pub fn slot_names(engine: &Engine) -> HashMap<usize, String> {
-    engine.snapshot().filters.iter().map(|f| (f.slot, f.name.clone())).collect()
 }

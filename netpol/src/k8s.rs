@@ -810,19 +810,6 @@ fn network_policy(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str) -> R<
     })
 }
 
-fn parse_mac(s: &str) -> Option<rules::Mac> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut out {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(rules::Mac(out))
-}
-
 /// A string-to-string map (annotations); see [`labels`].
 fn string_map(cx: &Cx<'_>, node: Option<&Node>, path: &str) -> R<Labels> {
     labels(cx, node, path)
@@ -845,7 +832,7 @@ fn pod(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str, labels: Labels) 
             string_map(cx, map(cx, meta, "metadata")?.get("annotations"), "metadata.annotations")?;
         if let Some(m) = annotations.get(VNIC_MAC_ANNOTATION) {
             let path = format!("metadata.annotations.{VNIC_MAC_ANNOTATION}");
-            pod.mac = Some(parse_mac(m).ok_or_else(|| {
+            pod.mac = Some(m.parse::<rules::Mac>().map_err(|_| {
                 cx.field(meta.mark, &path, format!("'{m}' is not a MAC address (aa:bb:cc:dd:ee:ff)"))
             })?);
         }

@@ -1,32 +1,14 @@
 //! Every shared test capture opens, iterates and parses; spot checks against what the captures are
 //! known to hold (see shared/testdata/pcaps/MANIFEST.md).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use pktio::{ethertype, ipproto, parse_frame, Capture, CaptureFormat, LinkType, Packet, ParseError, L4};
 
-fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata")
-}
-
-/// All `.pcap`/`.pcapng` files under `dir`, sorted.
-fn captures(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("pcap" | "pcapng")) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use common::{captures, testdata};
 
 /// Parses every frame of `rel` (relative to the test data dir).
 fn parse_all(rel: &str) -> Vec<Result<Packet, ParseError>> {

@@ -6,6 +6,8 @@
 //! datagram's ports to its last fragment. Where tshark and pktio legitimately describe a frame
 //! differently, a rule in `compare` says so and why.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -13,9 +15,7 @@ use std::process::Command;
 
 use pktio::{ethertype, parse_frame, Capture, LinkType, Packet, PcapWriter, TsResolution, L4};
 
-fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata")
-}
+use common::{captures, testdata};
 
 /// Fails the test when `tool` is missing under CI (which installs it), skips with a notice otherwise.
 fn have(tool: &str) -> bool {
@@ -25,23 +25,6 @@ fn have(tool: &str) -> bool {
         eprintln!("notice: {tool} not installed, test skipped");
     }
     found
-}
-
-fn captures(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("pcap" | "pcapng")) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The fields asked of tshark, in column order.

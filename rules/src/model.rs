@@ -183,6 +183,15 @@ impl fmt::Display for Mac {
     }
 }
 
+impl std::str::FromStr for Mac {
+    type Err = crate::diag::Diagnostic;
+
+    /// `aa:bb:cc:dd:ee:ff` (or with `-`), as in address sets.
+    fn from_str(s: &str) -> Result<Mac, Self::Err> {
+        crate::text::parse_mac(s, crate::diag::Span::default())
+    }
+}
+
 /// The source or destination of an L3 rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {

@@ -11,9 +11,33 @@ use engine::replay::{Event, ReplaySummary};
 use engine::{Engine, FilterCounters};
 use serde::Serialize;
 
+/// An output file named on the command line (`-` is stdout), with its name for error messages.
+type Output = Option<(BufWriter<Box<dyn Write>>, String)>;
+
+/// Opens `path` for writing (`-` is stdout); `None` writes nothing. `what` names it in errors.
+fn open_output(path: Option<&Path>, what: &str) -> Result<Output> {
+    Ok(match path {
+        None => None,
+        Some(p) if p == Path::new("-") => {
+            Some((BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>), "-".into()))
+        }
+        Some(p) => {
+            let f = File::create(p).with_context(|| format!("{}: cannot create {what}", p.display()))?;
+            Some((BufWriter::new(Box::new(f) as Box<dyn Write>), p.display().to_string()))
+        }
+    })
+}
+
+fn flush_output(out: &mut Output) -> Result<()> {
+    if let Some((w, name)) = out {
+        w.flush().with_context(|| format!("{name}: write failed"))?;
+    }
+    Ok(())
+}
+
 /// Where `--verdicts` lines go.
 pub struct VerdictSink {
-    out: Option<(BufWriter<Box<dyn Write>>, String)>,
+    out: Output,
 }
 
 #[derive(Serialize)]
@@ -31,18 +55,7 @@ struct VerdictLine<'a> {
 impl VerdictSink {
     /// Opens `path` (`-` is stdout); `None` writes nothing.
     pub fn open(path: Option<&Path>) -> Result<VerdictSink> {
-        let out = match path {
-            None => None,
-            Some(p) if p == Path::new("-") => {
-                Some((BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>), "-".into()))
-            }
-            Some(p) => {
-                let f = File::create(p)
-                    .with_context(|| format!("{}: cannot create verdicts file", p.display()))?;
-                Some((BufWriter::new(Box::new(f) as Box<dyn Write>), p.display().to_string()))
-            }
-        };
-        Ok(VerdictSink { out })
+        Ok(VerdictSink { out: open_output(path, "verdicts file")? })
     }
 
     /// Writes the line for one event (decisions and malformed frames; other events write nothing).
@@ -77,10 +90,7 @@ impl VerdictSink {
 
     /// Flushes.
     pub fn finish(&mut self) -> Result<()> {
-        if let Some((w, name)) = &mut self.out {
-            w.flush().with_context(|| format!("{name}: write failed"))?;
-        }
-        Ok(())
+        flush_output(&mut self.out)
     }
 }
 
@@ -241,24 +251,13 @@ impl Report {
 
 /// Where `--log` lines go.
 pub struct LogSink {
-    out: Option<(BufWriter<Box<dyn Write>>, String)>,
+    out: Output,
 }
 
 impl LogSink {
     /// Opens `path` (`-` is stdout); `None` writes nothing.
     pub fn open(path: Option<&Path>) -> Result<LogSink> {
-        let out = match path {
-            None => None,
-            Some(p) if p == Path::new("-") => {
-                Some((BufWriter::new(Box::new(io::stdout()) as Box<dyn Write>), "-".into()))
-            }
-            Some(p) => {
-                let f =
-                    File::create(p).with_context(|| format!("{}: cannot create log file", p.display()))?;
-                Some((BufWriter::new(Box::new(f) as Box<dyn Write>), p.display().to_string()))
-            }
-        };
-        Ok(LogSink { out })
+        Ok(LogSink { out: open_output(path, "log file")? })
     }
 
     /// Writes a log line for log events.
@@ -269,9 +268,6 @@ impl LogSink {
 
     /// Flushes.
     pub fn finish(&mut self) -> Result<()> {
-        if let Some((w, name)) = &mut self.out {
-            w.flush().with_context(|| format!("{name}: write failed"))?;
-        }
-        Ok(())
+        flush_output(&mut self.out)
     }
 }
