@@ -114,8 +114,16 @@ impl Conn {
         expires: &mut u32,
     ) -> Tracked {
         let side = self.side(from_lo);
+        if let (ProtoState::Tcp(state), L4::Tcp(tcp)) = (&mut self.proto, &pkt.l4) {
+            if state.track_established(side, tcp) {
+                // Both ends stay established, so the timer is the established one.
+                self.count(side, pkt.wire_len);
+                *expires = now_s.saturating_add(t.tcp_established);
+                return Tracked::Ok;
+            }
+        }
         let result = match (&mut self.proto, pkt.l4) {
-            (ProtoState::Tcp(state), L4::Tcp(tcp)) => match state.track(side, &tcp) {
+            (ProtoState::Tcp(state), L4::Tcp(tcp)) => match state.track_full(side, &tcp) {
                 TcpOutcome::Accept => Tracked::Ok,
                 TcpOutcome::Invalid(why) => return Tracked::Invalid(why.as_str()),
                 TcpOutcome::Reopen => return Tracked::Reopen,
@@ -136,11 +144,20 @@ impl Conn {
             // A non-TCP packet on a TCP key cannot happen (the protocol is part of the key).
             (ProtoState::Tcp(_), _) => Tracked::Ok,
         };
-        let i = usize::from(side == Side::Responder);
-        self.packets[i] = self.packets[i].saturating_add(1);
-        self.add_bytes(i, u64::from(pkt.wire_len));
+        self.count(side, pkt.wire_len);
         *expires = now_s.saturating_add(self.timeout(t));
         result
+    }
+
+    /// Counts a packet of `len` bytes from `side`.
+    #[inline]
+    fn count(&mut self, side: Side, len: u32) {
+        let i = usize::from(side == Side::Responder);
+        self.packets[i] = self.packets[i].saturating_add(1);
+        match self.bytes_lo[i].checked_add(len) {
+            Some(lo) => self.bytes_lo[i] = lo,
+            None => self.add_bytes(i, u64::from(len)),
+        }
     }
 
     /// Bytes sent by the initiator (0) and the responder (1).
@@ -148,6 +165,7 @@ impl Conn {
         [0, 1].map(|i| u64::from(self.bytes_hi[i]) << 32 | u64::from(self.bytes_lo[i]))
     }
 
+    #[cold]
     fn add_bytes(&mut self, i: usize, n: u64) {
         let v = (self.bytes()[i] + n).min((1 << 48) - 1);
         self.bytes_lo[i] = v as u32;

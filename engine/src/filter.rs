@@ -163,18 +163,38 @@ impl FilterState {
         now_ns: u64,
         sink: &mut impl Sink,
     ) {
+        self.sweep(cfg, shared, now_ns, sink);
         let now_s = secs(now_ns);
-        let mut gone = Vec::new();
-        self.conns.sweep(now_s, SWEEP_BUDGET, |e| gone.push(e));
-        if !gone.is_empty() {
-            shared.total.fetch_sub(gone.len(), Ordering::Relaxed);
-            self.counters.expired += gone.len() as u64;
-            for e in gone {
-                term(cfg, &e, TermCause::Timeout, now_ns, sink);
+        if self.frags.due(now_s) {
+            for h in self.frags.expire(now_s) {
+                self.drop_held(cfg, index, h, now_ns, sink);
             }
         }
-        for h in self.frags.expire(now_s) {
-            self.drop_held(cfg, index, h, now_ns, sink);
+    }
+
+    /// Removes a few expired connections (TERM lines for logged ones).
+    #[inline]
+    fn sweep(&mut self, cfg: &FilterConfig, shared: &Shared, now_ns: u64, sink: &mut impl Sink) {
+        let mut gone = None;
+        self.conns.sweep(secs(now_ns), SWEEP_BUDGET, |e| gone.get_or_insert_with(Vec::new).push(e));
+        if let Some(gone) = gone {
+            self.expired(cfg, shared, gone, now_ns, sink);
+        }
+    }
+
+    #[cold]
+    fn expired(
+        &mut self,
+        cfg: &FilterConfig,
+        shared: &Shared,
+        gone: Vec<Entry<Conn>>,
+        now_ns: u64,
+        sink: &mut impl Sink,
+    ) {
+        shared.total.fetch_sub(gone.len(), Ordering::Relaxed);
+        self.counters.expired += gone.len() as u64;
+        for e in gone {
+            term(cfg, &e, TermCause::Timeout, now_ns, sink);
         }
     }
 
@@ -192,9 +212,68 @@ impl FilterState {
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> Option<Decision> {
+        if let Some(d) = self.decide_fast(cfg, index, shared, pkt, key, dir, frame, sink) {
+            return Some(d);
+        }
         self.housekeeping(cfg, index, shared, frame.now_ns, sink);
         let d = self.decide_inner(cfg, index, shared, pkt, key, dir, frame, sink)?;
         self.counters.count(&d, pkt);
+        sink.decision(&d, cfg);
+        Some(d)
+    }
+
+    /// [`FilterState::decide`] for the common case, done in place: an unfragmented IP frame of a
+    /// live, unlogged connection admitted under the filter's current policy, through a filter without
+    /// L2 rules and with no held fragment overdue. Gives exactly what the full path gives (decision,
+    /// counters, housekeeping, sink calls), or `None`, having changed nothing, for every other frame.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn decide_fast(
+        &mut self,
+        cfg: &FilterConfig,
+        index: usize,
+        shared: &Shared,
+        pkt: &Packet,
+        key: Option<&(FlowKey, bool, u64)>,
+        dir: Direction,
+        frame: FrameRef<'_>,
+        sink: &mut impl Sink,
+    ) -> Option<Decision> {
+        let now_s = secs(frame.now_ns);
+        if cfg.l2.is_some() || cfg.l3.is_none() || self.frags.due(now_s) {
+            return None;
+        }
+        let ip = pkt.ip.as_ref()?;
+        if ip.frag.is_some() {
+            return None;
+        }
+        let &(key, from_lo, hash) = key?;
+        let (entry, expires) = self.conns.get_mut_hashed(&key, hash)?;
+        let conn = &mut entry.value;
+        let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
+        if *expires <= now_s || stale || conn.logged {
+            return None;
+        }
+        let (verdict, state, reason) = match conn.track(pkt, from_lo, now_s, &cfg.timeouts, expires) {
+            Tracked::Ok => (Verdict::Pass, ConnState::Established, Reason::State),
+            Tracked::Invalid(_) => (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch),
+            // Nothing changed; the full path ends the old connection.
+            Tracked::Reopen => return None,
+        };
+        let d = Decision {
+            frame: frame.number,
+            filter: index,
+            dir,
+            verdict,
+            state,
+            reason,
+            rule: Some(RuleRef { l2: false, id: conn.rule }),
+            generation: cfg.generation,
+        };
+        // The sweep comes after the lookup here (before it on the full path): it only removes
+        // expired entries, and this one is live, so the order changes nothing.
+        self.sweep(cfg, shared, frame.now_ns, sink);
+        self.counters.count_raw(&d, usize::from(ip.src.is_ipv6()), u64::from(pkt.wire_len));
         sink.decision(&d, cfg);
         Some(d)
     }
@@ -337,10 +416,9 @@ impl FilterState {
             let mut ended = None;
             if tracked == Tracked::Ok && conn.logged {
                 if let Some(cause) = conn.tcp_ended() {
+                    // The TERM line is written below, from a copy that still says `logged`.
                     conn.logged = false;
-                    let mut copy = Entry { key, value: *conn };
-                    copy.value.logged = true;
-                    ended = Some((copy, term_cause(cause)));
+                    ended = Some(term_cause(cause));
                 }
             }
             Hit::Tracked(tracked, rule, ended)
@@ -367,8 +445,12 @@ impl FilterState {
             }
             Some(Hit::Tracked(tracked, rule, ended)) => {
                 let rule = Some(RuleRef { l2: false, id: rule });
-                if let Some((e, cause)) = ended {
-                    term(cfg, &e, cause, frame.now_ns, sink);
+                if let Some(cause) = ended {
+                    if let Some((e, _)) = self.conns.get_mut_hashed(&key, hash) {
+                        let mut copy = e.clone();
+                        copy.value.logged = true;
+                        term(cfg, &copy, cause, frame.now_ns, sink);
+                    }
                 }
                 match tracked {
                     Tracked::Ok => {
@@ -572,8 +654,8 @@ enum Hit {
     Expired,
     /// A changed policy no longer allows the connection (rule that had allowed it).
     TornDown(u32),
-    /// Tracked: outcome, the allowing rule, and a TERM line due now.
-    Tracked(Tracked, u32, Option<(Entry<Conn>, TermCause)>),
+    /// Tracked: outcome, the allowing rule, and the cause of a TERM line due now.
+    Tracked(Tracked, u32, Option<TermCause>),
 }
 
 fn term_cause(c: crate::tcp::EndCause) -> TermCause {

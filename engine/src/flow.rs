@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use pktio::packet::L4;
 use pktio::Packet;
 
-/// One endpoint of a flow: address (IPv4 mapped into 16 bytes) and port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One endpoint of a flow: address (IPv4 mapped into 16 bytes) and port. Endpoints order by address
+/// (as a big-endian number, which is the bytes' lexicographic order) and then port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// Address bytes; IPv4 as `::ffff:a.b.c.d`.
     pub addr: [u8; 16],
@@ -17,12 +18,15 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint.
+    #[inline]
     pub fn new(ip: IpAddr, port: u16) -> Endpoint {
-        let addr = match ip {
-            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            IpAddr::V6(a) => a.octets(),
-        };
-        Endpoint { addr, port }
+        Endpoint { addr: mapped(ip).to_be_bytes(), port }
+    }
+
+    /// The address and port as one number whose order is the endpoints' order.
+    #[inline]
+    fn rank(&self) -> (u128, u16) {
+        (u128::from_be_bytes(self.addr), self.port)
     }
 
     /// The address back as an `IpAddr`.
@@ -32,6 +36,28 @@ impl Endpoint {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(v6),
         }
+    }
+}
+
+impl PartialOrd for Endpoint {
+    fn partial_cmp(&self, other: &Endpoint) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Endpoint {
+    #[inline]
+    fn cmp(&self, other: &Endpoint) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+/// An address as the number of its 16-byte form (IPv4 as `::ffff:a.b.c.d`).
+#[inline]
+fn mapped(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => 0xffff_u128 << 32 | u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
     }
 }
 
@@ -51,6 +77,7 @@ impl FlowKey {
     /// with a 64×64→128-bit multiply (the mixing step of wyhash / foldhash). Keys come from the
     /// network, so the seed is fixed per process but not guessable from outside: it mixes in the
     /// address of a static, which ASLR randomises.
+    #[inline]
     pub fn hash64(&self) -> u64 {
         static SEED_ANCHOR: u8 = 0;
         let seed =
@@ -67,6 +94,7 @@ impl FlowKey {
     }
 
     /// The key of a flow between `a` and `b`, and whether `a` is the `lo` side.
+    #[inline]
     pub fn new(proto: u8, a: Endpoint, b: Endpoint) -> (FlowKey, bool) {
         if a <= b {
             (FlowKey { lo: a, hi: b, proto }, true)
@@ -77,13 +105,19 @@ impl FlowKey {
 
     /// The key of `pkt` and whether its source is the `lo` side; `None` for non-IP frames. ICMP echo
     /// request/reply use the identifier as both ports; other ICMP and portless protocols use 0.
+    #[inline]
     pub fn of(pkt: &Packet) -> Option<(FlowKey, bool)> {
         let ip = pkt.ip.as_ref()?;
         let (sp, dp) = match pkt.l4 {
+            L4::Tcp(t) => (t.sport, t.dport),
+            L4::Udp { sport, dport } | L4::Sctp { sport, dport } => (sport, dport),
             L4::Icmp(i) => i.echo_id.map_or((0, 0), |id| (id, id)),
-            _ => pkt.ports().unwrap_or((0, 0)),
+            _ => (0, 0),
         };
-        Some(FlowKey::new(ip.proto, Endpoint::new(ip.src, sp), Endpoint::new(ip.dst, dp)))
+        let (a, b) = ((mapped(ip.src), sp), (mapped(ip.dst), dp));
+        let (lo, hi, from_lo) = if a <= b { (a, b, true) } else { (b, a, false) };
+        let ep = |(addr, port): (u128, u16)| Endpoint { addr: addr.to_be_bytes(), port };
+        Some((FlowKey { lo: ep(lo), hi: ep(hi), proto: ip.proto }, from_lo))
     }
 
     /// The key of the connection an ICMP error quotes, and whether the quoted datagram's source (the

@@ -216,7 +216,22 @@ impl FragTable {
 
     /// Removes datagrams idle past their timeout; held fragments of those are returned (to be dropped
     /// with reason `fragment`). Cheap when nothing is due: the table is small and bounded.
+    #[inline]
     pub fn expire(&mut self, now_s: u32) -> Vec<Held> {
+        if !self.due(now_s) {
+            return Vec::new();
+        }
+        self.expire_due(now_s)
+    }
+
+    /// True when some held datagram is overdue at `now_s` ([`FragTable::expire`] has work).
+    #[inline]
+    pub fn due(&self, now_s: u32) -> bool {
+        now_s >= self.next_expiry && !self.map.is_empty()
+    }
+
+    #[cold]
+    fn expire_due(&mut self, now_s: u32) -> Vec<Held> {
         let mut out = Vec::new();
         if now_s < self.next_expiry || self.map.is_empty() {
             return out;

@@ -353,10 +353,15 @@ impl Worker {
 
     /// Brings per-filter state in line with a newer snapshot: room for new filters, and the state of
     /// filters that left the policy flushed.
+    #[inline]
     fn sync(&mut self, snap: &Snapshot) {
-        if snap.generation == self.seen_generation {
-            return;
+        if snap.generation != self.seen_generation {
+            self.resync(snap);
         }
+    }
+
+    #[cold]
+    fn resync(&mut self, snap: &Snapshot) {
         self.seen_generation = snap.generation;
         let max_slot = snap.filters.iter().map(|f| f.slot + 1).max().unwrap_or(0);
         while self.states.len() < max_slot {
@@ -399,6 +404,23 @@ impl Worker {
         sink: &mut impl Sink,
     ) -> FrameOutcome {
         self.sync(snap);
+        // Most frames cross one filter on a tracked connection: decided in place, without the
+        // bookkeeping for multi-filter paths and released fragments.
+        if !route.group {
+            let single = match (route.sender, route.receiver) {
+                (Some(i), None) => Some((i, Direction::Out)),
+                (None, Some(i)) => Some((i, Direction::In)),
+                _ => None,
+            };
+            if let Some((i, dir)) = single {
+                let cfg = &snap.filters[i];
+                let key = route.key.as_ref();
+                let state = &mut self.states[cfg.slot];
+                if let Some(d) = state.decide_fast(cfg, i, &self.shared, pkt, key, dir, frame, sink) {
+                    return if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed };
+                }
+            }
+        }
         let mut tap = Tap { inner: sink, released: Vec::new() };
         let outcome = self.path(snap, pkt, route, frame, true, &mut tap);
         // Held fragments released by this frame: those passed by their sender's filter go on to the
@@ -430,32 +452,37 @@ impl Worker {
     }
 
     /// Starts loading the connection-table lines the frames of a batch will need, so their cache misses
-    /// overlap instead of each stalling its frame (call before processing the batch).
+    /// overlap instead of each stalling its frame (call before processing the batch): first every
+    /// frame's index line, then (those having had time to arrive) every frame's entry.
     pub fn prefetch(&mut self, snap: &Snapshot, routes: &[Option<Route>]) {
+        for r in routes.iter().flatten() {
+            self.prefetch_index(snap, r);
+        }
+        self.prefetch_entries(snap, routes);
+    }
+
+    /// Starts loading the index line of `route`'s connection (the first half of [`Worker::prefetch`],
+    /// for callers that route frames one by one and can start it earlier).
+    #[inline]
+    pub fn prefetch_index(&mut self, snap: &Snapshot, route: &Route) {
         self.sync(snap);
-        // Two stages a few frames apart: the index line of frame i is requested, and the entry of
-        // frame i - LAG (whose index line has had time to arrive) is located and requested.
-        const LAG: usize = 6;
-        let slot = |r: &Route| r.sender.or(r.receiver).map(|i| snap.filters[i].slot);
-        let entry = |states: &[FilterState], r: &Option<Route>| {
-            if let Some(r) = r {
-                if let (Some(s), Some((key, _, hash))) = (slot(r), &r.key) {
-                    states[s].conns.prefetch_entry(key, *hash);
-                }
-            }
-        };
-        for (i, r) in routes.iter().enumerate() {
-            if let Some(r) = r {
-                if let (Some(s), Some((_, _, hash))) = (slot(r), r.key) {
-                    self.states[s].conns.prefetch(hash);
-                }
-            }
-            if i >= LAG {
-                entry(&self.states, &routes[i - LAG]);
+        if let (Some(i), Some((_, _, hash))) = (route.sender.or(route.receiver), &route.key) {
+            if let Some(s) = self.states.get(snap.filters[i].slot) {
+                s.conns.prefetch(*hash);
             }
         }
-        for r in &routes[routes.len().saturating_sub(LAG)..] {
-            entry(&self.states, r);
+    }
+
+    /// Starts loading the entries of the batch's connections, whose index lines were requested
+    /// earlier ([`Worker::prefetch_index`]).
+    pub fn prefetch_entries(&mut self, snap: &Snapshot, routes: &[Option<Route>]) {
+        self.sync(snap);
+        for r in routes.iter().flatten() {
+            if let (Some(i), Some((key, _, hash))) = (r.sender.or(r.receiver), &r.key) {
+                if let Some(s) = self.states.get(snap.filters[i].slot) {
+                    s.conns.prefetch_entry(key, *hash);
+                }
+            }
         }
     }
 
@@ -482,18 +509,18 @@ impl Worker {
             }
         }
         let mut dropped = false;
-        let receivers: &mut dyn Iterator<Item = usize> = if route.group {
-            &mut (0..snap.filters.len()).filter(|i| Some(*i) != sender)
-        } else {
-            &mut route.receiver.into_iter()
-        };
-        for i in receivers {
+        let mut receive = |i: usize| {
             crossed = true;
             let cfg = &snap.filters[i];
             match self.states[cfg.slot].decide(cfg, i, &self.shared, pkt, key, Direction::In, frame, sink) {
                 None => held = true,
                 Some(d) => dropped |= d.verdict.is_drop(),
             }
+        };
+        if route.group {
+            (0..snap.filters.len()).filter(|i| Some(*i) != sender).for_each(&mut receive);
+        } else if let Some(i) = route.receiver {
+            receive(i);
         }
         match (crossed, dropped, held) {
             (false, _, _) => FrameOutcome::Unfiltered,

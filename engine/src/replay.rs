@@ -149,6 +149,7 @@ struct Collect {
 }
 
 impl Sink for Collect {
+    #[inline]
     fn decision(&mut self, d: &Decision, filter: &FilterConfig) {
         if self.keep {
             let cfg = self.snap.filters.get(d.filter).filter(|f| f.slot == filter.slot).cloned();
@@ -342,9 +343,13 @@ fn run_batch(
     let n = batch.frames.len();
     let mut routes = [None; BATCH_INLINE];
     for ((r, ok), p) in routes.iter_mut().zip(&batch.parsed).zip(&batch.pkts) {
-        *r = ok.is_ok().then(|| Route::of(&snap, p));
+        if ok.is_ok() {
+            let route = Route::of(&snap, p);
+            worker.prefetch_index(&snap, &route);
+            *r = Some(route);
+        }
     }
-    worker.prefetch(&snap, &routes[..n]);
+    worker.prefetch_entries(&snap, &routes[..n]);
     for (i, route) in routes.iter().enumerate().take(n) {
         let f = batch.frames[i];
         match (&batch.parsed[i], route) {
@@ -579,9 +584,11 @@ fn flush(
     let snap = Arc::clone(&collect.snap);
     let mut routes = [None; BATCH_INLINE];
     for (r, p) in routes.iter_mut().zip(&batch.pkts[..n]) {
-        *r = Some(Route::of(&snap, p));
+        let route = Route::of(&snap, p);
+        w.prefetch_index(&snap, &route);
+        *r = Some(route);
     }
-    w.prefetch(&snap, &routes[..n]);
+    w.prefetch_entries(&snap, &routes[..n]);
     for (i, route) in routes[..n].iter().flatten().enumerate() {
         let f = batch.frames[i];
         let outcome = w.process_routed(&snap, &batch.pkts[i], route, f, collect);

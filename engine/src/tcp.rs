@@ -459,7 +459,71 @@ impl TcpState {
 
     /// Tracks one segment sent by `side`. On anything but [`TcpOutcome::Accept`] the state is left
     /// exactly as it was.
+    #[inline]
     pub fn track(&mut self, side: Side, seg: &TcpInfo) -> TcpOutcome {
+        if self.track_established(side, seg) {
+            return TcpOutcome::Accept;
+        }
+        self.track_full(side, seg)
+    }
+
+    /// The common case, done in place: a plain ACK (PSH allowed) between two established ends with no
+    /// SYN pending and no RST accepted before, inside the windows. Returns false, having changed nothing, for anything else, which
+    /// [`TcpState::track_full`] then decides. Where it accepts, it makes exactly the changes the full
+    /// tracker makes (a property test holds the two together).
+    /// Both ends are still established afterwards (and no RST was ever accepted), so the timer that
+    /// applies is [`TcpTimer::Established`].
+    #[inline]
+    pub fn track_established(&mut self, x: Side, seg: &TcpInfo) -> bool {
+        if seg.flags & !tcpflags::PSH != tcpflags::ACK
+            || self.pending != Pending::None
+            || self.has(conn::RESET)
+        {
+            return false;
+        }
+        let (xi, yi) = (x.index(), x.other().index());
+        let (mut p, mut q) = (self.peers[xi], self.peers[yi]);
+        let established = |e: &Peer| e.state == PeerState::Established && e.seen();
+        if !(established(&p) && established(&q)) {
+            return false;
+        }
+        let (sws, dws) = if self.has(conn::LOOSE_SCALE) {
+            (MAX_WSCALE.into(), MAX_WSCALE.into())
+        } else if p.has(bits::WSCALE) && q.has(bits::WSCALE) {
+            (p.shift(), q.shift())
+        } else {
+            (0, 0)
+        };
+        let end = seg.seq.wrapping_add(u32::from(seg.payload_len));
+        let (seq, eased_end) = if seg.payload_len == 0 { (p.seqlo, p.seqlo) } else { (seg.seq, end) };
+        let ackskew = i64::from(seq_diff(q.seqlo, seg.ack));
+        let back = (u32::from(q.max_win) << dws).max(1);
+        let seq_ok = seq_geq(p.seqhi, eased_end) && seq_geq(seq, p.seqlo.wrapping_sub(back));
+        let ack_ok = ackskew >= -i64::from(MAX_ACK_WINDOW) && ackskew <= i64::from(MAX_ACK_WINDOW) << sws;
+        if !(seq_ok && ack_ok) {
+            return false;
+        }
+        if seg.window > p.max_win {
+            p.max_win = seg.window;
+        }
+        if seq_gt(end, p.seqlo) {
+            p.seqlo = end;
+        }
+        if !p.has(bits::ACKED) || seq_lt(p.max_ack, seg.ack) {
+            p.max_ack = seg.ack;
+            p.bits |= bits::ACKED;
+        }
+        let hi = seg.ack.wrapping_add((u32::from(seg.window) << sws).max(1));
+        if seq_geq(hi, q.seqhi) {
+            q.seqhi = hi;
+        }
+        self.peers[xi] = p;
+        self.peers[yi] = q;
+        true
+    }
+
+    /// [`TcpState::track`] without the in-place fast path: every rule, on a working copy.
+    pub fn track_full(&mut self, side: Side, seg: &TcpInfo) -> TcpOutcome {
         if let Some(reason) = flags_error(seg.flags) {
             return TcpOutcome::Invalid(reason);
         }
@@ -790,6 +854,172 @@ impl TcpState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod fast_path {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One step of a conversation: who sends, flags, and where seq/ack fall relative to what the
+        /// tracker expects (most near the expected numbers, some anywhere).
+        #[derive(Debug, Clone)]
+        struct Step {
+            responder: bool,
+            flags: u8,
+            seq: (bool, u32),
+            ack: (bool, u32),
+            window: u16,
+            payload_len: u16,
+            wscale: Option<u8>,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            let flags = prop_oneof![
+                24 => Just(tcpflags::ACK),
+                18 => Just(tcpflags::ACK | tcpflags::PSH),
+                1 => Just(tcpflags::SYN),
+                1 => Just(tcpflags::SYN | tcpflags::ACK),
+                1 => Just(tcpflags::FIN | tcpflags::ACK),
+                1 => Just(tcpflags::RST),
+                1 => Just(tcpflags::RST | tcpflags::ACK),
+                1 => any::<u8>(),
+            ];
+            // Exactly the expected number (500 is the centre), near it, or anywhere.
+            let off = prop_oneof![
+                4 => (Just(true), Just(500u32)),
+                4 => (Just(true), 0u32..2000),
+                1 => (Just(false), any::<u32>())
+            ];
+            (any::<bool>(), flags, off.clone(), off, any::<u16>(), 0u16..1500, prop::option::of(0u8..16))
+                .prop_map(|(responder, flags, seq, ack, window, payload_len, wscale)| Step {
+                    responder,
+                    flags,
+                    seq,
+                    ack,
+                    window,
+                    payload_len,
+                    wscale,
+                })
+        }
+
+        /// The segment of `st` for the current state: offsets count from the sender's next sequence
+        /// number and from the other end's.
+        fn segment(st: &TcpState, s: &Step) -> (Side, TcpInfo) {
+            let side = if s.responder { Side::Responder } else { Side::Initiator };
+            let (p, q) = (st.peer(side), st.peer(side.other()));
+            let at = |(near, v): (bool, u32), base: u32| {
+                if near {
+                    base.wrapping_add(v).wrapping_sub(500)
+                } else {
+                    v
+                }
+            };
+            let seg = TcpInfo {
+                sport: 1,
+                dport: 2,
+                seq: at(s.seq, p.seqlo),
+                ack: at(s.ack, q.seqlo),
+                flags: s.flags,
+                window: s.window,
+                payload_len: s.payload_len,
+                options: pktio::TcpOptions { wscale: s.wscale, ..Default::default() },
+            };
+            (side, seg)
+        }
+
+        /// Runs a conversation through both trackers; returns how many segments the fast path took.
+        fn converse(first: &Step, rest: &[Step]) -> Result<usize, TestCaseError> {
+            let (_, open) =
+                segment(&TcpState::new(&TcpInfo { flags: tcpflags::SYN, ..segment_zero() }), first);
+            let mut fast = TcpState::new(&open);
+            let mut full = fast;
+            let mut taken = 0;
+            for s in rest {
+                let (side, seg) = segment(&full, s);
+                let mut probe = fast;
+                if probe.track_established(side, &seg) {
+                    taken += 1;
+                    prop_assert_eq!(probe.timer(), TcpTimer::Established);
+                }
+                prop_assert_eq!(fast.track(side, &seg), full.track_full(side, &seg));
+                prop_assert_eq!(fast, full);
+            }
+            Ok(taken)
+        }
+
+        fn segment_zero() -> TcpInfo {
+            TcpInfo {
+                sport: 1,
+                dport: 2,
+                seq: 0,
+                ack: 0,
+                flags: 0,
+                window: 0,
+                payload_len: 0,
+                options: pktio::TcpOptions::default(),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+            /// Along random conversations, the fast path never disagrees with the full tracker: same
+            /// outcome, same state afterwards.
+            #[test]
+            fn fast_path_agrees_with_full_tracker(first in step(), rest in prop::collection::vec(step(), 1..60)) {
+                converse(&first, &rest)?;
+            }
+        }
+
+        /// The property above means something only if its conversations often reach the fast path.
+        #[test]
+        fn random_conversations_reach_the_fast_path() {
+            use proptest::strategy::ValueTree;
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            let strategy = (step(), prop::collection::vec(step(), 20..60));
+            let (mut taken, mut total) = (0, 0);
+            for _ in 0..500 {
+                let (first, rest) = strategy.new_tree(&mut runner).unwrap().current();
+                taken += converse(&first, &rest).unwrap();
+                total += rest.len();
+            }
+            eprintln!("fast path taken on {taken} of {total} segments");
+            assert!(taken * 5 > total, "fast path taken on {taken} of {total} segments");
+        }
+
+        /// The property above only means something if conversations reach the fast path often.
+        #[test]
+        fn handshake_then_data_takes_the_fast_path() {
+            let seg = |flags, seq, ack, payload_len| TcpInfo {
+                sport: 1,
+                dport: 2,
+                seq,
+                ack,
+                flags,
+                window: 1000,
+                payload_len,
+                options: pktio::TcpOptions::default(),
+            };
+            let mut st = TcpState::new(&seg(tcpflags::SYN, 100, 0, 0));
+            assert_eq!(
+                st.track(Side::Responder, &seg(tcpflags::SYN | tcpflags::ACK, 500, 101, 0)),
+                TcpOutcome::Accept
+            );
+            let mut probe = st;
+            assert!(!probe.track_established(Side::Initiator, &seg(tcpflags::ACK, 101, 501, 0)));
+            assert_eq!(st.track(Side::Initiator, &seg(tcpflags::ACK, 101, 501, 0)), TcpOutcome::Accept);
+            let mut copy = st;
+            assert!(st.track_established(Side::Initiator, &seg(tcpflags::ACK | tcpflags::PSH, 101, 501, 10)));
+            assert_eq!(
+                copy.track_full(Side::Initiator, &seg(tcpflags::ACK | tcpflags::PSH, 101, 501, 10)),
+                TcpOutcome::Accept
+            );
+            assert_eq!(st, copy);
+            // Out of window: left to the full tracker, state untouched.
+            let before = st;
+            assert!(!st.track_established(Side::Initiator, &seg(tcpflags::ACK, 900_000, 501, 10)));
+            assert_eq!(st, before);
+        }
+    }
 
     #[test]
     fn sequence_helpers_wrap() {
