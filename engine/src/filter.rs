@@ -65,6 +65,9 @@ pub struct Shared {
     pub total: AtomicUsize,
     /// Most connections across all filters.
     pub max_total: usize,
+    /// Whether workers may take the in-place fast paths for tracked frames (on unless switched off
+    /// with [`crate::Engine::set_fast_paths`], which tests use to hold them to the full path).
+    pub fast_paths: std::sync::atomic::AtomicBool,
 }
 
 /// The frame, as the filter needs it beyond its summary.
@@ -212,8 +215,10 @@ impl FilterState {
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> Option<Decision> {
-        if let Some(d) = self.decide_fast(cfg, index, shared, pkt, key, dir, frame, sink) {
-            return Some(d);
+        if shared.fast_paths.load(Ordering::Relaxed) {
+            if let Some(d) = self.decide_fast(cfg, index, shared, pkt, key, dir, frame, sink) {
+                return Some(d);
+            }
         }
         self.housekeeping(cfg, index, shared, frame.now_ns, sink);
         let d = self.decide_inner(cfg, index, shared, pkt, key, dir, frame, sink)?;

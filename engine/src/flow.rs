@@ -152,6 +152,18 @@ pub fn route_hash(pkt: &Packet) -> u64 {
     pair_hash(addr_word(a), addr_word(b))
 }
 
+/// [`route_hash`] read from the raw frame without parsing it, for the frames where that is certain to
+/// give the same value: Ethernet frames carrying IPv4 or IPv6 with TCP, UDP or SCTP right after the IP
+/// header (never ICMP errors, which route by the addresses they quote). `None` for anything else; the
+/// caller then parses the frame and uses [`route_hash`].
+#[inline]
+pub fn peek_route_hash(link: pktio::LinkType, data: &[u8]) -> Option<u64> {
+    use pktio::packet::ipproto;
+    let (src, dst, proto) = pktio::peek_addresses(link, data)?;
+    matches!(proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP)
+        .then(|| pair_hash(addr_word(src), addr_word(dst)))
+}
+
 fn mac_word(m: [u8; 6]) -> u64 {
     u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
 }

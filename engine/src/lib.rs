@@ -205,7 +205,11 @@ impl Engine {
     pub fn with_limit(policy: &Policy, max_total: usize) -> Result<Engine, LoadError> {
         let mut slots = HashMap::new();
         let snap = Snapshot::build(policy, None, &Snapshot::default(), &mut slots, 0)?;
-        let shared = Arc::new(Shared { total: AtomicUsize::new(0), max_total });
+        let shared = Arc::new(Shared {
+            total: AtomicUsize::new(0),
+            max_total,
+            fast_paths: std::sync::atomic::AtomicBool::new(true),
+        });
         Ok(Engine {
             policy: policy.clone(),
             snapshot: Arc::new(ArcSwap::from_pointee(snap)),
@@ -263,6 +267,13 @@ impl Engine {
     /// A new worker sharing this engine's connection accounting.
     pub fn new_worker(&self) -> Worker {
         Worker::new(Arc::clone(&self.shared))
+    }
+
+    /// Switches the in-place fast paths for frames of tracked connections on (the default) or off, for
+    /// this engine's workers. Decisions, counters and connection state are the same either way; off,
+    /// every frame takes the full path, which is how tests check that.
+    pub fn set_fast_paths(&self, on: bool) {
+        self.shared.fast_paths.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The engine's own worker, read-only (its tables and counters).
@@ -406,7 +417,7 @@ impl Worker {
         self.sync(snap);
         // Most frames cross one filter on a tracked connection: decided in place, without the
         // bookkeeping for multi-filter paths and released fragments.
-        if !route.group {
+        if !route.group && self.shared.fast_paths.load(std::sync::atomic::Ordering::Relaxed) {
             let single = match (route.sender, route.receiver) {
                 (Some(i), None) => Some((i, Direction::Out)),
                 (None, Some(i)) => Some((i, Direction::In)),

@@ -20,7 +20,7 @@ use rules::Policy;
 use crate::config::{FilterConfig, Snapshot};
 use crate::counters::FilterCounters;
 use crate::filter::{FrameRef, Sink};
-use crate::flow::route_hash;
+use crate::flow::{peek_route_hash, route_hash};
 use crate::log::LogRecord;
 use crate::verdict::{Decision, Reason};
 use crate::{Engine, FrameOutcome, LoadError, Route, Worker};
@@ -480,19 +480,31 @@ fn replay_parallel(
                             v += 1;
                             collect.snap = Arc::clone(&versions[v].snap);
                         }
-                        // Parse into the next slot; keep it only when the frame is this worker's.
+                        // Whose frame is it? Most frames tell from their IP header alone; the rest are
+                        // parsed by every worker (and a frame that does not parse is reported by the
+                        // first). The owner parses its frames into the next slot.
                         let slot = batch.frames.len();
-                        if let Err(e) =
-                            pktio::parse_into(frame.link, frame.data, frame.wire_len, &mut batch.pkts[slot])
-                        {
-                            if me == 0 {
+                        let pkt = &mut batch.pkts[slot];
+                        let parsed = match peek_route_hash(frame.link, frame.data) {
+                            Some(h) => {
+                                if (h % n as u64) as usize != me {
+                                    continue;
+                                }
+                                pktio::parse_into(frame.link, frame.data, frame.wire_len, pkt)
+                                    .map_err(|e| (e, true))
+                            }
+                            None => match pktio::parse_into(frame.link, frame.data, frame.wire_len, pkt) {
+                                Ok(()) if (route_hash(pkt) % n as u64) as usize != me => continue,
+                                Ok(()) => Ok(()),
+                                Err(e) => Err((e, me == 0)),
+                            },
+                        };
+                        if let Err((e, report)) = parsed {
+                            if report {
                                 let reason = Reason::of_parse_error(&e);
                                 *counts.malformed.entry(reason.as_str()).or_default() += 1;
                                 out.malformed.push((number, reason));
                             }
-                            continue;
-                        }
-                        if (route_hash(&batch.pkts[slot]) % n as u64) as usize != me {
                             continue;
                         }
                         let f =

@@ -334,6 +334,46 @@ fn parse_plain_tcp(data: &[u8], wire_len: u32, out: &mut Packet) -> bool {
     true
 }
 
+/// The IP addresses and protocol field of an Ethernet frame (any stack of VLAN tags) carrying IPv4 or
+/// IPv6, read straight from the IP header without checking anything else: enough to tell which worker
+/// owns a frame without parsing it. `None` for other link types and ethertypes, a wrong IP version, or
+/// too few captured bytes. For IPv6 the protocol is the first next-header field (an extension header's
+/// number when there is one). [`parse_into`] may still refuse a frame this reads.
+#[inline]
+pub fn peek_addresses(link: LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr, u8)> {
+    if link != LinkType::Ethernet {
+        return None;
+    }
+    let mut at = 12;
+    let mut ethertype = u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]);
+    while matches!(ethertype, ethertype::VLAN | ethertype::QINQ | ETHERTYPE_QINQ_9100) {
+        at += 4;
+        ethertype = u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]);
+    }
+    let ip = data.get(at + 2..)?;
+    match ethertype {
+        ethertype::IPV4 => {
+            let h = ip.first_chunk::<20>()?;
+            if h[0] >> 4 != 4 {
+                return None;
+            }
+            let src = [h[12], h[13], h[14], h[15]];
+            let dst = [h[16], h[17], h[18], h[19]];
+            Some((IpAddr::from(src), IpAddr::from(dst), h[9]))
+        }
+        ethertype::IPV6 => {
+            let h = ip.first_chunk::<40>()?;
+            if h[0] >> 4 != 6 {
+                return None;
+            }
+            let src: [u8; 16] = h[8..24].try_into().ok()?;
+            let dst: [u8; 16] = h[24..40].try_into().ok()?;
+            Some((IpAddr::from(src), IpAddr::from(dst), h[6]))
+        }
+        _ => None,
+    }
+}
+
 /// Parses any frame, every link type and layer, into `out`: the general path behind [`parse_into`].
 fn parse_any(link: LinkType, data: &[u8], wire_len: u32, out: &mut Packet) -> Result<(), ParseError> {
     *out = Packet { wire_len, ..Packet::default() };
