@@ -68,6 +68,17 @@ impl FilterCounters {
         self.count_raw(d, family, u64::from(pkt.wire_len));
     }
 
+    /// [`FilterCounters::count_raw`] for a frame passed by the connection table (state established,
+    /// reason `state`) on the connection `rule` admitted.
+    #[inline]
+    pub fn count_tracked(&mut self, dir: Direction, family: usize, rule: u32, len: u64) {
+        self.verdicts[family][usize::from(dir == Direction::Out)][0] += 1;
+        self.reasons[Reason::State.index()] += 1;
+        let r = self.rule_mut((false, rule));
+        r.packets += 1;
+        r.bytes += len;
+    }
+
     /// Accounts one decision about a frame of `family` index and `len` bytes.
     pub fn count_raw(&mut self, d: &Decision, family: usize, len: u64) {
         let dir = usize::from(d.dir == Direction::Out);
@@ -83,14 +94,7 @@ impl FilterCounters {
             self.drop_reasons[d.reason.index()] += 1;
         }
         if let Some(RuleRef { l2, id }) = d.rule {
-            let key = (l2, id);
-            if self.last.is_none_or(|(k, _)| k != key) {
-                if let Some((k, r)) = self.last.take() {
-                    self.rules.insert(k, r);
-                }
-                self.last = Some((key, self.rules.get(&key).copied().unwrap_or_default()));
-            }
-            let Some((_, r)) = self.last.as_mut() else { return };
+            let r = self.rule_mut((l2, id));
             r.packets += 1;
             r.bytes += len;
             if d.reason == Reason::Match {
@@ -100,6 +104,24 @@ impl FilterCounters {
                 }
             }
         }
+    }
+
+    /// The counters of a rule: the last one counted is kept at hand, since consecutive frames mostly
+    /// count the same rule.
+    #[inline]
+    fn rule_mut(&mut self, key: (bool, u32)) -> &mut RuleCounters {
+        if self.last.is_none_or(|(k, _)| k != key) {
+            self.switch_rule(key);
+        }
+        &mut self.last.get_or_insert((key, RuleCounters::default())).1
+    }
+
+    #[cold]
+    fn switch_rule(&mut self, key: (bool, u32)) {
+        if let Some((k, r)) = self.last.take() {
+            self.rules.insert(k, r);
+        }
+        self.last = Some((key, self.rules.get(&key).copied().unwrap_or_default()));
     }
 
     /// Writes the cached last rule back, so `rules` is complete.

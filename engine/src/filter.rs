@@ -216,7 +216,7 @@ impl FilterState {
         sink: &mut impl Sink,
     ) -> Option<Decision> {
         if shared.fast_paths.load(Ordering::Relaxed) {
-            if let Some(d) = self.decide_fast(cfg, index, shared, pkt, key, dir, frame, sink) {
+            if let Some(d) = self.decide_fast(cfg, index, shared, pkt, key, None, dir, frame, sink) {
                 return Some(d);
             }
         }
@@ -231,6 +231,7 @@ impl FilterState {
     /// live, unlogged connection admitted under the filter's current policy, through a filter without
     /// L2 rules and with no held fragment overdue. Gives exactly what the full path gives (decision,
     /// counters, housekeeping, sink calls), or `None`, having changed nothing, for every other frame.
+    /// `hint` is where the connection's entry probably is ([`crate::table::FlowTable::prefetch_entry`]).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn decide_fast(
@@ -240,6 +241,7 @@ impl FilterState {
         shared: &Shared,
         pkt: &Packet,
         key: Option<&(FlowKey, bool, u64)>,
+        hint: Option<usize>,
         dir: Direction,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
@@ -253,7 +255,7 @@ impl FilterState {
             return None;
         }
         let &(key, from_lo, hash) = key?;
-        let (entry, expires) = self.conns.get_mut_hashed(&key, hash)?;
+        let (entry, expires) = self.conns.get_mut_hinted(&key, hash, hint)?;
         let conn = &mut entry.value;
         let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
         if *expires <= now_s || stale || conn.logged {
@@ -278,7 +280,13 @@ impl FilterState {
         // The sweep comes after the lookup here (before it on the full path): it only removes
         // expired entries, and this one is live, so the order changes nothing.
         self.sweep(cfg, shared, frame.now_ns, sink);
-        self.counters.count_raw(&d, usize::from(ip.src.is_ipv6()), u64::from(pkt.wire_len));
+        let family = usize::from(ip.src.is_ipv6());
+        match d.rule {
+            Some(RuleRef { l2: false, id }) if d.verdict == Verdict::Pass => {
+                self.counters.count_tracked(dir, family, id, u64::from(pkt.wire_len))
+            }
+            _ => self.counters.count_raw(&d, family, u64::from(pkt.wire_len)),
+        }
         sink.decision(&d, cfg);
         Some(d)
     }

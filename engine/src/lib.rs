@@ -131,6 +131,8 @@ pub struct Route {
     pub group: bool,
     /// Flow key, whether the source is the key's `lo` side, and the key's hash.
     pub key: Option<(flow::FlowKey, bool, u64)>,
+    /// Where the connection's entry probably is (found while prefetching).
+    hint: Option<usize>,
 }
 
 impl Route {
@@ -151,7 +153,7 @@ impl Route {
         } else {
             None
         };
-        Route { sender, receiver, group, key }
+        Route { sender, receiver, group, key, hint: None }
     }
 }
 
@@ -427,7 +429,8 @@ impl Worker {
                 let cfg = &snap.filters[i];
                 let key = route.key.as_ref();
                 let state = &mut self.states[cfg.slot];
-                if let Some(d) = state.decide_fast(cfg, i, &self.shared, pkt, key, dir, frame, sink) {
+                let hint = if route.sender.or(route.receiver) == Some(i) { route.hint } else { None };
+                if let Some(d) = state.decide_fast(cfg, i, &self.shared, pkt, key, hint, dir, frame, sink) {
                     return if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed };
                 }
             }
@@ -465,7 +468,7 @@ impl Worker {
     /// Starts loading the connection-table lines the frames of a batch will need, so their cache misses
     /// overlap instead of each stalling its frame (call before processing the batch): first every
     /// frame's index line, then (those having had time to arrive) every frame's entry.
-    pub fn prefetch(&mut self, snap: &Snapshot, routes: &[Option<Route>]) {
+    pub fn prefetch(&mut self, snap: &Snapshot, routes: &mut [Option<Route>]) {
         for r in routes.iter().flatten() {
             self.prefetch_index(snap, r);
         }
@@ -486,12 +489,12 @@ impl Worker {
 
     /// Starts loading the entries of the batch's connections, whose index lines were requested
     /// earlier ([`Worker::prefetch_index`]).
-    pub fn prefetch_entries(&mut self, snap: &Snapshot, routes: &[Option<Route>]) {
+    pub fn prefetch_entries(&mut self, snap: &Snapshot, routes: &mut [Option<Route>]) {
         self.sync(snap);
-        for r in routes.iter().flatten() {
+        for r in routes.iter_mut().flatten() {
             if let (Some(i), Some((key, _, hash))) = (r.sender.or(r.receiver), &r.key) {
                 if let Some(s) = self.states.get(snap.filters[i].slot) {
-                    s.conns.prefetch_entry(key, *hash);
+                    r.hint = s.conns.prefetch_entry(key, *hash);
                 }
             }
         }

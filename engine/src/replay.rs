@@ -282,8 +282,8 @@ fn replay_inline(
             }
             summary.frames += 1;
             let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
-            batch.push(f, frame.data, frame.wire_len);
-            if batch.frames.len() == BATCH_INLINE {
+            batch.push(&mut worker, &collect.snap, f, frame.wire_len);
+            if batch.len() == BATCH_INLINE {
                 run_batch(&mut worker, &mut batch, &mut collect, summary, want_events, on_event);
             }
         }
@@ -306,27 +306,69 @@ fn replay_inline(
 /// Frames decided together so their connection-table cache misses overlap.
 const BATCH_INLINE: usize = 32;
 
-/// Frames parsed in place into reused summary slots, decided together so their connection-table
-/// cache misses overlap.
+/// Frames parsed in place into reused summary slots and routed as they arrive (starting the load of
+/// each one's connection-index line), then decided together so their cache misses overlap.
 struct InlineBatch<'a> {
     frames: Vec<FrameRef<'a>>,
-    parsed: Vec<Result<(), ParseError>>,
     pkts: Vec<Packet>,
+    /// Per frame: its route, or `None` when it did not parse.
+    routes: Vec<Option<Route>>,
+    /// The parse errors, by position in the batch.
+    errors: Vec<(usize, ParseError)>,
 }
 
 impl<'a> InlineBatch<'a> {
     fn new() -> InlineBatch<'a> {
         InlineBatch {
             frames: Vec::with_capacity(BATCH_INLINE),
-            parsed: Vec::with_capacity(BATCH_INLINE),
             pkts: vec![Packet::default(); BATCH_INLINE],
+            routes: Vec::with_capacity(BATCH_INLINE),
+            errors: Vec::new(),
         }
     }
 
-    fn push(&mut self, f: FrameRef<'a>, data: &[u8], wire_len: u32) {
-        let slot = &mut self.pkts[self.frames.len()];
-        self.parsed.push(pktio::parse_into(f.link, data, wire_len, slot));
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Parses and routes one frame into the next slot.
+    #[inline]
+    fn push(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>, wire_len: u32) {
+        let i = self.frames.len();
+        let slot = &mut self.pkts[i];
+        match pktio::parse_into(f.link, f.bytes, wire_len, slot) {
+            Ok(()) => {
+                let route = Route::of(snap, slot);
+                worker.prefetch_index(snap, &route);
+                self.routes.push(Some(route));
+            }
+            Err(e) => {
+                self.routes.push(None);
+                self.errors.push((i, e));
+            }
+        }
         self.frames.push(f);
+    }
+
+    /// Adds a frame already parsed into the next slot (by [`InlineBatch::slot`]), routing it.
+    #[inline]
+    fn push_parsed(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>) {
+        let route = Route::of(snap, &self.pkts[self.frames.len()]);
+        worker.prefetch_index(snap, &route);
+        self.routes.push(Some(route));
+        self.frames.push(f);
+    }
+
+    /// The slot the next frame goes into.
+    fn slot(&mut self) -> &mut Packet {
+        let i = self.frames.len();
+        &mut self.pkts[i]
+    }
+
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.routes.clear();
+        self.errors.clear();
     }
 }
 
@@ -340,36 +382,32 @@ fn run_batch(
     on_event: &mut impl FnMut(Event<'_>),
 ) {
     let snap = Arc::clone(&collect.snap);
-    let n = batch.frames.len();
-    let mut routes = [None; BATCH_INLINE];
-    for ((r, ok), p) in routes.iter_mut().zip(&batch.parsed).zip(&batch.pkts) {
-        if ok.is_ok() {
-            let route = Route::of(&snap, p);
-            worker.prefetch_index(&snap, &route);
-            *r = Some(route);
-        }
-    }
-    worker.prefetch_entries(&snap, &routes[..n]);
-    for (i, route) in routes.iter().enumerate().take(n) {
+    worker.prefetch_entries(&snap, &mut batch.routes);
+    let mut errors = batch.errors.iter().peekable();
+    for (i, route) in batch.routes.iter().enumerate() {
         let f = batch.frames[i];
-        match (&batch.parsed[i], route) {
-            (Ok(()), Some(route)) => {
+        match route {
+            Some(route) => {
                 let outcome = worker.process_routed(&snap, &batch.pkts[i], route, f, collect);
                 summary.outcome(outcome);
-                for (_, o) in collect.events.done.drain(..) {
-                    summary.outcome(o);
+                if !collect.events.done.is_empty() {
+                    for (_, o) in collect.events.done.drain(..) {
+                        summary.outcome(o);
+                    }
                 }
                 if want_events {
                     deliver(&collect.events, on_event);
                     collect.events = FrameEvents::default();
                 }
             }
-            (Err(e), _) => malformed(summary, f.number, e, on_event),
-            (Ok(()), None) => {}
+            None => {
+                if let Some((_, e)) = errors.next_if(|(at, _)| *at == i) {
+                    malformed(summary, f.number, e, on_event);
+                }
+            }
         }
     }
-    batch.frames.clear();
-    batch.parsed.clear();
+    batch.clear();
 }
 
 /// What a worker reports for a batch: per frame, its outcome and events.
@@ -483,8 +521,7 @@ fn replay_parallel(
                         // Whose frame is it? Most frames tell from their IP header alone; the rest are
                         // parsed by every worker (and a frame that does not parse is reported by the
                         // first). The owner parses its frames into the next slot.
-                        let slot = batch.frames.len();
-                        let pkt = &mut batch.pkts[slot];
+                        let pkt = batch.slot();
                         let parsed = match peek_route_hash(frame.link, frame.data) {
                             Some(h) => {
                                 if (h % n as u64) as usize != me {
@@ -509,9 +546,8 @@ fn replay_parallel(
                         }
                         let f =
                             FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
-                        batch.frames.push(f);
-                        batch.parsed.push(Ok(()));
-                        if batch.frames.len() == BATCH_INLINE {
+                        batch.push_parsed(&mut w, &collect.snap, f);
+                        if batch.len() == BATCH_INLINE {
                             flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
                             if want_events && out.frames.len() >= 256 {
                                 let _ = done_tx.send(std::mem::replace(
@@ -589,32 +625,27 @@ fn flush(
     out: &mut Done,
     want_events: bool,
 ) {
-    let n = batch.frames.len();
-    if n == 0 {
+    if batch.len() == 0 {
         return;
     }
     let snap = Arc::clone(&collect.snap);
-    let mut routes = [None; BATCH_INLINE];
-    for (r, p) in routes.iter_mut().zip(&batch.pkts[..n]) {
-        let route = Route::of(&snap, p);
-        w.prefetch_index(&snap, &route);
-        *r = Some(route);
-    }
-    w.prefetch_entries(&snap, &routes[..n]);
-    for (i, route) in routes[..n].iter().flatten().enumerate() {
+    w.prefetch_entries(&snap, &mut batch.routes);
+    for (i, route) in batch.routes.iter().enumerate() {
+        let Some(route) = route else { continue };
         let f = batch.frames[i];
         let outcome = w.process_routed(&snap, &batch.pkts[i], route, f, collect);
         if want_events {
             out.frames.push((f.number, outcome, std::mem::take(&mut collect.events)));
         } else {
             counts.outcome(outcome);
-            for (_, o) in collect.events.done.drain(..) {
-                counts.outcome(o);
+            if !collect.events.done.is_empty() {
+                for (_, o) in collect.events.done.drain(..) {
+                    counts.outcome(o);
+                }
             }
         }
     }
-    batch.frames.clear();
-    batch.parsed.clear();
+    batch.clear();
 }
 
 /// Puts worker results back in frame order.

@@ -113,9 +113,11 @@ impl<V> FlowTable<V> {
     }
 
     /// Asks the CPU to start loading the entry for `key` (whose index line should be loaded already).
+    /// Returns where the entry probably is, a hint for [`FlowTable::get_mut_hinted`].
     #[inline]
-    pub fn prefetch_entry(&self, key: &FlowKey, hash: u64) {
-        if let Some(pos) = self.find(key, hash, false) {
+    pub fn prefetch_entry(&self, key: &FlowKey, hash: u64) -> Option<usize> {
+        let found = self.find(key, hash, false);
+        if let Some(pos) = found {
             // An entry spans two or three cache lines: load each.
             let p = &self.slots[pos] as *const Option<Entry<V>> as *const u8;
             let size = std::mem::size_of::<Option<Entry<V>>>();
@@ -127,6 +129,7 @@ impl<V> FlowTable<V> {
             prefetch_ptr(p.wrapping_add(size - 1));
             prefetch(&self.expires[pos]);
         }
+        found
     }
 
     /// The slab position of `key`. With `verify`, candidates are compared with the stored key;
@@ -150,6 +153,24 @@ impl<V> FlowTable<V> {
             }
             i = self.next(i);
         }
+    }
+
+    /// [`FlowTable::get_mut_hashed`], trying slab position `hint` first (as returned by
+    /// [`FlowTable::prefetch_entry`]; the entry may have moved or gone since, which the key check
+    /// catches).
+    #[inline]
+    pub fn get_mut_hinted(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        hint: Option<usize>,
+    ) -> Option<(&mut Entry<V>, &mut u32)> {
+        let pos = match hint {
+            Some(p) if self.slots.get(p).is_some_and(|e| e.as_ref().is_some_and(|e| e.key == *key)) => p,
+            _ => self.find(key, hash, true)?,
+        };
+        let e = self.slots[pos].as_mut()?;
+        Some((e, &mut self.expires[pos]))
     }
 
     /// The entry for `key` and its expiry second, if present (expired or not: the caller decides).

@@ -52,7 +52,11 @@ fn every_frame_is_decided_wholly_by_one_policy_version_while_another_thread_swap
     let frame = udp_v4(&a, &b, 1, 1000, 2000, b"x");
     let pkt = parse_frame(LinkType::Ethernet, &frame, frame.len() as u32).unwrap();
     let (mut old, mut new) = (0, 0);
-    for n in 0..20_000u64 {
+    // At least 20,000 frames, and on until both versions were seen (the swapper may start late on a
+    // busy machine), within a bound.
+    let mut n = 0u64;
+    while n < 20_000 || ((old == 0 || new == 0) && n < 20_000_000) {
+        n += 1;
         // The worker loads the snapshot once per frame, as the live dataplane does.
         let snap = handle.load_full();
         let mut rules = Rules::default();
