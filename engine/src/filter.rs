@@ -178,6 +178,9 @@ impl FilterState {
     /// Removes a few expired connections (TERM lines for logged ones).
     #[inline]
     fn sweep(&mut self, cfg: &FilterConfig, shared: &Shared, now_ns: u64, sink: &mut impl Sink) {
+        if !self.conns.sweep_due(secs(now_ns), SWEEP_BUDGET) {
+            return;
+        }
         let mut gone = None;
         self.conns.sweep(secs(now_ns), SWEEP_BUDGET, |e| gone.get_or_insert_with(Vec::new).push(e));
         if let Some(gone) = gone {

@@ -73,24 +73,28 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    /// A fast 64-bit hash of the key for the flow table: the key read as five words, each folded in
-    /// with a 64×64→128-bit multiply (the mixing step of wyhash / foldhash). Keys come from the
-    /// network, so the seed is fixed per process but not guessable from outside: it mixes in the
-    /// address of a static, which ASLR randomises.
+    /// A fast 64-bit hash of the key for the flow table (see [`hash_parts`]).
     #[inline]
     pub fn hash64(&self) -> u64 {
-        static SEED_ANCHOR: u8 = 0;
-        let seed =
-            (&SEED_ANCHOR as *const u8 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x243F_6A88_85A3_08D3;
-        let w = |b: &[u8; 16], i: usize| {
-            u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]])
+        let (lo, hi) = (self.lo.rank(), self.hi.rank());
+        hash_parts(lo.0, hi.0, lo.1, hi.1, self.proto)
+    }
+
+    /// [`FlowKey::of`] with the key's [`FlowKey::hash64`], worked out together.
+    #[inline]
+    pub fn of_hashed(pkt: &Packet) -> Option<(FlowKey, bool, u64)> {
+        let ip = pkt.ip.as_ref()?;
+        let (sp, dp) = match pkt.l4 {
+            L4::Tcp(t) => (t.sport, t.dport),
+            L4::Udp { sport, dport } | L4::Sctp { sport, dport } => (sport, dport),
+            L4::Icmp(i) => i.echo_id.map_or((0, 0), |id| (id, id)),
+            _ => (0, 0),
         };
-        let tail = u64::from(self.lo.port) | u64::from(self.hi.port) << 16 | u64::from(self.proto) << 32;
-        let mut h = seed;
-        for x in [w(&self.lo.addr, 0), w(&self.lo.addr, 8), w(&self.hi.addr, 0), w(&self.hi.addr, 8), tail] {
-            h = fold(h ^ x, 0x5851_F42D_4C95_7F2D);
-        }
-        h
+        let (a, b) = ((mapped(ip.src), sp), (mapped(ip.dst), dp));
+        let (lo, hi, from_lo) = if a <= b { (a, b, true) } else { (b, a, false) };
+        let hash = hash_parts(lo.0, hi.0, lo.1, hi.1, ip.proto);
+        let ep = |(addr, port): (u128, u16)| Endpoint { addr: addr.to_be_bytes(), port };
+        Some((FlowKey { lo: ep(lo), hi: ep(hi), proto: ip.proto }, from_lo, hash))
     }
 
     /// The key of a flow between `a` and `b`, and whether `a` is the `lo` side.
@@ -127,6 +131,22 @@ impl FlowKey {
         let q = icmp.quoted?;
         Some(FlowKey::new(q.proto, Endpoint::new(q.src, q.sport), Endpoint::new(q.dst, q.dport)))
     }
+}
+
+/// The flow-table hash of a key given as numbers: the key read as five words, each folded in with a
+/// 64×64→128-bit multiply (the mixing step of wyhash / foldhash). Keys come from the network, so the
+/// seed is fixed per process but not guessable from outside: it mixes in the address of a static,
+/// which ASLR randomises.
+#[inline]
+fn hash_parts(lo: u128, hi: u128, lo_port: u16, hi_port: u16, proto: u8) -> u64 {
+    static SEED_ANCHOR: u8 = 0;
+    let seed = (&SEED_ANCHOR as *const u8 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x243F_6A88_85A3_08D3;
+    let tail = u64::from(lo_port) | u64::from(hi_port) << 16 | u64::from(proto) << 32;
+    let mut h = seed;
+    for x in [(lo >> 64) as u64, lo as u64, (hi >> 64) as u64, hi as u64, tail] {
+        h = fold(h ^ x, 0x5851_F42D_4C95_7F2D);
+    }
+    h
 }
 
 /// The folded multiply: the high and low halves of the 128-bit product, xored.
@@ -201,6 +221,25 @@ mod tests {
         let (k2, b_lo) = FlowKey::new(6, b, a);
         assert_eq!(k1, k2);
         assert_ne!(a_lo, b_lo);
+    }
+
+    proptest::proptest! {
+        /// The endpoints order as their bytes do, and the key worked out with its hash agrees with the
+        /// key and hash worked out apart.
+        #[test]
+        fn keys_order_and_hash_consistently(a in proptest::prelude::any::<[u8; 16]>(), b in proptest::prelude::any::<[u8; 16]>(),
+                                            pa in proptest::prelude::any::<u16>(), pb in proptest::prelude::any::<u16>(), v4 in proptest::prelude::any::<bool>()) {
+            let ip = |x: [u8; 16]| if v4 { IpAddr::from([x[0], x[1], x[2], x[3]]) } else { IpAddr::from(x) };
+            let (ea, eb) = (Endpoint::new(ip(a), pa), Endpoint::new(ip(b), pb));
+            proptest::prop_assert_eq!(ea.cmp(&eb), (ea.addr, ea.port).cmp(&(eb.addr, eb.port)));
+            let mut pkt = Packet::default();
+            pkt.ip = Some(pktio::IpInfo { src: ip(a), dst: ip(b), proto: 17, ttl: 64, total_len: 28, frag: None });
+            pkt.l4 = L4::Udp { sport: pa, dport: pb };
+            let (k, lo, h) = FlowKey::of_hashed(&pkt).unwrap();
+            proptest::prop_assert_eq!(Some((k, lo)), FlowKey::of(&pkt));
+            proptest::prop_assert_eq!(h, k.hash64());
+            proptest::prop_assert_eq!(k, FlowKey::new(17, ea, eb).0);
+        }
     }
 
     #[test]

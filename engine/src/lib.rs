@@ -149,7 +149,7 @@ impl Route {
         let receiver =
             if group { None } else { snap.vnic(mac(pkt.dst_mac.0), dst_ip).filter(|i| Some(*i) != sender) };
         let key = if sender.is_some() || receiver.is_some() || group {
-            flow::FlowKey::of(pkt).map(|(k, lo)| (k, lo, k.hash64()))
+            flow::FlowKey::of_hashed(pkt)
         } else {
             None
         };

@@ -338,9 +338,10 @@ impl<'a> InlineBatch<'a> {
         let slot = &mut self.pkts[i];
         match pktio::parse_into(f.link, f.bytes, wire_len, slot) {
             Ok(()) => {
-                let route = Route::of(snap, slot);
-                worker.prefetch_index(snap, &route);
-                self.routes.push(Some(route));
+                self.routes.push(Some(Route::of(snap, slot)));
+                if let Some(Some(route)) = self.routes.last() {
+                    worker.prefetch_index(snap, route);
+                }
             }
             Err(e) => {
                 self.routes.push(None);
@@ -353,9 +354,10 @@ impl<'a> InlineBatch<'a> {
     /// Adds a frame already parsed into the next slot (by [`InlineBatch::slot`]), routing it.
     #[inline]
     fn push_parsed(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>) {
-        let route = Route::of(snap, &self.pkts[self.frames.len()]);
-        worker.prefetch_index(snap, &route);
-        self.routes.push(Some(route));
+        self.routes.push(Some(Route::of(snap, &self.pkts[self.frames.len()])));
+        if let Some(Some(route)) = self.routes.last() {
+            worker.prefetch_index(snap, route);
+        }
         self.frames.push(f);
     }
 
