@@ -492,10 +492,17 @@ impl Worker {
     pub fn prefetch_entries(&mut self, snap: &Snapshot, routes: &mut [Option<Route>]) {
         self.sync(snap);
         for r in routes.iter_mut().flatten() {
-            if let (Some(i), Some((key, _, hash))) = (r.sender.or(r.receiver), &r.key) {
-                if let Some(s) = self.states.get(snap.filters[i].slot) {
-                    r.hint = s.conns.prefetch_entry(key, *hash);
-                }
+            self.prefetch_entry(snap, r);
+        }
+    }
+
+    /// Starts loading the entry of one route's connection (see [`Worker::prefetch_entries`]); the
+    /// worker must be in step with `snap` (it is after [`Worker::prefetch_index`]).
+    #[inline]
+    pub fn prefetch_entry(&self, snap: &Snapshot, r: &mut Route) {
+        if let (Some(i), Some((key, _, hash))) = (r.sender.or(r.receiver), &r.key) {
+            if let Some(s) = self.states.get(snap.filters[i].slot) {
+                r.hint = s.conns.prefetch_entry(key, *hash);
             }
         }
     }

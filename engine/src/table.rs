@@ -118,15 +118,14 @@ impl<V> FlowTable<V> {
     pub fn prefetch_entry(&self, key: &FlowKey, hash: u64) -> Option<usize> {
         let found = self.find(key, hash, false);
         if let Some(pos) = found {
-            // An entry spans two or three cache lines: load each.
-            let p = &self.slots[pos] as *const Option<Entry<V>> as *const u8;
+            // An entry spans two or three cache lines: load each once.
+            let p = &self.slots[pos] as *const Option<Entry<V>> as usize;
             let size = std::mem::size_of::<Option<Entry<V>>>();
-            let mut off = 0;
-            while off < size {
-                prefetch_ptr(p.wrapping_add(off));
-                off += 64;
+            let mut line = p & !63;
+            while line < p + size {
+                prefetch_ptr(line as *const u8);
+                line += 64;
             }
-            prefetch_ptr(p.wrapping_add(size - 1));
             prefetch(&self.expires[pos]);
         }
         found
