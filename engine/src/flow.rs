@@ -232,9 +232,11 @@ mod tests {
             let ip = |x: [u8; 16]| if v4 { IpAddr::from([x[0], x[1], x[2], x[3]]) } else { IpAddr::from(x) };
             let (ea, eb) = (Endpoint::new(ip(a), pa), Endpoint::new(ip(b), pb));
             proptest::prop_assert_eq!(ea.cmp(&eb), (ea.addr, ea.port).cmp(&(eb.addr, eb.port)));
-            let mut pkt = Packet::default();
-            pkt.ip = Some(pktio::IpInfo { src: ip(a), dst: ip(b), proto: 17, ttl: 64, total_len: 28, frag: None });
-            pkt.l4 = L4::Udp { sport: pa, dport: pb };
+            let pkt = Packet {
+                ip: Some(pktio::IpInfo { src: ip(a), dst: ip(b), proto: 17, ttl: 64, total_len: 28, frag: None }),
+                l4: L4::Udp { sport: pa, dport: pb },
+                ..Packet::default()
+            };
             let (k, lo, h) = FlowKey::of_hashed(&pkt).unwrap();
             proptest::prop_assert_eq!(Some((k, lo)), FlowKey::of(&pkt));
             proptest::prop_assert_eq!(h, k.hash64());
