@@ -306,9 +306,6 @@ fn replay_inline(
 /// Frames decided together so their connection-table cache misses overlap.
 const BATCH_INLINE: usize = 32;
 
-/// How many frames ahead of its use a connection entry is requested.
-const ENTRY_AHEAD: usize = 8;
-
 /// Frames parsed in place into reused summary slots and routed as they arrive (starting the load of
 /// each one's connection-index line), then decided together so their cache misses overlap.
 struct InlineBatch<'a> {
@@ -387,19 +384,13 @@ fn run_batch(
     on_event: &mut impl FnMut(Event<'_>),
 ) {
     let snap = Arc::clone(&collect.snap);
-    // Entries are requested a few frames ahead of their use, so the requests in flight stay within
-    // what the CPU can track.
-    let n = batch.routes.len();
-    for r in batch.routes.iter_mut().take(ENTRY_AHEAD).flatten() {
-        worker.prefetch_entry(&snap, r);
-    }
+    // All the batch's entries are requested in one tight loop: the CPU overlaps the index-line reads
+    // that locating them takes (measured faster than requesting each a few frames ahead of its use).
+    worker.prefetch_entries(&snap, &mut batch.routes);
     let mut errors = batch.errors.iter().peekable();
-    for i in 0..n {
-        if let Some(Some(r)) = batch.routes.get_mut(i + ENTRY_AHEAD) {
-            worker.prefetch_entry(&snap, r);
-        }
+    for (i, route) in batch.routes.iter().enumerate() {
         let f = batch.frames[i];
-        match &batch.routes[i] {
+        match route {
             Some(route) => {
                 let outcome = worker.process_routed(&snap, &batch.pkts[i], route, f, collect);
                 summary.outcome(outcome);
@@ -642,14 +633,9 @@ fn flush(
         return;
     }
     let snap = Arc::clone(&collect.snap);
-    for r in batch.routes.iter_mut().take(ENTRY_AHEAD).flatten() {
-        w.prefetch_entry(&snap, r);
-    }
-    for i in 0..batch.routes.len() {
-        if let Some(Some(r)) = batch.routes.get_mut(i + ENTRY_AHEAD) {
-            w.prefetch_entry(&snap, r);
-        }
-        let Some(route) = &batch.routes[i] else { continue };
+    w.prefetch_entries(&snap, &mut batch.routes);
+    for (i, route) in batch.routes.iter().enumerate() {
+        let Some(route) = route else { continue };
         let f = batch.frames[i];
         let outcome = w.process_routed(&snap, &batch.pkts[i], route, f, collect);
         if want_events {
