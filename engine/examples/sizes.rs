@@ -5,5 +5,5 @@ fn main() {
     println!("TcpState {}", size_of::<engine::tcp::TcpState>());
     println!("ProtoState {}", size_of::<engine::conntrack::ProtoState>());
     println!("Conn {}", size_of::<engine::conntrack::Conn>());
-    println!("Option<Entry<Conn>> {} (+ 4 for the expiry beside it)", size_of::<Option<engine::table::Entry<engine::conntrack::Conn>>>());
+    println!("Option<Entry<Conn>> {}", size_of::<Option<engine::table::Entry<engine::conntrack::Conn>>>());
 }

@@ -32,20 +32,14 @@ pub struct Entry<V> {
 /// Expiry marking a free slab position.
 const FREE: u32 = 0;
 
-/// A slab position: the entry and the packet-clock second it expires at ([`FREE`] when empty). The
-/// expiry sits beside the entry so a lookup loads one place, and the sweep walks the slab in order.
-#[derive(Debug, Clone)]
-struct Slot<V> {
-    entry: Option<Entry<V>>,
-    expires: u32,
-}
-
 /// A bounded flow table (see the module doc).
 #[derive(Debug, Clone)]
 pub struct FlowTable<V> {
     /// `0` = empty, else `tag << 32 | (position + 1)`.
     buckets: Vec<u64>,
-    slots: Vec<Slot<V>>,
+    slots: Vec<Option<Entry<V>>>,
+    /// Packet-clock second each slot expires at; [`FREE`] for free slots.
+    expires: Vec<u32>,
     free: Vec<u32>,
     len: usize,
     limit: usize,
@@ -62,6 +56,7 @@ impl<V> FlowTable<V> {
         FlowTable {
             buckets: Vec::new(),
             slots: Vec::new(),
+            expires: Vec::new(),
             free: Vec::new(),
             len: 0,
             limit,
@@ -124,13 +119,14 @@ impl<V> FlowTable<V> {
         let found = self.find(key, hash, false);
         if let Some(pos) = found {
             // An entry spans two or three cache lines: load each once.
-            let p = &self.slots[pos] as *const Slot<V> as usize;
-            let size = std::mem::size_of::<Slot<V>>();
+            let p = &self.slots[pos] as *const Option<Entry<V>> as usize;
+            let size = std::mem::size_of::<Option<Entry<V>>>();
             let mut line = p & !63;
             while line < p + size {
                 prefetch_ptr(line as *const u8);
                 line += 64;
             }
+            prefetch(&self.expires[pos]);
         }
         found
     }
@@ -150,7 +146,7 @@ impl<V> FlowTable<V> {
             }
             if b & 0xffff_ffff_0000_0000 == t {
                 let pos = (b & 0xffff_ffff) as usize - 1;
-                if !verify || self.slots[pos].entry.as_ref().is_some_and(|e| e.key == *key) {
+                if !verify || self.slots[pos].as_ref().is_some_and(|e| e.key == *key) {
                     return Some(pos);
                 }
             }
@@ -169,11 +165,11 @@ impl<V> FlowTable<V> {
         hint: Option<usize>,
     ) -> Option<(&mut Entry<V>, &mut u32)> {
         let pos = match hint {
-            Some(p) if self.slots.get(p).is_some_and(|s| s.entry.as_ref().is_some_and(|e| e.key == *key)) => p,
+            Some(p) if self.slots.get(p).is_some_and(|e| e.as_ref().is_some_and(|e| e.key == *key)) => p,
             _ => self.find(key, hash, true)?,
         };
-        let slot = &mut self.slots[pos];
-        Some((slot.entry.as_mut()?, &mut slot.expires))
+        let e = self.slots[pos].as_mut()?;
+        Some((e, &mut self.expires[pos]))
     }
 
     /// The entry for `key` and its expiry second, if present (expired or not: the caller decides).
@@ -185,8 +181,8 @@ impl<V> FlowTable<V> {
     #[inline]
     pub fn get_mut_hashed(&mut self, key: &FlowKey, hash: u64) -> Option<(&mut Entry<V>, &mut u32)> {
         let pos = self.find(key, hash, true)?;
-        let slot = &mut self.slots[pos];
-        Some((slot.entry.as_mut()?, &mut slot.expires))
+        let e = self.slots[pos].as_mut()?;
+        Some((e, &mut self.expires[pos]))
     }
 
     /// Inserts `key`, which must not be present, expiring at `expires_s`. Fails when the table is full.
@@ -204,8 +200,10 @@ impl<V> FlowTable<V> {
                     // Grow by doubling, but never past the limit: a full table costs what its limit says.
                     let want = (self.slots.capacity() * 2).max(64).min(self.limit.max(1));
                     self.slots.reserve_exact(want.saturating_sub(self.slots.len()));
+                    self.expires.reserve_exact(want.saturating_sub(self.expires.len()));
                 }
-                self.slots.push(Slot { entry: None, expires: FREE });
+                self.slots.push(None);
+                self.expires.push(FREE);
                 self.slots.len() - 1
             }
         };
@@ -213,9 +211,8 @@ impl<V> FlowTable<V> {
         self.place(hash, pos);
         self.len += 1;
         // An expiry of 0 would read as free: entries expire no earlier than second 1.
-        let slot = &mut self.slots[pos];
-        slot.expires = expires_s.max(1);
-        Ok(slot.entry.insert(Entry { key, value }))
+        self.expires[pos] = expires_s.max(1);
+        Ok(self.slots[pos].insert(Entry { key, value }))
     }
 
     fn place(&mut self, hash: u64, pos: usize) {
@@ -235,7 +232,7 @@ impl<V> FlowTable<V> {
         let cap = (self.buckets.len() * 2).max(16).min(self.max_buckets());
         self.buckets = vec![0; cap];
         for pos in 0..self.slots.len() {
-            if let Some(e) = &self.slots[pos].entry {
+            if let Some(e) = &self.slots[pos] {
                 let h = Self::hash(&e.key);
                 self.place(h, pos);
             }
@@ -257,7 +254,7 @@ impl<V> FlowTable<V> {
             }
             if b & 0xffff_ffff_0000_0000 == t {
                 let pos = (b & 0xffff_ffff) as usize - 1;
-                if self.slots[pos].entry.as_ref().is_some_and(|e| e.key == *key) {
+                if self.slots[pos].as_ref().is_some_and(|e| e.key == *key) {
                     break pos;
                 }
             }
@@ -272,7 +269,7 @@ impl<V> FlowTable<V> {
                 break;
             }
             let p = (b & 0xffff_ffff) as usize - 1;
-            let home = self.slots[p].entry.as_ref().map_or(j, |e| self.home(Self::hash(&e.key)));
+            let home = self.slots[p].as_ref().map_or(j, |e| self.home(Self::hash(&e.key)));
             // Move `b` into the hole unless its home lies cyclically in (hole, j].
             let in_range = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
             if !in_range {
@@ -286,9 +283,8 @@ impl<V> FlowTable<V> {
     }
 
     fn take(&mut self, pos: usize) -> Option<Entry<V>> {
-        let slot = &mut self.slots[pos];
-        let e = slot.entry.take()?;
-        slot.expires = FREE;
+        let e = self.slots[pos].take()?;
+        self.expires[pos] = FREE;
         self.free.push(pos as u32);
         self.len -= 1;
         Some(e)
@@ -299,9 +295,9 @@ impl<V> FlowTable<V> {
     #[inline]
     pub fn sweep_due(&mut self, now_s: u32, budget: usize) -> bool {
         let at = self.cursor;
-        match self.slots.get(at..at + budget) {
+        match self.expires.get(at..at + budget) {
             Some(window) => {
-                if window.iter().any(|s| s.expires != FREE && s.expires <= now_s) {
+                if window.iter().any(|&e| e != FREE && e <= now_s) {
                     return true;
                 }
                 self.cursor = at + budget;
@@ -316,16 +312,16 @@ impl<V> FlowTable<V> {
     /// `now_s`, handing each to `expired`. Returns how many were removed.
     pub fn sweep(&mut self, now_s: u32, budget: usize, mut expired: impl FnMut(Entry<V>)) -> usize {
         let mut removed = 0;
-        let n = self.slots.len();
+        let n = self.expires.len();
         for _ in 0..budget.min(n) {
             if self.cursor >= n {
                 self.cursor = 0;
             }
             let pos = self.cursor;
             self.cursor += 1;
-            let exp = self.slots[pos].expires;
+            let exp = self.expires[pos];
             if exp != FREE && exp <= now_s {
-                let key = self.slots[pos].entry.as_ref().map(|e| e.key);
+                let key = self.slots[pos].as_ref().map(|e| e.key);
                 if let Some(e) = key.and_then(|k| self.remove(&k)) {
                     expired(e);
                     removed += 1;
@@ -347,12 +343,13 @@ impl<V> FlowTable<V> {
 
     /// Every entry with its expiry second.
     pub fn iter(&self) -> impl Iterator<Item = (&Entry<V>, u32)> {
-        self.slots.iter().filter_map(|s| s.entry.as_ref().map(|e| (e, s.expires)))
+        self.slots.iter().zip(&self.expires).filter_map(|(s, e)| s.as_ref().map(|s| (s, *e)))
     }
 
     /// Bytes held by the slab, the expiry array and the index (not counting allocator overhead).
     pub fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot<V>>()
+        self.slots.capacity() * std::mem::size_of::<Option<Entry<V>>>()
+            + self.expires.capacity() * 4
             + self.buckets.capacity() * 8
             + self.free.capacity() * 4
     }
