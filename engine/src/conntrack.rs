@@ -105,6 +105,7 @@ impl Conn {
     }
 
     /// Tracks one packet of the connection; on success `expires` moves to the new timer's end.
+    #[inline]
     pub fn track(
         &mut self,
         pkt: &Packet,

@@ -176,11 +176,14 @@ impl FilterState {
     }
 
     /// Removes a few expired connections (TERM lines for logged ones).
-    #[inline]
+    #[inline(always)]
     fn sweep(&mut self, cfg: &FilterConfig, shared: &Shared, now_ns: u64, sink: &mut impl Sink) {
-        if !self.conns.sweep_due(secs(now_ns), SWEEP_BUDGET) {
-            return;
+        if self.conns.sweep_due(secs(now_ns), SWEEP_BUDGET) {
+            self.sweep_expired(cfg, shared, now_ns, sink);
         }
+    }
+
+    fn sweep_expired(&mut self, cfg: &FilterConfig, shared: &Shared, now_ns: u64, sink: &mut impl Sink) {
         let mut gone = None;
         self.conns.sweep(secs(now_ns), SWEEP_BUDGET, |e| gone.get_or_insert_with(Vec::new).push(e));
         if let Some(gone) = gone {
