@@ -265,7 +265,11 @@ fn replay_inline(
     let mut worker = std::mem::replace(engine.worker(), fresh);
     let mut last_ts = 0;
     let mut collect = Collect { snap: engine.snapshot(), events: FrameEvents::default(), keep: want_events };
-    let mut batch = InlineBatch::new();
+    // Two batches in a pipeline: while one is being filled (each frame parsed, routed and its index
+    // line requested), the one filled before it is decided, so index lines have a whole batch's time
+    // to arrive before its entries are located.
+    let mut filling = InlineBatch::new();
+    let mut ready = InlineBatch::new();
     let result = (|| {
         for (n, frame) in capture.frames().enumerate() {
             let frame = frame?;
@@ -276,20 +280,23 @@ fn replay_inline(
                 SwitchPoint::Time(t) => frame.ts_nanos >= t,
             });
             if due {
-                run_batch(&mut worker, &mut batch, &mut collect, summary, want_events, on_event);
+                run_batch(&mut worker, &mut ready, &mut collect, summary, want_events, on_event);
+                run_batch(&mut worker, &mut filling, &mut collect, summary, want_events, on_event);
                 due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, on_event)?;
                 collect.snap = engine.snapshot();
             }
             summary.frames += 1;
             let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
-            batch.push(&mut worker, &collect.snap, f, frame.wire_len);
-            if batch.len() == BATCH_INLINE {
-                run_batch(&mut worker, &mut batch, &mut collect, summary, want_events, on_event);
+            filling.push(&mut worker, &collect.snap, f, frame.wire_len);
+            if filling.len() == BATCH_INLINE {
+                run_batch(&mut worker, &mut ready, &mut collect, summary, want_events, on_event);
+                std::mem::swap(&mut filling, &mut ready);
             }
         }
         Ok::<(), ReplayError>(())
     })();
-    run_batch(&mut worker, &mut batch, &mut collect, summary, want_events, on_event);
+    run_batch(&mut worker, &mut ready, &mut collect, summary, want_events, on_event);
+    run_batch(&mut worker, &mut filling, &mut collect, summary, want_events, on_event);
     let snap = Arc::clone(&collect.snap);
     worker.finish(&snap, last_ts, &mut collect);
     for (_, o) in collect.events.done.drain(..) {
