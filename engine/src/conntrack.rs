@@ -105,7 +105,7 @@ impl Conn {
     }
 
     /// Tracks one packet of the connection; on success `expires` moves to the new timer's end.
-    #[inline]
+    #[inline(always)]
     pub fn track(
         &mut self,
         pkt: &Packet,

@@ -239,7 +239,7 @@ impl FilterState {
     /// counters, housekeeping, sink calls), or `None`, having changed nothing, for every other frame.
     /// `hint` is where the connection's entry probably is ([`crate::table::FlowTable::prefetch_entry`]).
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub fn decide_fast(
         &mut self,
         cfg: &FilterConfig,

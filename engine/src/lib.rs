@@ -408,6 +408,7 @@ impl Worker {
     }
 
     /// [`Worker::process`] with the frame's [`Route`] already worked out (by [`Route::of`]).
+    #[inline(always)]
     pub fn process_routed(
         &mut self,
         snap: &Snapshot,
@@ -435,6 +436,20 @@ impl Worker {
                 }
             }
         }
+        self.process_full(snap, pkt, route, frame, sink)
+    }
+
+    /// Every frame the fast path did not decide: each filter on its path in full, then the held
+    /// fragments this frame released.
+    #[inline(never)]
+    fn process_full(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &Packet,
+        route: &Route,
+        frame: FrameRef<'_>,
+        sink: &mut impl Sink,
+    ) -> FrameOutcome {
         let mut tap = Tap { inner: sink, released: Vec::new() };
         let outcome = self.path(snap, pkt, route, frame, true, &mut tap);
         // Held fragments released by this frame: those passed by their sender's filter go on to the

@@ -381,7 +381,9 @@ impl<'a> InlineBatch<'a> {
     }
 }
 
-/// Decides a batch of parsed frames in order, after prefetching their connection entries.
+/// Decides a batch of parsed frames in order, after prefetching their connection entries. Kept out of
+/// line: one body, called from several places, with the per-frame path inlined into it.
+#[inline(never)]
 fn run_batch(
     worker: &mut Worker,
     batch: &mut InlineBatch<'_>,

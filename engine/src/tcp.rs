@@ -473,7 +473,7 @@ impl TcpState {
     /// tracker makes (a property test holds the two together).
     /// Both ends are still established afterwards (and no RST was ever accepted), so the timer that
     /// applies is [`TcpTimer::Established`].
-    #[inline]
+    #[inline(always)]
     pub fn track_established(&mut self, x: Side, seg: &TcpInfo) -> bool {
         if seg.flags & !tcpflags::PSH != tcpflags::ACK
             || self.pending != Pending::None
