@@ -504,7 +504,9 @@ fn replay_parallel(
                         events: FrameEvents::default(),
                         keep: want_events,
                     };
+                    // Filled and decided in a pipeline, as in the one-worker replay.
                     let mut batch = InlineBatch::new();
+                    let mut ready = InlineBatch::new();
                     let mut out = Done { frames: Vec::new(), malformed: Vec::new() };
                     let mut last_ts = 0;
                     let mut seen = 0u64;
@@ -527,6 +529,7 @@ fn replay_parallel(
                         seen = number;
                         last_ts = frame.ts_nanos;
                         if versions.get(v + 1).is_some_and(|next| number >= next.from) {
+                            flush(&mut w, &mut ready, &mut collect, &mut counts, &mut out, want_events);
                             flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
                             v += 1;
                             collect.snap = Arc::clone(&versions[v].snap);
@@ -561,7 +564,8 @@ fn replay_parallel(
                             FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
                         batch.push_parsed(&mut w, &collect.snap, f);
                         if batch.len() == BATCH_INLINE {
-                            flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
+                            flush(&mut w, &mut ready, &mut collect, &mut counts, &mut out, want_events);
+                            std::mem::swap(&mut batch, &mut ready);
                             if want_events && out.frames.len() >= 256 {
                                 let _ = done_tx.send(std::mem::replace(
                                     &mut out,
@@ -570,6 +574,7 @@ fn replay_parallel(
                             }
                         }
                     }
+                    flush(&mut w, &mut ready, &mut collect, &mut counts, &mut out, want_events);
                     flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
                     let snap = Arc::clone(&collect.snap);
                     w.finish(&snap, last_ts, &mut collect);
@@ -637,6 +642,7 @@ fn owner(h: u64, n: usize) -> usize {
 }
 
 /// Decides a worker's batch in order after prefetching, counting outcomes or keeping events.
+#[inline(never)]
 fn flush(
     w: &mut Worker,
     batch: &mut InlineBatch<'_>,
