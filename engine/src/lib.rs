@@ -140,14 +140,14 @@ impl Route {
     #[inline]
     pub fn of(snap: &Snapshot, pkt: &Packet) -> Route {
         let mac = |m: [u8; 6]| (m != [0; 6]).then_some(m);
-        let (src_ip, dst_ip) = match pkt.ip.as_ref() {
-            Some(ip) => (Some(ip.src), Some(ip.dst)),
-            None => (None, None),
-        };
-        let sender = snap.vnic(mac(pkt.src_mac.0), src_ip);
+        let ip = pkt.ip.as_ref();
+        let sender = snap.vnic_lazy(mac(pkt.src_mac.0), || ip.map(|ip| ip.src));
         let group = pkt.dst_mac.0[0] & 1 == 1;
-        let receiver =
-            if group { None } else { snap.vnic(mac(pkt.dst_mac.0), dst_ip).filter(|i| Some(*i) != sender) };
+        let receiver = if group {
+            None
+        } else {
+            snap.vnic_lazy(mac(pkt.dst_mac.0), || ip.map(|ip| ip.dst)).filter(|i| Some(*i) != sender)
+        };
         let key = if sender.is_some() || receiver.is_some() || group {
             flow::FlowKey::of_hashed(pkt)
         } else {
