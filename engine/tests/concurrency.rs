@@ -38,8 +38,11 @@ fn every_frame_is_decided_wholly_by_one_policy_version_while_another_thread_swap
     let swapper = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
+            // Swaps until the worker is done (bounded in time), so it cannot run out of swaps
+            // before a worker that started late has seen both versions.
             let mut swaps = 0u64;
-            while !stop.load(Ordering::Relaxed) && swaps < 200_000 {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
                 let p = if swaps.is_multiple_of(2) { &v2 } else { &v1 };
                 engine.load(p, 0).unwrap();
                 swaps += 1;
@@ -53,9 +56,10 @@ fn every_frame_is_decided_wholly_by_one_policy_version_while_another_thread_swap
     let pkt = parse_frame(LinkType::Ethernet, &frame, frame.len() as u32).unwrap();
     let (mut old, mut new) = (0, 0);
     // At least 20,000 frames, and on until both versions were seen (the swapper may start late on a
-    // busy machine), within a bound.
+    // busy machine), within a time bound.
     let mut n = 0u64;
-    while n < 20_000 || ((old == 0 || new == 0) && n < 20_000_000) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while n < 20_000 || ((old == 0 || new == 0) && std::time::Instant::now() < until) {
         n += 1;
         // The worker loads the snapshot once per frame, as the live dataplane does.
         let snap = handle.load_full();
