@@ -108,15 +108,23 @@ pub fn tcp_v4(src: &Host, dst: &Host, ip_id: u16, seg: &TcpSeg<'_>) -> Vec<u8> {
 }
 
 /// An Ethernet/IPv4/UDP frame.
-pub fn udp_v4(src: &Host, dst: &Host, ip_id: u16, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+/// A UDP header and `payload`, checksummed with `pseudo` (the IP pseudo-header for `8 + payload.len()`
+/// bytes). A computed zero is sent as 0xffff, since zero means "no checksum" (RFC 768), which IPv6 does
+/// not allow (RFC 8200 §8.1).
+fn udp_datagram(sport: u16, dport: u16, payload: &[u8], pseudo: &[u8]) -> Vec<u8> {
     let mut u = Vec::with_capacity(8 + payload.len());
     u.extend_from_slice(&sport.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());
     u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     u.extend_from_slice(&[0, 0]);
     u.extend_from_slice(payload);
-    let c = checksum(&[&pseudo(src.ip, dst.ip, ipproto::UDP, u.len()), &u]);
+    let c = checksum(&[pseudo, &u]);
     u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    u
+}
+
+pub fn udp_v4(src: &Host, dst: &Host, ip_id: u16, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let u = udp_datagram(sport, dport, payload, &pseudo(src.ip, dst.ip, ipproto::UDP, 8 + payload.len()));
     ethernet(dst.mac, src.mac, ethertype::IPV4, &ipv4(src.ip, dst.ip, ipproto::UDP, ip_id, &u))
 }
 
@@ -166,17 +174,9 @@ pub fn tcp_v6(src: &Host6, dst: &Host6, seg: &TcpSeg<'_>) -> Vec<u8> {
     ethernet(dst.mac, src.mac, ethertype::IPV6, &ipv6(src.ip, dst.ip, ipproto::TCP, &t))
 }
 
-/// An Ethernet/IPv6/UDP frame. Over IPv6 the UDP checksum is mandatory, and a computed zero is sent as
-/// 0xffff (RFC 8200 §8.1).
+/// An Ethernet/IPv6/UDP frame (the checksum is mandatory over IPv6, RFC 8200 §8.1).
 pub fn udp_v6(src: &Host6, dst: &Host6, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::with_capacity(8 + payload.len());
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    let c = checksum(&[&pseudo6(src.ip, dst.ip, ipproto::UDP, u.len()), &u]);
-    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    let u = udp_datagram(sport, dport, payload, &pseudo6(src.ip, dst.ip, ipproto::UDP, 8 + payload.len()));
     ethernet(dst.mac, src.mac, ethertype::IPV6, &ipv6(src.ip, dst.ip, ipproto::UDP, &u))
 }
 
@@ -593,5 +593,16 @@ mod v6_tests {
         let p = parse(&f);
         assert_eq!((p.ip.map(|i| (i.proto, i.total_len)), p.l4), (Some((103, 28)), L4::Other));
         assert_eq!(checksum(&[&f[14..34]]), 0);
+    }
+
+    #[test]
+    fn udp_v4_shares_the_datagram_layout_and_its_checksum_verifies() {
+        let a = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+        let b = Host { mac: [2, 0, 0, 0, 0, 2], ip: Ipv4Addr::new(10, 0, 0, 2) };
+        let f = udp_v4(&a, &b, 5, 5353, 53, b"query");
+        assert_eq!(parse(&f).l4, L4::Udp { sport: 5353, dport: 53 });
+        let u = &f[34..34 + 13];
+        assert_eq!(u16::from_be_bytes([u[4], u[5]]), 13);
+        assert_eq!(checksum(&[&pseudo(a.ip, b.ip, ipproto::UDP, u.len()), u]), 0);
     }
 }
