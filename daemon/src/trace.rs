@@ -418,6 +418,23 @@ filter client { vnic mac 02:00:00:00:00:20 ip 2001:db8:2::5 ip 10.0.0.5; }
     }
 
     #[test]
+    fn an_l2_set_decides_ipv6_by_its_ethertype() {
+        let l2 = |ethertype: &str| {
+            let text = format!(
+                "{V6}ruleset mainrs_L2 {{ rule 1 at 1 inout ethertype {ethertype} from any to any accept; }}"
+            );
+            rules::parse_policy(&text).unwrap()
+        };
+        // Only IPv4 admitted at L2: the IPv6 SYN leaves the client by no rule.
+        let t = trace(&l2("ipv4"), &spec("2001:db8:2::5", "2001:db8:1::10", "tcp", Some(443))).unwrap();
+        assert_eq!(hops(&t), [("client", "out", "drop", None)]);
+        assert_eq!(t.hops[0].reason, "no-match");
+        // IPv6 admitted at L2: the L3 rules decide as before.
+        let t = trace(&l2("ipv6"), &spec("2001:db8:2::5", "2001:db8:1::10", "tcp", Some(443))).unwrap();
+        assert_eq!(hops(&t), [("client", "out", "pass", Some(103)), ("web", "in", "pass", Some(100))]);
+    }
+
+    #[test]
     fn bad_ipv6_tuples_get_a_clear_error() {
         let p = rules::parse_policy(V6).unwrap();
         let err = |s, d, proto, dport| trace(&p, &spec(s, d, proto, dport)).unwrap_err().to_string();
