@@ -1,19 +1,15 @@
 //! The `dfw` commands of issue 7 that need no privileges: `trace`, `replay --write-passed/--write-dropped`,
 //! and `run`'s configuration errors.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
-const DFW: &str = env!("CARGO_BIN_EXE_dfw");
+use common::{scratch, DFW};
 
 fn seed(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-lab").join(file)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dfw-cli-daemon-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d.join(name)
 }
 
 #[test]
@@ -62,8 +58,7 @@ fn trace_v6(policy: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn trace_follows_ipv6_tuples_through_inet6_rules() {
-    let dir = std::env::temp_dir().join(format!("dfw-cli-trace-v6-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = scratch("trace-v6");
     let policy = dir.join("v6.dfw");
     std::fs::write(&policy, V6_POLICY).expect("write policy");
     let tuple = ["--src", "2001:db8:2::5", "--dst", "2001:db8:1::10"];
@@ -101,12 +96,12 @@ fn trace_follows_ipv6_tuples_through_inet6_rules() {
     let out = trace_v6(&policy, &["--src", "10.0.0.5", "--dst", "10.0.0.9", "--proto", "ipv6-icmp"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ICMPv6"), "{out:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn replay_writes_passed_and_dropped_frames_to_pcaps() {
-    let (passed, dropped) = (scratch("passed.pcap"), scratch("dropped.pcap"));
+    let dir = scratch("replay");
+    let (passed, dropped) = (dir.join("passed.pcap"), dir.join("dropped.pcap"));
     let out = Command::new(DFW)
         .args(["replay", "--policy"])
         .arg(seed("v1-policy.dfw"))
@@ -132,21 +127,16 @@ fn replay_writes_passed_and_dropped_frames_to_pcaps() {
         let pkt = pktio::parse_frame(f.link, f.data, f.wire_len).expect("parse");
         assert_eq!(pkt.ports().map(|p| p.1), Some(80), "only SYNs to nginx are dropped");
     }
-    // Only this test's files: the folder is shared with the other tests of this binary, running alongside.
-    let _ = std::fs::remove_file(&passed);
-    let _ = std::fs::remove_file(&dropped);
-    let _ = std::fs::remove_dir(passed.parent().expect("dir")); // the last test out removes it
 }
 
 #[test]
 fn run_reports_a_config_error_with_key_and_line() {
-    let cfg = scratch("bad.toml");
+    let dir = scratch("bad-config");
+    let cfg = dir.join("bad.toml");
     std::fs::write(&cfg, "policy = \"p.dfw\"\n\n[[port]]\nname = \"a\"\ntap = \"t0\"\nvnet = true\n")
         .expect("write");
     let out = Command::new(DFW).args(["run", "--config"]).arg(&cfg).output().expect("run dfw");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("bad.toml:6:") && err.contains("vnet"), "{err}");
-    let _ = std::fs::remove_file(&cfg);
-    let _ = std::fs::remove_dir(cfg.parent().expect("dir"));
 }
