@@ -4,10 +4,10 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::Sender;
@@ -116,6 +116,39 @@ pub fn render(s: &Scrape) -> String {
     o
 }
 
+/// The most request bytes read before answering: far above any scraper's request.
+const MAX_HEAD: usize = 64 * 1024;
+/// How long one client may take to send its request.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads the request head, up to the empty line that ends it (RFC 9112 §2.1; a bare LF ends lines too,
+/// §2.2), at most [`MAX_HEAD`] bytes and [`HEAD_TIMEOUT`]. The request itself does not matter (every
+/// path gets the metrics), but it must be read whole: closing a socket with unread bytes makes the
+/// kernel reset the connection, and the client then loses the answer. Returns the bytes read.
+fn read_head(s: &mut TcpStream) -> usize {
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    while head.len() < MAX_HEAD {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Look for the end where this read could have completed it.
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        let tail = &head[from..];
+        if tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n") {
+            break;
+        }
+    }
+    head.len()
+}
+
 /// Serves `/metrics` (any path, in fact) on `listener` until `stop` turns true.
 pub fn serve(
     listener: TcpListener,
@@ -130,9 +163,7 @@ pub fn serve(
         match listener.accept() {
             Ok((mut s, _)) => {
                 let _ = s.set_nonblocking(false);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf);
+                let _ = read_head(&mut s);
                 let body = match collect(&jobs) {
                     Some(scrape) => render(&scrape),
                     None => format!("dfw_generation {}\n", snapshot.load().generation),
@@ -173,5 +204,34 @@ mod tests {
         );
         assert!(t.contains("dfw_filter_drops_total{filter=\"f\",reason=\"no-match\"} 3"));
         assert!(t.contains("dfw_filter_connections{filter=\"f\"} 2"));
+    }
+
+    /// Sends `parts` from another thread, pausing between them, then closes; returns what `read_head`
+    /// read.
+    fn head_of(parts: Vec<Vec<u8>>) -> usize {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            for p in parts {
+                c.write_all(&p).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (mut s, _) = l.accept().unwrap();
+        let n = read_head(&mut s);
+        client.join().unwrap();
+        n
+    }
+
+    #[test]
+    fn the_whole_request_head_is_read_across_reads() {
+        // A 6 KiB cookie: more than one read, and the end split across two writes.
+        let big = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r", "c".repeat(6000));
+        assert_eq!(head_of(vec![big.as_bytes().to_vec(), b"\n".to_vec()]), big.len() + 1);
+        let bare = b"GET / HTTP/1.0\nHost: x\n\n".to_vec();
+        assert_eq!(head_of(vec![bare.clone()]), bare.len());
+        // A client that goes away mid-request: whatever came.
+        assert_eq!(head_of(vec![b"GET / HT".to_vec()]), 8);
     }
 }

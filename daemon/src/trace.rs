@@ -1,17 +1,17 @@
 //! Traceflow: what happens to the first packet of a connection, filter by filter.
 //!
-//! Like NSX Traceflow, a synthetic first packet (a TCP SYN, a UDP datagram, an ICMP echo request, or a
-//! bare IP packet of another protocol) is built from the tuple and decided by a fresh engine holding
+//! Like NSX Traceflow, a synthetic first packet (a TCP SYN, a UDP datagram, an ICMP or ICMPv6 echo
+//! request, or a bare IPv4 / IPv6 packet of another protocol) is built from the tuple and decided by a fresh engine holding
 //! the policy: out of the sender's filter when the source is a vNIC, then in to the receiver's when the
 //! destination is one. Each hop names the rule that decided (id, position, rule set, text). The live
 //! daemon traces against the policy in force; connection state is not consulted (a first packet never
 //! matches one), and nothing is sent anywhere.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, SocketAddr};
 
 use engine::{Decision, Engine, FilterConfig, FrameRef, Sink, Verdict};
-use pktio::build::{self, Host, TcpSeg};
-use pktio::{tcpflags, LinkType};
+use pktio::build::{self, Host, Host6, TcpSeg};
+use pktio::{ipproto, tcpflags, LinkType};
 use rules::Policy;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,8 @@ pub struct TraceSpec {
     pub src: IpAddr,
     /// Destination address.
     pub dst: IpAddr,
-    /// `tcp`, `udp`, `icmp` or a protocol number.
+    /// `tcp`, `udp`, `icmp` (ICMPv6 for an IPv6 tuple), `ipv6-icmp`, another protocol name of the
+    /// rules language, or a protocol number.
     pub proto: String,
     /// Source port (TCP/UDP; default 49152).
     #[serde(default)]
@@ -75,11 +76,24 @@ pub struct Trace {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TraceError {
     /// The protocol is neither a known name nor a number.
-    #[error("unknown protocol '{0}' (tcp, udp, icmp or a number 0-255)")]
+    #[error("unknown protocol '{0}' (tcp, udp, icmp, ipv6-icmp, sctp, gre, igmp or a number 0-255)")]
     Protocol(String),
-    /// IPv6 tuples are not built yet.
-    #[error("only IPv4 tuples can be traced for now")]
-    Ipv6,
+    /// Source and destination are of different IP versions.
+    #[error("source {src} and destination {dst} are not of the same IP version")]
+    MixedFamily {
+        /// Source address.
+        src: IpAddr,
+        /// Destination address.
+        dst: IpAddr,
+    },
+    /// ICMPv6 named for an IPv4 tuple.
+    #[error("protocol '{0}' is ICMPv6, which an IPv4 packet does not carry (use icmp)")]
+    Icmpv6OverIpv4(String),
+    /// An IPv6 extension-header number where an upper-layer protocol is expected.
+    #[error(
+        "next header {0} is an IPv6 extension header, not an upper-layer protocol: trace the protocol it carries"
+    )]
+    Ipv6Extension(u8),
     /// Ports on a protocol without ports.
     #[error("--sport/--dport apply to tcp and udp only")]
     Ports,
@@ -109,75 +123,95 @@ fn mac_of(policy: &Policy, ip: IpAddr, stand_in: u8) -> [u8; 6] {
         .map_or([0x02, 0, 0, 0, 0, stand_in], |m| m.0)
 }
 
-fn ipv4(ip: IpAddr) -> Result<Ipv4Addr, TraceError> {
-    match ip {
-        IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(TraceError::Ipv6),
-    }
-}
+/// Other spellings of ICMPv6 the rules language accepts beside its canonical `ipv6-icmp` (its own
+/// alias list is private to the parser).
+const ICMPV6_ALIASES: &[&str] = &["icmp6", "icmpv6", "ipv6icmp"];
 
-/// A bare IPv4 packet of protocol `proto` with 8 zero bytes of payload, in an Ethernet frame.
-fn raw_v4(src: &Host, dst: &Host, proto: u8) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
-    f.extend_from_slice(&dst.mac);
-    f.extend_from_slice(&src.mac);
-    f.extend_from_slice(&pktio::ethertype::IPV4.to_be_bytes());
-    let mut h = vec![0x45, 0, 0, 28, 0, 1, 0, 0, 64, proto, 0, 0];
-    h.extend_from_slice(&src.ip.octets());
-    h.extend_from_slice(&dst.ip.octets());
-    let c = build::checksum(&[&h]);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&h);
-    f.extend_from_slice(&[0; 8]);
-    f.resize(f.len().max(60), 0);
-    f
-}
-
-/// Parses a protocol name or number.
+/// Parses a protocol name (as the rules language spells it, case-insensitive) or number.
 pub fn parse_proto(p: &str) -> Result<u8, TraceError> {
-    match p.to_ascii_lowercase().as_str() {
-        "tcp" => Ok(6),
-        "udp" => Ok(17),
-        "icmp" => Ok(1),
-        other => other.parse::<u8>().map_err(|_| TraceError::Protocol(p.to_string())),
+    let w = p.to_ascii_lowercase();
+    if let Some((_, n)) = rules::PROTOCOL_NAMES.iter().find(|(name, _)| *name == w) {
+        return Ok(*n);
     }
+    if ICMPV6_ALIASES.contains(&w.as_str()) {
+        return Ok(ipproto::ICMPV6);
+    }
+    w.parse::<u8>().map_err(|_| TraceError::Protocol(p.to_string()))
+}
+
+/// The protocol number `spec.proto` means for a tuple of this IP version: the name `icmp` is ICMPv6 for
+/// IPv6, a name of ICMPv6 is an error for IPv4, and a number is taken as it is.
+fn proto_for(spec: &TraceSpec, v6: bool) -> Result<u8, TraceError> {
+    let n = parse_proto(&spec.proto)?;
+    let named = spec.proto.parse::<u8>().is_err();
+    match (n, v6) {
+        (ipproto::ICMP, true) if named => Ok(ipproto::ICMPV6),
+        (ipproto::ICMPV6, false) if named => Err(TraceError::Icmpv6OverIpv4(spec.proto.clone())),
+        // The extension headers the parser walks (RFC 8200 §4): a bare one carries no upper layer.
+        (0 | 43 | 44 | 51 | 60, true) => Err(TraceError::Ipv6Extension(n)),
+        _ => Ok(n),
+    }
+}
+
+/// The first packet of the connection and its description.
+fn first_packet(policy: &Policy, spec: &TraceSpec, proto: u8) -> Result<(Vec<u8>, String), TraceError> {
+    let smac = mac_of(policy, spec.src, 0xfe);
+    let dmac = mac_of(policy, spec.dst, 0xff);
+    let sport = spec.sport.unwrap_or(49152);
+    let dport = spec.dport.unwrap_or(if proto == ipproto::TCP { 80 } else { 53 });
+    let (s, d) = (SocketAddr::new(spec.src, sport), SocketAddr::new(spec.dst, dport));
+    let syn = TcpSeg {
+        sport,
+        dport,
+        seq: 1,
+        ack: 0,
+        flags: tcpflags::SYN,
+        window: 64240,
+        mss: Some(1460),
+        payload: &[],
+    };
+    Ok(match (spec.src, spec.dst) {
+        (IpAddr::V4(sip), IpAddr::V4(dip)) => {
+            let (src, dst) = (Host { mac: smac, ip: sip }, Host { mac: dmac, ip: dip });
+            match proto {
+                ipproto::TCP => (build::tcp_v4(&src, &dst, 1, &syn), format!("tcp {s} -> {d} SYN")),
+                ipproto::UDP => {
+                    (build::udp_v4(&src, &dst, 1, sport, dport, &[0; 8]), format!("udp {s} -> {d}"))
+                }
+                ipproto::ICMP => (
+                    build::icmp_echo_v4(&src, &dst, 1, false, 1, 1),
+                    format!("icmp {sip} -> {dip} echo-request"),
+                ),
+                p => (build::raw_v4(&src, &dst, 1, p, &[0; 8]), format!("proto {p} {sip} -> {dip}")),
+            }
+        }
+        (IpAddr::V6(sip), IpAddr::V6(dip)) => {
+            let (src, dst) = (Host6 { mac: smac, ip: sip }, Host6 { mac: dmac, ip: dip });
+            match proto {
+                ipproto::TCP => (build::tcp_v6(&src, &dst, &syn), format!("tcp {s} -> {d} SYN")),
+                ipproto::UDP => (build::udp_v6(&src, &dst, sport, dport, &[0; 8]), format!("udp {s} -> {d}")),
+                ipproto::ICMPV6 => (
+                    build::icmpv6_echo(&src, &dst, false, 1, 1),
+                    format!("ipv6-icmp {sip} -> {dip} echo-request"),
+                ),
+                p => (build::raw_v6(&src, &dst, p, &[0; 8]), format!("proto {p} {sip} -> {dip}")),
+            }
+        }
+        (src, dst) => return Err(TraceError::MixedFamily { src, dst }),
+    })
 }
 
 /// Traces `spec` through the filters of `policy`.
 pub fn trace(policy: &Policy, spec: &TraceSpec) -> Result<Trace, TraceError> {
-    let proto = parse_proto(&spec.proto)?;
-    let has_ports = matches!(proto, 6 | 17);
+    if spec.src.is_ipv6() != spec.dst.is_ipv6() {
+        return Err(TraceError::MixedFamily { src: spec.src, dst: spec.dst });
+    }
+    let proto = proto_for(spec, spec.src.is_ipv6())?;
+    let has_ports = matches!(proto, ipproto::TCP | ipproto::UDP);
     if !has_ports && (spec.sport.is_some() || spec.dport.is_some()) {
         return Err(TraceError::Ports);
     }
-    let src = Host { mac: mac_of(policy, spec.src, 0xfe), ip: ipv4(spec.src)? };
-    let dst = Host { mac: mac_of(policy, spec.dst, 0xff), ip: ipv4(spec.dst)? };
-    let sport = spec.sport.unwrap_or(49152);
-    let dport = spec.dport.unwrap_or(if proto == 6 { 80 } else { 53 });
-    let (frame, packet) = match proto {
-        6 => {
-            let seg = TcpSeg {
-                sport,
-                dport,
-                seq: 1,
-                ack: 0,
-                flags: tcpflags::SYN,
-                window: 64240,
-                mss: Some(1460),
-                payload: &[],
-            };
-            (build::tcp_v4(&src, &dst, 1, &seg), format!("tcp {}:{sport} -> {}:{dport} SYN", src.ip, dst.ip))
-        }
-        17 => (
-            build::udp_v4(&src, &dst, 1, sport, dport, &[0; 8]),
-            format!("udp {}:{sport} -> {}:{dport}", src.ip, dst.ip),
-        ),
-        1 => (
-            build::icmp_echo_v4(&src, &dst, 1, false, 1, 1),
-            format!("icmp {} -> {} echo-request", src.ip, dst.ip),
-        ),
-        p => (raw_v4(&src, &dst, p), format!("proto {p} {} -> {}", src.ip, dst.ip)),
-    };
+    let (frame, packet) = first_packet(policy, spec, proto)?;
     let mut engine = Engine::new(policy)?;
     // Malformed is impossible for frames built here; an error would only mean no filter is crossed.
     let Ok(pkt) = pktio::parse_frame(LinkType::Ethernet, &frame, frame.len() as u32) else {
@@ -297,8 +331,124 @@ mod tests {
         assert_eq!(t.hops.len(), 1);
         assert!(trace(&p, &spec("10.0.0.1", "10.0.0.2", "bogus", None)).is_err());
         assert!(trace(&p, &spec("10.0.0.1", "10.0.0.2", "icmp", Some(1))).is_err());
-        assert!(trace(&p, &spec("::1", "::2", "tcp", None)).is_err());
+        assert!(matches!(
+            trace(&p, &spec("10.0.0.1", "::2", "tcp", None)),
+            Err(TraceError::MixedFamily { .. })
+        ));
         let t = trace(&p, &spec("10.0.0.9", "10.0.0.8", "47", None)).unwrap();
         assert!(t.hops.is_empty() && t.verdict == "pass");
+    }
+
+    /// Two IPv6 vNICs (the client also has an IPv4 address), IPv6 address sets, `inet6` rules, and an
+    /// `inet` rule that only IPv4 meets.
+    const V6: &str = "
+addrset web6 { ip 2001:db8:1::10, ip 2001:db8:1::11, }
+addrset clients6 { ip 2001:db8:2::/64, }
+ruleset mainrs {
+  rule 100 at 1 in inet6 protocol tcp from addrset clients6 to addrset web6 port 443 accept;
+  rule 101 at 2 in inet6 protocol ipv6-icmp icmptype 128 from any to addrset web6 accept;
+  rule 102 at 3 in inet6 protocol udp from any to addrset web6 port 53 reject;
+  rule 103 at 4 out inet6 protocol any from any to any accept;
+  rule 104 at 5 out inet protocol any from any to any drop;
+  rule 2 at 6 inout protocol any from any to any drop;
+}
+filter web { vnic mac 02:00:00:00:00:10 ip 2001:db8:1::10; }
+filter client { vnic mac 02:00:00:00:00:20 ip 2001:db8:2::5 ip 10.0.0.5; }
+";
+
+    /// (filter, dir, verdict, rule id) of each hop.
+    fn hops(t: &Trace) -> Vec<(&str, &str, &str, Option<u32>)> {
+        t.hops
+            .iter()
+            .map(|h| (h.filter.as_str(), h.dir.as_str(), h.verdict.as_str(), h.rule.as_ref().map(|r| r.id)))
+            .collect()
+    }
+
+    #[test]
+    fn ipv6_tcp_syn_passes_by_the_inet6_rule_and_its_address_sets() {
+        let p = rules::parse_policy(V6).unwrap();
+        let t = trace(&p, &spec("2001:db8:2::5", "2001:db8:1::10", "tcp", Some(443))).unwrap();
+        assert_eq!(t.packet, "tcp [2001:db8:2::5]:49152 -> [2001:db8:1::10]:443 SYN");
+        assert_eq!(hops(&t), [("client", "out", "pass", Some(103)), ("web", "in", "pass", Some(100))]);
+        assert_eq!(t.verdict, "pass");
+        let r = t.hops[1].rule.as_ref().unwrap();
+        assert_eq!((r.position, r.ruleset.as_str()), (1, "mainrs"));
+        assert!(r.text.contains("in inet6 protocol tcp from addrset clients6"), "{}", r.text);
+        // Another port, or a source outside clients6 (and no vNIC: no out hop), falls to rule 2.
+        let t = trace(&p, &spec("2001:db8:2::5", "2001:db8:1::10", "tcp", Some(80))).unwrap();
+        assert_eq!(hops(&t), [("client", "out", "pass", Some(103)), ("web", "in", "drop", Some(2))]);
+        assert_eq!(t.verdict, "drop");
+        let t = trace(&p, &spec("2001:db8:3::1", "2001:db8:1::10", "tcp", Some(443))).unwrap();
+        assert_eq!(hops(&t), [("web", "in", "drop", Some(2))]);
+        assert!(t.text().ends_with("verdict: drop\n"), "{}", t.text());
+    }
+
+    #[test]
+    fn icmp_means_icmpv6_echo_for_an_ipv6_tuple_in_every_spelling() {
+        let p = rules::parse_policy(V6).unwrap();
+        for proto in ["icmp", "ICMP", "ipv6-icmp", "icmpv6", "icmp6", "ipv6icmp", "58"] {
+            let t = trace(&p, &spec("2001:db8:3::1", "2001:db8:1::10", proto, None)).unwrap();
+            assert_eq!(t.packet, "ipv6-icmp 2001:db8:3::1 -> 2001:db8:1::10 echo-request", "{proto}");
+            assert_eq!(hops(&t), [("web", "in", "pass", Some(101))], "{proto}");
+        }
+        // Protocol number 1 is taken as written: ICMP (for IPv4) inside IPv6 is no echo request here.
+        let t = trace(&p, &spec("2001:db8:3::1", "2001:db8:1::10", "1", None)).unwrap();
+        assert_eq!((t.packet.as_str(), hops(&t)[0].3), ("proto 1 2001:db8:3::1 -> 2001:db8:1::10", Some(2)));
+    }
+
+    #[test]
+    fn ipv6_udp_is_rejected_and_a_bare_packet_falls_through() {
+        let p = rules::parse_policy(V6).unwrap();
+        let t = trace(&p, &spec("2001:db8:2::5", "2001:db8:1::10", "udp", None)).unwrap();
+        assert_eq!(t.packet, "udp [2001:db8:2::5]:49152 -> [2001:db8:1::10]:53");
+        assert_eq!(hops(&t), [("client", "out", "pass", Some(103)), ("web", "in", "reject", Some(102))]);
+        assert_eq!(t.verdict, "reject");
+        let t = trace(&p, &spec("2001:db8:2::5", "2001:db8:1::10", "gre", None)).unwrap();
+        assert_eq!(t.packet, "proto 47 2001:db8:2::5 -> 2001:db8:1::10");
+        assert_eq!(hops(&t), [("client", "out", "pass", Some(103)), ("web", "in", "drop", Some(2))]);
+    }
+
+    #[test]
+    fn the_same_vnic_over_ipv4_meets_the_inet_rule_not_the_inet6_one() {
+        let p = rules::parse_policy(V6).unwrap();
+        let t = trace(&p, &spec("10.0.0.5", "10.0.0.9", "tcp", Some(443))).unwrap();
+        assert_eq!(hops(&t), [("client", "out", "drop", Some(104))]);
+        let t = trace(&p, &spec("2001:db8:2::5", "2001:db8:9::9", "tcp", Some(443))).unwrap();
+        assert_eq!(hops(&t), [("client", "out", "pass", Some(103))]);
+    }
+
+    #[test]
+    fn an_l2_set_decides_ipv6_by_its_ethertype() {
+        let l2 = |ethertype: &str| {
+            let text = format!(
+                "{V6}ruleset mainrs_L2 {{ rule 1 at 1 inout ethertype {ethertype} from any to any accept; }}"
+            );
+            rules::parse_policy(&text).unwrap()
+        };
+        // Only IPv4 admitted at L2: the IPv6 SYN leaves the client by no rule.
+        let t = trace(&l2("ipv4"), &spec("2001:db8:2::5", "2001:db8:1::10", "tcp", Some(443))).unwrap();
+        assert_eq!(hops(&t), [("client", "out", "drop", None)]);
+        assert_eq!(t.hops[0].reason, "no-match");
+        // IPv6 admitted at L2: the L3 rules decide as before.
+        let t = trace(&l2("ipv6"), &spec("2001:db8:2::5", "2001:db8:1::10", "tcp", Some(443))).unwrap();
+        assert_eq!(hops(&t), [("client", "out", "pass", Some(103)), ("web", "in", "pass", Some(100))]);
+    }
+
+    #[test]
+    fn bad_ipv6_tuples_get_a_clear_error() {
+        let p = rules::parse_policy(V6).unwrap();
+        let err = |s, d, proto, dport| trace(&p, &spec(s, d, proto, dport)).unwrap_err().to_string();
+        assert_eq!(
+            err("10.0.0.5", "2001:db8:1::10", "tcp", None),
+            "source 10.0.0.5 and destination 2001:db8:1::10 are not of the same IP version"
+        );
+        assert!(err("2001:db8:1::10", "10.0.0.5", "udp", None).contains("not of the same IP version"));
+        assert!(err("10.0.0.5", "10.0.0.9", "ipv6-icmp", None).contains("ICMPv6, which an IPv4 packet"));
+        assert!(err("10.0.0.5", "10.0.0.9", "icmpv6", None).contains("(use icmp)"));
+        for ext in ["0", "43", "44", "51", "60"] {
+            assert!(err("2001:db8:2::5", "2001:db8:1::10", ext, None).contains("extension header"), "{ext}");
+        }
+        assert_eq!(err("2001:db8:2::5", "2001:db8:1::10", "icmp", Some(7)), TraceError::Ports.to_string());
+        assert!(err("2001:db8:2::5", "2001:db8:1::10", "icmp7", None).starts_with("unknown protocol 'icmp7'"));
     }
 }

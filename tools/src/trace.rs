@@ -10,13 +10,14 @@ use daemon::trace::TraceSpec;
 /// The tuple to trace (shared by `dfw trace` and `dfw ctl trace`).
 #[derive(clap::Args, Clone)]
 pub struct TupleArgs {
-    /// Source address.
+    /// Source address (IPv4 or IPv6).
     #[arg(long)]
     pub src: IpAddr,
-    /// Destination address.
+    /// Destination address, of the same IP version as the source.
     #[arg(long)]
     pub dst: IpAddr,
-    /// Protocol: tcp, udp, icmp or a number.
+    /// Protocol: tcp, udp, icmp (ICMPv6 for IPv6 addresses), ipv6-icmp, another name of the rules
+    /// language, or a number.
     #[arg(long)]
     pub proto: String,
     /// Source port (tcp/udp; default 49152).
