@@ -129,8 +129,7 @@ pub fn run(cfg: &DaemonConfig, stop: Arc<AtomicBool>) -> Result<(), DaemonError>
         tracing::info!(port = %pc.name, kind = pc.kind.as_str(), iface = %pc.iface, netns = ?pc.netns, "port open");
         ports.push(p);
     }
-    let listener = control::bind(&cfg.control)
-        .map_err(|source| DaemonError::Control { path: cfg.control.clone(), source })?;
+    // Metrics first: a failure there must not leave a control socket behind.
     let metrics = match &cfg.metrics {
         None => None,
         Some(addr) => Some(
@@ -138,6 +137,8 @@ pub fn run(cfg: &DaemonConfig, stop: Arc<AtomicBool>) -> Result<(), DaemonError>
                 .map_err(|source| DaemonError::Metrics { addr: addr.clone(), source })?,
         ),
     };
+    let listener = control::bind(&cfg.control)
+        .map_err(|source| DaemonError::Control { path: cfg.control.clone(), source })?;
     let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
     let snapshot = engine.snapshot_handle();
     let worker = engine.new_worker();

@@ -142,7 +142,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dfw: {e:#}");
+            eprintln!("dfw: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
@@ -299,4 +299,33 @@ fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode> {
         }
     }
     Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// An error and its causes, joined with ": ", leaving out a cause whose text the message already
+/// carries (library errors often print their source themselves).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn error_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let repeated = anyhow::Error::new(io).context("metrics listener 127.0.0.1:1: Address already in use");
+        assert_eq!(error_chain(&repeated), "metrics listener 127.0.0.1:1: Address already in use");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let plain = anyhow::Error::new(io).context("reading p.dfw");
+        assert_eq!(error_chain(&plain), "reading p.dfw: No such file or directory");
+    }
 }
