@@ -70,7 +70,7 @@ impl FilterCounters {
 
     /// [`FilterCounters::count_raw`] for a frame passed by the connection table (state established,
     /// reason `state`) on the connection `rule` admitted.
-    #[inline]
+    #[inline(always)]
     pub fn count_tracked(&mut self, dir: Direction, family: usize, rule: u32, len: u64) {
         self.verdicts[family][usize::from(dir == Direction::Out)][0] += 1;
         self.reasons[Reason::State.index()] += 1;

@@ -148,14 +148,21 @@ struct Collect {
     keep: bool,
 }
 
+impl Collect {
+    #[inline(never)]
+    fn keep_decision(&mut self, d: &Decision, filter: &FilterConfig) {
+        let cfg = self.snap.filters.get(d.filter).filter(|f| f.slot == filter.slot).cloned();
+        if let Some(cfg) = cfg {
+            self.events.decisions.push((*d, cfg));
+        }
+    }
+}
+
 impl Sink for Collect {
-    #[inline]
+    #[inline(always)]
     fn decision(&mut self, d: &Decision, filter: &FilterConfig) {
         if self.keep {
-            let cfg = self.snap.filters.get(d.filter).filter(|f| f.slot == filter.slot).cloned();
-            if let Some(cfg) = cfg {
-                self.events.decisions.push((*d, cfg));
-            }
+            self.keep_decision(d, filter);
         }
     }
     fn log(&mut self, rec: LogRecord) {
