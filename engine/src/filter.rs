@@ -178,7 +178,20 @@ impl FilterState {
     /// Removes a few expired connections (TERM lines for logged ones).
     #[inline(always)]
     fn sweep(&mut self, cfg: &FilterConfig, shared: &Shared, now_ns: u64, sink: &mut impl Sink) {
-        if self.conns.sweep_due(secs(now_ns), SWEEP_BUDGET) {
+        self.sweep_at(cfg, shared, now_ns, secs(now_ns), sink);
+    }
+
+    /// [`FilterState::sweep`] with the packet-clock second (`secs(now_ns)`) already worked out.
+    #[inline(always)]
+    fn sweep_at(
+        &mut self,
+        cfg: &FilterConfig,
+        shared: &Shared,
+        now_ns: u64,
+        now_s: u32,
+        sink: &mut impl Sink,
+    ) {
+        if self.conns.sweep_due(now_s, SWEEP_BUDGET) {
             self.sweep_expired(cfg, shared, now_ns, sink);
         }
     }
@@ -260,8 +273,9 @@ impl FilterState {
         if ip.frag.is_some() {
             return None;
         }
-        let &(key, from_lo, hash) = key?;
-        let (entry, expires) = self.conns.get_mut_hinted(&key, hash, hint)?;
+        let (key, from_lo, hash) = key?;
+        let (from_lo, hash) = (*from_lo, *hash);
+        let (entry, expires) = self.conns.get_mut_hinted(key, hash, hint)?;
         let conn = &mut entry.value;
         let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
         if *expires <= now_s || stale || conn.logged {
@@ -285,7 +299,7 @@ impl FilterState {
         };
         // The sweep comes after the lookup here (before it on the full path): it only removes
         // expired entries, and this one is live, so the order changes nothing.
-        self.sweep(cfg, shared, frame.now_ns, sink);
+        self.sweep_at(cfg, shared, frame.now_ns, now_s, sink);
         let family = usize::from(ip.src.is_ipv6());
         match d.rule {
             Some(RuleRef { l2: false, id }) if d.verdict == Verdict::Pass => {
