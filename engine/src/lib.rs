@@ -430,8 +430,10 @@ impl Worker {
                 let cfg = &snap.filters[i];
                 let key = route.key.as_ref();
                 let state = &mut self.states[cfg.slot];
-                let hint = if route.sender.or(route.receiver) == Some(i) { route.hint } else { None };
-                if let Some(d) = state.decide_fast(cfg, i, &self.shared, pkt, key, hint, dir, frame, sink) {
+                // The hint is the entry's place in this filter's table (the route's only filter).
+                if let Some(d) =
+                    state.decide_fast(cfg, i, &self.shared, pkt, key, route.hint, dir, frame, sink)
+                {
                     return if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed };
                 }
             }
