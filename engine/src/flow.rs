@@ -83,6 +83,17 @@ impl FlowKey {
     /// [`FlowKey::of`] with the key's [`FlowKey::hash64`], worked out together.
     #[inline]
     pub fn of_hashed(pkt: &Packet) -> Option<(FlowKey, bool, u64)> {
+        let (lo, hi, from_lo, proto) = Self::ordered(pkt)?;
+        let hash = hash_parts(lo.0, hi.0, lo.1, hi.1, proto);
+        let ep = |(addr, port): (u128, u16)| Endpoint { addr: addr.to_be_bytes(), port };
+        Some((FlowKey { lo: ep(lo), hi: ep(hi), proto }, from_lo, hash))
+    }
+
+    /// The endpoints of `pkt` as (address number, port), smaller first, whether the source is the
+    /// smaller, and the protocol. ICMP echo request/reply use the identifier as both ports; other ICMP
+    /// and portless protocols use 0.
+    #[inline]
+    fn ordered(pkt: &Packet) -> Option<((u128, u16), (u128, u16), bool, u8)> {
         let ip = pkt.ip.as_ref()?;
         let (sp, dp) = match pkt.l4 {
             L4::Tcp(t) => (t.sport, t.dport),
@@ -91,10 +102,7 @@ impl FlowKey {
             _ => (0, 0),
         };
         let (a, b) = ((mapped(ip.src), sp), (mapped(ip.dst), dp));
-        let (lo, hi, from_lo) = if a <= b { (a, b, true) } else { (b, a, false) };
-        let hash = hash_parts(lo.0, hi.0, lo.1, hi.1, ip.proto);
-        let ep = |(addr, port): (u128, u16)| Endpoint { addr: addr.to_be_bytes(), port };
-        Some((FlowKey { lo: ep(lo), hi: ep(hi), proto: ip.proto }, from_lo, hash))
+        Some(if a <= b { (a, b, true, ip.proto) } else { (b, a, false, ip.proto) })
     }
 
     /// The key of a flow between `a` and `b`, and whether `a` is the `lo` side.
@@ -111,17 +119,9 @@ impl FlowKey {
     /// request/reply use the identifier as both ports; other ICMP and portless protocols use 0.
     #[inline]
     pub fn of(pkt: &Packet) -> Option<(FlowKey, bool)> {
-        let ip = pkt.ip.as_ref()?;
-        let (sp, dp) = match pkt.l4 {
-            L4::Tcp(t) => (t.sport, t.dport),
-            L4::Udp { sport, dport } | L4::Sctp { sport, dport } => (sport, dport),
-            L4::Icmp(i) => i.echo_id.map_or((0, 0), |id| (id, id)),
-            _ => (0, 0),
-        };
-        let (a, b) = ((mapped(ip.src), sp), (mapped(ip.dst), dp));
-        let (lo, hi, from_lo) = if a <= b { (a, b, true) } else { (b, a, false) };
+        let (lo, hi, from_lo, proto) = Self::ordered(pkt)?;
         let ep = |(addr, port): (u128, u16)| Endpoint { addr: addr.to_be_bytes(), port };
-        Some((FlowKey { lo: ep(lo), hi: ep(hi), proto: ip.proto }, from_lo))
+        Some((FlowKey { lo: ep(lo), hi: ep(hi), proto }, from_lo))
     }
 
     /// The key of the connection an ICMP error quotes, and whether the quoted datagram's source (the
