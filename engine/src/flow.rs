@@ -61,6 +61,9 @@ fn mapped(ip: IpAddr) -> u128 {
     }
 }
 
+/// An endpoint as (address number, port), ordered as [`Endpoint`]s are.
+type Numbered = (u128, u16);
+
 /// A connection's key, the same for both directions: the endpoints in a fixed order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -93,7 +96,7 @@ impl FlowKey {
     /// smaller, and the protocol. ICMP echo request/reply use the identifier as both ports; other ICMP
     /// and portless protocols use 0.
     #[inline]
-    fn ordered(pkt: &Packet) -> Option<((u128, u16), (u128, u16), bool, u8)> {
+    fn ordered(pkt: &Packet) -> Option<(Numbered, Numbered, bool, u8)> {
         let ip = pkt.ip.as_ref()?;
         let (sp, dp) = match pkt.l4 {
             L4::Tcp(t) => (t.sport, t.dport),
