@@ -428,6 +428,21 @@ struct RuleIndex {
     /// Sets given at build that no rule refers to.
     unused: AHashSet<String>,
     uses_sets: bool,
+    /// The CPU has AVX2, POPCNT, BMI1 and BMI2: lookups run the code compiled for them.
+    avx2: bool,
+}
+
+/// Whether this CPU runs the AVX2 build of the lookups.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("popcnt")
+            && is_x86_feature_detected!("bmi1")
+            && is_x86_feature_detected!("bmi2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 impl RuleIndex {
@@ -608,12 +623,31 @@ impl RuleIndex {
             set_ids,
             unused,
             uses_sets,
+            avx2: has_avx2(),
         };
         Ok((index, SetTable::new(members)))
     }
 
     #[inline]
     fn first_match(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is set only when the CPU running this process has AVX2, POPCNT, BMI1 and
+            // BMI2 (checked at build), which is all `first_match_avx2` requires.
+            return unsafe { self.first_match_avx2(key, sets) };
+        }
+        self.first_match_impl(key, sets)
+    }
+
+    /// [`RuleIndex::first_match_impl`] compiled for AVX2 (eight-lane node compares, POPCNT).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
+    unsafe fn first_match_avx2(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
+        self.first_match_impl(key, sets)
+    }
+
+    #[inline(always)]
+    fn first_match_impl(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
         let v6 = key.src.is_ipv6();
         let rank = if v6 != key.dst.is_ipv6() {
             self.first_mixed(key, sets)
@@ -623,7 +657,7 @@ impl RuleIndex {
         (rank != NONE).then(|| self.order[rank as usize] as usize)
     }
 
-    #[inline]
+    #[inline(always)]
     fn first_rank(&self, key: &L3Key, v6: bool, sets: Option<&SetTable>) -> u32 {
         let view = &self.view_data[self.views[usize::from(key.dir == Direction::Out) * 2 + usize::from(v6)]];
         let k = point(key);
@@ -659,6 +693,28 @@ impl RuleIndex {
 
     /// `out[i] = first_match(keys[i])` for a batch: keys of one view walk its shared trees in lockstep.
     fn first_match_batch(&self, keys: &[L3Key], sets: Option<&SetTable>, out: &mut [Option<usize>]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: as in `first_match`: the features were detected on this CPU.
+            return unsafe { self.first_match_batch_avx2(keys, sets, out) };
+        }
+        self.first_match_batch_impl(keys, sets, out)
+    }
+
+    /// [`RuleIndex::first_match_batch_impl`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
+    unsafe fn first_match_batch_avx2(
+        &self,
+        keys: &[L3Key],
+        sets: Option<&SetTable>,
+        out: &mut [Option<usize>],
+    ) {
+        self.first_match_batch_impl(keys, sets, out)
+    }
+
+    #[inline(always)]
+    fn first_match_batch_impl(&self, keys: &[L3Key], sets: Option<&SetTable>, out: &mut [Option<usize>]) {
         for (keys, out) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
             let n = keys.len().min(out.len());
             let first = &keys[0];
@@ -669,7 +725,7 @@ impl RuleIndex {
                 keys.iter().all(|k| self.views[view_of(k)] == vi && k.src.is_ipv6() == k.dst.is_ipv6());
             if !uniform {
                 for (k, o) in keys.iter().zip(out.iter_mut()) {
-                    *o = self.first_match(k, sets);
+                    *o = self.first_match_impl(k, sets);
                 }
                 continue;
             }

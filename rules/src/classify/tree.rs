@@ -286,7 +286,7 @@ impl Arena {
 
     /// The smallest rank below `best` in `tree` whose box contains `k` and whose check (if any)
     /// passes; `best` when there is none.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, tree: Tree, k: &Key, best: u32, check: &mut impl FnMut(u32) -> bool) -> u32 {
         if tree.min_rank >= best {
             return best;
@@ -328,7 +328,7 @@ impl Arena {
     /// [`Arena::lookup`] for up to [`BATCH`] keys at once: the walks down the tree advance in
     /// lockstep, so the memory latency of one key's next node overlaps the others'. `check` gets the
     /// key's position in `ks` and the check index.
-    #[inline]
+    #[inline(always)]
     pub fn lookup_batch(
         &self,
         tree: Tree,
@@ -364,7 +364,7 @@ impl Arena {
     /// [`Arena::lookup`] for up to [`BATCH`] (tree, key) pairs at once, walked in lockstep: pair
     /// `(t, j)` looks up key `ks[j]` in tree `t` and lowers `best[j]`. Pairs run in order, so a
     /// later pair of the same key is pruned by what an earlier one found only at its scan.
-    #[inline]
+    #[inline(always)]
     pub fn lookup_pairs(
         &self,
         work: &[(Tree, usize)],
