@@ -361,44 +361,6 @@ impl Arena {
         }
     }
 
-    /// [`Arena::lookup`] for up to [`BATCH`] (tree, key) pairs at once, walked in lockstep: pair
-    /// `(t, j)` looks up key `ks[j]` in tree `t` and lowers `best[j]`. Pairs run in order, so a
-    /// later pair of the same key is pruned by what an earlier one found only at its scan.
-    #[inline(always)]
-    pub fn lookup_pairs(
-        &self,
-        work: &[(Tree, usize)],
-        ks: &[Key],
-        best: &mut [u32],
-        check: &mut impl FnMut(usize, u32) -> bool,
-    ) {
-        let n = work.len().min(BATCH);
-        let mut cur = [LEAF; BATCH];
-        for (c, &(t, j)) in cur.iter_mut().zip(&work[..n]) {
-            if t.min_rank < best[j] {
-                *c = t.root;
-            }
-        }
-        loop {
-            let mut inner = false;
-            for i in 0..n {
-                if cur[i] & LEAF == 0 {
-                    let c = self.step(cur[i], &ks[work[i].1]);
-                    self.prefetch_ref(c);
-                    cur[i] = c;
-                    inner = true;
-                }
-            }
-            if !inner {
-                break;
-            }
-        }
-        for i in 0..n {
-            let j = work[i].1;
-            best[j] = self.scan(cur[i], &ks[j], best[j], &mut |c| check(j, c));
-        }
-    }
-
     /// Starts loading what reference `c` points to: a node, or a leaf's first entries.
     #[inline(always)]
     fn prefetch_ref(&self, c: u32) {
