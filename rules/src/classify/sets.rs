@@ -72,7 +72,7 @@ struct Addr {
 impl Addr {
     fn hash(&self) -> u64 {
         let x = (self.net as u64) ^ ((self.net >> 64) as u64).rotate_left(17) ^ u64::from(self.v6);
-        x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        x.wrapping_mul(HASH_MUL)
     }
 
     /// Which shard: the top 12 bits of the hash.
@@ -88,6 +88,8 @@ impl Addr {
 }
 
 const FANOUT: usize = 64;
+/// Multiplier of the address hash.
+const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Address bits (from the top of the family's width) that pick an interval bucket.
 const BUCKET_BITS: u32 = 12;
 /// One shard's addresses and their set ids, before the shard is built.
@@ -479,10 +481,51 @@ impl SetTable {
 
     #[inline]
     pub fn members(&self, ip: IpAddr) -> Members<'_> {
+        if let IpAddr::V4(v4) = ip {
+            return self.members_v4(u32::from(v4));
+        }
         let a = addr_of(ip);
         let index = &self.prefixes.index[usize::from(a.v6)];
         let prefix = if index.starts.is_empty() { &[][..] } else { index.ids(a.net) };
         Members { exact: self.exact_ids(&a), prefix }
+    }
+
+    /// [`SetTable::members`] of an IPv4 address: one hash, 32-bit compares.
+    #[inline]
+    fn members_v4(&self, a: u32) -> Members<'_> {
+        let index = &self.prefixes.index[0];
+        let prefix = if index.starts.is_empty() { &[][..] } else { index.ids(u128::from(a)) };
+        // `Addr::hash` of an IPv4 address.
+        let h = u64::from(a).wrapping_mul(HASH_MUL);
+        let exact = match self.mids.get((h >> 58) as usize).and_then(|m| m.get(((h >> 52) & 63) as usize)) {
+            Some(Shard { data: Some(data), mask }) => {
+                let mask = *mask as usize;
+                let mut i = (h >> 20) as usize & mask;
+                let mut found: &[u32] = &[];
+                // Never full: an empty slot ends every probe sequence.
+                for _ in 0..=mask {
+                    let Some(&[k, v]) = data.get(2 * i..2 * i + 2) else { break };
+                    if v == 0 {
+                        break;
+                    }
+                    if k == a && v & V6 == 0 {
+                        let at = (v & START_MASK) as usize;
+                        let len = (v >> LEN_SHIFT) as usize;
+                        found = if len == LEN_POOL as usize {
+                            let n = data.get(at).copied().unwrap_or(0) as usize;
+                            data.get(at + 1..at + 1 + n).unwrap_or(&[])
+                        } else {
+                            data.get(at..at + len).unwrap_or(&[])
+                        };
+                        break;
+                    }
+                    i = (i + 1) & mask;
+                }
+                found
+            }
+            _ => &[],
+        };
+        Members { exact, prefix }
     }
 
     /// The next version: this one with `changes` applied in order. Adding a present member or removing
