@@ -28,8 +28,8 @@
 //!    cannot beat the answer found so far.
 //! 4. **Batches.** [`Classifier::first_match_batch`] sorts up to 64 keys by the view they visit, then
 //!    walks up to 16 keys of one view down a tree in lockstep, so their cache misses overlap (rte_acl
-//!    does the same with SIMD over its batch), prefetching each key's next node or leaf as soon as it
-//!    is known. Views with address sets take one key at a time: their per-set trees are small, most
+//!    does the same with SIMD over its batch); when the trees take more than 4 MiB, each key also
+//!    prefetches its next node or leaf as soon as it is known. Views with address sets take one key at a time: their per-set trees are small, most
 //!    are pruned by rank, and the compact member table stays in cache, so lockstep walks there cost
 //!    more instructions than they save.
 //!
