@@ -129,6 +129,32 @@ pub(super) struct Params {
     pub max_entries: usize,
 }
 
+/// `#{t in thr : v > t}` for a node's sorted thresholds: two vector compares. As the thresholds are
+/// sorted, the lanes where `v > t` come first, so the count is the number of trailing ones.
+#[inline(always)]
+fn child_index(thr: &[u32; FANOUT], v: u32) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; the two unaligned loads read the eight `u32` of `thr`.
+        let m = unsafe {
+            // Unsigned compares as signed ones, both sides offset by 2^31.
+            let bias = _mm_set1_epi32(i32::MIN);
+            let x = _mm_xor_si128(_mm_set1_epi32(v as i32), bias);
+            let p = thr.as_ptr().cast::<__m128i>();
+            let lo = _mm_xor_si128(_mm_loadu_si128(p), bias);
+            let hi = _mm_xor_si128(_mm_loadu_si128(p.add(1)), bias);
+            _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(x, lo)))
+                | _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(x, hi))) << 4
+        };
+        (!(m as u32)).trailing_zeros() as usize
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        thr.iter().filter(|&&t| v > t).count()
+    }
+}
+
 /// The child of a node with thresholds `thr` that value `v` goes to.
 fn child_of(thr: &[u32], v: u32) -> usize {
     thr.iter().filter(|&&t| v > t).count()
@@ -268,6 +294,7 @@ impl Arena {
         assert!(at as u32 <= NODE_MASK, "too many tree nodes");
         let mut t = [u32::MAX; FANOUT];
         t[..thr.len()].copy_from_slice(&thr);
+        debug_assert!(t.windows(2).all(|w| w[0] <= w[1]), "thresholds must be sorted (see child_index)");
         self.nodes.push(Node { thr: t, kids: [NONE; FANOUT] });
         let mut refs = [self.empty_leaf(); FANOUT];
         for (j, k) in kids.into_iter().enumerate() {
@@ -309,12 +336,7 @@ impl Arena {
     fn step(&self, c: u32, k: &Key) -> u32 {
         let n = &self.nodes[(c & NODE_MASK) as usize];
         let v = k[(c >> DIM_SHIFT) as usize & 7];
-        // Eight independent compares (the compiler turns them into two vector compares).
-        let mut i = 0u32;
-        for t in n.thr {
-            i += u32::from(v > t);
-        }
-        n.kids[i as usize & (FANOUT - 1)]
+        n.kids[child_index(&n.thr, v) & (FANOUT - 1)]
     }
 
     /// The first entry of leaf `c` that matches, if its rank is below `best`.
