@@ -346,7 +346,7 @@ impl Intervals {
         out
     }
 
-    #[inline]
+    #[inline(always)]
     fn ids(&self, a: u128) -> &[u32] {
         // Starts below `a`'s bucket are all <= a; starts past it are all > a.
         if a < self.base {
@@ -407,8 +407,10 @@ pub(super) struct SetTable {
 /// The sets holding one address: ids found by its exact address, and by prefixes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Members<'a> {
-    exact: &'a [u32],
-    prefix: &'a [u32],
+    /// Ids found by the exact address.
+    pub exact: &'a [u32],
+    /// Ids found by prefixes (may repeat `exact` ones).
+    pub prefix: &'a [u32],
 }
 
 impl Members<'_> {
@@ -419,12 +421,6 @@ impl Members<'_> {
     #[inline]
     pub fn contains(&self, id: u32) -> bool {
         self.exact.contains(&id) || self.prefix.contains(&id)
-    }
-
-    /// Every set id holding the address (an id may repeat).
-    #[inline]
-    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.exact.iter().chain(self.prefix).copied()
     }
 }
 
@@ -479,7 +475,7 @@ impl SetTable {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn members(&self, ip: IpAddr) -> Members<'_> {
         if let IpAddr::V4(v4) = ip {
             return self.members_v4(u32::from(v4));
@@ -491,7 +487,7 @@ impl SetTable {
     }
 
     /// [`SetTable::members`] of an IPv4 address: one hash, 32-bit compares.
-    #[inline]
+    #[inline(always)]
     fn members_v4(&self, a: u32) -> Members<'_> {
         let index = &self.prefixes.index[0];
         let prefix = if index.starts.is_empty() { &[][..] } else { index.ids(u128::from(a)) };
