@@ -368,33 +368,30 @@ impl Arena {
         if best[..n].iter().all(|&b| tree.min_rank >= b) {
             return;
         }
-        // Keys still walking, compacted after every level (without branches), so a level costs one
-        // step per walking key rather than one test per key of the batch.
         let mut cur = [LEAF; BATCH];
-        let mut walking = [0u8; BATCH];
-        let mut w = 0;
         for j in 0..n {
             if tree.min_rank < best[j] {
                 cur[j] = tree.root;
-                walking[w] = j as u8;
-                w += usize::from(tree.root & LEAF == 0);
             }
         }
-        while w > 0 {
-            let mut still = 0;
-            for i in 0..w {
-                let j = usize::from(walking[i]) & (BATCH - 1);
-                let c = self.step(cur[j], &ks[j]);
-                // The scans run once every walk is done: start loading the leaf (or node) now.
-                // Large trees only: when they fit in the core's cache the hints cost more than they save.
-                if self.prefetch {
-                    self.prefetch_ref(c);
+        loop {
+            let mut inner = false;
+            for j in 0..n {
+                if cur[j] & LEAF == 0 {
+                    let c = self.step(cur[j], &ks[j]);
+                    // The scans run once every walk is done: start loading the leaf (or node) now.
+                    // Large trees only: when they fit in the core's cache the hints cost more than
+                    // they save.
+                    if self.prefetch {
+                        self.prefetch_ref(c);
+                    }
+                    cur[j] = c;
+                    inner = true;
                 }
-                cur[j] = c;
-                walking[still] = j as u8;
-                still += usize::from(c & LEAF == 0);
             }
-            w = still;
+            if !inner {
+                break;
+            }
         }
         for j in 0..n {
             best[j] = self.scan(cur[j], &ks[j], best[j], &mut |c| check(j, c));
