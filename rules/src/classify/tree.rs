@@ -374,14 +374,43 @@ impl Arena {
                 cur[j] = tree.root;
             }
         }
+        if self.prefetch || self.nodes.is_empty() {
+            self.walk_prefetching(&mut cur, ks, n);
+        } else {
+            // Cache-resident trees: every key steps at every level, a key already at its leaf
+            // stepping through node 0 and keeping its leaf, so no branch depends on where each
+            // key's walk ends.
+            loop {
+                let mut inner = 0;
+                for j in 0..n {
+                    let c = cur[j];
+                    let at_leaf = c & LEAF != 0;
+                    let node = if at_leaf { 0 } else { c };
+                    let next = self.step(node, &ks[j]);
+                    let c = if at_leaf { c } else { next };
+                    cur[j] = c;
+                    inner |= !c & LEAF;
+                }
+                if inner == 0 {
+                    break;
+                }
+            }
+        }
+        for j in 0..n {
+            best[j] = self.scan(cur[j], &ks[j], best[j], &mut |c| check(j, c));
+        }
+    }
+
+    /// The lockstep walks of [`Arena::lookup_batch`] that skip keys already at their leaf and, on large
+    /// trees, prefetch each key's next node or leaf.
+    #[inline(always)]
+    fn walk_prefetching(&self, cur: &mut [u32; BATCH], ks: &[Key], n: usize) {
         loop {
             let mut inner = false;
             for j in 0..n {
                 if cur[j] & LEAF == 0 {
                     let c = self.step(cur[j], &ks[j]);
                     // The scans run once every walk is done: start loading the leaf (or node) now.
-                    // Large trees only: when they fit in the core's cache the hints cost more than
-                    // they save.
                     if self.prefetch {
                         self.prefetch_ref(c);
                     }
@@ -392,9 +421,6 @@ impl Arena {
             if !inner {
                 break;
             }
-        }
-        for j in 0..n {
-            best[j] = self.scan(cur[j], &ks[j], best[j], &mut |c| check(j, c));
         }
     }
 
