@@ -28,8 +28,8 @@
 //!    cannot beat the answer found so far.
 //! 4. **Batches.** [`Classifier::first_match_batch`] sorts up to 64 keys by the view they visit, then
 //!    walks up to 16 keys of one view down a tree in lockstep, so their cache misses overlap (rte_acl
-//!    does the same with SIMD over its batch); when the trees take more than 4 MiB, each key also
-//!    prefetches its next node or leaf as soon as it is known. Views with address sets, and views
+//!    does the same with SIMD over its batch). Up to 32 MiB of trees every key steps at every level
+//!    without branches; beyond, each key prefetches its next node or leaf as soon as it is known. Views with address sets, and views
 //!    with several cache-resident shared trees, take one key at a time: their trees are small or
 //!    cached, later walks are often pruned by rank, and lockstep walks there cost more instructions
 //!    than they save.
