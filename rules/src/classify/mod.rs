@@ -29,10 +29,9 @@
 //! 4. **Batches.** [`Classifier::first_match_batch`] sorts up to 64 keys by the view they visit, then
 //!    walks up to 16 keys of one view down a tree in lockstep, so their cache misses overlap (rte_acl
 //!    does the same with SIMD over its batch). Up to 32 MiB of trees every key steps at every level
-//!    without branches; beyond, each key prefetches its next node or leaf as soon as it is known. Views with address sets, and views
-//!    with several cache-resident shared trees, take one key at a time: their trees are small or
-//!    cached, later walks are often pruned by rank, and lockstep walks there cost more instructions
-//!    than they save.
+//!    without branches; beyond, each key prefetches its next node or leaf as soon as it is known.
+//!    Views with address sets take one key at a time: their per-set trees are small, most are
+//!    pruned by rank, and lockstep walks there cost more instructions than they save.
 //!
 //! Layout: a node is one cache line of eight thresholds (compared as one vector) and eight child
 //! references; the node's dimension rides in the reference to it, and a leaf reference carries the
@@ -756,11 +755,9 @@ impl RuleIndex {
         out: &mut [Option<usize>],
     ) {
         let Some(view) = self.view_data.get(vi) else { return };
-        if view.sets || (view.rest.len() > 1 && !self.arena.prefetches()) {
+        if view.sets {
             // Per-set trees are small and most are pruned by rank: one key at a time costs fewer
-            // instructions than the lockstep walks here (the member table stays in cache). The same
-            // holds for several cache-resident shared trees (CutSplit parts), where a key's later
-            // walks are often pruned by what its earlier ones found.
+            // instructions than the lockstep walks here (the member table stays in cache).
             for &i in idx {
                 out[usize::from(i)] = self.first_match_impl(&keys[usize::from(i)], sets);
             }

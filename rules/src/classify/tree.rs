@@ -441,11 +441,6 @@ impl Arena {
         }
     }
 
-    /// Whether batch walks prefetch (the trees are larger than a core's cache).
-    pub fn prefetches(&self) -> bool {
-        self.prefetch
-    }
-
     /// Sizes to roll back to.
     pub fn mark(&self) -> [usize; 3] {
         [self.nodes.len(), self.leaves.len(), self.entries.len()]
