@@ -26,16 +26,17 @@
 //!    rules too much, the rules are split as CutSplit does (specific destination / specific source /
 //!    neither) and each part gets its own tree. Every tree knows its best rank and is skipped when it
 //!    cannot beat the answer found so far.
-//! 4. **Batches.** [`Classifier::first_match_batch`] walks up to 16 keys down a tree in lockstep, so
-//!    their cache misses overlap (rte_acl does the same with SIMD over its batch), prefetching each
-//!    key's next node or leaf as soon as it is known. With address sets, the batch first issues all
-//!    its keys' membership hash probes, then walks the shared trees in lockstep, then the per-set
-//!    trees the keys belong to, 16 (tree, key) pairs at a time.
+//! 4. **Batches.** [`Classifier::first_match_batch`] sorts up to 64 keys by the view they visit, then
+//!    walks up to 16 keys of one view down a tree in lockstep, so their cache misses overlap (rte_acl
+//!    does the same with SIMD over its batch). Up to 32 MiB of trees every key steps at every level
+//!    without branches; beyond, each key prefetches its next node or leaf as soon as it is known.
+//!    Views with address sets take one key at a time: their per-set trees are small, most are
+//!    pruned by rank, and lockstep walks there cost more instructions than they save.
 //!
 //! Layout: a node is one cache line of eight thresholds (compared as one vector) and eight child
 //! references; the node's dimension rides in the reference to it, and a leaf reference carries the
 //! leaf's entry range itself, so a walk touches only nodes and then the leaf's entries. Prefix
-//! members are found by a binary search within a bucket picked by the address's top 12 bits.
+//! members are found by a search within one of 4,096 buckets spread over the span the prefixes cover.
 //!
 //! Why this mix: decision trees give the shortest lookups on ClassBench-like sets (a few predictable
 //! compares per level, far fewer memory touches than tuple-space probes, and no full-rebuild-only
@@ -83,6 +84,8 @@ use crate::model::*;
 use sets::{Change, MemberKey, Members, SetTable};
 use tree::{Arena, Entry, Key, Params, Tree, BATCH, DOMAIN_HI, NONE};
 
+/// Keys sorted by view at a time in a batch lookup.
+const GROUP: usize = 64;
 /// Leaf size of the decision trees.
 const BINTH: usize = 8;
 /// Entries beyond which tree nodes stop splitting (48 bytes each: 192 MiB).
@@ -428,6 +431,21 @@ struct RuleIndex {
     /// Sets given at build that no rule refers to.
     unused: AHashSet<String>,
     uses_sets: bool,
+    /// The CPU has AVX2, POPCNT, BMI1 and BMI2: lookups run the code compiled for them.
+    avx2: bool,
+}
+
+/// Whether this CPU runs the AVX2 build of the lookups.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("popcnt")
+            && is_x86_feature_detected!("bmi1")
+            && is_x86_feature_detected!("bmi2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 impl RuleIndex {
@@ -608,12 +626,31 @@ impl RuleIndex {
             set_ids,
             unused,
             uses_sets,
+            avx2: has_avx2(),
         };
         Ok((index, SetTable::new(members)))
     }
 
     #[inline]
     fn first_match(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is set only when the CPU running this process has AVX2, POPCNT, BMI1 and
+            // BMI2 (checked at build), which is all `first_match_avx2` requires.
+            return unsafe { self.first_match_avx2(key, sets) };
+        }
+        self.first_match_impl(key, sets)
+    }
+
+    /// [`RuleIndex::first_match_impl`] compiled for AVX2 (eight-lane node compares, POPCNT).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
+    unsafe fn first_match_avx2(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
+        self.first_match_impl(key, sets)
+    }
+
+    #[inline(always)]
+    fn first_match_impl(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
         let v6 = key.src.is_ipv6();
         let rank = if v6 != key.dst.is_ipv6() {
             self.first_mixed(key, sets)
@@ -623,7 +660,7 @@ impl RuleIndex {
         (rank != NONE).then(|| self.order[rank as usize] as usize)
     }
 
-    #[inline]
+    #[inline(always)]
     fn first_rank(&self, key: &L3Key, v6: bool, sets: Option<&SetTable>) -> u32 {
         let view = &self.view_data[self.views[usize::from(key.dir == Direction::Out) * 2 + usize::from(v6)]];
         let k = point(key);
@@ -640,17 +677,16 @@ impl RuleIndex {
         for &t in &view.rest {
             best = self.arena.lookup(t, &k, best, &mut check);
         }
-        if !view.by_dst.is_empty() {
-            for id in md.iter() {
-                if let Some(&t) = view.by_dst.get(id as usize) {
-                    best = self.arena.lookup(t, &k, best, &mut check);
-                }
+        // Plain loops over the two id lists (chained iterators cost more here).
+        for (trees, m) in [(&view.by_dst, &md), (&view.by_src, &ms)] {
+            if trees.is_empty() {
+                continue;
             }
-        }
-        if !view.by_src.is_empty() {
-            for id in ms.iter() {
-                if let Some(&t) = view.by_src.get(id as usize) {
-                    best = self.arena.lookup(t, &k, best, &mut check);
+            for ids in [m.exact, m.prefix] {
+                for &id in ids {
+                    if let Some(&t) = trees.get(id as usize) {
+                        best = self.arena.lookup(t, &k, best, &mut check);
+                    }
                 }
             }
         }
@@ -659,69 +695,90 @@ impl RuleIndex {
 
     /// `out[i] = first_match(keys[i])` for a batch: keys of one view walk its shared trees in lockstep.
     fn first_match_batch(&self, keys: &[L3Key], sets: Option<&SetTable>, out: &mut [Option<usize>]) {
-        for (keys, out) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
-            let n = keys.len().min(out.len());
-            let first = &keys[0];
-            let view_of = |k: &L3Key| usize::from(k.dir == Direction::Out) * 2 + usize::from(k.src.is_ipv6());
-            let vi = self.views[view_of(first)];
-            let view = &self.view_data[vi];
-            let uniform =
-                keys.iter().all(|k| self.views[view_of(k)] == vi && k.src.is_ipv6() == k.dst.is_ipv6());
-            if !uniform {
-                for (k, o) in keys.iter().zip(out.iter_mut()) {
-                    *o = self.first_match(k, sets);
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: as in `first_match`: the features were detected on this CPU.
+            return unsafe { self.first_match_batch_avx2(keys, sets, out) };
+        }
+        self.first_match_batch_impl(keys, sets, out)
+    }
+
+    /// [`RuleIndex::first_match_batch_impl`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
+    unsafe fn first_match_batch_avx2(
+        &self,
+        keys: &[L3Key],
+        sets: Option<&SetTable>,
+        out: &mut [Option<usize>],
+    ) {
+        self.first_match_batch_impl(keys, sets, out)
+    }
+
+    #[inline(always)]
+    fn first_match_batch_impl(&self, keys: &[L3Key], sets: Option<&SetTable>, out: &mut [Option<usize>]) {
+        let n = keys.len().min(out.len());
+        let view_of = |k: &L3Key| usize::from(k.dir == Direction::Out) * 2 + usize::from(k.src.is_ipv6());
+        for base in (0..n).step_by(GROUP) {
+            let end = (base + GROUP).min(n);
+            let (keys, out) = (&keys[base..end], &mut out[base..end]);
+            // Sort the keys by the view they visit (traffic mixes directions and families), so that
+            // each group walks one view's trees in lockstep.
+            let mut group = [[0u8; GROUP]; 4];
+            let mut len = [0usize; 4];
+            for (i, k) in keys.iter().enumerate() {
+                if k.src.is_ipv6() != k.dst.is_ipv6() {
+                    out[i] = self.first_match_impl(k, sets);
+                    continue;
                 }
-                continue;
+                let v = self.views[view_of(k)];
+                group[v][len[v]] = i as u8;
+                len[v] += 1;
             }
-            // Membership first: start every key's two hash probes, then take the answers, so the
-            // probes' cache misses overlap instead of following one another.
-            let mut ms = [Members::NONE; BATCH];
-            let mut md = [Members::NONE; BATCH];
-            let table = sets.filter(|_| view.sets);
-            if let Some(t) = table {
-                for k in &keys[..n] {
-                    t.prefetch(k.src);
-                    t.prefetch(k.dst);
-                }
-                for j in 0..n {
-                    ms[j] = t.members(keys[j].src);
-                    md[j] = t.members(keys[j].dst);
+            for (v, g) in group.iter().enumerate() {
+                for idx in g[..len[v]].chunks(BATCH) {
+                    self.batch_view(v, keys, idx, sets, out);
                 }
             }
-            let mut pts = [[0u32; 8]; BATCH];
-            for (p, k) in pts.iter_mut().zip(keys) {
-                *p = point(k);
+        }
+    }
+
+    /// Lookups of `keys[i]` for the (at most [`BATCH`]) `i` in `idx`, all keys of view `vi` with
+    /// addresses of one family, into `out[i]`.
+    #[inline(always)]
+    fn batch_view(
+        &self,
+        vi: usize,
+        keys: &[L3Key],
+        idx: &[u8],
+        sets: Option<&SetTable>,
+        out: &mut [Option<usize>],
+    ) {
+        let Some(view) = self.view_data.get(vi) else { return };
+        if view.sets {
+            // Per-set trees are small and most are pruned by rank: one key at a time costs fewer
+            // instructions than the lockstep walks here (the member table stays in cache).
+            for &i in idx {
+                out[usize::from(i)] = self.first_match_impl(&keys[usize::from(i)], sets);
             }
-            let mut best = [NONE; BATCH];
-            let mut check = |j: usize, c: u32| self.checks[c as usize].matches(&keys[j], &ms[j], &md[j]);
-            for &t in &view.rest {
-                self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
-            }
-            if table.is_some() {
-                // The trees of the sets each key belongs to, walked BATCH (tree, key) pairs at a time
-                // (any order: every lookup keeps the best).
-                let mut work = [(Tree::EMPTY, 0usize); BATCH];
-                let mut w = 0;
-                for j in 0..n {
-                    let dst = md[j].iter().filter_map(|id| view.by_dst.get(id as usize));
-                    let src = ms[j].iter().filter_map(|id| view.by_src.get(id as usize));
-                    for &t in dst.chain(src) {
-                        if t.min_rank == NONE {
-                            continue;
-                        }
-                        work[w] = (t, j);
-                        w += 1;
-                        if w == BATCH {
-                            self.arena.lookup_pairs(&work, &pts[..n], &mut best[..n], &mut check);
-                            w = 0;
-                        }
-                    }
-                }
-                self.arena.lookup_pairs(&work[..w], &pts[..n], &mut best[..n], &mut check);
-            }
-            for (o, &b) in out.iter_mut().zip(&best[..n]) {
-                *o = (b != NONE).then(|| self.order[b as usize] as usize);
-            }
+            return;
+        }
+        let n = idx.len().min(BATCH);
+        let key = |j: usize| &keys[usize::from(idx[j])];
+        let mut pts = [[0u32; 8]; BATCH];
+        for (j, p) in pts[..n].iter_mut().enumerate() {
+            *p = point(key(j));
+        }
+        let mut best = [NONE; BATCH];
+        // No rule of this view refers to a set: checks need no members.
+        let mut check =
+            |j: usize, c: u32| self.checks[c as usize].matches(key(j), &Members::NONE, &Members::NONE);
+        for &t in &view.rest {
+            self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
+        }
+        for j in 0..n {
+            let b = best[j];
+            out[usize::from(idx[j])] = (b != NONE).then(|| self.order[b as usize] as usize);
         }
     }
 
