@@ -58,11 +58,24 @@ pub trait Sink {
 pub struct NullSink;
 impl Sink for NullSink {}
 
+/// A value on cache lines of its own: workers write it from different cores, and the fields read on
+/// every frame must not sit on the line those writes keep moving between them.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct OwnLine<T>(pub T);
+
+impl<T> std::ops::Deref for OwnLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Engine-wide connection accounting shared by all workers (touched on insert and remove only).
 #[derive(Debug)]
 pub struct Shared {
     /// Connections tracked across all filters and workers.
-    pub total: AtomicUsize,
+    pub total: OwnLine<AtomicUsize>,
     /// Most connections across all filters.
     pub max_total: usize,
     /// Whether workers may take the in-place fast paths for tracked frames (on unless switched off

@@ -208,7 +208,7 @@ impl Engine {
         let mut slots = HashMap::new();
         let snap = Snapshot::build(policy, None, &Snapshot::default(), &mut slots, 0)?;
         let shared = Arc::new(Shared {
-            total: AtomicUsize::new(0),
+            total: filter::OwnLine(AtomicUsize::new(0)),
             max_total,
             fast_paths: std::sync::atomic::AtomicBool::new(true),
         });

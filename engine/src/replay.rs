@@ -536,8 +536,24 @@ fn replay_parallel(
                         seen = number;
                         last_ts = frame.ts_nanos;
                         if versions.get(v + 1).is_some_and(|next| number >= next.from) {
-                            flush(&mut w, &mut ready, &mut collect, &mut counts, &mut out, want_events);
-                            flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
+                            flush(
+                                &mut w,
+                                &mut ready,
+                                &versions[v].snap,
+                                &mut collect,
+                                &mut counts,
+                                &mut out,
+                                want_events,
+                            );
+                            flush(
+                                &mut w,
+                                &mut batch,
+                                &versions[v].snap,
+                                &mut collect,
+                                &mut counts,
+                                &mut out,
+                                want_events,
+                            );
                             v += 1;
                             collect.snap = Arc::clone(&versions[v].snap);
                         }
@@ -569,9 +585,17 @@ fn replay_parallel(
                         }
                         let f =
                             FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
-                        batch.push_parsed(&mut w, &collect.snap, f);
+                        batch.push_parsed(&mut w, &versions[v].snap, f);
                         if batch.len() == BATCH_INLINE {
-                            flush(&mut w, &mut ready, &mut collect, &mut counts, &mut out, want_events);
+                            flush(
+                                &mut w,
+                                &mut ready,
+                                &versions[v].snap,
+                                &mut collect,
+                                &mut counts,
+                                &mut out,
+                                want_events,
+                            );
                             std::mem::swap(&mut batch, &mut ready);
                             if want_events && out.frames.len() >= 256 {
                                 let _ = done_tx.send(std::mem::replace(
@@ -581,8 +605,24 @@ fn replay_parallel(
                             }
                         }
                     }
-                    flush(&mut w, &mut ready, &mut collect, &mut counts, &mut out, want_events);
-                    flush(&mut w, &mut batch, &mut collect, &mut counts, &mut out, want_events);
+                    flush(
+                        &mut w,
+                        &mut ready,
+                        &versions[v].snap,
+                        &mut collect,
+                        &mut counts,
+                        &mut out,
+                        want_events,
+                    );
+                    flush(
+                        &mut w,
+                        &mut batch,
+                        &versions[v].snap,
+                        &mut collect,
+                        &mut counts,
+                        &mut out,
+                        want_events,
+                    );
                     let snap = Arc::clone(&collect.snap);
                     w.finish(&snap, last_ts, &mut collect);
                     for (_, o) in collect.events.done.drain(..) {
@@ -653,6 +693,7 @@ fn owner(h: u64, n: usize) -> usize {
 fn flush(
     w: &mut Worker,
     batch: &mut InlineBatch<'_>,
+    snap: &Snapshot,
     collect: &mut Collect,
     counts: &mut ReplaySummary,
     out: &mut Done,
@@ -661,12 +702,11 @@ fn flush(
     if batch.len() == 0 {
         return;
     }
-    let snap = Arc::clone(&collect.snap);
-    w.prefetch_entries(&snap, &mut batch.routes);
+    w.prefetch_entries(snap, &mut batch.routes);
     for (i, route) in batch.routes.iter().enumerate() {
         let Some(route) = route else { continue };
         let f = batch.frames[i];
-        let outcome = w.process_routed(&snap, &batch.pkts[i], route, f, collect);
+        let outcome = w.process_routed(snap, &batch.pkts[i], route, f, collect);
         if want_events {
             out.frames.push((f.number, outcome, std::mem::take(&mut collect.events)));
         } else {
