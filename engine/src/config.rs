@@ -204,15 +204,10 @@ fn mac_word(m: [u8; 6]) -> u64 {
 }
 
 impl Snapshot {
-    /// The filter guarding the vNIC with this MAC (when the frame has one) or else this IP.
+    /// The filter guarding the vNIC with this MAC (when the frame has one) or else this IP, which is
+    /// asked for only when the MAC does not settle it.
     #[inline]
-    pub fn vnic(&self, mac: Option<[u8; 6]>, ip: Option<IpAddr>) -> Option<usize> {
-        self.vnic_lazy(mac, || ip)
-    }
-
-    /// [`Snapshot::vnic`] asking for the IP only when the MAC does not settle it.
-    #[inline]
-    pub fn vnic_lazy(&self, mac: Option<[u8; 6]>, ip: impl FnOnce() -> Option<IpAddr>) -> Option<usize> {
+    pub fn vnic(&self, mac: Option<[u8; 6]>, ip: impl FnOnce() -> Option<IpAddr>) -> Option<usize> {
         // The usual case in line: a few vNICs, all known by MAC.
         if let (Some(m), true) = (mac, self.by_mac.len() <= SMALL && self.by_ip.is_empty()) {
             let w = mac_word(m);

@@ -141,12 +141,12 @@ impl Route {
     pub fn of(snap: &Snapshot, pkt: &Packet) -> Route {
         let mac = |m: [u8; 6]| (m != [0; 6]).then_some(m);
         let ip = pkt.ip.as_ref();
-        let sender = snap.vnic_lazy(mac(pkt.src_mac.0), || ip.map(|ip| ip.src));
+        let sender = snap.vnic(mac(pkt.src_mac.0), || ip.map(|ip| ip.src));
         let group = pkt.dst_mac.0[0] & 1 == 1;
         let receiver = if group {
             None
         } else {
-            snap.vnic_lazy(mac(pkt.dst_mac.0), || ip.map(|ip| ip.dst)).filter(|i| Some(*i) != sender)
+            snap.vnic(mac(pkt.dst_mac.0), || ip.map(|ip| ip.dst)).filter(|i| Some(*i) != sender)
         };
         let key = if sender.is_some() || receiver.is_some() || group {
             flow::FlowKey::of_hashed(pkt)
@@ -482,18 +482,9 @@ impl Worker {
         outcome
     }
 
-    /// Starts loading the connection-table lines the frames of a batch will need, so their cache misses
-    /// overlap instead of each stalling its frame (call before processing the batch): first every
-    /// frame's index line, then (those having had time to arrive) every frame's entry.
-    pub fn prefetch(&mut self, snap: &Snapshot, routes: &mut [Option<Route>]) {
-        for r in routes.iter().flatten() {
-            self.prefetch_index(snap, r);
-        }
-        self.prefetch_entries(snap, routes);
-    }
-
-    /// Starts loading the index line of `route`'s connection (the first half of [`Worker::prefetch`],
-    /// for callers that route frames one by one and can start it earlier).
+    /// Starts loading the index line of `route`'s connection, as soon as the frame is routed; the
+    /// entry follows once the line has had time to arrive ([`Worker::prefetch_entries`]). Together
+    /// they let a batch's cache misses overlap instead of each stalling its frame.
     #[inline]
     pub fn prefetch_index(&mut self, snap: &Snapshot, route: &Route) {
         self.sync(snap);
@@ -513,10 +504,9 @@ impl Worker {
         }
     }
 
-    /// Starts loading the entry of one route's connection (see [`Worker::prefetch_entries`]); the
-    /// worker must be in step with `snap` (it is after [`Worker::prefetch_index`]).
+    /// Starts loading the entry of one route's connection and remembers where it is.
     #[inline]
-    pub fn prefetch_entry(&self, snap: &Snapshot, r: &mut Route) {
+    fn prefetch_entry(&self, snap: &Snapshot, r: &mut Route) {
         if let (Some(i), Some((key, _, hash))) = (r.sender.or(r.receiver), &r.key) {
             if let Some(s) = self.states.get(snap.filters[i].slot) {
                 r.hint = s.conns.prefetch_entry(key, *hash);

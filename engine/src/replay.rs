@@ -272,11 +272,7 @@ fn replay_inline(
     let mut worker = std::mem::replace(engine.worker(), fresh);
     let mut last_ts = 0;
     let mut collect = Collect { snap: engine.snapshot(), events: FrameEvents::default(), keep: want_events };
-    // Two batches in a pipeline: while one is being filled (each frame parsed, routed and its index
-    // line requested), the one filled before it is decided, so index lines have a whole batch's time
-    // to arrive before its entries are located.
-    let mut filling = InlineBatch::new();
-    let mut ready = InlineBatch::new();
+    let mut pipe = Pipeline::new();
     let result = (|| {
         for (n, frame) in capture.frames().enumerate() {
             let frame = frame?;
@@ -287,23 +283,18 @@ fn replay_inline(
                 SwitchPoint::Time(t) => frame.ts_nanos >= t,
             });
             if due {
-                run_batch(&mut worker, &mut ready, &mut collect, summary, want_events, on_event);
-                run_batch(&mut worker, &mut filling, &mut collect, summary, want_events, on_event);
+                pipe.drain(|b| run_batch(&mut worker, b, &mut collect, summary, want_events, on_event));
                 due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, on_event)?;
                 collect.snap = engine.snapshot();
             }
             summary.frames += 1;
             let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
-            filling.push(&mut worker, &collect.snap, f, frame.wire_len);
-            if filling.len() == BATCH_INLINE {
-                run_batch(&mut worker, &mut ready, &mut collect, summary, want_events, on_event);
-                std::mem::swap(&mut filling, &mut ready);
-            }
+            pipe.filling.push(&mut worker, &collect.snap, f, frame.wire_len);
+            pipe.advance(|b| run_batch(&mut worker, b, &mut collect, summary, want_events, on_event));
         }
         Ok::<(), ReplayError>(())
     })();
-    run_batch(&mut worker, &mut ready, &mut collect, summary, want_events, on_event);
-    run_batch(&mut worker, &mut filling, &mut collect, summary, want_events, on_event);
+    pipe.drain(|b| run_batch(&mut worker, b, &mut collect, summary, want_events, on_event));
     let snap = Arc::clone(&collect.snap);
     worker.finish(&snap, last_ts, &mut collect);
     for (_, o) in collect.events.done.drain(..) {
@@ -385,6 +376,35 @@ impl<'a> InlineBatch<'a> {
         self.frames.clear();
         self.routes.clear();
         self.errors.clear();
+    }
+}
+
+/// Two batches in a pipeline: while `filling` takes frames (each parsed, routed and its index line
+/// requested), the one filled before it waits, so by the time a batch is decided its index lines have
+/// had a whole batch's time to arrive and its entries can be located without stalling.
+struct Pipeline<'a> {
+    filling: InlineBatch<'a>,
+    ready: InlineBatch<'a>,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new() -> Pipeline<'a> {
+        Pipeline { filling: InlineBatch::new(), ready: InlineBatch::new() }
+    }
+
+    /// Once `filling` is full: `decide` the waiting batch, and the full one takes its place.
+    #[inline]
+    fn advance(&mut self, decide: impl FnOnce(&mut InlineBatch<'a>)) {
+        if self.filling.len() == BATCH_INLINE {
+            decide(&mut self.ready);
+            std::mem::swap(&mut self.filling, &mut self.ready);
+        }
+    }
+
+    /// Decides every frame held, in frame order (before a policy switch, and at the end).
+    fn drain(&mut self, mut decide: impl FnMut(&mut InlineBatch<'a>)) {
+        decide(&mut self.ready);
+        decide(&mut self.filling);
     }
 }
 
@@ -511,9 +531,7 @@ fn replay_parallel(
                         events: FrameEvents::default(),
                         keep: want_events,
                     };
-                    // Filled and decided in a pipeline, as in the one-worker replay.
-                    let mut batch = InlineBatch::new();
-                    let mut ready = InlineBatch::new();
+                    let mut pipe = Pipeline::new();
                     let mut out = Done { frames: Vec::new(), malformed: Vec::new() };
                     let mut last_ts = 0;
                     let mut seen = 0u64;
@@ -536,31 +554,17 @@ fn replay_parallel(
                         seen = number;
                         last_ts = frame.ts_nanos;
                         if versions.get(v + 1).is_some_and(|next| number >= next.from) {
-                            flush(
-                                &mut w,
-                                &mut ready,
-                                &versions[v].snap,
-                                &mut collect,
-                                &mut counts,
-                                &mut out,
-                                want_events,
-                            );
-                            flush(
-                                &mut w,
-                                &mut batch,
-                                &versions[v].snap,
-                                &mut collect,
-                                &mut counts,
-                                &mut out,
-                                want_events,
-                            );
+                            let snap = &versions[v].snap;
+                            pipe.drain(|b| {
+                                flush(&mut w, b, snap, &mut collect, &mut counts, &mut out, want_events)
+                            });
                             v += 1;
                             collect.snap = Arc::clone(&versions[v].snap);
                         }
                         // Whose frame is it? Most frames tell from their IP header alone; the rest are
                         // parsed by every worker (and a frame that does not parse is reported by the
                         // first). The owner parses its frames into the next slot.
-                        let pkt = batch.slot();
+                        let pkt = pipe.filling.slot();
                         let parsed = match peek_route_hash(frame.link, frame.data) {
                             Some(h) => {
                                 if owner(h, n) != me {
@@ -585,44 +589,20 @@ fn replay_parallel(
                         }
                         let f =
                             FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
-                        batch.push_parsed(&mut w, &versions[v].snap, f);
-                        if batch.len() == BATCH_INLINE {
-                            flush(
-                                &mut w,
-                                &mut ready,
-                                &versions[v].snap,
-                                &mut collect,
-                                &mut counts,
+                        let snap = &versions[v].snap;
+                        pipe.filling.push_parsed(&mut w, snap, f);
+                        pipe.advance(|b| {
+                            flush(&mut w, b, snap, &mut collect, &mut counts, &mut out, want_events)
+                        });
+                        if want_events && out.frames.len() >= 256 {
+                            let _ = done_tx.send(std::mem::replace(
                                 &mut out,
-                                want_events,
-                            );
-                            std::mem::swap(&mut batch, &mut ready);
-                            if want_events && out.frames.len() >= 256 {
-                                let _ = done_tx.send(std::mem::replace(
-                                    &mut out,
-                                    Done { frames: Vec::new(), malformed: Vec::new() },
-                                ));
-                            }
+                                Done { frames: Vec::new(), malformed: Vec::new() },
+                            ));
                         }
                     }
-                    flush(
-                        &mut w,
-                        &mut ready,
-                        &versions[v].snap,
-                        &mut collect,
-                        &mut counts,
-                        &mut out,
-                        want_events,
-                    );
-                    flush(
-                        &mut w,
-                        &mut batch,
-                        &versions[v].snap,
-                        &mut collect,
-                        &mut counts,
-                        &mut out,
-                        want_events,
-                    );
+                    let snap = &versions[v].snap;
+                    pipe.drain(|b| flush(&mut w, b, snap, &mut collect, &mut counts, &mut out, want_events));
                     let snap = Arc::clone(&collect.snap);
                     w.finish(&snap, last_ts, &mut collect);
                     for (_, o) in collect.events.done.drain(..) {

@@ -344,6 +344,14 @@ pub fn peek_addresses(link: LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr, u8
     if link != LinkType::Ethernet {
         return None;
     }
+    // The usual frame in one step: untagged Ethernet II carrying IPv4, fields at fixed offsets.
+    if let Some(h) = data.first_chunk::<34>() {
+        if h[12..14] == ethertype::IPV4.to_be_bytes() && h[14] >> 4 == 4 {
+            let src = [h[26], h[27], h[28], h[29]];
+            let dst = [h[30], h[31], h[32], h[33]];
+            return Some((IpAddr::from(src), IpAddr::from(dst), h[23]));
+        }
+    }
     let mut at = 12;
     let mut ethertype = u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]);
     while matches!(ethertype, ethertype::VLAN | ethertype::QINQ | ETHERTYPE_QINQ_9100) {
