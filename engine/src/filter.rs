@@ -217,6 +217,21 @@ impl FilterState {
         }
     }
 
+    /// Removes every expired connection (the end of a replay).
+    pub(crate) fn sweep_all(
+        &mut self,
+        cfg: &FilterConfig,
+        shared: &Shared,
+        now_ns: u64,
+        sink: &mut impl Sink,
+    ) {
+        let mut gone = Vec::new();
+        self.conns.sweep(secs(now_ns), usize::MAX, |e| gone.push(e));
+        if !gone.is_empty() {
+            self.expired(cfg, shared, gone, now_ns, sink);
+        }
+    }
+
     #[cold]
     fn expired(
         &mut self,

@@ -558,11 +558,15 @@ impl Worker {
         }
     }
 
-    /// Ends a replay: held fragments whose first fragment never came are dropped (`fragment`).
+    /// Ends a replay at packet-clock time `now_ns`: held fragments whose first fragment never came are
+    /// dropped (`fragment`), and every connection whose timer has run out by then is reclaimed
+    /// (counted `expired`, TERM lines for logged ones), so what is left and what expired do not depend
+    /// on how far each worker's sweep happened to get.
     pub fn finish(&mut self, snap: &Snapshot, now_ns: u64, sink: &mut impl Sink) {
         let mut tap = Tap { inner: sink, released: Vec::new() };
         for (i, cfg) in snap.filters.iter().enumerate() {
             if let Some(state) = self.states.get_mut(cfg.slot) {
+                state.sweep_all(cfg, &self.shared, now_ns, tap.inner);
                 for h in state.frags.drain() {
                     state.drop_held(cfg, i, h, now_ns, &mut tap);
                 }

@@ -297,19 +297,21 @@ impl Sink for Transcript {
     }
 }
 
-/// Many interleaved TCP conversations between a vNIC and outside hosts, with the odd stray segment
-/// (out of window, inexact RST, SYN on an established connection), FINs, and time passing so short
-/// timers expire: decided by one engine with the fast paths and one without, frame by frame.
-#[test]
-fn fast_paths_agree_with_the_full_path_on_busy_synthetic_traffic() {
-    use pktio::build::{tcp_v4, TcpSeg};
-    use pktio::packet::tcpflags::{ACK, FIN, PSH, RST, SYN};
-    let policy = parse_policy(
+/// The policy [`busy_traffic`] runs against: short timers, web out, everything else dropped.
+fn busy_policy() -> rules::Policy {
+    parse_policy(
         "filter vm { vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5;\n\
            ruleset mainrs { rule 1 at 1 out protocol tcp from any to any port 80 accept;\n\
                             rule 2 at 2 inout protocol any from any to any drop; } }",
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// 60,400 timestamped frames: 400 TCP conversations of a vNIC (see
+/// [`fast_paths_agree_with_the_full_path_on_busy_synthetic_traffic`]).
+fn busy_traffic() -> Vec<(u64, Vec<u8>)> {
+    use pktio::build::{tcp_v4, TcpSeg};
+    use pktio::packet::tcpflags::{ACK, FIN, PSH, RST, SYN};
     let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut rand = move |n: u64| {
@@ -384,6 +386,16 @@ fn fast_paths_agree_with_the_full_path_on_busy_synthetic_traffic() {
         now += 1_000_000;
         frames.push((now, tcp_v4(&vm, &server, n as u16, &seg)));
     }
+    frames
+}
+
+/// Many interleaved TCP conversations between a vNIC and outside hosts, with the odd stray segment
+/// (out of window, inexact RST, SYN on an established connection), FINs, and time passing so short
+/// timers expire: decided by one engine with the fast paths and one without, frame by frame.
+#[test]
+fn fast_paths_agree_with_the_full_path_on_busy_synthetic_traffic() {
+    let policy = busy_policy();
+    let frames = busy_traffic();
     let run = |fast: bool| {
         let mut e = Engine::new(&policy).unwrap();
         e.set_fast_paths(fast);
@@ -407,4 +419,97 @@ fn fast_paths_agree_with_the_full_path_on_busy_synthetic_traffic() {
     let invalid = fast.0.iter().filter(|l| l.contains(" drop invalid state-mismatch ")).count();
     eprintln!("{established} established, {invalid} invalid");
     assert!(established > 20_000 && invalid > 500, "{established} established, {invalid} invalid");
+}
+
+/// The busy traffic as a capture, with damaged frames, ARP, ICMP and UDP mixed in, replayed on 1, 2
+/// and 3 workers with two policy switches part-way (one at a frame, one at a time; the first one's
+/// policy cuts the web connections on revalidation): every worker count reports the same events in
+/// the same order and the same totals and counters, and so does every replay without events.
+#[test]
+fn workers_agree_on_busy_traffic_with_switches_and_damage() {
+    use engine::replay::{Switch, SwitchPoint};
+    use pktio::build::{arp, icmp_echo_v4};
+    use pktio::capture::{PcapWriter, TsResolution};
+    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+    let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(172, 16, 0, 9) };
+    let mut frames = busy_traffic();
+    for (n, (_, bytes)) in frames.iter_mut().enumerate() {
+        let id = n as u16;
+        match n % 1000 {
+            // Cut short inside the TCP header: malformed.
+            7 => bytes.truncate(14 + 20 + 9),
+            // Frames the reader must parse to find their owner (no ports in the IP header's view).
+            11 => *bytes = icmp_echo_v4(&vm, &far, id, false, id, 1),
+            13 => *bytes = arp(&vm, far.ip, None),
+            17 => *bytes = udp_v4(&vm, &far, id, 5353, 53, b"q"),
+            _ => {}
+        }
+    }
+    // A last frame long after the rest: one worker sees it, and every worker ends its connections at
+    // its time.
+    let end = frames.last().unwrap().0 + 100_000_000_000;
+    frames.push((end, udp_v4(&vm, &far, 1, 5353, 53, b"late")));
+    let path = std::env::temp_dir().join(format!("dfw-workers-busy-{}.pcap", std::process::id()));
+    let mut w = PcapWriter::with_resolution(
+        std::fs::File::create(&path).unwrap(),
+        LinkType::Ethernet,
+        65_535,
+        TsResolution::Nanos,
+    )
+    .unwrap();
+    for (ts, bytes) in &frames {
+        let wire = if bytes.len() == 14 + 20 + 9 { 60 } else { bytes.len() as u32 };
+        w.write_frame(*ts, bytes, wire).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let cap = Capture::open(&path).unwrap();
+    let no_web = parse_policy(
+        "filter vm { vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5;\n\
+           ruleset mainrs { rule 2 at 2 inout protocol any from any to any drop; } }",
+    )
+    .unwrap();
+    let switches = [
+        Switch { at: SwitchPoint::Frame(20_000), policy: no_web, label: "no-web".into() },
+        Switch { at: SwitchPoint::Time(frames[35_000].0), policy: busy_policy(), label: "web".into() },
+    ];
+    let run = |workers: usize, events: bool| {
+        let mut engine = Engine::new(&busy_policy()).unwrap();
+        let mut lines = Vec::new();
+        let s = replay(&cap, &mut engine, &switches, workers, events, |ev| match ev {
+            Event::Decision { decision: d, filter } => lines.push(decision_line(d, filter)),
+            Event::Malformed { frame, reason } => {
+                lines.push(format!("{frame} malformed {}", reason.as_str()))
+            }
+            Event::Switched { frame, generation, label } => {
+                lines.push(format!("{frame} switch {generation} {label}"))
+            }
+            _ => {}
+        })
+        .unwrap();
+        let totals = (s.frames, s.passed, s.dropped, s.unfiltered, s.malformed.clone(), s.counters.clone());
+        (lines, totals, s.connections.clone())
+    };
+    let one = run(1, true);
+    assert_eq!(one.1 .0, frames.len() as u64);
+    assert_eq!(one.1 .4.values().sum::<u64>(), 61, "malformed frames: {:?}", one.1 .4);
+    let cut = one.0.iter().filter(|l| l.contains("revalidat")).count();
+    assert!(
+        one.0.iter().any(|l| l.contains("switch 2 no-web"))
+            && one.0.iter().any(|l| l.contains("switch 3 web"))
+    );
+    for workers in [2, 3] {
+        let many = run(workers, true);
+        assert_eq!(many.0.len(), one.0.len(), "{workers} workers");
+        for (a, b) in one.0.iter().zip(&many.0) {
+            assert_eq!(a, b, "{workers} workers");
+        }
+        assert_eq!(many.1, one.1, "{workers} workers");
+        assert_eq!(many.2, one.2, "{workers} workers");
+        let quiet = run(workers, false);
+        assert!(quiet.0.is_empty());
+        assert_eq!(quiet.1, one.1, "{workers} workers without events");
+    }
+    eprintln!("{} events, {cut} revalidation lines", one.0.len());
+    let _ = std::fs::remove_file(&path);
 }
