@@ -255,6 +255,7 @@ pub fn parse_frame(link: LinkType, data: &[u8], wire_len: u32) -> Result<Packet,
 /// parse_into(LinkType::Raw, &frame, frame.len() as u32, &mut pkt).unwrap();
 /// assert_eq!(pkt.l4, L4::Udp { sport: 53, dport: 4242 });
 /// ```
+#[inline]
 pub fn parse_into(link: LinkType, data: &[u8], wire_len: u32, out: &mut Packet) -> Result<(), ParseError> {
     if link == LinkType::Ethernet && parse_plain_tcp(data, wire_len, out) {
         return Ok(());
@@ -382,7 +383,9 @@ pub fn peek_addresses(link: LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr, u8
     }
 }
 
-/// Parses any frame, every link type and layer, into `out`: the general path behind [`parse_into`].
+/// Parses any frame, every link type and layer, into `out`: the general path behind [`parse_into`]
+/// (out of line, so the plain-TCP case inlines into the caller's loop).
+#[inline(never)]
 fn parse_any(link: LinkType, data: &[u8], wire_len: u32, out: &mut Packet) -> Result<(), ParseError> {
     *out = Packet { wire_len, ..Packet::default() };
     let pkt = out;
