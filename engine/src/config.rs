@@ -208,12 +208,20 @@ impl Snapshot {
     /// asked for only when the MAC does not settle it.
     #[inline]
     pub fn vnic(&self, mac: Option<[u8; 6]>, ip: impl FnOnce() -> Option<IpAddr>) -> Option<usize> {
-        // The usual case in line: a few vNICs, all known by MAC.
-        if let (Some(m), true) = (mac, self.by_mac.len() <= SMALL && self.by_ip.is_empty()) {
-            let w = mac_word(m);
-            return self.small_macs.iter().find(|(x, _)| *x == w).map(|&(_, i)| i);
+        if let Some(found) = mac.and_then(|m| self.vnic_small(m)) {
+            return found;
         }
         self.vnic_any(mac, ip())
+    }
+
+    /// The usual case in line: when there are a few vNICs, all known by MAC, the vNIC with MAC `m`
+    /// (`Some(None)`: none); `None` when the general lookup is needed.
+    #[inline]
+    pub fn vnic_small(&self, m: [u8; 6]) -> Option<Option<usize>> {
+        (self.by_mac.len() <= SMALL && self.by_ip.is_empty()).then(|| {
+            let w = mac_word(m);
+            self.small_macs.iter().find(|(x, _)| *x == w).map(|&(_, i)| i)
+        })
     }
 
     fn vnic_any(&self, mac: Option<[u8; 6]>, ip: Option<IpAddr>) -> Option<usize> {

@@ -108,23 +108,24 @@ impl Conn {
     #[inline(always)]
     pub fn track(
         &mut self,
-        pkt: &Packet,
+        l4: &L4,
+        wire_len: u32,
         from_lo: bool,
         now_s: u32,
         t: &Timeouts,
         expires: &mut u32,
     ) -> Tracked {
         let side = self.side(from_lo);
-        if let (ProtoState::Tcp(state), L4::Tcp(tcp)) = (&mut self.proto, &pkt.l4) {
+        if let (ProtoState::Tcp(state), L4::Tcp(tcp)) = (&mut self.proto, l4) {
             if state.track_established(side, tcp) {
                 // Both ends stay established, so the timer is the established one.
-                self.count(side, pkt.wire_len);
+                self.count(side, wire_len);
                 *expires = now_s.saturating_add(t.tcp_established);
                 return Tracked::Ok;
             }
         }
-        let result = match (&mut self.proto, pkt.l4) {
-            (ProtoState::Tcp(state), L4::Tcp(tcp)) => match state.track_full(side, &tcp) {
+        let result = match (&mut self.proto, l4) {
+            (ProtoState::Tcp(state), L4::Tcp(tcp)) => match state.track_full(side, tcp) {
                 TcpOutcome::Accept => Tracked::Ok,
                 TcpOutcome::Invalid(why) => return Tracked::Invalid(why.as_str()),
                 TcpOutcome::Reopen => return Tracked::Reopen,
@@ -145,7 +146,7 @@ impl Conn {
             // A non-TCP packet on a TCP key cannot happen (the protocol is part of the key).
             (ProtoState::Tcp(_), _) => Tracked::Ok,
         };
-        self.count(side, pkt.wire_len);
+        self.count(side, wire_len);
         *expires = now_s.saturating_add(self.timeout(t));
         result
     }

@@ -53,6 +53,27 @@ pub trait Sink {
     fn forward_held(&mut self, _frame: u64, _link: LinkType, _bytes: &[u8]) {}
 }
 
+/// What [`FilterState::decide_fast`] reads of a frame: an unfragmented IP frame's transport header,
+/// its length on the wire, and its family (0 IPv4, 1 IPv6).
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub l4: &'a L4,
+    pub wire_len: u32,
+    pub family: usize,
+}
+
+impl<'a> Seen<'a> {
+    /// The view of `pkt`, or `None` when it is not IP or is a fragment (the fast path does not apply).
+    #[inline(always)]
+    pub fn of(pkt: &'a Packet) -> Option<Seen<'a>> {
+        let ip = pkt.ip.as_ref()?;
+        if ip.frag.is_some() {
+            return None;
+        }
+        Some(Seen { l4: &pkt.l4, wire_len: pkt.wire_len, family: usize::from(ip.src.is_ipv6()) })
+    }
+}
+
 /// A sink that keeps nothing.
 #[derive(Debug, Default)]
 pub struct NullSink;
@@ -262,8 +283,8 @@ impl FilterState {
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> Option<Decision> {
-        if shared.fast_paths.load(Ordering::Relaxed) {
-            if let Some(d) = self.decide_fast(cfg, index, shared, pkt, key, None, dir, frame, sink) {
+        if let (true, Some(seen)) = (shared.fast_paths.load(Ordering::Relaxed), Seen::of(pkt)) {
+            if let Some(d) = self.decide_fast(cfg, index, shared, seen, key, None, dir, frame, sink) {
                 return Some(d);
             }
         }
@@ -274,11 +295,12 @@ impl FilterState {
         Some(d)
     }
 
-    /// [`FilterState::decide`] for the common case, done in place: an unfragmented IP frame of a
-    /// live, unlogged connection admitted under the filter's current policy, through a filter without
-    /// L2 rules and with no held fragment overdue. Gives exactly what the full path gives (decision,
-    /// counters, housekeeping, sink calls), or `None`, having changed nothing, for every other frame.
-    /// `hint` is where the connection's entry probably is ([`crate::table::FlowTable::prefetch_entry`]).
+    /// [`FilterState::decide`] for the common case, done in place: an unfragmented IP frame (`seen`)
+    /// of a live, unlogged connection admitted under the filter's current policy, through a filter
+    /// without L2 rules and with no held fragment overdue. Gives exactly what the full path gives
+    /// (decision, counters, housekeeping, sink calls), or `None`, having changed nothing, for every
+    /// other frame. `hint` is where the connection's entry probably is
+    /// ([`crate::table::FlowTable::prefetch_entry`]).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn decide_fast(
@@ -286,7 +308,7 @@ impl FilterState {
         cfg: &FilterConfig,
         index: usize,
         shared: &Shared,
-        pkt: &Packet,
+        seen: Seen<'_>,
         key: Option<&(FlowKey, bool, u64)>,
         hint: Option<usize>,
         dir: Direction,
@@ -297,10 +319,6 @@ impl FilterState {
         if cfg.l2.is_some() || cfg.l3.is_none() || self.frags.due(now_s) {
             return None;
         }
-        let ip = pkt.ip.as_ref()?;
-        if ip.frag.is_some() {
-            return None;
-        }
         let (key, from_lo, hash) = key?;
         let (from_lo, hash) = (*from_lo, *hash);
         let (entry, expires) = self.conns.get_mut_hinted(key, hash, hint)?;
@@ -309,12 +327,13 @@ impl FilterState {
         if *expires <= now_s || stale || conn.logged {
             return None;
         }
-        let (verdict, state, reason) = match conn.track(pkt, from_lo, now_s, &cfg.timeouts, expires) {
-            Tracked::Ok => (Verdict::Pass, ConnState::Established, Reason::State),
-            Tracked::Invalid(_) => (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch),
-            // Nothing changed; the full path ends the old connection.
-            Tracked::Reopen => return None,
-        };
+        let (verdict, state, reason) =
+            match conn.track(seen.l4, seen.wire_len, from_lo, now_s, &cfg.timeouts, expires) {
+                Tracked::Ok => (Verdict::Pass, ConnState::Established, Reason::State),
+                Tracked::Invalid(_) => (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch),
+                // Nothing changed; the full path ends the old connection.
+                Tracked::Reopen => return None,
+            };
         let d = Decision {
             frame: frame.number,
             filter: index,
@@ -328,12 +347,12 @@ impl FilterState {
         // The sweep comes after the lookup here (before it on the full path): it only removes
         // expired entries, and this one is live, so the order changes nothing.
         self.sweep_at(cfg, shared, frame.now_ns, now_s, sink);
-        let family = usize::from(ip.src.is_ipv6());
+        let (family, len) = (seen.family, u64::from(seen.wire_len));
         match d.rule {
             Some(RuleRef { l2: false, id }) if d.verdict == Verdict::Pass => {
-                self.counters.count_tracked(dir, family, id, u64::from(pkt.wire_len))
+                self.counters.count_tracked(dir, family, id, len)
             }
-            _ => self.counters.count_raw(&d, family, u64::from(pkt.wire_len)),
+            _ => self.counters.count_raw(&d, family, len),
         }
         sink.decision(&d, cfg);
         Some(d)
@@ -473,7 +492,7 @@ impl FilterState {
                 }
             }
             let rule = conn.rule;
-            let tracked = conn.track(pkt, from_lo, now_s, &cfg.timeouts, expires);
+            let tracked = conn.track(&pkt.l4, pkt.wire_len, from_lo, now_s, &cfg.timeouts, expires);
             let mut ended = None;
             if tracked == Tracked::Ok && conn.logged {
                 if let Some(cause) = conn.tcp_ended() {

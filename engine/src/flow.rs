@@ -87,9 +87,22 @@ impl FlowKey {
     #[inline]
     pub fn of_hashed(pkt: &Packet) -> Option<(FlowKey, bool, u64)> {
         let (lo, hi, from_lo, proto) = Self::ordered(pkt)?;
+        Some(Self::hashed(lo, hi, from_lo, proto))
+    }
+
+    /// [`FlowKey::of_hashed`] for a plain TCP frame, from its fields.
+    #[inline]
+    pub fn of_plain(p: &pktio::PlainTcp) -> (FlowKey, bool, u64) {
+        let (a, b) = ((mapped(IpAddr::V4(p.src)), p.tcp.sport), (mapped(IpAddr::V4(p.dst)), p.tcp.dport));
+        let (lo, hi, from_lo) = if a <= b { (a, b, true) } else { (b, a, false) };
+        Self::hashed(lo, hi, from_lo, pktio::ipproto::TCP)
+    }
+
+    #[inline]
+    fn hashed(lo: Numbered, hi: Numbered, from_lo: bool, proto: u8) -> (FlowKey, bool, u64) {
         let hash = hash_parts(lo.0, hi.0, lo.1, hi.1, proto);
         let ep = |(addr, port): (u128, u16)| Endpoint { addr: addr.to_be_bytes(), port };
-        Some((FlowKey { lo: ep(lo), hi: ep(hi), proto }, from_lo, hash))
+        (FlowKey { lo: ep(lo), hi: ep(hi), proto }, from_lo, hash)
     }
 
     /// The endpoints of `pkt` as (address number, port), smaller first, whether the source is the

@@ -29,7 +29,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pktio::Packet;
+use pktio::{Packet, L4};
 use rules::{AddrEntry, Direction, Policy};
 
 pub use config::{FilterConfig, Snapshot, Timeouts};
@@ -154,6 +154,25 @@ impl Route {
             None
         };
         Route { sender, receiver, group, key, hint: None }
+    }
+
+    /// The route [`Route::of`] gives a plain TCP frame, worked out from its fields, when it is the
+    /// common kind: unicast, through exactly one filter, under a snapshot whose few vNICs are all
+    /// known by MAC. `None` otherwise (the frame then takes the general path).
+    #[inline]
+    pub fn of_plain(snap: &Snapshot, p: &pktio::PlainTcp) -> Option<Route> {
+        if p.dst_mac[0] & 1 == 1 {
+            return None;
+        }
+        // As in `Route::of`, an all-zero MAC names no vNIC (and with no vNIC known by IP, none).
+        let vnic =
+            |m: [u8; 6]| if m == [0; 6] { snap.vnic_small(m).map(|_| None) } else { snap.vnic_small(m) };
+        let sender = vnic(p.src_mac)?;
+        let receiver = vnic(p.dst_mac)?.filter(|i| Some(*i) != sender);
+        if sender.is_some() == receiver.is_some() {
+            return None;
+        }
+        Some(Route { sender, receiver, group: false, key: Some(flow::FlowKey::of_plain(p)), hint: None })
     }
 }
 
@@ -359,6 +378,12 @@ impl Worker {
         Worker { states: Vec::new(), shared, seen_generation: 0 }
     }
 
+    /// Whether the fast paths for tracked frames are on ([`Engine::set_fast_paths`]).
+    #[inline]
+    pub fn fast_paths(&self) -> bool {
+        self.shared.fast_paths.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// This worker's state of the filter in `slot`.
     pub fn state(&self, slot: usize) -> Option<&FilterState> {
         self.states.get(slot)
@@ -418,27 +443,92 @@ impl Worker {
         sink: &mut impl Sink,
     ) -> FrameOutcome {
         self.sync(snap);
-        // Most frames cross one filter on a tracked connection: decided in place, without the
-        // bookkeeping for multi-filter paths and released fragments.
-        if !route.group && self.shared.fast_paths.load(std::sync::atomic::Ordering::Relaxed) {
-            let single = match (route.sender, route.receiver) {
-                (Some(i), None) => Some((i, Direction::Out)),
-                (None, Some(i)) => Some((i, Direction::In)),
-                _ => None,
-            };
-            if let Some((i, dir)) = single {
-                let cfg = &snap.filters[i];
-                let key = route.key.as_ref();
-                let state = &mut self.states[cfg.slot];
-                // The hint is the entry's place in this filter's table (the route's only filter).
-                if let Some(d) =
-                    state.decide_fast(cfg, i, &self.shared, pkt, key, route.hint, dir, frame, sink)
-                {
-                    return if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed };
-                }
-            }
+        if let Some(outcome) =
+            filter::Seen::of(pkt).and_then(|seen| self.try_fast(snap, seen, route, frame, sink))
+        {
+            return outcome;
         }
         self.process_full(snap, pkt, route, frame, sink)
+    }
+
+    /// [`Worker::process_routed`] for a plain TCP frame ([`pktio::PlainTcp`]) routed by
+    /// [`Route::of_plain`], from its TCP header and length on the wire: its [`Packet`] is built only
+    /// when it takes the full path.
+    #[inline(always)]
+    pub fn process_plain(
+        &mut self,
+        snap: &Snapshot,
+        tcp: &pktio::TcpInfo,
+        wire_len: u32,
+        route: &Route,
+        frame: FrameRef<'_>,
+        sink: &mut impl Sink,
+    ) -> FrameOutcome {
+        self.sync(snap);
+        let l4 = L4::Tcp(*tcp);
+        let seen = filter::Seen { l4: &l4, wire_len, family: 0 };
+        if let Some(outcome) = self.try_fast(snap, seen, route, frame, sink) {
+            return outcome;
+        }
+        self.plain_full(snap, wire_len, route, frame, sink)
+    }
+
+    /// A plain TCP frame the fast path did not decide: parsed again (its bytes are still in cache),
+    /// then the full path.
+    #[inline(never)]
+    fn plain_full(
+        &mut self,
+        snap: &Snapshot,
+        wire_len: u32,
+        route: &Route,
+        frame: FrameRef<'_>,
+        sink: &mut impl Sink,
+    ) -> FrameOutcome {
+        match pktio::parse_frame(frame.link, frame.bytes, wire_len) {
+            Ok(pkt) => self.process_full(snap, &pkt, route, frame, sink),
+            Err(_) => {
+                // Not reached: the same bytes were read as a plain TCP frame when it was routed.
+                debug_assert!(false, "frame {} no longer parses", frame.number);
+                FrameOutcome::Dropped
+            }
+        }
+    }
+
+    /// Most frames cross one filter on a tracked connection: decided in place, without the
+    /// bookkeeping for multi-filter paths and released fragments. `None`, having changed nothing,
+    /// when the fast path does not apply.
+    #[inline(always)]
+    fn try_fast(
+        &mut self,
+        snap: &Snapshot,
+        seen: filter::Seen<'_>,
+        route: &Route,
+        frame: FrameRef<'_>,
+        sink: &mut impl Sink,
+    ) -> Option<FrameOutcome> {
+        if route.group || !self.shared.fast_paths.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let (i, dir) = match (route.sender, route.receiver) {
+            (Some(i), None) => (i, Direction::Out),
+            (None, Some(i)) => (i, Direction::In),
+            _ => return None,
+        };
+        let cfg = &snap.filters[i];
+        let state = &mut self.states[cfg.slot];
+        // The hint is the entry's place in this filter's table (the route's only filter).
+        let d = state.decide_fast(
+            cfg,
+            i,
+            &self.shared,
+            seen,
+            route.key.as_ref(),
+            route.hint,
+            dir,
+            frame,
+            sink,
+        )?;
+        Some(if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed })
     }
 
     /// Every frame the fast path did not decide: each filter on its path in full, then the held

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use pktio::capture::{Capture, CaptureError, CaptureFrame};
-use pktio::{Packet, ParseError};
+use pktio::{LinkType, Packet, ParseError, PlainTcp, TcpInfo};
 use rules::Policy;
 
 use crate::config::{FilterConfig, Snapshot};
@@ -315,6 +315,9 @@ const BATCH_INLINE: usize = 32;
 /// each one's connection-index line), then decided together so their cache misses overlap.
 struct InlineBatch<'a> {
     frames: Vec<FrameRef<'a>>,
+    /// Per frame: its TCP header and length on the wire when it is a plain TCP frame on the lean lane
+    /// (then `pkts` holds nothing of it), else `None`.
+    lean: Vec<Option<(TcpInfo, u32)>>,
     pkts: Vec<Packet>,
     /// Per frame: its route, or `None` when it did not parse.
     routes: Vec<Option<Route>>,
@@ -326,6 +329,7 @@ impl<'a> InlineBatch<'a> {
     fn new() -> InlineBatch<'a> {
         InlineBatch {
             frames: Vec::with_capacity(BATCH_INLINE),
+            lean: vec![None; BATCH_INLINE],
             pkts: vec![Packet::default(); BATCH_INLINE],
             routes: Vec::with_capacity(BATCH_INLINE),
             errors: Vec::new(),
@@ -336,10 +340,23 @@ impl<'a> InlineBatch<'a> {
         self.frames.len()
     }
 
-    /// Parses and routes one frame into the next slot.
+    /// Parses and routes one frame into the next slot. A plain TCP frame through one filter takes the
+    /// lean lane: routed from its fields, without a [`Packet`].
     #[inline]
     fn push(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>, wire_len: u32) {
         let i = self.frames.len();
+        if f.link == LinkType::Ethernet && worker.fast_paths() {
+            if let Some(p) = PlainTcp::read(f.bytes, wire_len) {
+                if let Some(route) = Route::of_plain(snap, &p) {
+                    worker.prefetch_index(snap, &route);
+                    self.lean[i] = Some((p.tcp, wire_len));
+                    self.routes.push(Some(route));
+                    self.frames.push(f);
+                    return;
+                }
+            }
+        }
+        self.lean[i] = None;
         let slot = &mut self.pkts[i];
         match pktio::parse_into(f.link, f.bytes, wire_len, slot) {
             Ok(()) => {
@@ -359,11 +376,29 @@ impl<'a> InlineBatch<'a> {
     /// Adds a frame already parsed into the next slot (by [`InlineBatch::slot`]), routing it.
     #[inline]
     fn push_parsed(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>) {
+        self.lean[self.frames.len()] = None;
         self.routes.push(Some(Route::of(snap, &self.pkts[self.frames.len()])));
         if let Some(Some(route)) = self.routes.last() {
             worker.prefetch_index(snap, route);
         }
         self.frames.push(f);
+    }
+
+    /// Decides frame `i` (routed by `route`), on the lean lane or from its parsed slot.
+    #[inline(always)]
+    fn decide(
+        &self,
+        i: usize,
+        worker: &mut Worker,
+        snap: &Snapshot,
+        route: &Route,
+        sink: &mut impl Sink,
+    ) -> FrameOutcome {
+        let f = self.frames[i];
+        match &self.lean[i] {
+            Some((tcp, wire_len)) => worker.process_plain(snap, tcp, *wire_len, route, f, sink),
+            None => worker.process_routed(snap, &self.pkts[i], route, f, sink),
+        }
     }
 
     /// The slot the next frame goes into.
@@ -428,7 +463,7 @@ fn run_batch(
         let f = batch.frames[i];
         match route {
             Some(route) => {
-                let outcome = worker.process_routed(&snap, &batch.pkts[i], route, f, collect);
+                let outcome = batch.decide(i, worker, &snap, route, collect);
                 summary.outcome(outcome);
                 if !collect.events.done.is_empty() {
                     for (_, o) in collect.events.done.drain(..) {
@@ -646,19 +681,21 @@ impl<'v, 'a> Lane<'v, 'a> {
     /// Parses frame `number` into the next slot and takes it (after [`Lane::switch_before`]).
     #[inline]
     fn take(&mut self, number: u64, frame: &CaptureFrame<'a>) {
-        match pktio::parse_into(frame.link, frame.data, frame.wire_len, self.pipe.filling.slot()) {
-            Ok(()) => self.push(number, frame),
-            Err(e) => self.malformed(number, &e),
-        }
+        self.push(number, frame, false);
     }
 
-    /// Takes frame `number`, already parsed into the next slot.
+    /// Takes frame `number`: parses and routes it into the next slot, or, when `parsed`, routes what
+    /// is already there.
     #[inline]
-    fn push(&mut self, number: u64, frame: &CaptureFrame<'a>) {
+    fn push(&mut self, number: u64, frame: &CaptureFrame<'a>, parsed: bool) {
         let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
         let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
         let snap = &versions[*v].snap;
-        pipe.filling.push_parsed(w, snap, f);
+        if parsed {
+            pipe.filling.push_parsed(w, snap, f);
+        } else {
+            pipe.filling.push(w, snap, f, frame.wire_len);
+        }
         pipe.advance(|b| flush(w, b, snap, collect, counts, out, *want_events));
         if self.want_events && self.out.frames.len() >= 256 {
             let full = std::mem::replace(&mut self.out, Done { frames: Vec::new(), malformed: Vec::new() });
@@ -667,9 +704,7 @@ impl<'v, 'a> Lane<'v, 'a> {
     }
 
     fn malformed(&mut self, number: u64, e: &ParseError) {
-        let reason = Reason::of_parse_error(e);
-        *self.counts.malformed.entry(reason.as_str()).or_default() += 1;
-        self.out.malformed.push((number, reason));
+        report_malformed(&mut self.counts, &mut self.out, number, e);
     }
 
     /// Decides what is still held and ends the worker's connections at `last_ts`.
@@ -725,7 +760,7 @@ fn read<'a>(
                     0 => {
                         lane.switch_before(number);
                         *lane.pipe.filling.slot() = scratch;
-                        lane.push(number, &frame);
+                        lane.push(number, &frame, true);
                         continue;
                     }
                     k => k,
@@ -813,10 +848,16 @@ fn flush(
         return;
     }
     w.prefetch_entries(snap, &mut batch.routes);
+    let mut errors = batch.errors.iter().peekable();
     for (i, route) in batch.routes.iter().enumerate() {
-        let Some(route) = route else { continue };
         let f = batch.frames[i];
-        let outcome = w.process_routed(snap, &batch.pkts[i], route, f, collect);
+        let Some(route) = route else {
+            if let Some((_, e)) = errors.next_if(|(at, _)| *at == i) {
+                report_malformed(counts, out, f.number, e);
+            }
+            continue;
+        };
+        let outcome = batch.decide(i, w, snap, route, collect);
         if want_events {
             out.frames.push((f.number, outcome, std::mem::take(&mut collect.events)));
         } else {
@@ -829,6 +870,13 @@ fn flush(
         }
     }
     batch.clear();
+}
+
+/// Counts a frame that did not parse and reports it for the calling thread.
+fn report_malformed(counts: &mut ReplaySummary, out: &mut Done, number: u64, e: &ParseError) {
+    let reason = Reason::of_parse_error(e);
+    *counts.malformed.entry(reason.as_str()).or_default() += 1;
+    out.malformed.push((number, reason));
 }
 
 /// Puts worker results back in frame order.

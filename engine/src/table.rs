@@ -157,7 +157,7 @@ impl<V> FlowTable<V> {
     /// [`FlowTable::get_mut_hashed`], trying slab position `hint` first (as returned by
     /// [`FlowTable::prefetch_entry`]; the entry may have moved or gone since, which the key check
     /// catches).
-    #[inline]
+    #[inline(always)]
     pub fn get_mut_hinted(
         &mut self,
         key: &FlowKey,

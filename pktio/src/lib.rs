@@ -52,4 +52,4 @@ pub use packet::{
     ethertype, ipproto, tcpflags, FragInfo, IcmpInfo, IpInfo, MacAddr, Packet, QuotedHeader, TcpInfo,
     TcpOptions, L4,
 };
-pub use parse::{parse_frame, parse_into, peek_addresses, Layer, ParseError};
+pub use parse::{parse_frame, parse_into, peek_addresses, Layer, ParseError, PlainTcp};

@@ -26,11 +26,11 @@
 pub mod wire;
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 pub use crate::link::LinkType;
 use crate::packet::{
-    ethertype, ipproto, FragInfo, IcmpInfo, IpInfo, Packet, QuotedHeader, TcpInfo, TcpOptions, L4,
+    ethertype, ipproto, FragInfo, IcmpInfo, IpInfo, MacAddr, Packet, QuotedHeader, TcpInfo, TcpOptions, L4,
 };
 use wire::{
     check_len, EthernetHeader, IcmpHeader, Ipv4Header, Ipv6ExtHeader, Ipv6FragHeader, Ipv6Header, SctpHeader,
@@ -263,76 +263,118 @@ pub fn parse_into(link: LinkType, data: &[u8], wire_len: u32, out: &mut Packet) 
     parse_any(link, data, wire_len, out)
 }
 
-/// Length of the headers [`parse_plain_tcp`] reads: Ethernet II, IPv4 without options, TCP without options.
+/// Length of the headers [`PlainTcp::read`] reads: Ethernet II, IPv4 without options, TCP without options.
 const PLAIN_TCP_LEN: usize = EthernetHeader::LEN + Ipv4Header::LEN + TcpHeader::LEN;
 
-/// The common case in one step: an untagged Ethernet II frame carrying an IPv4 datagram without options
-/// that is not a fragment, carrying a TCP segment without options. Returns false, with `out` holding
-/// nothing of use, for every other frame and for every frame [`parse_any`] would refuse; the caller then
-/// parses the frame the general way, which finds the error.
-///
-/// Why this gives what [`parse_any`] gives: with IHL 5 and data offset 5 the headers sit at fixed
-/// offsets inside the first [`PLAIN_TCP_LEN`] captured bytes, so no header is cut; `40 <= total <= room`
-/// is what the IPv4 length checks and the TCP "header past the datagram" check reduce to; MF clear and
-/// offset 0 mean no fragment; and no options means [`TcpOptions::default`]. `tests::plain_tcp_*` hold
-/// it to that.
-#[inline]
-fn parse_plain_tcp(data: &[u8], wire_len: u32, out: &mut Packet) -> bool {
-    const L3: usize = EthernetHeader::LEN;
-    const L4_AT: usize = L3 + Ipv4Header::LEN;
-    let Some(h) = data.first_chunk::<PLAIN_TCP_LEN>() else {
-        return false;
-    };
-    let (Ok(eth), Ok(ip), Ok(tcp)) = (
-        EthernetHeader::new_checked(h),
-        Ipv4Header::new_checked(&h[L3..]),
-        TcpHeader::new_checked(&h[L4_AT..]),
-    ) else {
-        return false;
-    };
-    let total = usize::from(ip.total_len());
-    // As in `parse_any`: the bytes the frame had on the wire after the link header.
-    let room = (wire_len as usize).max(data.len()) - L3;
-    let plain = eth.ethertype() == ethertype::IPV4
-        && ip.version() == 4
-        && ip.header_len() == Ipv4Header::LEN
-        && ip.protocol() == ipproto::TCP
-        && !ip.more_frags()
-        && ip.frag_offset() == 0
-        && total >= Ipv4Header::LEN + TcpHeader::LEN
-        && total <= room
-        && tcp.header_len() == TcpHeader::LEN;
-    if !plain {
-        return false;
-    }
-    *out = Packet {
-        dst_mac: eth.dst(),
-        src_mac: eth.src(),
-        vlans: [0; 2],
-        vlan_count: 0,
-        ethertype: ethertype::IPV4,
-        ip: Some(IpInfo {
-            src: IpAddr::V4(ip.src()),
-            dst: IpAddr::V4(ip.dst()),
-            proto: ipproto::TCP,
+/// The common case: an untagged Ethernet II frame carrying an IPv4 datagram without options that is not
+/// a fragment, carrying a TCP segment without options. Its fields are read at fixed offsets in one step,
+/// without building a [`Packet`] (the engine's lean lane decides tracked frames from these alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainTcp {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub total_len: u16,
+    /// The segment ([`TcpOptions::default`]: it has none).
+    pub tcp: TcpInfo,
+    /// Length of the frame on the wire.
+    pub wire_len: u32,
+}
+
+impl PlainTcp {
+    /// The frame's fields when it is a plain TCP frame (see [`PlainTcp`]); `None` for every other frame
+    /// and for every frame [`parse_into`] would refuse (the caller then parses it the general way, which
+    /// finds the error).
+    ///
+    /// Why this agrees with the general parser: with IHL 5 and data offset 5 the headers sit at fixed
+    /// offsets inside the first [`PLAIN_TCP_LEN`] captured bytes, so no header is cut; `40 <= total <=
+    /// room` is what the IPv4 length checks and the TCP "header past the datagram" check reduce to; MF
+    /// clear and offset 0 mean no fragment; and no options means [`TcpOptions::default`].
+    /// `tests::plain_tcp_*` hold it to that.
+    #[inline]
+    pub fn read(data: &[u8], wire_len: u32) -> Option<PlainTcp> {
+        const L3: usize = EthernetHeader::LEN;
+        const L4_AT: usize = L3 + Ipv4Header::LEN;
+        let h = data.first_chunk::<PLAIN_TCP_LEN>()?;
+        let (Ok(eth), Ok(ip), Ok(tcp)) = (
+            EthernetHeader::new_checked(h),
+            Ipv4Header::new_checked(&h[L3..]),
+            TcpHeader::new_checked(&h[L4_AT..]),
+        ) else {
+            return None;
+        };
+        let total = usize::from(ip.total_len());
+        // As in `parse_any`: the bytes the frame had on the wire after the link header.
+        let room = (wire_len as usize).max(data.len()) - L3;
+        let plain = eth.ethertype() == ethertype::IPV4
+            && ip.version() == 4
+            && ip.header_len() == Ipv4Header::LEN
+            && ip.protocol() == ipproto::TCP
+            && !ip.more_frags()
+            && ip.frag_offset() == 0
+            && total >= Ipv4Header::LEN + TcpHeader::LEN
+            && total <= room
+            && tcp.header_len() == TcpHeader::LEN;
+        if !plain {
+            return None;
+        }
+        Some(PlainTcp {
+            dst_mac: eth.dst().0,
+            src_mac: eth.src().0,
+            src: ip.src(),
+            dst: ip.dst(),
             ttl: ip.ttl(),
             total_len: ip.total_len(),
-            frag: None,
-        }),
-        l4: L4::Tcp(TcpInfo {
-            sport: tcp.sport(),
-            dport: tcp.dport(),
-            seq: tcp.seq(),
-            ack: tcp.ack(),
-            flags: tcp.flags(),
-            window: tcp.window(),
-            // `total` is at most 65535.
-            payload_len: (total - Ipv4Header::LEN - TcpHeader::LEN) as u16,
-            options: TcpOptions::default(),
-        }),
-        wire_len,
-    };
-    true
+            tcp: TcpInfo {
+                sport: tcp.sport(),
+                dport: tcp.dport(),
+                seq: tcp.seq(),
+                ack: tcp.ack(),
+                flags: tcp.flags(),
+                window: tcp.window(),
+                // `total` is at most 65535.
+                payload_len: (total - Ipv4Header::LEN - TcpHeader::LEN) as u16,
+                options: TcpOptions::default(),
+            },
+            wire_len,
+        })
+    }
+
+    /// The frame's [`Packet`], exactly what [`parse_into`] gives.
+    #[inline]
+    pub fn packet(&self) -> Packet {
+        Packet {
+            dst_mac: MacAddr(self.dst_mac),
+            src_mac: MacAddr(self.src_mac),
+            vlans: [0; 2],
+            vlan_count: 0,
+            ethertype: ethertype::IPV4,
+            ip: Some(IpInfo {
+                src: IpAddr::V4(self.src),
+                dst: IpAddr::V4(self.dst),
+                proto: ipproto::TCP,
+                ttl: self.ttl,
+                total_len: self.total_len,
+                frag: None,
+            }),
+            l4: L4::Tcp(self.tcp),
+            wire_len: self.wire_len,
+        }
+    }
+}
+
+/// [`parse_into`]'s plain-TCP case: true with `out` filled when the frame is a [`PlainTcp`].
+#[inline]
+fn parse_plain_tcp(data: &[u8], wire_len: u32, out: &mut Packet) -> bool {
+    match PlainTcp::read(data, wire_len) {
+        Some(p) => {
+            *out = p.packet();
+            true
+        }
+        None => false,
+    }
 }
 
 /// The IP addresses and protocol field of an Ethernet frame (any stack of VLAN tags) carrying IPv4 or
