@@ -267,7 +267,8 @@ pub fn parse_into(link: LinkType, data: &[u8], wire_len: u32, out: &mut Packet) 
 const PLAIN_TCP_LEN: usize = EthernetHeader::LEN + Ipv4Header::LEN + TcpHeader::LEN;
 
 /// The common case: an untagged Ethernet II frame carrying an IPv4 datagram without options that is not
-/// a fragment, carrying a TCP segment without options. Its fields are read at fixed offsets in one step,
+/// a fragment, carrying a TCP segment without options or with only a timestamp (`NOP NOP TS`, the
+/// layout every established Linux or BSD segment has). Its fields are read at fixed offsets in one step,
 /// without building a [`Packet`] (the engine's lean lane decides tracked frames from these alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlainTcp {
@@ -277,7 +278,7 @@ pub struct PlainTcp {
     pub dst: Ipv4Addr,
     pub ttl: u8,
     pub total_len: u16,
-    /// The segment ([`TcpOptions::default`]: it has none).
+    /// The segment (its options: at most a timestamp).
     pub tcp: TcpInfo,
     /// Length of the frame on the wire.
     pub wire_len: u32,
@@ -289,9 +290,11 @@ impl PlainTcp {
     /// finds the error).
     ///
     /// Why this agrees with the general parser: with IHL 5 and data offset 5 the headers sit at fixed
-    /// offsets inside the first [`PLAIN_TCP_LEN`] captured bytes, so no header is cut; `40 <= total <=
-    /// room` is what the IPv4 length checks and the TCP "header past the datagram" check reduce to; MF
-    /// clear and offset 0 mean no fragment; and no options means [`TcpOptions::default`].
+    /// offsets inside the first [`PLAIN_TCP_LEN`] captured bytes, so no header is cut; `20 + tcp header
+    /// <= total <= room` is what the IPv4 length checks and the TCP "header past the datagram" check
+    /// reduce to; MF clear and offset 0 mean no fragment; and no options means
+    /// [`TcpOptions::default`]. With data offset 8, the twelve option bytes, captured in full, are
+    /// exactly `1 1 8 10` and a timestamp's eight bytes: well-formed, and nothing but the timestamp.
     /// `tests::plain_tcp_*` hold it to that.
     #[inline]
     pub fn read(data: &[u8], wire_len: u32) -> Option<PlainTcp> {
@@ -308,18 +311,30 @@ impl PlainTcp {
         let total = usize::from(ip.total_len());
         // As in `parse_any`: the bytes the frame had on the wire after the link header.
         let room = (wire_len as usize).max(data.len()) - L3;
+        let hl = tcp.header_len();
         let plain = eth.ethertype() == ethertype::IPV4
             && ip.version() == 4
             && ip.header_len() == Ipv4Header::LEN
             && ip.protocol() == ipproto::TCP
             && !ip.more_frags()
             && ip.frag_offset() == 0
-            && total >= Ipv4Header::LEN + TcpHeader::LEN
-            && total <= room
-            && tcp.header_len() == TcpHeader::LEN;
+            && total >= Ipv4Header::LEN + hl
+            && total <= room;
         if !plain {
             return None;
         }
+        let options = match hl {
+            TcpHeader::LEN => TcpOptions::default(),
+            TS_ONLY_LEN => {
+                let o = data.get(PLAIN_TCP_LEN..PLAIN_TCP_LEN + 12)?;
+                if o[..4] != [1, 1, 8, 10] {
+                    return None;
+                }
+                let word = |at: usize| u32::from_be_bytes([o[at], o[at + 1], o[at + 2], o[at + 3]]);
+                TcpOptions { timestamp: Some((word(4), word(8))), ..TcpOptions::default() }
+            }
+            _ => return None,
+        };
         Some(PlainTcp {
             dst_mac: eth.dst().0,
             src_mac: eth.src().0,
@@ -335,8 +350,8 @@ impl PlainTcp {
                 flags: tcp.flags(),
                 window: tcp.window(),
                 // `total` is at most 65535.
-                payload_len: (total - Ipv4Header::LEN - TcpHeader::LEN) as u16,
-                options: TcpOptions::default(),
+                payload_len: (total - Ipv4Header::LEN - hl) as u16,
+                options,
             },
             wire_len,
         })
@@ -364,6 +379,9 @@ impl PlainTcp {
         }
     }
 }
+
+/// TCP header length with `NOP NOP TS` options.
+const TS_ONLY_LEN: usize = TcpHeader::LEN + 12;
 
 /// [`parse_into`]'s plain-TCP case: true with `out` filled when the frame is a [`PlainTcp`].
 #[inline]

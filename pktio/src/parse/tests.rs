@@ -559,6 +559,31 @@ const PLAIN_TCP: &str = "
     3039 0050 00000001 00000002 5010 ffff 0000 0000
     00000000000000000000";
 
+/// [`PLAIN_TCP`] with a timestamp option (`NOP NOP TS 100 200`), as established Linux segments carry.
+const PLAIN_TCP_TS: &str = "
+    020000000002 020000000001 0800
+    4500 003e 0001 4000 4006 0000 0a010203 0a010204
+    3039 0050 00000001 00000002 8010 ffff 0000 0000
+    0101080a 00000064 000000c8
+    00000000000000000000";
+
+#[test]
+fn plain_tcp_with_a_timestamp_takes_the_fast_path() {
+    let b = hex(PLAIN_TCP_TS);
+    let mut fast = Packet::default();
+    assert!(parse_plain_tcp(&b, 76, &mut fast));
+    let mut general = Packet::default();
+    parse_any(LinkType::Ethernet, &b, 76, &mut general).unwrap();
+    assert_eq!(fast, general);
+    let t = tcp(&fast);
+    assert_eq!((t.payload_len, t.options.timestamp, t.options.wscale), (10, Some((100, 200)), None));
+    // Any other option layout, or a timestamp cut by the snaplen, leaves the fast path.
+    let mut other = b.clone();
+    other[54..58].copy_from_slice(&[1, 3, 3, 7]);
+    assert!(!parse_plain_tcp(&other, 76, &mut fast));
+    assert!(!parse_plain_tcp(&b[..60], 76, &mut fast));
+}
+
 #[test]
 fn plain_tcp_takes_the_fast_path_and_reads_every_field() {
     let b = hex(PLAIN_TCP);
@@ -606,17 +631,20 @@ proptest::proptest! {
     /// a random byte, the captured length and the wire length.
     #[test]
     fn plain_tcp_agrees_with_the_general_path(
+        ts in proptest::prelude::any::<bool>(),
         edits in proptest::collection::vec(
-            (proptest::sample::select(vec![12usize, 13, 14, 16, 17, 20, 21, 23, 46]), proptest::prelude::any::<u8>()),
+            (proptest::sample::select(vec![12usize, 13, 14, 16, 17, 20, 21, 23, 46, 54, 55, 56, 57, 65]), proptest::prelude::any::<u8>()),
             0..3,
         ),
-        flip in proptest::option::of((0usize..64, proptest::prelude::any::<u8>())),
-        len in 0usize..=64,
+        flip in proptest::option::of((0usize..76, proptest::prelude::any::<u8>())),
+        len in 0usize..=76,
         wire_len in 0u32..=128,
     ) {
-        let mut b = hex(PLAIN_TCP);
+        let mut b = hex(if ts { PLAIN_TCP_TS } else { PLAIN_TCP });
         for (at, v) in edits.into_iter().chain(flip) {
-            b[at] = v;
+            if let Some(byte) = b.get_mut(at) {
+                *byte = v;
+            }
         }
         b.truncate(len);
         let mut fast = Packet::default();
