@@ -575,9 +575,9 @@ impl Worker {
     /// Starts loading the index line of `route`'s connection, as soon as the frame is routed; the
     /// entry follows once the line has had time to arrive ([`Worker::prefetch_entries`]). Together
     /// they let a batch's cache misses overlap instead of each stalling its frame.
+    /// (No [`Worker::sync`] first: a filter this worker has no state for yet has nothing to load.)
     #[inline]
-    pub fn prefetch_index(&mut self, snap: &Snapshot, route: &Route) {
-        self.sync(snap);
+    pub fn prefetch_index(&self, snap: &Snapshot, route: &Route) {
         if let (Some(i), Some((_, _, hash))) = (route.sender.or(route.receiver), &route.key) {
             if let Some(s) = self.states.get(snap.filters[i].slot) {
                 s.conns.prefetch(*hash);
@@ -587,8 +587,7 @@ impl Worker {
 
     /// Starts loading the entries of the batch's connections, whose index lines were requested
     /// earlier ([`Worker::prefetch_index`]).
-    pub fn prefetch_entries(&mut self, snap: &Snapshot, routes: &mut [Option<Route>]) {
-        self.sync(snap);
+    pub fn prefetch_entries(&self, snap: &Snapshot, routes: &mut [Option<Route>]) {
         for r in routes.iter_mut().flatten() {
             self.prefetch_entry(snap, r);
         }
