@@ -89,10 +89,11 @@ impl<V> FlowTable<V> {
         self.limit = limit;
     }
 
-    /// The home bucket of `hash` (Lemire's multiply-shift range reduction: any bucket count works).
+    /// The home bucket of `hash`: Lemire's multiply-shift range reduction of its low 32 bits (the tag
+    /// is the high 32), so any bucket count up to 2^32 works with one 64-bit multiply.
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash as u32 as u64 | (hash << 32)) * self.buckets.len() as u128) >> 64) as usize
+        ((u64::from(hash as u32) * self.buckets.len() as u64) >> 32) as usize
     }
 
     #[inline]
