@@ -342,17 +342,8 @@ impl PlainTcp {
             dst: ip.dst(),
             ttl: ip.ttl(),
             total_len: ip.total_len(),
-            tcp: TcpInfo {
-                sport: tcp.sport(),
-                dport: tcp.dport(),
-                seq: tcp.seq(),
-                ack: tcp.ack(),
-                flags: tcp.flags(),
-                window: tcp.window(),
-                // `total` is at most 65535.
-                payload_len: (total - Ipv4Header::LEN - hl) as u16,
-                options,
-            },
+            // `total` is at most 65535.
+            tcp: tcp_info(&tcp, (total - Ipv4Header::LEN - hl) as u16, options),
             wire_len,
         })
     }
@@ -731,17 +722,24 @@ fn parse_tcp(out: &mut L4, buf: &[u8], room: usize, fragmented: bool) -> Result<
     } else {
         parse_tcp_options(captured, hl - TcpHeader::LEN)?
     };
-    *out = L4::Tcp(TcpInfo {
+    let payload_len = u16::try_from(room.saturating_sub(hl)).unwrap_or(u16::MAX);
+    *out = L4::Tcp(tcp_info(&tcp, payload_len, options));
+    Ok(())
+}
+
+/// The summary of a TCP header.
+#[inline]
+fn tcp_info(tcp: &TcpHeader<'_>, payload_len: u16, options: TcpOptions) -> TcpInfo {
+    TcpInfo {
         sport: tcp.sport(),
         dport: tcp.dport(),
         seq: tcp.seq(),
         ack: tcp.ack(),
         flags: tcp.flags(),
         window: tcp.window(),
-        payload_len: u16::try_from(room.saturating_sub(hl)).unwrap_or(u16::MAX),
+        payload_len,
         options,
-    });
-    Ok(())
+    }
 }
 
 /// TCP option kinds dfw reads (RFC 9293, RFC 2018, RFC 7323).
