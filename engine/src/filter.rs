@@ -592,7 +592,7 @@ impl FilterState {
         {
             (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch)
         } else {
-            self.admit(cfg, shared, key, from_lo, pkt, rule, now_s)
+            self.admit(cfg, shared, (key, hash), from_lo, pkt, rule, now_s)
         };
         let d = decided(verdict, state, reason, r);
         if rule.log {
@@ -620,7 +620,7 @@ impl FilterState {
         &mut self,
         cfg: &FilterConfig,
         shared: &Shared,
-        key: FlowKey,
+        (key, hash): (FlowKey, u64),
         from_lo: bool,
         pkt: &Packet,
         rule: &Rule,
@@ -635,7 +635,7 @@ impl FilterState {
         }
         let (conn, expires) =
             Conn::open(pkt, from_lo, rule.id, cfg.generation, rule.log, now_s, &cfg.timeouts);
-        match self.conns.insert(key, conn, expires) {
+        match self.conns.insert_hashed(key, hash, conn, expires) {
             Ok(_) => (Verdict::Pass, ConnState::New, Reason::Match),
             Err(_) => {
                 shared.total.fetch_sub(1, Ordering::Relaxed);

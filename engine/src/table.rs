@@ -89,11 +89,13 @@ impl<V> FlowTable<V> {
         self.limit = limit;
     }
 
-    /// The home bucket of `hash`: Lemire's multiply-shift range reduction of its low 32 bits (the tag
-    /// is the high 32), so any bucket count up to 2^32 works with one 64-bit multiply.
+    /// The home bucket of `hash`: Lemire's multiply-shift range reduction of its high 32 bits, so any
+    /// bucket count up to 2^32 works with one 64-bit multiply. Those bits are also the tag a bucket
+    /// keeps, so a bucket's home is known without its entry: growing the index and shifting buckets
+    /// back on removal never touch the slab.
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        ((u64::from(hash as u32) * self.buckets.len() as u64) >> 32) as usize
+        (((hash >> 32) * self.buckets.len() as u64) >> 32) as usize
     }
 
     #[inline]
@@ -188,6 +190,19 @@ impl<V> FlowTable<V> {
 
     /// Inserts `key`, which must not be present, expiring at `expires_s`. Fails when the table is full.
     pub fn insert(&mut self, key: FlowKey, value: V, expires_s: u32) -> Result<&mut Entry<V>, TableFull> {
+        let hash = Self::hash(&key);
+        self.insert_hashed(key, hash, value, expires_s)
+    }
+
+    /// [`FlowTable::insert`] with the key's hash ([`FlowTable::hash`]) already computed.
+    pub fn insert_hashed(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        value: V,
+        expires_s: u32,
+    ) -> Result<&mut Entry<V>, TableFull> {
+        debug_assert_eq!(hash, Self::hash(&key));
         if self.len >= self.limit {
             return Err(TableFull);
         }
@@ -208,7 +223,6 @@ impl<V> FlowTable<V> {
                 self.slots.len() - 1
             }
         };
-        let hash = Self::hash(&key);
         self.place(hash, pos);
         self.len += 1;
         // An expiry of 0 would read as free: entries expire no earlier than second 1.
@@ -217,11 +231,16 @@ impl<V> FlowTable<V> {
     }
 
     fn place(&mut self, hash: u64, pos: usize) {
-        let mut i = self.home(hash);
+        self.place_bucket(tag(hash) | (pos as u64 + 1));
+    }
+
+    /// Puts a bucket (tag and position) at the first free place of its probe run.
+    fn place_bucket(&mut self, b: u64) {
+        let mut i = self.home(b);
         while self.buckets[i] != 0 {
             i = self.next(i);
         }
-        self.buckets[i] = tag(hash) | (pos as u64 + 1);
+        self.buckets[i] = b;
     }
 
     /// The index size that holds `limit` entries at seven-eighths load.
@@ -231,12 +250,9 @@ impl<V> FlowTable<V> {
 
     fn grow_index(&mut self) {
         let cap = (self.buckets.len() * 2).max(16).min(self.max_buckets());
-        self.buckets = vec![0; cap];
-        for pos in 0..self.slots.len() {
-            if let Some(e) = &self.slots[pos] {
-                let h = Self::hash(&e.key);
-                self.place(h, pos);
-            }
+        let old = std::mem::replace(&mut self.buckets, vec![0; cap]);
+        for b in old.into_iter().filter(|&b| b != 0) {
+            self.place_bucket(b);
         }
     }
 
@@ -269,8 +285,7 @@ impl<V> FlowTable<V> {
             if b == 0 {
                 break;
             }
-            let p = (b & 0xffff_ffff) as usize - 1;
-            let home = self.slots[p].as_ref().map_or(j, |e| self.home(Self::hash(&e.key)));
+            let home = self.home(b);
             // Move `b` into the hole unless its home lies cyclically in (hole, j].
             let in_range = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
             if !in_range {
