@@ -506,7 +506,7 @@ impl Worker {
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> Option<FrameOutcome> {
-        if route.group || !self.shared.fast_paths.load(std::sync::atomic::Ordering::Relaxed) {
+        if route.group || !self.fast_paths() {
             return None;
         }
         let (i, dir) = match (route.sender, route.receiver) {
