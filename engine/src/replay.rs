@@ -1,18 +1,20 @@
 //! Replaying a capture file through the engine, with optional policy switches at given frames or times,
 //! on one thread or on several workers.
 //!
-//! With N > 1 workers, worker 0 is also the reader: it walks the mapped capture once and hands each
-//! frame to the worker that owns its connection (the symmetric hash of the address pair, so both
-//! directions, ICMP errors and fragments of a flow meet the same worker), as a reference into the
-//! capture over a bounded crossbeam channel; no frame is copied. Policy versions are built before the
-//! workers start, so a switch takes effect at exactly the same frame whatever N is. Workers send
-//! per-frame events back in batches; the calling thread puts them in frame order. Results do not
-//! depend on N (except which frames are refused when a connection limit is reached).
+//! With N > 1 workers each worker walks the mapped capture itself and decides the frames whose
+//! connection it owns (the symmetric hash of the address pair, so both directions, ICMP errors and
+//! fragments of a flow meet the same worker); no frame is copied between threads. (A design where one
+//! worker reads the capture and hands the others their frames over channels ran fewer instructions but
+//! was slower: the other core then reads every frame from the reader's cache. See BENCHMARKS.md.)
+//! Policy versions are built before the workers start, so a switch takes effect at exactly the same
+//! frame whatever N is. Workers send per-frame events back in batches over a crossbeam channel; the
+//! calling thread puts them in frame order. Results do not depend on N (except which frames are
+//! refused when a connection limit is reached).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use pktio::capture::{Capture, CaptureError, CaptureFrame};
 use pktio::{LinkType, Packet, ParseError, PlainTcp, TcpInfo};
 use rules::Policy;
@@ -497,13 +499,11 @@ struct Version {
     snap: Arc<Snapshot>,
 }
 
-/// Parallel replay. Worker 0 is also the *reader*: it walks the mapped capture once, tells each
-/// frame's owner from its IP header (parsing only frames that do not say), decides its own frames, and
-/// hands the others' to them in batches over bounded crossbeam channels, as references into the
-/// capture (no frame is copied). Walking the capture costs the reader some work per frame, so it owns
-/// a smaller share of the flows ([`owner`]). The policy versions are built up front (a first pass over
-/// the record headers finds the frame where each switch is due), so every worker switches at the same
-/// frame. Per-frame events go to the calling thread in batches and are put back in frame order.
+/// Parallel replay: every worker walks the mapped capture itself ([`walk`]) and decides only the frames
+/// whose flow hash is its own. The policy versions are built up front (a first pass over the record
+/// headers finds the frame where each switch is due), so every worker switches at the same frame.
+/// Per-frame events go to the calling thread in batches over a crossbeam channel and are put back in
+/// frame order.
 #[allow(clippy::too_many_arguments)]
 fn replay_parallel(
     capture: &Capture,
@@ -520,7 +520,7 @@ fn replay_parallel(
     let mut next_switch = 0;
     let mut read_error = None;
     let mut frames = 0u64;
-    // Without switches there is nothing to find out first: the reader's walk finds the end.
+    // Without switches there is nothing to find out first: the workers' own walks find the end.
     let frames_known = !switches.is_empty();
     if !frames_known {
         frames = u64::MAX;
@@ -553,15 +553,13 @@ fn replay_parallel(
     }
     let versions = &versions;
     let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = unbounded();
-    let (hand_tx, hand_rx): (Vec<_>, Vec<_>) = (1..n).map(|_| bounded::<Handoff<'_>>(HANDOFF_QUEUE)).unzip();
-    let lane = |done_tx| Lane::new(engine.new_worker(), versions, want_events, done_tx);
-    let followers: Vec<Lane<'_, '_>> = (1..n).map(|_| lane(done_tx.clone())).collect();
-    let reader = lane(done_tx);
+    let lanes: Vec<Lane<'_, '_>> =
+        (0..n).map(|_| Lane::new(engine.new_worker(), versions, want_events, done_tx.clone())).collect();
+    drop(done_tx);
     let finished = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(n);
-        handles.push(scope.spawn(move || read(capture, reader, n, frames, hand_tx)));
-        for (lane, rx) in followers.into_iter().zip(hand_rx) {
-            handles.push(scope.spawn(move || follow(lane, rx)));
+        for (me, lane) in lanes.into_iter().enumerate() {
+            handles.push(scope.spawn(move || walk(capture, lane, me, n, frames)));
         }
         for done in done_rx.iter() {
             for (number, reason) in done.malformed {
@@ -607,19 +605,8 @@ fn replay_parallel(
     }
 }
 
-/// What the reader sends a worker: a batch of its frames (with their numbers), or, last, the
-/// capture's final timestamp (every worker finishes at the same packet-clock time).
-enum Handoff<'a> {
-    Frames(Vec<(u64, CaptureFrame<'a>)>),
-    End { last_ts: u64 },
-}
-
-/// Frames per handoff batch, and batches a worker may have queued before the reader waits for it.
-const HANDOFF: usize = 64;
-const HANDOFF_QUEUE: usize = 32;
-
 /// What a worker thread ends with: its worker, outcome counts, the events of its finish, the last
-/// frame number it saw, and the read error that ended the capture (the reader's).
+/// frame number it saw, and the read error that ended the capture (worker 0's).
 type Finished = (Worker, ReplaySummary, FrameEvents, u64, Option<CaptureError>);
 
 /// One worker's side of a parallel replay: its frames go through a [`Pipeline`] under the policy
@@ -725,25 +712,21 @@ impl<'v, 'a> Lane<'v, 'a> {
     }
 }
 
-/// The reader (worker 0): walks the capture, decides its own frames and hands the rest to their
-/// owners. Frames whose IP header does not tell the owner (not TCP/UDP/SCTP, or not IP) are parsed
-/// here to find it, and a frame that does not parse is reported here.
-fn read<'a>(
-    capture: &'a Capture,
-    mut lane: Lane<'_, 'a>,
-    n: usize,
-    frames: u64,
-    hand_tx: Vec<crossbeam_channel::Sender<Handoff<'a>>>,
-) -> Finished {
-    let mut outgoing: Vec<Vec<(u64, CaptureFrame<'a>)>> =
-        (1..n).map(|_| Vec::with_capacity(HANDOFF)).collect();
+/// One worker of a parallel replay: walks the whole capture and decides the frames it owns. Most
+/// frames tell their owner from the IP header alone ([`peek_route_hash`]); the rest (ICMP errors, which
+/// route by the addresses they quote, ARP, other links) are parsed by every worker, and a frame that
+/// does not parse is reported by worker 0.
+fn walk<'a>(capture: &'a Capture, mut lane: Lane<'_, 'a>, me: usize, n: usize, frames: u64) -> Finished {
     let mut scratch = Packet::default();
     let (mut seen, mut last_ts, mut error) = (0, 0, None);
     for (i, frame) in capture.frames().enumerate() {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                error = Some(e);
+                // Worker 0 reports a damaged capture; the others just stop there too.
+                if me == 0 {
+                    error = Some(e);
+                }
                 break;
             }
         };
@@ -753,85 +736,38 @@ fn read<'a>(
         }
         seen = number;
         last_ts = frame.ts_nanos;
-        let to = match peek_route_hash(frame.link, frame.data) {
-            Some(h) => owner(h, n),
+        match peek_route_hash(frame.link, frame.data) {
+            Some(h) => {
+                if owner(h, n) == me {
+                    lane.switch_before(number);
+                    lane.take(number, &frame);
+                }
+            }
             None => match pktio::parse_into(frame.link, frame.data, frame.wire_len, &mut scratch) {
-                Ok(()) => match owner(route_hash(&scratch), n) {
-                    0 => {
+                Ok(()) => {
+                    if owner(route_hash(&scratch), n) == me {
                         lane.switch_before(number);
                         *lane.pipe.filling.slot() = scratch;
                         lane.push(number, &frame, true);
-                        continue;
                     }
-                    k => k,
-                },
+                }
                 Err(e) => {
-                    lane.malformed(number, &e);
-                    continue;
+                    if me == 0 {
+                        lane.malformed(number, &e);
+                    }
                 }
             },
-        };
-        if to == 0 {
-            lane.switch_before(number);
-            lane.take(number, &frame);
-        } else {
-            let batch = &mut outgoing[to - 1];
-            batch.push((number, frame));
-            if batch.len() == HANDOFF {
-                let full = std::mem::replace(batch, Vec::with_capacity(HANDOFF));
-                // A worker that is gone has panicked; joining it reports that.
-                let _ = hand_tx[to - 1].send(Handoff::Frames(full));
-            }
         }
-    }
-    for (tx, batch) in hand_tx.iter().zip(outgoing) {
-        if !batch.is_empty() {
-            let _ = tx.send(Handoff::Frames(batch));
-        }
-        let _ = tx.send(Handoff::End { last_ts });
     }
     lane.finish(seen, last_ts, error)
 }
 
-/// A worker other than the reader: decides the frames handed to it, in order.
-fn follow<'a>(mut lane: Lane<'_, 'a>, rx: crossbeam_channel::Receiver<Handoff<'a>>) -> Finished {
-    let (mut seen, mut last_ts) = (0, 0);
-    for msg in rx.iter() {
-        match msg {
-            Handoff::Frames(batch) => {
-                for (number, frame) in &batch {
-                    lane.switch_before(*number);
-                    lane.take(*number, frame);
-                    (seen, last_ts) = (*number, frame.ts_nanos);
-                }
-            }
-            Handoff::End { last_ts: end } => {
-                last_ts = end;
-                break;
-            }
-        }
-    }
-    lane.finish(seen, last_ts, None)
-}
-
-/// The worker (of `n > 1`) that owns frames whose route hash is `h`. The reader (worker 0) also walks
-/// the whole capture, so its share of the hash space is [`READER_SHARE`] of the others'; a multiply
-/// and shift rather than a division, since the reader works this out for every frame.
+/// The worker (of `n`) that owns frames whose route hash is `h`: a multiply and shift rather than a
+/// division, since every worker works this out for every frame.
 #[inline]
 fn owner(h: u64, n: usize) -> usize {
-    // Shares in 1/256ths: the reader `READER_SHARE`, every other worker 256.
-    let total = READER_SHARE + 256 * (n as u64 - 1);
-    let x = ((u128::from(h) * u128::from(total)) >> 64) as u64;
-    if x < READER_SHARE {
-        0
-    } else {
-        1 + ((x - READER_SHARE) >> 8) as usize
-    }
+    ((u128::from(h) * n as u128) >> 64) as usize
 }
-
-/// The reader's share of flows, in 256ths of another worker's: walking the capture and handing frames
-/// on costs it about a tenth of what deciding them costs (measured with callgrind, see BENCHMARKS.md).
-const READER_SHARE: u64 = 193;
 
 /// Decides a worker's batch in order after prefetching, counting outcomes or keeping events.
 #[inline(never)]
