@@ -554,20 +554,20 @@ impl<'a> Frames<'a> {
         let rest = self.data.get(self.offset..)?;
         prefetch(rest.as_ptr().wrapping_add(PREFETCH_AHEAD));
         let (hdr, body) = rest.split_first_chunk::<PCAP_RECORD_LEN>()?;
-        let field = |at: usize| {
-            let b = [hdr[at], hdr[at + 1], hdr[at + 2], hdr[at + 3]];
-            if be {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
-        let caplen = field(8) as usize;
+        // The four fields read as little-endian, then swapped together for a big-endian file: one
+        // branch per record rather than one per field.
+        let word = |at: usize| u32::from_le_bytes([hdr[at], hdr[at + 1], hdr[at + 2], hdr[at + 3]]);
+        let mut f = [word(0), word(4), word(8), word(12)];
+        if be {
+            f = f.map(u32::swap_bytes);
+        }
+        let [ts_sec, ts_frac, caplen, wire_len] = f;
+        let caplen = caplen as usize;
         let data = body.get(..caplen)?;
         self.offset += PCAP_RECORD_LEN + caplen;
-        let frac_ns = if nanos { u64::from(field(4)) } else { u64::from(field(4)) * 1000 };
-        let ts_nanos = u64::from(field(0)) * 1_000_000_000 + frac_ns;
-        Some(CaptureFrame { data, wire_len: field(12), ts_nanos, link, interface: 0 })
+        let frac_ns = if nanos { u64::from(ts_frac) } else { u64::from(ts_frac) * 1000 };
+        let ts_nanos = u64::from(ts_sec) * 1_000_000_000 + frac_ns;
+        Some(CaptureFrame { data, wire_len, ts_nanos, link, interface: 0 })
     }
 
     fn next_pcap(
