@@ -653,16 +653,19 @@ impl<'v, 'a> Lane<'v, 'a> {
         }
     }
 
+    /// Decides what is held under the version in force, then moves to the last version due by frame
+    /// `number` (several switches may fall between two frames of this worker).
     #[cold]
     fn switch(&mut self, number: u64) {
-        if self.versions.get(self.v + 1).is_some_and(|next| number >= next.from) {
-            let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
+        let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
+        let due = versions.iter().rposition(|ver| ver.from <= number).unwrap_or(*v);
+        if due > *v {
             let snap = &versions[*v].snap;
             pipe.drain(|b| flush(w, b, snap, collect, counts, out, *want_events));
-            *v += 1;
-            collect.snap = Arc::clone(&versions[*v].snap);
-            self.next_switch = versions.get(*v + 1).map_or(u64::MAX, |next| next.from);
+            *v = due;
+            collect.snap = Arc::clone(&versions[due].snap);
         }
+        self.next_switch = versions.get(*v + 1).map_or(u64::MAX, |next| next.from);
     }
 
     /// Parses frame `number` into the next slot and takes it (after [`Lane::switch_before`]).
