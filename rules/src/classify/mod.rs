@@ -861,5 +861,5 @@ fn point(key: &L3Key) -> Key {
         IpAddr::V6(a) => (u128::from(a) >> 96) as u32,
     };
     let (sp, dp) = key.ports.map_or((DOMAIN_HI[2], DOMAIN_HI[3]), |(s, d)| (u32::from(s), u32::from(d)));
-    [a(key.src), a(key.dst), sp, dp, u32::from(key.proto), 0, 0, 0]
+    tree::key([a(key.src), a(key.dst), sp, dp, u32::from(key.proto)])
 }
