@@ -143,8 +143,7 @@ pub(super) struct Params {
 }
 
 /// `#{t in thr : v > t}` for a node's sorted thresholds and a key value (both with [`BIAS`]): two
-/// vector compares. As the thresholds are sorted, the lanes where `v > t` come first, so the count
-/// is the number of trailing ones.
+/// vector compares and a population count.
 #[inline(always)]
 fn child_index(thr: &[u32; FANOUT], v: u32) -> usize {
     #[cfg(target_arch = "x86_64")]
@@ -154,10 +153,12 @@ fn child_index(thr: &[u32; FANOUT], v: u32) -> usize {
         let m = unsafe {
             let x = _mm_set1_epi32(v as i32);
             let p = thr.as_ptr().cast::<__m128i>();
-            _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(x, _mm_loadu_si128(p))))
-                | _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(x, _mm_loadu_si128(p.add(1))))) << 4
+            let lo = _mm_cmpgt_epi32(x, _mm_loadu_si128(p));
+            let hi = _mm_cmpgt_epi32(x, _mm_loadu_si128(p.add(1)));
+            // Two mask bits per lane.
+            _mm_movemask_epi8(_mm_packs_epi32(lo, hi))
         };
-        (!(m as u32)).trailing_zeros() as usize
+        (m as u32).count_ones() as usize / 2
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
