@@ -3,11 +3,11 @@
 //! Every rule placed in a tree is a box `lo[d] <= key[d] <= hi[d]` over [`DIMS`] dimensions (source
 //! and destination address, source and destination port, protocol). A box is either *exact* (the box
 //! test alone decides the rule) or carries a [`Entry::check`] index: then the box is a conservative
-//! hull and the caller's full check decides. Inner nodes compare one dimension with one threshold;
+//! hull and the caller's full check decides. Inner nodes compare one dimension with up to 15 thresholds;
 //! leaves hold at most a few entries in priority order, scanned until the first match.
 //!
 //! Build (per node): for each dimension take the rules' cut points inside the node's region, split
-//! at their median, and keep the dimension whose larger child is smallest (then the least
+//! at their 16-quantiles, and keep the dimension whose largest child is smallest (then the least
 //! replication). A rule that covers the whole region exactly hides every later rule there, so the
 //! rule list is cut after it: this is what keeps wildcard-heavy firewall sets from exploding.
 
@@ -92,14 +92,14 @@ impl Entry {
 }
 
 /// Thresholds per node: a node has up to `FANOUT` children.
-const THRESHOLDS: usize = 7;
+const THRESHOLDS: usize = 15;
 const FANOUT: usize = THRESHOLDS + 1;
 
 /// An inner node: the key's value in the node's dimension goes to child `#{t in thr : value > t}`
-/// (`thr` sorted and stored with [`BIAS`], unused slots and the eighth `u32::MAX`, so eight lanes
-/// compare at once). One
-/// cache line: eight-way fan-out costs about what one binary step does. The dimension is carried by
-/// the reference to the node (see [`NODE_OFFSET`]), so the node itself has room for a full vector.
+/// (`thr` sorted and stored with [`BIAS`], unused slots and the last `u32::MAX`, so all lanes
+/// compare at once). Two cache lines, thresholds then children: a 16-way step costs little more
+/// than a binary one. The dimension is carried by the reference to the node (see
+/// [`NODE_OFFSET`]), so the node itself has room for full vectors.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 struct Node {
@@ -108,7 +108,7 @@ struct Node {
     kids: [u32; FANOUT],
 }
 
-/// A reference to an inner node is its byte offset in the node array (a multiple of 64) plus its
+/// A reference to an inner node is its byte offset in the node array (a multiple of 128) plus its
 /// dimension in the low bits; bit 31 ([`LEAF`]) is clear. A step thus needs no multiply or shift.
 const NODE_OFFSET: u32 = !LEAF & !(size_of::<Node>() as u32 - 1);
 /// Mask of an inner node reference's dimension.
@@ -142,23 +142,25 @@ pub(super) struct Params {
     pub max_entries: usize,
 }
 
-/// `#{t in thr : v > t}` for a node's sorted thresholds and a key value (both with [`BIAS`]): two
+/// `#{t in thr : v > t}` for a node's sorted thresholds and a key value (both with [`BIAS`]): four
 /// vector compares and a population count.
 #[inline(always)]
 fn child_index(thr: &[u32; FANOUT], v: u32) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86_64; the two unaligned loads read the eight `u32` of `thr`.
+        const _: () = assert!(FANOUT == 16);
+        // SAFETY: SSE2 is part of x86_64; the four unaligned loads read the sixteen `u32` of `thr`.
         let m = unsafe {
             let x = _mm_set1_epi32(v as i32);
             let p = thr.as_ptr().cast::<__m128i>();
-            let lo = _mm_cmpgt_epi32(x, _mm_loadu_si128(p));
-            let hi = _mm_cmpgt_epi32(x, _mm_loadu_si128(p.add(1)));
-            // Two mask bits per lane.
-            _mm_movemask_epi8(_mm_packs_epi32(lo, hi))
+            let c = |i: usize| _mm_cmpgt_epi32(x, _mm_loadu_si128(p.add(i)));
+            let lo = _mm_packs_epi32(c(0), c(1));
+            let hi = _mm_packs_epi32(c(2), c(3));
+            // One mask bit per lane.
+            _mm_movemask_epi8(_mm_packs_epi16(lo, hi))
         };
-        (m as u32).count_ones() as usize / 2
+        (m as u32).count_ones() as usize
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -274,7 +276,7 @@ impl Arena {
                 continue;
             }
             cuts.sort_unstable();
-            // Thresholds at the octiles of the cut points (dense regions get more of them).
+            // Thresholds at the 16-quantiles of the cut points (dense regions get more of them).
             let mut thr: Vec<u32> = (1..FANOUT).map(|q| cuts[q * cuts.len() / FANOUT]).collect();
             thr.dedup();
             let mut sizes = [0usize; FANOUT];
