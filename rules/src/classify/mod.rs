@@ -7,8 +7,9 @@
 //! five numbers: source and destination address (IPv4, or the top 32 bits of IPv6), source and
 //! destination port (65536 standing for "no ports") and protocol. Everything else (address-set
 //! membership, `not`, port sets, ICMP type/code, IPv6 prefixes longer than /32) marks the rule as
-//! needing the full check, which is the linear scan's own predicate, run only on the few rules that
-//! reach a leaf. So the structure may be conservative anywhere and is still exact.
+//! needing a check: the linear scan's own predicate with what the box and the view already decide
+//! left out, run only on the few rules that reach a leaf and pass the box test. So the structure
+//! may be conservative anywhere and is still exact.
 //!
 //! 1. **Views.** Rules are placed once per (direction, family): a key only ever visits the view of its
 //!    own direction and family, so `in`/`out`/`inout`, `inet`/`inet6` and the family an `ip` endpoint
@@ -426,7 +427,8 @@ struct RuleIndex {
     /// `[in v4, in v6, out v4, out v6]` → index into `view_data`.
     views: [usize; 4],
     view_data: Vec<View>,
-    /// Checks referenced by tree entries.
+    /// Checks referenced by tree entries: each the linear scan's predicate reduced to the parts its
+    /// entries' boxes and views leave open.
     checks: Vec<Check>,
     /// Full checks by rank (for keys whose source and destination families differ).
     all: Vec<Check>,
@@ -579,7 +581,19 @@ impl RuleIndex {
                 let check = if exact {
                     NONE
                 } else {
-                    *interned.entry(chk).or_insert_with_key(|k| {
+                    // Only what the box leaves open: the view fixes direction and family, the box
+                    // decides protocol and every exact field (a check runs only after the box test).
+                    let open = Check {
+                        dir: RuleDir::InOut,
+                        family: Family::Any,
+                        proto: Protocol::Any,
+                        src: if sx { Side::Any } else { chk.src },
+                        dst: if dx { Side::Any } else { chk.dst },
+                        sport: if spx { Ports::Any } else { chk.sport.clone() },
+                        dport: if dpx { Ports::Any } else { chk.dport.clone() },
+                        icmp: chk.icmp,
+                    };
+                    *interned.entry(open).or_insert_with_key(|k| {
                         checks.push(k.clone());
                         checks.len() as u32 - 1
                     })
