@@ -31,8 +31,10 @@
 //!    walks up to 16 keys of one view down a tree in lockstep, so their cache misses overlap (rte_acl
 //!    does the same with SIMD over its batch). Up to 32 MiB of trees every key steps at every level
 //!    without branches; beyond, each key prefetches its next node or leaf as soon as it is known.
-//!    Views with address sets take one key at a time: their per-set trees are small, most are
-//!    pruned by rank, and lockstep walks there cost more instructions than they save.
+//!    Views with address sets walk their trees one key at a time: per-set trees are small, most are
+//!    pruned by rank, and lockstep walks there cost more instructions than they save. But the keys'
+//!    member lookups go in stages over the whole group (every hash probe started, then every key's
+//!    members found, then the trees), so the member table's cache misses overlap.
 //!
 //! Layout: a node is a cache line of 16 thresholds (compared as four vectors, one population count)
 //! and one of 16 child references. Sixteen ways rather than eight take about one level fewer on the
@@ -682,7 +684,6 @@ impl RuleIndex {
     #[inline(always)]
     fn first_rank(&self, key: &L3Key, v6: bool, sets: Option<&SetTable>) -> u32 {
         let view = &self.view_data[self.views[usize::from(key.dir == Direction::Out) * 2 + usize::from(v6)]];
-        let k = point(key);
         let (ms, md) = match sets {
             Some(t) if view.sets => {
                 // Both hash probes in flight at once.
@@ -691,13 +692,20 @@ impl RuleIndex {
             }
             _ => (Members::NONE, Members::NONE),
         };
-        let mut check = |c: u32| self.checks[c as usize].matches(key, &ms, &md);
+        self.rank_in_view(view, key, &ms, &md)
+    }
+
+    /// The best rank of `key` in `view`, given the sets holding its source (`ms`) and destination.
+    #[inline(always)]
+    fn rank_in_view(&self, view: &View, key: &L3Key, ms: &Members<'_>, md: &Members<'_>) -> u32 {
+        let k = point(key);
+        let mut check = |c: u32| self.checks[c as usize].matches(key, ms, md);
         let mut best = NONE;
         for &t in &view.rest {
             best = self.arena.lookup(t, &k, best, &mut check);
         }
         // Plain loops over the two id lists (chained iterators cost more here).
-        for (trees, m) in [(&view.by_dst, &md), (&view.by_src, &ms)] {
+        for (trees, m) in [(&view.by_dst, md), (&view.by_src, ms)] {
             if trees.is_empty() {
                 continue;
             }
@@ -776,9 +784,28 @@ impl RuleIndex {
         let Some(view) = self.view_data.get(vi) else { return };
         if view.sets {
             // Per-set trees are small and most are pruned by rank: one key at a time costs fewer
-            // instructions than the lockstep walks here (the member table stays in cache).
+            // instructions than lockstep walks here. But the member table and the trees outgrow
+            // the core's cache, so the hash probes of every key start first, then every key's
+            // members are found, then each key visits its trees.
+            let Some(t) = sets else {
+                for &i in idx {
+                    out[usize::from(i)] = self.first_match_impl(&keys[usize::from(i)], sets);
+                }
+                return;
+            };
             for &i in idx {
-                out[usize::from(i)] = self.first_match_impl(&keys[usize::from(i)], sets);
+                let k = &keys[usize::from(i)];
+                t.prefetch(k.src);
+                t.prefetch(k.dst);
+            }
+            let mut members = [(Members::NONE, Members::NONE); BATCH];
+            for (m, &i) in members.iter_mut().zip(idx) {
+                let k = &keys[usize::from(i)];
+                *m = (t.members(k.src), t.members(k.dst));
+            }
+            for ((ms, md), &i) in members.iter().zip(idx) {
+                let r = self.rank_in_view(view, &keys[usize::from(i)], ms, md);
+                out[usize::from(i)] = (r != NONE).then(|| self.order[r as usize] as usize);
             }
             return;
         }
