@@ -32,9 +32,10 @@
 //!    does the same with SIMD over its batch). Up to 32 MiB of trees every key steps at every level
 //!    without branches; beyond, each key prefetches its next node or leaf as soon as it is known.
 //!    Views with address sets walk their trees one key at a time: per-set trees are small, most are
-//!    pruned by rank, and lockstep walks there cost more instructions than they save. But the keys'
-//!    member lookups go in stages over the whole group (every hash probe started, then every key's
-//!    members found, then the trees), so the member table's cache misses overlap.
+//!    pruned by rank, and lockstep walks there cost more instructions than they save. But the rest
+//!    goes in stages over the whole group, so that cache misses overlap: every key's hash probes
+//!    start, then every key's members are found, then the keys walk the view's shared trees in
+//!    lockstep, and only then does each key visit its sets' trees.
 //!
 //! Layout: a node is a cache line of 16 thresholds (compared as four vectors, one population count)
 //! and one of 16 child references. Sixteen ways rather than eight take about one level fewer on the
@@ -704,6 +705,22 @@ impl RuleIndex {
         for &t in &view.rest {
             best = self.arena.lookup(t, &k, best, &mut check);
         }
+        self.rank_in_sets(view, key, &k, ms, md, best)
+    }
+
+    /// [`RuleIndex::rank_in_view`] past the shared trees, whose answer is `best`: the trees of the
+    /// sets holding the key's addresses.
+    #[inline(always)]
+    fn rank_in_sets(
+        &self,
+        view: &View,
+        key: &L3Key,
+        k: &Key,
+        ms: &Members<'_>,
+        md: &Members<'_>,
+        mut best: u32,
+    ) -> u32 {
+        let mut check = |c: u32| self.checks[c as usize].matches(key, ms, md);
         // Plain loops over the two id lists (chained iterators cost more here).
         for (trees, m) in [(&view.by_dst, md), (&view.by_src, ms)] {
             if trees.is_empty() {
@@ -712,7 +729,7 @@ impl RuleIndex {
             for ids in [m.exact, m.prefix] {
                 for &id in ids {
                     if let Some(&t) = trees.get(id as usize) {
-                        best = self.arena.lookup(t, &k, best, &mut check);
+                        best = self.arena.lookup(t, k, best, &mut check);
                     }
                 }
             }
@@ -803,8 +820,11 @@ impl RuleIndex {
                 let k = &keys[usize::from(i)];
                 *m = (t.members(k.src), t.members(k.dst));
             }
-            for ((ms, md), &i) in members.iter().zip(idx) {
-                let r = self.rank_in_view(view, &keys[usize::from(i)], ms, md);
+            // The shared trees in lockstep, then each key's set trees.
+            let (pts, best) = self.shared_batch(view, keys, idx, &members);
+            for (j, &i) in idx.iter().enumerate().take(BATCH) {
+                let (ms, md) = &members[j];
+                let r = self.rank_in_sets(view, &keys[usize::from(i)], &pts[j], ms, md, best[j]);
                 out[usize::from(i)] = (r != NONE).then(|| self.order[r as usize] as usize);
             }
             return;
@@ -826,6 +846,33 @@ impl RuleIndex {
             let b = best[j];
             out[usize::from(idx[j])] = (b != NONE).then(|| self.order[b as usize] as usize);
         }
+    }
+
+    /// The keys and best ranks of `keys[i]` for the `i` in `idx` (at most [`BATCH`]) over the shared
+    /// trees of `view`, walked in lockstep; `members[j]` holds the sets of key `idx[j]`'s addresses.
+    #[inline(always)]
+    fn shared_batch(
+        &self,
+        view: &View,
+        keys: &[L3Key],
+        idx: &[u8],
+        members: &[(Members<'_>, Members<'_>); BATCH],
+    ) -> ([Key; BATCH], [u32; BATCH]) {
+        let n = idx.len().min(BATCH);
+        let key = |j: usize| &keys[usize::from(idx[j])];
+        let mut pts = [[0u32; 8]; BATCH];
+        for (j, p) in pts[..n].iter_mut().enumerate() {
+            *p = point(key(j));
+        }
+        let mut best = [NONE; BATCH];
+        let mut check = |j: usize, c: u32| {
+            let (ms, md) = &members[j & (BATCH - 1)];
+            self.checks[c as usize].matches(key(j), ms, md)
+        };
+        for &t in &view.rest {
+            self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
+        }
+        (pts, best)
     }
 
     /// A key whose source and destination families differ (no real packet): plain scan.
