@@ -525,3 +525,54 @@ pub(super) fn prefetch<T>(p: &T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::synth::Rng;
+
+    /// Values around the edges the sign-bit flip moves (0, 2^31 - 1, 2^31, u32::MAX), or anything.
+    fn value(rng: &mut Rng) -> u32 {
+        const EDGES: [u32; 6] = [0, 1, (1 << 31) - 1, 1 << 31, u32::MAX - 1, u32::MAX];
+        if rng.chance(0.4) {
+            EDGES[rng.below(EDGES.len())]
+        } else {
+            (rng.below(1 << 16) as u32) << 16 | rng.below(1 << 16) as u32
+        }
+    }
+
+    #[test]
+    fn vector_child_index_counts_thresholds_below_the_value() {
+        let mut rng = Rng::new(11);
+        for _ in 0..20_000 {
+            let used = rng.below(THRESHOLDS + 1);
+            let mut thr: Vec<u32> = (0..used).map(|_| value(&mut rng)).collect();
+            thr.sort_unstable();
+            thr.dedup();
+            // As `Arena::node` stores them: flipped, unused slots `u32::MAX`.
+            let mut stored = [u32::MAX ^ BIAS; FANOUT];
+            for (s, &t) in stored.iter_mut().zip(&thr) {
+                *s = t ^ BIAS;
+            }
+            let v = value(&mut rng);
+            assert_eq!(child_index(&stored, v ^ BIAS), child_of(&thr, v), "thresholds {thr:?} value {v}");
+        }
+    }
+
+    #[test]
+    fn box_test_is_the_same_on_flipped_keys_and_corners() {
+        let mut rng = Rng::new(12);
+        for _ in 0..20_000 {
+            let (mut lo, mut hi, mut p) = ([0; DIMS], [0; DIMS], [0; DIMS]);
+            for d in 0..DIMS {
+                let (a, b) = (value(&mut rng), value(&mut rng));
+                (lo[d], hi[d]) = (a.min(b), a.max(b));
+                p[d] = if rng.chance(0.5) { value(&mut rng) } else { lo[d] + (hi[d] - lo[d]) / 2 };
+            }
+            let want = (0..DIMS).all(|d| lo[d] <= p[d] && p[d] <= hi[d]);
+            let mut e = Entry::new(lo, hi, 0, NONE);
+            e.lo = e.lo.map(|x| x ^ BIAS);
+            assert_eq!(e.contains(&key(p)), want, "box {lo:?}..{hi:?} point {p:?}");
+        }
+    }
+}
