@@ -21,8 +21,8 @@
 //!    Rules over sets never smear over the address dimensions of a shared tree, and membership lives
 //!    apart from the rules.
 //! 3. **Decision trees for the rest**: HyperSplit-like trees with 16-way nodes (one field, up to 15
-//!    thresholds at the 16-quantiles of the rules' cut points, two cache lines per node) and leaves of at
-//!    most 8 rules in priority order. An exact rule that covers a node's whole region hides every later
+//!    thresholds at the 16-quantiles of the rules' cut points, two cache lines per node) and leaves
+//!    of at most 8 rules in priority order. An exact rule that covers a node's whole region hides every later
 //!    rule there, which keeps wildcard-heavy firewall sets small. When one tree would still replicate
 //!    rules too much, the rules are split as CutSplit does (specific destination / specific source /
 //!    neither) and each part gets its own tree. Every tree knows its best rank and is skipped when it
@@ -30,22 +30,23 @@
 //! 4. **Batches.** [`Classifier::first_match_batch`] sorts up to 64 keys by the view they visit, then
 //!    walks up to 16 keys of one view down a tree in lockstep, so their cache misses overlap (rte_acl
 //!    does the same with SIMD over its batch). Up to 32 MiB of trees every key steps at every level
-//!    without branches; beyond, each key prefetches its next node or leaf as soon as it is known.
+//!    (a key at its leaf steps through node 0 and keeps it); beyond, each key prefetches its next
+//!    node or leaf as soon as it is known.
 //!    Views with address sets walk their trees one key at a time: per-set trees are small, most are
 //!    pruned by rank, and lockstep walks there cost more instructions than they save. But the rest
 //!    goes in stages over the whole group, so that cache misses overlap: every key's hash probes
 //!    start, then every key's members are found, then the keys walk the view's shared trees in
 //!    lockstep, and only then does each key visit its sets' trees.
 //!
-//! Layout: a node is a cache line of 16 thresholds (compared as four vectors, one population count)
-//! and one of 16 child references. Sixteen ways rather than eight take about one level fewer on the
-//! 1k and 10k ClassBench sets (fewer dependent loads) for more memory (acl_1k 1.2 → 2.2 MiB,
-//! the 100,000-rule set 66 → 86 MiB). The node's
-//! dimension rides in the low bits of the reference to it (the node's byte offset) and a leaf
-//! reference carries the leaf's entry range itself, so a walk touches only nodes and then the
-//! leaf's entries. Thresholds, keys and entry corners are stored with the top bit flipped, so
-//! signed vector compares order them as unsigned numbers. Prefix
-//! members are found by a search within one of 4,096 buckets spread over the span the prefixes cover.
+//! Layout: a node is a cache line of 16 thresholds (compared as four vectors and one population
+//! count) and one of 16 child references. Sixteen ways rather than eight take about half a level
+//! fewer on the 1k and 10k ClassBench sets (fewer dependent loads) for more memory (acl_1k 1.2 →
+//! 2.2 MiB, the 100,000-rule set 66 → 86 MiB). The node's dimension rides in the low bits of the
+//! reference to it (the node's byte offset), and a leaf reference carries the leaf's entry range
+//! itself, so a walk touches only nodes and then the leaf's entries. Thresholds, keys and entry
+//! corners are stored with the top bit flipped, so signed vector compares order them as unsigned
+//! numbers. Prefix members are found by a search within one of 4,096 buckets spread over the span
+//! the prefixes cover.
 //!
 //! Why this mix: decision trees give the shortest lookups on ClassBench-like sets (a few predictable
 //! compares per level, far fewer memory touches than tuple-space probes, and no full-rebuild-only

@@ -3,8 +3,8 @@
 //! Every rule placed in a tree is a box `lo[d] <= key[d] <= hi[d]` over [`DIMS`] dimensions (source
 //! and destination address, source and destination port, protocol). A box is either *exact* (the box
 //! test alone decides the rule) or carries a [`Entry::check`] index: then the box is a conservative
-//! hull and the caller's full check decides. Inner nodes compare one dimension with up to 15 thresholds;
-//! leaves hold at most a few entries in priority order, scanned until the first match.
+//! hull and the caller's check decides. Inner nodes compare one dimension with up to 15
+//! thresholds; leaves hold at most a few entries in priority order, scanned until the first match.
 //!
 //! Build (per node): for each dimension take the rules' cut points inside the node's region, split
 //! at their 16-quantiles, and keep the dimension whose largest child is smallest (then the least
@@ -28,6 +28,7 @@ const BIAS: u32 = 1 << 31;
 pub(super) fn key(p: Point) -> Key {
     [p[0] ^ BIAS, p[1] ^ BIAS, p[2] ^ BIAS, p[3] ^ BIAS, p[4] ^ BIAS, BIAS, BIAS, BIAS]
 }
+
 /// Most keys [`Arena::lookup_batch`] walks in lockstep.
 pub(super) const BATCH: usize = 16;
 /// "No rule", "no check", "no tree": ranks and indices never reach it.
