@@ -3,11 +3,11 @@
 //! Every rule placed in a tree is a box `lo[d] <= key[d] <= hi[d]` over [`DIMS`] dimensions (source
 //! and destination address, source and destination port, protocol). A box is either *exact* (the box
 //! test alone decides the rule) or carries a [`Entry::check`] index: then the box is a conservative
-//! hull and the caller's full check decides. Inner nodes compare one dimension with one threshold;
-//! leaves hold at most a few entries in priority order, scanned until the first match.
+//! hull and the caller's check decides. Inner nodes compare one dimension with up to 15
+//! thresholds; leaves hold at most a few entries in priority order, scanned until the first match.
 //!
 //! Build (per node): for each dimension take the rules' cut points inside the node's region, split
-//! at their median, and keep the dimension whose larger child is smallest (then the least
+//! at their 16-quantiles, and keep the dimension whose largest child is smallest (then the least
 //! replication). A rule that covers the whole region exactly hides every later rule there, so the
 //! rule list is cut after it: this is what keeps wildcard-heavy firewall sets from exploding.
 
@@ -15,8 +15,20 @@
 pub(super) const DIMS: usize = 5;
 /// A box corner: one value per dimension.
 pub(super) type Point = [u32; DIMS];
-/// A lookup key: the [`DIMS`] values padded to eight, so a node's dimension indexes it with a mask.
+/// A lookup key: the [`DIMS`] values with [`BIAS`] applied, padded to eight so that a node's
+/// dimension indexes it with a mask. Made by [`key`].
 pub(super) type Key = [u32; 8];
+/// Keys, node thresholds and the lower corners of leaf entries are stored with the top bit flipped:
+/// then signed vector compares order them as unsigned numbers, with no flip per compare. Box tests
+/// are unaffected: `(k ^ BIAS) - (lo ^ BIAS) == k - lo` (wrapping).
+const BIAS: u32 = 1 << 31;
+
+/// The lookup key of a point.
+#[inline(always)]
+pub(super) fn key(p: Point) -> Key {
+    [p[0] ^ BIAS, p[1] ^ BIAS, p[2] ^ BIAS, p[3] ^ BIAS, p[4] ^ BIAS, BIAS, BIAS, BIAS]
+}
+
 /// Most keys [`Arena::lookup_batch`] walks in lockstep.
 pub(super) const BATCH: usize = 16;
 /// "No rule", "no check", "no tree": ranks and indices never reach it.
@@ -81,13 +93,14 @@ impl Entry {
 }
 
 /// Thresholds per node: a node has up to `FANOUT` children.
-const THRESHOLDS: usize = 7;
+const THRESHOLDS: usize = 15;
 const FANOUT: usize = THRESHOLDS + 1;
 
 /// An inner node: the key's value in the node's dimension goes to child `#{t in thr : value > t}`
-/// (`thr` sorted, unused slots and the eighth `u32::MAX`, so eight lanes compare at once). One
-/// cache line: eight-way fan-out costs about what one binary step does. The dimension is carried by
-/// the reference to the node (see [`DIM_SHIFT`]), so the node itself has room for a full vector.
+/// (`thr` sorted and stored with [`BIAS`], unused slots and the last `u32::MAX`, so all lanes
+/// compare at once). Two cache lines, thresholds then children: a 16-way step costs little more
+/// than a binary one. The dimension is carried by the reference to the node (see
+/// [`NODE_OFFSET`]), so the node itself has room for full vectors.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 struct Node {
@@ -96,10 +109,11 @@ struct Node {
     kids: [u32; FANOUT],
 }
 
-/// A reference to an inner node is `index | dim << DIM_SHIFT` (bit 31, [`LEAF`], clear).
-const DIM_SHIFT: u32 = 28;
-/// Mask of an inner node reference's index.
-const NODE_MASK: u32 = (1 << DIM_SHIFT) - 1;
+/// A reference to an inner node is its byte offset in the node array (a multiple of 128) plus its
+/// dimension in the low bits; bit 31 ([`LEAF`]) is clear. A step thus needs no multiply or shift.
+const NODE_OFFSET: u32 = !LEAF & !(size_of::<Node>() as u32 - 1);
+/// Mask of an inner node reference's dimension.
+const DIM_MASK: u32 = 7;
 
 /// A tree: its root reference in the arena and the best rank it holds (for pruning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,29 +143,29 @@ pub(super) struct Params {
     pub max_entries: usize,
 }
 
-/// `#{t in thr : v > t}` for a node's sorted thresholds: two vector compares. As the thresholds are
-/// sorted, the lanes where `v > t` come first, so the count is the number of trailing ones.
+/// `#{t in thr : v > t}` for a node's sorted thresholds and a key value (both with [`BIAS`]): four
+/// vector compares and a population count.
 #[inline(always)]
 fn child_index(thr: &[u32; FANOUT], v: u32) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86_64; the two unaligned loads read the eight `u32` of `thr`.
+        const _: () = assert!(FANOUT == 16);
+        // SAFETY: SSE2 is part of x86_64; the four unaligned loads read the sixteen `u32` of `thr`.
         let m = unsafe {
-            // Unsigned compares as signed ones, both sides offset by 2^31.
-            let bias = _mm_set1_epi32(i32::MIN);
-            let x = _mm_xor_si128(_mm_set1_epi32(v as i32), bias);
+            let x = _mm_set1_epi32(v as i32);
             let p = thr.as_ptr().cast::<__m128i>();
-            let lo = _mm_xor_si128(_mm_loadu_si128(p), bias);
-            let hi = _mm_xor_si128(_mm_loadu_si128(p.add(1)), bias);
-            _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(x, lo)))
-                | _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(x, hi))) << 4
+            let c = |i: usize| _mm_cmpgt_epi32(x, _mm_loadu_si128(p.add(i)));
+            let lo = _mm_packs_epi32(c(0), c(1));
+            let hi = _mm_packs_epi32(c(2), c(3));
+            // One mask bit per lane.
+            _mm_movemask_epi8(_mm_packs_epi16(lo, hi))
         };
-        (!(m as u32)).trailing_zeros() as usize
+        (m as u32).count_ones() as usize
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        thr.iter().filter(|&&t| v > t).count()
+        thr.iter().filter(|&&t| v as i32 > t as i32).count()
     }
 }
 
@@ -196,7 +210,11 @@ impl Arena {
 
     fn leaf(&mut self, rules: &[Entry], idx: &[u32]) -> u32 {
         let start = self.entries.len() as u32;
-        self.entries.extend(idx.iter().map(|&i| rules[i as usize]));
+        self.entries.extend(idx.iter().map(|&i| {
+            let mut e = rules[i as usize];
+            e.lo = e.lo.map(|x| x ^ BIAS);
+            e
+        }));
         self.leaves.push([start, self.entries.len() as u32]);
         let len = idx.len() as u32;
         if len < LEN_TABLE && start <= START_MASK {
@@ -259,7 +277,7 @@ impl Arena {
                 continue;
             }
             cuts.sort_unstable();
-            // Thresholds at the octiles of the cut points (dense regions get more of them).
+            // Thresholds at the 16-quantiles of the cut points (dense regions get more of them).
             let mut thr: Vec<u32> = (1..FANOUT).map(|q| cuts[q * cuts.len() / FANOUT]).collect();
             thr.dedup();
             let mut sizes = [0usize; FANOUT];
@@ -292,10 +310,15 @@ impl Arena {
         }
         drop(idx);
         let at = self.nodes.len();
-        assert!(at as u32 <= NODE_MASK, "too many tree nodes");
-        let mut t = [u32::MAX; FANOUT];
-        t[..thr.len()].copy_from_slice(&thr);
-        debug_assert!(t.windows(2).all(|w| w[0] <= w[1]), "thresholds must be sorted (see child_index)");
+        assert!(at < (NODE_OFFSET as usize + 1) / size_of::<Node>(), "too many tree nodes");
+        let mut t = [u32::MAX ^ BIAS; FANOUT];
+        for (t, &x) in t.iter_mut().zip(&thr) {
+            *t = x ^ BIAS;
+        }
+        debug_assert!(
+            t.windows(2).all(|w| w[0] as i32 <= w[1] as i32),
+            "thresholds must be sorted (see child_index)"
+        );
         self.nodes.push(Node { thr: t, kids: [NONE; FANOUT] });
         let mut refs = [self.empty_leaf(); FANOUT];
         for (j, k) in kids.into_iter().enumerate() {
@@ -310,7 +333,7 @@ impl Arena {
                 if k.is_empty() { self.empty_leaf() } else { self.node(rules, k, r, depth + 1, p, cuts) };
         }
         self.nodes[at].kids = refs;
-        at as u32 | (d as u32) << DIM_SHIFT
+        (at * size_of::<Node>()) as u32 | d as u32
     }
 
     fn empty_leaf(&self) -> u32 {
@@ -335,9 +358,21 @@ impl Arena {
     /// One step down from inner node `c`.
     #[inline(always)]
     fn step(&self, c: u32, k: &Key) -> u32 {
-        let n = &self.nodes[(c & NODE_MASK) as usize];
-        let v = k[(c >> DIM_SHIFT) as usize & 7];
+        let n = self.node_at(c);
+        let v = k[(c & DIM_MASK) as usize];
         n.kids[child_index(&n.thr, v) & (FANOUT - 1)]
+    }
+
+    /// The node inner reference `c` points to.
+    #[inline(always)]
+    fn node_at(&self, c: u32) -> &Node {
+        let off = (c & NODE_OFFSET) as usize;
+        debug_assert!(off < self.nodes.len() * size_of::<Node>());
+        // SAFETY: inner references are made only by `node`, as the offset of a node it pushed; nodes
+        // are only removed by `rollback`, which invalidates every tree (and so every reference)
+        // built since. Tree roots and node children are such references, so `off` is the offset of
+        // a node in `nodes`.
+        unsafe { &*self.nodes.as_ptr().cast::<u8>().add(off).cast::<Node>() }
     }
 
     /// The first entry of leaf `c` that matches, if its rank is below `best`.
@@ -379,16 +414,16 @@ impl Arena {
             self.walk_prefetching(&mut cur, ks, n);
         } else {
             // Cache-resident trees: every key steps at every level, a key already at its leaf
-            // stepping through node 0 and keeping its leaf, so no branch depends on where each
-            // key's walk ends.
+            // stepping through node 0 (reference 0) and keeping its leaf, so no branch depends on
+            // where each key's walk ends.
             loop {
                 let mut inner = 0;
                 for j in 0..n {
                     let c = cur[j];
-                    let at_leaf = c & LEAF != 0;
-                    let node = if at_leaf { 0 } else { c };
-                    let next = self.step(node, &ks[j]);
-                    let c = if at_leaf { c } else { next };
+                    // All ones when `c` is an inner node, else zero.
+                    let m = ((c as i32) >> 31) as u32 ^ u32::MAX;
+                    let next = self.step(c & m, &ks[j]);
+                    let c = (next & m) | (c & !m);
                     cur[j] = c;
                     inner |= !c & LEAF;
                 }
@@ -437,7 +472,7 @@ impl Arena {
                 prefetch(e);
             }
         } else {
-            prefetch(&self.nodes[(c & NODE_MASK) as usize]);
+            prefetch(self.node_at(c));
         }
     }
 
@@ -490,4 +525,55 @@ pub(super) fn prefetch<T>(p: &T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::synth::Rng;
+
+    /// Values around the edges the sign-bit flip moves (0, 2^31 - 1, 2^31, u32::MAX), or anything.
+    fn value(rng: &mut Rng) -> u32 {
+        const EDGES: [u32; 6] = [0, 1, (1 << 31) - 1, 1 << 31, u32::MAX - 1, u32::MAX];
+        if rng.chance(0.4) {
+            EDGES[rng.below(EDGES.len())]
+        } else {
+            (rng.below(1 << 16) as u32) << 16 | rng.below(1 << 16) as u32
+        }
+    }
+
+    #[test]
+    fn vector_child_index_counts_thresholds_below_the_value() {
+        let mut rng = Rng::new(11);
+        for _ in 0..20_000 {
+            let used = rng.below(THRESHOLDS + 1);
+            let mut thr: Vec<u32> = (0..used).map(|_| value(&mut rng)).collect();
+            thr.sort_unstable();
+            thr.dedup();
+            // As `Arena::node` stores them: flipped, unused slots `u32::MAX`.
+            let mut stored = [u32::MAX ^ BIAS; FANOUT];
+            for (s, &t) in stored.iter_mut().zip(&thr) {
+                *s = t ^ BIAS;
+            }
+            let v = value(&mut rng);
+            assert_eq!(child_index(&stored, v ^ BIAS), child_of(&thr, v), "thresholds {thr:?} value {v}");
+        }
+    }
+
+    #[test]
+    fn box_test_is_the_same_on_flipped_keys_and_corners() {
+        let mut rng = Rng::new(12);
+        for _ in 0..20_000 {
+            let (mut lo, mut hi, mut p) = ([0; DIMS], [0; DIMS], [0; DIMS]);
+            for d in 0..DIMS {
+                let (a, b) = (value(&mut rng), value(&mut rng));
+                (lo[d], hi[d]) = (a.min(b), a.max(b));
+                p[d] = if rng.chance(0.5) { value(&mut rng) } else { lo[d] + (hi[d] - lo[d]) / 2 };
+            }
+            let want = (0..DIMS).all(|d| lo[d] <= p[d] && p[d] <= hi[d]);
+            let mut e = Entry::new(lo, hi, 0, NONE);
+            e.lo = e.lo.map(|x| x ^ BIAS);
+            assert_eq!(e.contains(&key(p)), want, "box {lo:?}..{hi:?} point {p:?}");
+        }
+    }
 }
