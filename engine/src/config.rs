@@ -190,8 +190,11 @@ pub struct Snapshot {
     pub filters: Vec<Arc<FilterConfig>>,
     by_mac: AHashMap<[u8; 6], usize>,
     by_ip: AHashMap<IpAddr, usize>,
-    /// The MACs of `by_mac` as words, for a linear scan when there are few (faster than hashing).
-    small_macs: Vec<(u64, usize)>,
+    /// The MACs of `by_mac` as words, for a linear scan when there are few (faster than hashing);
+    /// `None` when there are more than [`SMALL`].
+    small_macs: Option<Vec<(u64, usize)>>,
+    /// Few vNICs, all known by MAC: a MAC alone settles every frame's vNIC ([`Snapshot::vnic_small`]).
+    mac_only: bool,
 }
 
 /// Up to this many vNIC MACs are found by a linear scan.
@@ -218,21 +221,28 @@ impl Snapshot {
     /// (`Some(None)`: none); `None` when the general lookup is needed.
     #[inline]
     pub fn vnic_small(&self, m: [u8; 6]) -> Option<Option<usize>> {
-        (self.by_mac.len() <= SMALL && self.by_ip.is_empty()).then(|| {
-            let w = mac_word(m);
-            self.small_macs.iter().find(|(x, _)| *x == w).map(|&(_, i)| i)
-        })
+        if self.mac_only {
+            self.scan_small(m)
+        } else {
+            None
+        }
+    }
+
+    /// The vNIC with MAC `m` by a linear scan (`Some(None)`: none), when there are few MACs.
+    #[inline]
+    fn scan_small(&self, m: [u8; 6]) -> Option<Option<usize>> {
+        let w = mac_word(m);
+        self.small_macs.as_ref().map(|macs| macs.iter().find(|(x, _)| *x == w).map(|&(_, i)| i))
     }
 
     fn vnic_any(&self, mac: Option<[u8; 6]>, ip: Option<IpAddr>) -> Option<usize> {
         if let Some(m) = mac {
-            if self.by_mac.len() <= SMALL {
-                let w = mac_word(m);
-                if let Some(&(_, i)) = self.small_macs.iter().find(|(x, _)| *x == w) {
-                    return Some(i);
-                }
-            } else if let Some(&i) = self.by_mac.get(&m) {
-                return Some(i);
+            let found = match self.scan_small(m) {
+                Some(found) => found,
+                None => self.by_mac.get(&m).copied(),
+            };
+            if found.is_some() {
+                return found;
             }
         }
         if self.by_ip.is_empty() {
@@ -296,8 +306,10 @@ impl Snapshot {
             filters.push(Arc::new(cfg));
             index_vnic(&spec.vnic, filters.len() - 1, &mut by_mac, &mut by_ip, &spec.name, &filters)?;
         }
-        let small_macs = by_mac.iter().map(|(m, i)| (mac_word(*m), *i)).collect();
-        Ok(Snapshot { generation, filters, by_mac, by_ip, small_macs })
+        let small_macs =
+            (by_mac.len() <= SMALL).then(|| by_mac.iter().map(|(m, i)| (mac_word(*m), *i)).collect());
+        let mac_only = by_mac.len() <= SMALL && by_ip.is_empty();
+        Ok(Snapshot { generation, filters, by_mac, by_ip, small_macs, mac_only })
     }
 }
 
