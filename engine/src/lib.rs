@@ -455,7 +455,7 @@ impl Worker {
     /// [`Route::of_plain`], from its TCP header and length on the wire: its [`Packet`] is built only
     /// when it takes the full path.
     #[inline(always)]
-    pub fn process_plain(
+    pub(crate) fn process_plain(
         &mut self,
         snap: &Snapshot,
         tcp: &pktio::TcpInfo,
