@@ -283,8 +283,11 @@ impl FilterState {
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> Option<Decision> {
-        if let (true, Some(seen)) = (shared.fast_paths.load(Ordering::Relaxed), Seen::of(pkt)) {
-            if let Some(d) = self.decide_fast(cfg, index, shared, seen, key, None, dir, frame, sink) {
+        if let (true, Some(seen), Some((k, from_lo, hash))) =
+            (shared.fast_paths.load(Ordering::Relaxed), Seen::of(pkt), key)
+        {
+            let keyed = (k, *from_lo, *hash);
+            if let Some(d) = self.decide_fast(cfg, index, shared, seen, keyed, None, dir, frame, sink) {
                 return Some(d);
             }
         }
@@ -309,7 +312,7 @@ impl FilterState {
         index: usize,
         shared: &Shared,
         seen: Seen<'_>,
-        key: Option<&(FlowKey, bool, u64)>,
+        (key, from_lo, hash): (&FlowKey, bool, u64),
         hint: Option<usize>,
         dir: Direction,
         frame: FrameRef<'_>,
@@ -319,8 +322,6 @@ impl FilterState {
         if cfg.l2.is_some() || cfg.l3.is_none() || self.frags.due(now_s) {
             return None;
         }
-        let (key, from_lo, hash) = key?;
-        let (from_lo, hash) = (*from_lo, *hash);
         let (entry, expires) = self.conns.get_mut_hinted(key, hash, hint)?;
         let conn = &mut entry.value;
         let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;

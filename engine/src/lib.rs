@@ -161,6 +161,38 @@ impl Route {
     /// known by MAC. `None` otherwise (the frame then takes the general path).
     #[inline]
     pub fn of_plain(snap: &Snapshot, p: &pktio::PlainTcp) -> Option<Route> {
+        Lean::of(snap, p).map(|l| l.route())
+    }
+}
+
+/// A plain TCP frame ([`pktio::PlainTcp`]) on the lean lane: what deciding it takes, worked out when
+/// it was read, in one small record (its route is the [`Route::of_plain`] one: exactly one filter).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lean {
+    /// The segment.
+    pub tcp: pktio::TcpInfo,
+    /// The connection key (direction-independent).
+    pub key: flow::FlowKey,
+    /// The key's hash.
+    pub hash: u64,
+    /// Length on the wire.
+    pub wire_len: u32,
+    /// The one filter the frame crosses.
+    pub filter: u32,
+    /// Where the connection's entry probably is ([`Lean::NO_HINT`]: not known).
+    pub hint: u32,
+    /// The source is the key's `lo` side.
+    pub from_lo: bool,
+    /// `Out` of the sender's vNIC or `In` to the receiver's.
+    pub dir: Direction,
+}
+
+impl Lean {
+    const NO_HINT: u32 = u32::MAX;
+
+    /// The lean record of `p` when [`Route::of_plain`] would route it.
+    #[inline]
+    pub fn of(snap: &Snapshot, p: &pktio::PlainTcp) -> Option<Lean> {
         if p.dst_mac[0] & 1 == 1 {
             return None;
         }
@@ -169,10 +201,29 @@ impl Route {
             |m: [u8; 6]| if m == [0; 6] { snap.vnic_small(m).map(|_| None) } else { snap.vnic_small(m) };
         let sender = vnic(p.src_mac)?;
         let receiver = vnic(p.dst_mac)?.filter(|i| Some(*i) != sender);
-        if sender.is_some() == receiver.is_some() {
-            return None;
-        }
-        Some(Route { sender, receiver, group: false, key: Some(flow::FlowKey::of_plain(p)), hint: None })
+        let (filter, dir) = match (sender, receiver) {
+            (Some(i), None) => (i, Direction::Out),
+            (None, Some(i)) => (i, Direction::In),
+            _ => return None,
+        };
+        let (key, from_lo, hash) = flow::FlowKey::of_plain(p);
+        Some(Lean {
+            tcp: p.tcp,
+            key,
+            hash,
+            wire_len: p.wire_len,
+            filter: u32::try_from(filter).ok()?,
+            hint: Lean::NO_HINT,
+            from_lo,
+            dir,
+        })
+    }
+
+    /// The same frame's [`Route`].
+    pub fn route(&self) -> Route {
+        let i = self.filter as usize;
+        let (sender, receiver) = if self.dir == Direction::Out { (Some(i), None) } else { (None, Some(i)) };
+        Route { sender, receiver, group: false, key: Some((self.key, self.from_lo, self.hash)), hint: None }
     }
 }
 
@@ -451,26 +502,32 @@ impl Worker {
         self.process_full(snap, pkt, route, frame, sink)
     }
 
-    /// [`Worker::process_routed`] for a plain TCP frame ([`pktio::PlainTcp`]) routed by
-    /// [`Route::of_plain`], from its TCP header and length on the wire: its [`Packet`] is built only
-    /// when it takes the full path.
+    /// [`Worker::process_routed`] for a plain TCP frame on the lean lane ([`Lean`]): decided in place
+    /// from its record when the fast path applies; otherwise its [`Packet`] is built and it takes the
+    /// full path.
     #[inline(always)]
-    pub(crate) fn process_plain(
+    pub(crate) fn process_lean(
         &mut self,
         snap: &Snapshot,
-        tcp: &pktio::TcpInfo,
-        wire_len: u32,
-        route: &Route,
+        lean: &Lean,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> FrameOutcome {
         self.sync(snap);
-        let l4 = L4::Tcp(*tcp);
-        let seen = filter::Seen { l4: &l4, wire_len, family: 0 };
-        if let Some(outcome) = self.try_fast(snap, seen, route, frame, sink) {
-            return outcome;
+        if self.fast_paths() {
+            let i = lean.filter as usize;
+            let cfg = &snap.filters[i];
+            let state = &mut self.states[cfg.slot];
+            let l4 = L4::Tcp(lean.tcp);
+            let seen = filter::Seen { l4: &l4, wire_len: lean.wire_len, family: 0 };
+            let hint = (lean.hint != Lean::NO_HINT).then_some(lean.hint as usize);
+            let keyed = (&lean.key, lean.from_lo, lean.hash);
+            if let Some(d) = state.decide_fast(cfg, i, &self.shared, seen, keyed, hint, lean.dir, frame, sink)
+            {
+                return if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed };
+            }
         }
-        self.plain_full(snap, wire_len, route, frame, sink)
+        self.plain_full(snap, lean.wire_len, &lean.route(), frame, sink)
     }
 
     /// A plain TCP frame the fast path did not decide: parsed again (its bytes are still in cache),
@@ -514,6 +571,7 @@ impl Worker {
             (None, Some(i)) => (i, Direction::In),
             _ => return None,
         };
+        let (key, from_lo, hash) = route.key.as_ref()?;
         let cfg = &snap.filters[i];
         let state = &mut self.states[cfg.slot];
         // The hint is the entry's place in this filter's table (the route's only filter).
@@ -522,7 +580,7 @@ impl Worker {
             i,
             &self.shared,
             seen,
-            route.key.as_ref(),
+            (key, *from_lo, *hash),
             route.hint,
             dir,
             frame,
@@ -585,6 +643,25 @@ impl Worker {
         }
     }
 
+    /// [`Worker::prefetch_index`] for a frame on the lean lane.
+    #[inline]
+    pub(crate) fn prefetch_lean_index(&self, snap: &Snapshot, lean: &Lean) {
+        if let Some(s) = self.states.get(snap.filters[lean.filter as usize].slot) {
+            s.conns.prefetch(lean.hash);
+        }
+    }
+
+    /// [`Worker::prefetch_entries`] for one frame on the lean lane.
+    #[inline]
+    pub(crate) fn prefetch_lean_entry(&self, snap: &Snapshot, lean: &mut Lean) {
+        if let Some(s) = self.states.get(snap.filters[lean.filter as usize].slot) {
+            lean.hint = match s.conns.prefetch_entry(&lean.key, lean.hash) {
+                Some(pos) => u32::try_from(pos).unwrap_or(Lean::NO_HINT),
+                None => Lean::NO_HINT,
+            };
+        }
+    }
+
     /// Starts loading the entries of the batch's connections, whose index lines were requested
     /// earlier ([`Worker::prefetch_index`]).
     pub fn prefetch_entries(&self, snap: &Snapshot, routes: &mut [Option<Route>]) {
@@ -595,7 +672,7 @@ impl Worker {
 
     /// Starts loading the entry of one route's connection and remembers where it is.
     #[inline]
-    fn prefetch_entry(&self, snap: &Snapshot, r: &mut Route) {
+    pub(crate) fn prefetch_entry(&self, snap: &Snapshot, r: &mut Route) {
         if let (Some(i), Some((key, _, hash))) = (r.sender.or(r.receiver), &r.key) {
             if let Some(s) = self.states.get(snap.filters[i].slot) {
                 r.hint = s.conns.prefetch_entry(key, *hash);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use pktio::capture::{Capture, CaptureError, CaptureFrame};
-use pktio::{LinkType, Packet, ParseError, PlainTcp, TcpInfo};
+use pktio::{LinkType, Packet, ParseError, PlainTcp};
 use rules::Policy;
 
 use crate::config::{FilterConfig, Snapshot};
@@ -25,7 +25,7 @@ use crate::filter::{FrameRef, Sink};
 use crate::flow::{peek_route_hash, route_hash};
 use crate::log::LogRecord;
 use crate::verdict::{Decision, Reason};
-use crate::{Engine, FrameOutcome, LoadError, Route, Worker};
+use crate::{Engine, FrameOutcome, Lean, LoadError, Route, Worker};
 
 /// When a policy switch happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,23 +317,30 @@ const BATCH_INLINE: usize = 32;
 /// each one's connection-index line), then decided together so their cache misses overlap.
 struct InlineBatch<'a> {
     frames: Vec<FrameRef<'a>>,
-    /// Per frame: its TCP header and length on the wire when it is a plain TCP frame on the lean lane
-    /// (then `pkts` holds nothing of it), else `None`.
-    lean: Vec<Option<(TcpInfo, u32)>>,
+    /// Per frame: how it was read.
+    slots: Vec<Read>,
+    /// Parsed frames' summaries, by position in the batch (reused).
     pkts: Vec<Packet>,
-    /// Per frame: its route, or `None` when it did not parse.
-    routes: Vec<Option<Route>>,
     /// The parse errors, by position in the batch.
     errors: Vec<(usize, ParseError)>,
+}
+
+/// How a frame of a batch was read.
+enum Read {
+    /// A plain TCP frame through one filter, on the lean lane (no [`Packet`]).
+    Lean(Lean),
+    /// Parsed into the batch's `pkts` at the same position, and routed.
+    Parsed(Route),
+    /// It did not parse (the error is in `errors`).
+    Malformed,
 }
 
 impl<'a> InlineBatch<'a> {
     fn new() -> InlineBatch<'a> {
         InlineBatch {
             frames: Vec::with_capacity(BATCH_INLINE),
-            lean: vec![None; BATCH_INLINE],
+            slots: Vec::with_capacity(BATCH_INLINE),
             pkts: vec![Packet::default(); BATCH_INLINE],
-            routes: Vec::with_capacity(BATCH_INLINE),
             errors: Vec::new(),
         }
     }
@@ -347,59 +354,64 @@ impl<'a> InlineBatch<'a> {
     #[inline]
     fn push(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>, wire_len: u32) {
         let i = self.frames.len();
+        self.frames.push(f);
         if f.link == LinkType::Ethernet && worker.fast_paths() {
-            if let Some(p) = PlainTcp::read(f.bytes, wire_len) {
-                if let Some(route) = Route::of_plain(snap, &p) {
-                    worker.prefetch_index(snap, &route);
-                    self.lean[i] = Some((p.tcp, wire_len));
-                    self.routes.push(Some(route));
-                    self.frames.push(f);
-                    return;
-                }
+            if let Some(lean) = PlainTcp::read(f.bytes, wire_len).and_then(|p| Lean::of(snap, &p)) {
+                worker.prefetch_lean_index(snap, &lean);
+                self.slots.push(Read::Lean(lean));
+                return;
             }
         }
-        self.lean[i] = None;
         let slot = &mut self.pkts[i];
         match pktio::parse_into(f.link, f.bytes, wire_len, slot) {
             Ok(()) => {
-                self.routes.push(Some(Route::of(snap, slot)));
-                if let Some(Some(route)) = self.routes.last() {
-                    worker.prefetch_index(snap, route);
-                }
+                let route = Route::of(snap, slot);
+                worker.prefetch_index(snap, &route);
+                self.slots.push(Read::Parsed(route));
             }
             Err(e) => {
-                self.routes.push(None);
+                self.slots.push(Read::Malformed);
                 self.errors.push((i, e));
             }
         }
-        self.frames.push(f);
     }
 
     /// Adds a frame already parsed into the next slot (by [`InlineBatch::slot`]), routing it.
     #[inline]
     fn push_parsed(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>) {
-        self.lean[self.frames.len()] = None;
-        self.routes.push(Some(Route::of(snap, &self.pkts[self.frames.len()])));
-        if let Some(Some(route)) = self.routes.last() {
-            worker.prefetch_index(snap, route);
-        }
+        let route = Route::of(snap, &self.pkts[self.frames.len()]);
+        worker.prefetch_index(snap, &route);
+        self.slots.push(Read::Parsed(route));
         self.frames.push(f);
     }
 
-    /// Decides frame `i` (routed by `route`), on the lean lane or from its parsed slot.
+    /// Starts loading the batch's connection entries (their index lines were requested as the frames
+    /// came in). All in one tight loop: the CPU overlaps the index-line reads that locating them takes
+    /// (measured faster than requesting each a few frames ahead of its use).
+    fn prefetch_entries(&mut self, worker: &Worker, snap: &Snapshot) {
+        for slot in &mut self.slots {
+            match slot {
+                Read::Lean(lean) => worker.prefetch_lean_entry(snap, lean),
+                Read::Parsed(route) => worker.prefetch_entry(snap, route),
+                Read::Malformed => {}
+            }
+        }
+    }
+
+    /// Decides frame `i`, on the lean lane or from its parsed slot; `None` when it did not parse.
     #[inline(always)]
     fn decide(
         &self,
         i: usize,
         worker: &mut Worker,
         snap: &Snapshot,
-        route: &Route,
         sink: &mut impl Sink,
-    ) -> FrameOutcome {
+    ) -> Option<FrameOutcome> {
         let f = self.frames[i];
-        match &self.lean[i] {
-            Some((tcp, wire_len)) => worker.process_plain(snap, tcp, *wire_len, route, f, sink),
-            None => worker.process_routed(snap, &self.pkts[i], route, f, sink),
+        match &self.slots[i] {
+            Read::Lean(lean) => Some(worker.process_lean(snap, lean, f, sink)),
+            Read::Parsed(route) => Some(worker.process_routed(snap, &self.pkts[i], route, f, sink)),
+            Read::Malformed => None,
         }
     }
 
@@ -411,7 +423,7 @@ impl<'a> InlineBatch<'a> {
 
     fn clear(&mut self) {
         self.frames.clear();
-        self.routes.clear();
+        self.slots.clear();
         self.errors.clear();
     }
 }
@@ -457,15 +469,11 @@ fn run_batch(
     on_event: &mut impl FnMut(Event<'_>),
 ) {
     let snap = Arc::clone(&collect.snap);
-    // All the batch's entries are requested in one tight loop: the CPU overlaps the index-line reads
-    // that locating them takes (measured faster than requesting each a few frames ahead of its use).
-    worker.prefetch_entries(&snap, &mut batch.routes);
-    let mut errors = batch.errors.iter().peekable();
-    for (i, route) in batch.routes.iter().enumerate() {
-        let f = batch.frames[i];
-        match route {
-            Some(route) => {
-                let outcome = batch.decide(i, worker, &snap, route, collect);
+    batch.prefetch_entries(worker, &snap);
+    let mut errors = batch.errors.iter();
+    for i in 0..batch.len() {
+        match batch.decide(i, worker, &snap, collect) {
+            Some(outcome) => {
                 summary.outcome(outcome);
                 if !collect.events.done.is_empty() {
                     for (_, o) in collect.events.done.drain(..) {
@@ -478,8 +486,8 @@ fn run_batch(
                 }
             }
             None => {
-                if let Some((_, e)) = errors.next_if(|(at, _)| *at == i) {
-                    malformed(summary, f.number, e, on_event);
+                if let Some((_, e)) = errors.next() {
+                    malformed(summary, batch.frames[i].number, e, on_event);
                 }
             }
         }
@@ -786,19 +794,17 @@ fn flush(
     if batch.len() == 0 {
         return;
     }
-    w.prefetch_entries(snap, &mut batch.routes);
-    let mut errors = batch.errors.iter().peekable();
-    for (i, route) in batch.routes.iter().enumerate() {
-        let f = batch.frames[i];
-        let Some(route) = route else {
-            if let Some((_, e)) = errors.next_if(|(at, _)| *at == i) {
-                report_malformed(counts, out, f.number, e);
+    batch.prefetch_entries(w, snap);
+    let mut errors = batch.errors.iter();
+    for i in 0..batch.len() {
+        let Some(outcome) = batch.decide(i, w, snap, collect) else {
+            if let Some((_, e)) = errors.next() {
+                report_malformed(counts, out, batch.frames[i].number, e);
             }
             continue;
         };
-        let outcome = batch.decide(i, w, snap, route, collect);
         if want_events {
-            out.frames.push((f.number, outcome, std::mem::take(&mut collect.events)));
+            out.frames.push((batch.frames[i].number, outcome, std::mem::take(&mut collect.events)));
         } else {
             counts.outcome(outcome);
             if !collect.events.done.is_empty() {
