@@ -158,6 +158,14 @@ fn hash_parts(lo: u128, hi: u128, lo_port: u16, hi_port: u16, proto: u8) -> u64 
     static SEED_ANCHOR: u8 = 0;
     let seed = (&SEED_ANCHOR as *const u8 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x243F_6A88_85A3_08D3;
     let tail = u64::from(lo_port) | u64::from(hi_port) << 16 | u64::from(proto) << 32;
+    // Two IPv4 endpoints (the common case): above their low 32 bits both addresses are the mapped
+    // prefix, so the two low words and the tail carry the whole key, in two folds instead of five.
+    const V4_MAPPED: u128 = 0xffff_u128 << 32;
+    const HIGH_96: u128 = !0xffff_ffff_u128;
+    if lo & HIGH_96 == V4_MAPPED && hi & HIGH_96 == V4_MAPPED {
+        let words = u64::from(lo as u32) << 32 | u64::from(hi as u32);
+        return fold(fold(seed ^ words, 0x5851_F42D_4C95_7F2D) ^ tail, 0x5851_F42D_4C95_7F2D);
+    }
     let mut h = seed;
     for x in [(lo >> 64) as u64, lo as u64, (hi >> 64) as u64, hi as u64, tail] {
         h = fold(h ^ x, 0x5851_F42D_4C95_7F2D);

@@ -561,13 +561,17 @@ fn replay_parallel(
     }
     let versions = &versions;
     let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = unbounded();
-    let lanes: Vec<Lane<'_, '_>> =
-        (0..n).map(|_| Lane::new(engine.new_worker(), versions, want_events, done_tx.clone())).collect();
+    let workers: Vec<(Worker, Sender<Done>)> =
+        (0..n).map(|_| (engine.new_worker(), done_tx.clone())).collect();
     drop(done_tx);
     let finished = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(n);
-        for (me, lane) in lanes.into_iter().enumerate() {
-            handles.push(scope.spawn(move || walk(capture, lane, me, n, frames)));
+        for (me, (w, tx)) in workers.into_iter().enumerate() {
+            // The lane's batches are allocated on the worker's own thread, so no line of them sits
+            // beside another worker's (they are written for every frame).
+            handles.push(
+                scope.spawn(move || walk(capture, Lane::new(w, versions, want_events, tx), me, n, frames)),
+            );
         }
         for done in done_rx.iter() {
             for (number, reason) in done.malformed {
