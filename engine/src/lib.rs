@@ -515,16 +515,14 @@ impl Worker {
     ) -> FrameOutcome {
         self.sync(snap);
         if self.fast_paths() {
-            let i = lean.filter as usize;
-            let cfg = &snap.filters[i];
-            let state = &mut self.states[cfg.slot];
             let l4 = L4::Tcp(lean.tcp);
             let seen = filter::Seen { l4: &l4, wire_len: lean.wire_len, family: 0 };
             let hint = (lean.hint != Lean::NO_HINT).then_some(lean.hint as usize);
             let keyed = (&lean.key, lean.from_lo, lean.hash);
-            if let Some(d) = state.decide_fast(cfg, i, &self.shared, seen, keyed, hint, lean.dir, frame, sink)
+            if let Some(outcome) =
+                self.fast_one(snap, lean.filter as usize, lean.dir, seen, keyed, hint, frame, sink)
             {
-                return if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed };
+                return outcome;
             }
         }
         self.plain_full(snap, lean.wire_len, &lean.route(), frame, sink)
@@ -572,20 +570,27 @@ impl Worker {
             _ => return None,
         };
         let (key, from_lo, hash) = route.key.as_ref()?;
-        let cfg = &snap.filters[i];
-        let state = &mut self.states[cfg.slot];
         // The hint is the entry's place in this filter's table (the route's only filter).
-        let d = state.decide_fast(
-            cfg,
-            i,
-            &self.shared,
-            seen,
-            (key, *from_lo, *hash),
-            route.hint,
-            dir,
-            frame,
-            sink,
-        )?;
+        self.fast_one(snap, i, dir, seen, (key, *from_lo, *hash), route.hint, frame, sink)
+    }
+
+    /// The fast path through filter `i` alone ([`FilterState::decide_fast`]), as a frame outcome.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn fast_one(
+        &mut self,
+        snap: &Snapshot,
+        i: usize,
+        dir: Direction,
+        seen: filter::Seen<'_>,
+        keyed: (&flow::FlowKey, bool, u64),
+        hint: Option<usize>,
+        frame: FrameRef<'_>,
+        sink: &mut impl Sink,
+    ) -> Option<FrameOutcome> {
+        let cfg = &snap.filters[i];
+        let d =
+            self.states[cfg.slot].decide_fast(cfg, i, &self.shared, seen, keyed, hint, dir, frame, sink)?;
         Some(if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed })
     }
 
