@@ -34,7 +34,7 @@ use crate::counters::FilterCounters;
 use crate::flow::FlowKey;
 use crate::frag::{DatagramKey, FragTable, FragVerdict, Held, Later};
 use crate::log::{tcp_flags, LogFlow, LogRecord, TermCause};
-use crate::table::{Entry, FlowTable};
+use crate::table::{Entry, FlowTable, Probe};
 use crate::verdict::{ConnState, Decision, Reason, RuleRef, Verdict};
 
 /// Where a filter's by-products go: decisions, log lines, generated replies, late fragment verdicts.
@@ -286,7 +286,7 @@ impl FilterState {
         if let (true, Some(seen), Some((k, from_lo, hash))) =
             (shared.fast_paths.load(Ordering::Relaxed), Seen::of(pkt), key)
         {
-            let keyed = (k, *from_lo, *hash);
+            let keyed = (Probe::Full(k), *from_lo, *hash);
             if let Some(d) = self.decide_fast(cfg, index, shared, seen, keyed, None, dir, frame, sink) {
                 return Some(d);
             }
@@ -312,7 +312,7 @@ impl FilterState {
         index: usize,
         shared: &Shared,
         seen: Seen<'_>,
-        (key, from_lo, hash): (&FlowKey, bool, u64),
+        (key, from_lo, hash): (Probe<'_>, bool, u64),
         hint: Option<usize>,
         dir: Direction,
         frame: FrameRef<'_>,
@@ -322,8 +322,7 @@ impl FilterState {
         if cfg.l2.is_some() || cfg.l3.is_none() || self.frags.due(now_s) {
             return None;
         }
-        let (entry, expires) = self.conns.get_mut_hinted(key, hash, hint)?;
-        let conn = &mut entry.value;
+        let (conn, expires) = self.conns.get_mut_hinted(key, hash, hint)?;
         let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
         if *expires <= now_s || stale || conn.logged {
             return None;
@@ -474,9 +473,7 @@ impl FilterState {
         };
         let (key, from_lo, hash) = (route_key.0, route_key.1, route_key.2);
         // 1. A tracked connection.
-        let hit = self.conns.get_mut_hashed(&key, hash).map(|(entry, expires)| {
-            let key = entry.key;
-            let conn = &mut entry.value;
+        let hit = self.conns.get_mut_hashed(&key, hash).map(|(conn, expires)| {
             if *expires <= now_s {
                 return Hit::Expired;
             }
@@ -527,8 +524,8 @@ impl FilterState {
             Some(Hit::Tracked(tracked, rule, ended)) => {
                 let rule = Some(RuleRef { l2: false, id: rule });
                 if let Some(cause) = ended {
-                    if let Some((e, _)) = self.conns.get_mut_hashed(&key, hash) {
-                        let mut copy = e.clone();
+                    if let Some((conn, _)) = self.conns.get_mut_hashed(&key, hash) {
+                        let mut copy = Entry { key, value: *conn };
                         copy.value.logged = true;
                         term(cfg, &copy, cause, frame.now_ns, sink);
                     }
@@ -557,13 +554,13 @@ impl FilterState {
                 _ => None,
             };
             let toward_sender = q.is_some_and(|q| pkt.ip.is_some_and(|ip| ip.dst == q.src));
-            if let Some((e, expires)) = self.conns.get_mut(&qkey) {
+            if let Some((conn, expires)) = self.conns.get_mut(&qkey) {
                 if toward_sender && *expires > now_s {
                     return decided(
                         Verdict::Pass,
                         ConnState::Related,
                         Reason::State,
-                        Some(RuleRef { l2: false, id: e.value.rule }),
+                        Some(RuleRef { l2: false, id: conn.rule }),
                     );
                 }
             }

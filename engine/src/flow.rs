@@ -90,14 +90,6 @@ impl FlowKey {
         Some(Self::hashed(lo, hi, from_lo, proto))
     }
 
-    /// [`FlowKey::of_hashed`] for a plain TCP frame, from its fields.
-    #[inline]
-    pub fn of_plain(p: &pktio::PlainTcp) -> (FlowKey, bool, u64) {
-        let (a, b) = ((mapped(IpAddr::V4(p.src)), p.tcp.sport), (mapped(IpAddr::V4(p.dst)), p.tcp.dport));
-        let (lo, hi, from_lo) = if a <= b { (a, b, true) } else { (b, a, false) };
-        Self::hashed(lo, hi, from_lo, pktio::ipproto::TCP)
-    }
-
     #[inline]
     fn hashed(lo: Numbered, hi: Numbered, from_lo: bool, proto: u8) -> (FlowKey, bool, u64) {
         let hash = hash_parts(lo.0, hi.0, lo.1, hi.1, proto);
@@ -155,22 +147,36 @@ impl FlowKey {
 /// which ASLR randomises.
 #[inline]
 fn hash_parts(lo: u128, hi: u128, lo_port: u16, hi_port: u16, proto: u8) -> u64 {
-    static SEED_ANCHOR: u8 = 0;
-    let seed = (&SEED_ANCHOR as *const u8 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x243F_6A88_85A3_08D3;
+    let seed = seed();
     let tail = u64::from(lo_port) | u64::from(hi_port) << 16 | u64::from(proto) << 32;
     // Two IPv4 endpoints (the common case): above their low 32 bits both addresses are the mapped
     // prefix, so the two low words and the tail carry the whole key, in two folds instead of five.
     const V4_MAPPED: u128 = 0xffff_u128 << 32;
     const HIGH_96: u128 = !0xffff_ffff_u128;
     if lo & HIGH_96 == V4_MAPPED && hi & HIGH_96 == V4_MAPPED {
-        let words = u64::from(lo as u32) << 32 | u64::from(hi as u32);
-        return fold(fold(seed ^ words, 0x5851_F42D_4C95_7F2D) ^ tail, 0x5851_F42D_4C95_7F2D);
+        return hash_v4(lo as u32, hi as u32, lo_port, hi_port, proto);
     }
     let mut h = seed;
     for x in [(lo >> 64) as u64, lo as u64, (hi >> 64) as u64, hi as u64, tail] {
         h = fold(h ^ x, 0x5851_F42D_4C95_7F2D);
     }
     h
+}
+
+/// [`hash_parts`] of a key between two IPv4 endpoints, from the addresses as numbers.
+#[inline]
+pub(crate) fn hash_v4(lo: u32, hi: u32, lo_port: u16, hi_port: u16, proto: u8) -> u64 {
+    let tail = u64::from(lo_port) | u64::from(hi_port) << 16 | u64::from(proto) << 32;
+    let words = u64::from(lo) << 32 | u64::from(hi);
+    fold(fold(seed() ^ words, 0x5851_F42D_4C95_7F2D) ^ tail, 0x5851_F42D_4C95_7F2D)
+}
+
+/// The hash seed: fixed per process, not guessable from outside (the address of a static, which ASLR
+/// randomises).
+#[inline]
+fn seed() -> u64 {
+    static SEED_ANCHOR: u8 = 0;
+    (&SEED_ANCHOR as *const u8 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x243F_6A88_85A3_08D3
 }
 
 /// The folded multiply: the high and low halves of the 128-bit product, xored.

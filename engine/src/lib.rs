@@ -171,8 +171,8 @@ impl Route {
 pub(crate) struct Lean {
     /// The segment.
     pub tcp: pktio::TcpInfo,
-    /// The connection key (direction-independent).
-    pub key: flow::FlowKey,
+    /// The connection key (direction-independent), packed as the table holds it.
+    pub key: table::PackedKey,
     /// The key's hash.
     pub hash: u64,
     /// Length on the wire.
@@ -206,7 +206,9 @@ impl Lean {
             (None, Some(i)) => (i, Direction::In),
             _ => return None,
         };
-        let (key, from_lo, hash) = flow::FlowKey::of_plain(p);
+        let (src, dst) = ((u32::from(p.src), p.tcp.sport), (u32::from(p.dst), p.tcp.dport));
+        let (key, from_lo) = table::PackedKey::v4(pktio::ipproto::TCP, src, dst);
+        let hash = key.hash();
         Some(Lean {
             tcp: p.tcp,
             key,
@@ -223,7 +225,13 @@ impl Lean {
     pub fn route(&self) -> Route {
         let i = self.filter as usize;
         let (sender, receiver) = if self.dir == Direction::Out { (Some(i), None) } else { (None, Some(i)) };
-        Route { sender, receiver, group: false, key: Some((self.key, self.from_lo, self.hash)), hint: None }
+        Route {
+            sender,
+            receiver,
+            group: false,
+            key: Some((self.key.unpack(), self.from_lo, self.hash)),
+            hint: None,
+        }
     }
 }
 
@@ -518,7 +526,7 @@ impl Worker {
             let l4 = L4::Tcp(lean.tcp);
             let seen = filter::Seen { l4: &l4, wire_len: lean.wire_len, family: 0 };
             let hint = (lean.hint != Lean::NO_HINT).then_some(lean.hint as usize);
-            let keyed = (&lean.key, lean.from_lo, lean.hash);
+            let keyed = (table::Probe::Packed(lean.key), lean.from_lo, lean.hash);
             if let Some(outcome) =
                 self.fast_one(snap, lean.filter as usize, lean.dir, seen, keyed, hint, frame, sink)
             {
@@ -571,7 +579,7 @@ impl Worker {
         };
         let (key, from_lo, hash) = route.key.as_ref()?;
         // The hint is the entry's place in this filter's table (the route's only filter).
-        self.fast_one(snap, i, dir, seen, (key, *from_lo, *hash), route.hint, frame, sink)
+        self.fast_one(snap, i, dir, seen, (table::Probe::Full(key), *from_lo, *hash), route.hint, frame, sink)
     }
 
     /// The fast path through filter `i` alone ([`FilterState::decide_fast`]), as a frame outcome.
@@ -583,7 +591,7 @@ impl Worker {
         i: usize,
         dir: Direction,
         seen: filter::Seen<'_>,
-        keyed: (&flow::FlowKey, bool, u64),
+        keyed: (table::Probe<'_>, bool, u64),
         hint: Option<usize>,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
@@ -660,7 +668,7 @@ impl Worker {
     #[inline]
     pub(crate) fn prefetch_lean_entry(&self, snap: &Snapshot, lean: &mut Lean) {
         if let Some(s) = self.states.get(snap.filters[lean.filter as usize].slot) {
-            lean.hint = match s.conns.prefetch_entry(&lean.key, lean.hash) {
+            lean.hint = match s.conns.prefetch_entry(lean.hash) {
                 Some(pos) => u32::try_from(pos).unwrap_or(Lean::NO_HINT),
                 None => Lean::NO_HINT,
             };
@@ -678,9 +686,9 @@ impl Worker {
     /// Starts loading the entry of one route's connection and remembers where it is.
     #[inline]
     pub(crate) fn prefetch_entry(&self, snap: &Snapshot, r: &mut Route) {
-        if let (Some(i), Some((key, _, hash))) = (r.sender.or(r.receiver), &r.key) {
+        if let (Some(i), Some((_, _, hash))) = (r.sender.or(r.receiver), &r.key) {
             if let Some(s) = self.states.get(snap.filters[i].slot) {
-                r.hint = s.conns.prefetch_entry(key, *hash);
+                r.hint = s.conns.prefetch_entry(*hash);
             }
         }
     }
