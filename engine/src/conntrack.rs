@@ -4,7 +4,7 @@
 //! [`FlowKey`]; `initiator_lo` tells which side opened it. TCP uses the window-tracking state machine
 //! of [`crate::tcp`]; UDP and other protocols follow pf's first / single / multiple timers; ICMP echo
 //! is tracked by identifier. The expiry time lives in the table's dense expiry array (packet-clock
-//! seconds), so an entry stays small: a million fit in 128 MiB with the index.
+//! seconds), so an entry stays small: a million fit in under 100 MiB with the index.
 
 use pktio::packet::{tcpflags, L4};
 use pktio::Packet;
@@ -46,8 +46,8 @@ pub struct Conn {
     /// Packets from the initiator (0) and the responder (1).
     pub packets: [u32; 2],
     /// Bytes from the initiator (0) and the responder (1): low 32 bits here, high 16 bits in
-    /// `bytes_hi` (48-bit counts, 256 TiB per direction), so the entry needs no 8-byte alignment and a
-    /// million fit in 128 MiB. Read them with [`Conn::bytes`].
+    /// `bytes_hi` (48-bit counts, 256 TiB per direction), so the state packs into 72 bytes without
+    /// 8-byte fields. Read them with [`Conn::bytes`].
     bytes_lo: [u32; 2],
     bytes_hi: [u16; 2],
     /// The allowing rule has `with log`: a TERM line is due when the connection ends.
