@@ -645,6 +645,22 @@ mod tests {
     }
 
     proptest! {
+        /// A packed IPv4 key is the full key's: the same `lo` side, the same hash, and it unpacks to the
+        /// full key; keys with an IPv6 address do not pack.
+        #[test]
+        fn packed_keys_agree_with_full_keys(a: (u32, u16), b: (u32, u16), proto: u8, v6: u128) {
+            let ep = |(addr, port): (u32, u16)| Endpoint::new(std::net::Ipv4Addr::from(addr).into(), port);
+            let (full, a_lo) = FlowKey::new(proto, ep(a), ep(b));
+            let (packed, packed_a_lo) = PackedKey::v4(proto, a, b);
+            prop_assert_eq!(packed_a_lo, a_lo);
+            prop_assert_eq!(PackedKey::of(&full), Some(packed));
+            prop_assert_eq!(packed.hash(), FlowTable::<()>::hash(&full));
+            prop_assert_eq!(packed.unpack(), full);
+            let wide = Endpoint::new(std::net::Ipv6Addr::from(v6).into(), a.1);
+            let (mixed, _) = FlowKey::new(proto, wide, ep(b));
+            prop_assert_eq!(PackedKey::of(&mixed).is_some(), std::net::Ipv6Addr::from(v6).to_ipv4_mapped().is_some());
+        }
+
         /// The table behaves as a HashMap with a size limit, expiry and sweeping.
         #[test]
         fn agrees_with_a_hashmap(ops in prop::collection::vec(op(), 1..500), limit in 1..200usize) {
