@@ -317,8 +317,9 @@ const BATCH_INLINE: usize = 32;
 /// each one's connection-index line), then decided together so their cache misses overlap.
 struct InlineBatch<'a> {
     frames: Vec<FrameRef<'a>>,
-    /// Per frame: how it was read.
-    slots: Vec<Read>,
+    /// Per frame: how it was read (the first `frames.len()` are this batch's; fixed size, so a frame's
+    /// record is written straight into its place).
+    slots: Box<[Read; BATCH_INLINE]>,
     /// Parsed frames' summaries, by position in the batch (reused).
     pkts: Vec<Packet>,
     /// The parse errors, by position in the batch.
@@ -339,7 +340,7 @@ impl<'a> InlineBatch<'a> {
     fn new() -> InlineBatch<'a> {
         InlineBatch {
             frames: Vec::with_capacity(BATCH_INLINE),
-            slots: Vec::with_capacity(BATCH_INLINE),
+            slots: Box::new(std::array::from_fn(|_| Read::Malformed)),
             pkts: vec![Packet::default(); BATCH_INLINE],
             errors: Vec::new(),
         }
@@ -358,7 +359,7 @@ impl<'a> InlineBatch<'a> {
         if f.link == LinkType::Ethernet && worker.fast_paths() {
             if let Some(lean) = PlainTcp::read(f.bytes, wire_len).and_then(|p| Lean::of(snap, &p)) {
                 worker.prefetch_lean_index(snap, &lean);
-                self.slots.push(Read::Lean(lean));
+                self.slots[i] = Read::Lean(lean);
                 return;
             }
         }
@@ -367,10 +368,10 @@ impl<'a> InlineBatch<'a> {
             Ok(()) => {
                 let route = Route::of(snap, slot);
                 worker.prefetch_index(snap, &route);
-                self.slots.push(Read::Parsed(route));
+                self.slots[i] = Read::Parsed(route);
             }
             Err(e) => {
-                self.slots.push(Read::Malformed);
+                self.slots[i] = Read::Malformed;
                 self.errors.push((i, e));
             }
         }
@@ -379,9 +380,10 @@ impl<'a> InlineBatch<'a> {
     /// Adds a frame already parsed into the next slot (by [`InlineBatch::slot`]), routing it.
     #[inline]
     fn push_parsed(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>) {
-        let route = Route::of(snap, &self.pkts[self.frames.len()]);
+        let i = self.frames.len();
+        let route = Route::of(snap, &self.pkts[i]);
         worker.prefetch_index(snap, &route);
-        self.slots.push(Read::Parsed(route));
+        self.slots[i] = Read::Parsed(route);
         self.frames.push(f);
     }
 
@@ -389,7 +391,7 @@ impl<'a> InlineBatch<'a> {
     /// came in). All in one tight loop: the CPU overlaps the index-line reads that locating them takes
     /// (measured faster than requesting each a few frames ahead of its use).
     fn prefetch_entries(&mut self, worker: &Worker, snap: &Snapshot) {
-        for slot in &mut self.slots {
+        for slot in &mut self.slots[..self.frames.len()] {
             match slot {
                 Read::Lean(lean) => worker.prefetch_lean_entry(snap, lean),
                 Read::Parsed(route) => worker.prefetch_entry(snap, route),
@@ -423,7 +425,6 @@ impl<'a> InlineBatch<'a> {
 
     fn clear(&mut self) {
         self.frames.clear();
-        self.slots.clear();
         self.errors.clear();
     }
 }
