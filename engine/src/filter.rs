@@ -270,7 +270,9 @@ impl FilterState {
     }
 
     /// Decides `pkt` travelling `dir` through the filter `cfg` (index `index` in its snapshot).
-    /// `None` means the frame (a fragment that came before its first fragment) is held.
+    /// `None` means the frame (a fragment that came before its first fragment) is held. With
+    /// `try_fast` false the in-place fast path is skipped: the caller has just tried it for this frame
+    /// (it changes nothing when it does not decide, so trying again would only repeat the lookup).
     #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &mut self,
@@ -281,10 +283,11 @@ impl FilterState {
         key: Option<&(FlowKey, bool, u64)>,
         dir: Direction,
         frame: FrameRef<'_>,
+        try_fast: bool,
         sink: &mut impl Sink,
     ) -> Option<Decision> {
         if let (true, Some(seen), Some((k, from_lo, hash))) =
-            (shared.fast_paths.load(Ordering::Relaxed), Seen::of(pkt), key)
+            (try_fast && shared.fast_paths.load(Ordering::Relaxed), Seen::of(pkt), key)
         {
             let keyed = (Probe::Full(k), *from_lo, *hash);
             if let Some(d) = self.decide_fast(cfg, index, shared, seen, keyed, None, dir, frame, sink) {

@@ -614,7 +614,13 @@ impl Worker {
         sink: &mut impl Sink,
     ) -> FrameOutcome {
         let mut tap = Tap { inner: sink, released: Vec::new() };
-        let outcome = self.path(snap, pkt, route, frame, true, &mut tap);
+        // Through one filter, the caller has just tried that filter's fast path ([`Worker::try_fast`],
+        // or the lean lane's same step), which changed nothing: no need to try it again.
+        let tried = self.fast_paths()
+            && !route.group
+            && route.sender.is_some() != route.receiver.is_some()
+            && route.key.is_some();
+        let outcome = self.path(snap, pkt, route, frame, true, !tried, &mut tap);
         // Held fragments released by this frame: those passed by their sender's filter go on to the
         // receiver's; the rest are done.
         while let Some((h, d)) = tap.released.pop() {
@@ -624,7 +630,7 @@ impl Worker {
                         let f =
                             FrameRef { number: h.frame, link: h.link, bytes: &h.bytes, now_ns: frame.now_ns };
                         let r = Route::of(snap, &p);
-                        self.path(snap, &p, &r, f, false, &mut tap)
+                        self.path(snap, &p, &r, f, false, true, &mut tap)
                     }
                     Err(_) => FrameOutcome::Dropped,
                 }
@@ -693,6 +699,7 @@ impl Worker {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn path<S: Sink>(
         &mut self,
         snap: &Snapshot,
@@ -700,6 +707,7 @@ impl Worker {
         route: &Route,
         frame: FrameRef<'_>,
         out_stage: bool,
+        try_fast: bool,
         sink: &mut S,
     ) -> FrameOutcome {
         let mut crossed = !out_stage;
@@ -709,7 +717,8 @@ impl Worker {
         if let (Some(i), true) = (sender, out_stage) {
             crossed = true;
             let cfg = &snap.filters[i];
-            match self.states[cfg.slot].decide(cfg, i, &self.shared, pkt, key, Direction::Out, frame, sink) {
+            let state = &mut self.states[cfg.slot];
+            match state.decide(cfg, i, &self.shared, pkt, key, Direction::Out, frame, try_fast, sink) {
                 None => return FrameOutcome::Held,
                 Some(d) if d.verdict.is_drop() => return FrameOutcome::Dropped,
                 Some(_) => {}
@@ -719,7 +728,8 @@ impl Worker {
         let mut receive = |i: usize| {
             crossed = true;
             let cfg = &snap.filters[i];
-            match self.states[cfg.slot].decide(cfg, i, &self.shared, pkt, key, Direction::In, frame, sink) {
+            let state = &mut self.states[cfg.slot];
+            match state.decide(cfg, i, &self.shared, pkt, key, Direction::In, frame, try_fast, sink) {
                 None => held = true,
                 Some(d) => dropped |= d.verdict.is_drop(),
             }
