@@ -19,7 +19,9 @@
 //!    membership table which sets hold the key's addresses (one hash probe for the exact address, one
 //!    binary search over the prefix members' elementary intervals) and visits only those sets' trees.
 //!    Rules over sets never smear over the address dimensions of a shared tree, and membership lives
-//!    apart from the rules.
+//!    apart from the rules. Sets are numbered in the order of the first rule naming them and id lists
+//!    are sorted, so a key stops at the first of its sets whose rules all rank after its answer so
+//!    far (on the NSX-shaped policy a key's answer from the shared trees usually prunes them all).
 //! 3. **Decision trees for the rest**: HyperSplit-like trees with 16-way nodes (one field, up to 15
 //!    thresholds at the 16-quantiles of the rules' cut points, two cache lines per node) and leaves
 //!    of at most 8 rules in priority order. An exact rule that covers a node's whole region hides every later
@@ -439,6 +441,9 @@ struct RuleIndex {
     /// Rank → index into the rule set's `rules`.
     order: Vec<u32>,
     set_ids: AHashMap<String, u32>,
+    /// `sets_before[r]`: how many sets are named by some rule ranked before `r` (the sets numbered
+    /// below that count; see [`number_sets_by_first_use`]). One entry per rank and one past the last.
+    sets_before: Vec<u32>,
     /// Sets given at build that no rule refers to.
     unused: AHashSet<String>,
     uses_sets: bool,
@@ -510,6 +515,7 @@ impl RuleIndex {
 
         let mut order: Vec<usize> = (0..set.rules.len()).filter(|&i| sides[i].is_some()).collect();
         order.sort_by_key(|&i| set.rules[i].position);
+        let sets_before = number_sets_by_first_use(&order, &mut sides, &mut set_ids, &mut members);
         let full = |i: usize| -> Option<Check> {
             let (RuleBody::Ip(m), Some((src, dst))) = (&set.rules[i].body, sides[i]) else { return None };
             Some(Check {
@@ -647,6 +653,7 @@ impl RuleIndex {
             all,
             order: order.iter().map(|&i| i as u32).collect(),
             set_ids,
+            sets_before,
             unused,
             uses_sets,
             avx2: has_avx2(),
@@ -722,6 +729,9 @@ impl RuleIndex {
         mut best: u32,
     ) -> u32 {
         let mut check = |c: u32| self.checks[c as usize].matches(key, ms, md);
+        // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
+        // may still hold a better rule are a prefix of each list.
+        let mut limit = self.sets_before(best);
         // Plain loops over the two id lists (chained iterators cost more here).
         for (trees, m) in [(&view.by_dst, md), (&view.by_src, ms)] {
             if trees.is_empty() {
@@ -729,13 +739,27 @@ impl RuleIndex {
             }
             for ids in [m.exact, m.prefix] {
                 for &id in ids {
+                    if id >= limit {
+                        break;
+                    }
                     if let Some(&t) = trees.get(id as usize) {
-                        best = self.arena.lookup(t, k, best, &mut check);
+                        let b = self.arena.lookup(t, k, best, &mut check);
+                        if b != best {
+                            best = b;
+                            limit = self.sets_before(best);
+                        }
                     }
                 }
             }
         }
         best
+    }
+
+    /// The number of sets named by some rule ranked before `rank`: no set numbered at or past it has
+    /// a rule that beats `rank`.
+    #[inline(always)]
+    fn sets_before(&self, rank: u32) -> u32 {
+        self.sets_before.get(rank as usize).copied().unwrap_or(u32::MAX)
     }
 
     /// `out[i] = first_match(keys[i])` for a batch: keys of one view walk its shared trees in lockstep.
@@ -902,6 +926,7 @@ impl RuleIndex {
                 .sum::<usize>()
             + self.checks.iter().chain(&self.all).map(check_bytes).sum::<usize>()
             + self.order.capacity() * 4
+            + self.sets_before.capacity() * 4
             + self
                 .set_ids
                 .iter()
@@ -909,6 +934,57 @@ impl RuleIndex {
                 .map(|(s, _)| s.capacity() + 40)
                 .sum::<usize>()
     }
+}
+
+/// Renumbers the address sets in the order of the first rule (by rank) naming each, in `sides`,
+/// `set_ids` and `members`, and returns `sets_before` (see [`RuleIndex::sets_before`]). A set's trees
+/// hold only rules naming it, so none ranks before that first rule; with sorted id lists, a lookup
+/// stops at the first set whose first rule cannot beat the answer it has.
+fn number_sets_by_first_use(
+    order: &[usize],
+    sides: &mut [Option<(Side, Side)>],
+    set_ids: &mut AHashMap<String, u32>,
+    members: &mut [(MemberKey, u32)],
+) -> Vec<u32> {
+    let n = set_ids.len();
+    let mut first = vec![u32::MAX; n];
+    for (rank, &i) in order.iter().enumerate() {
+        for side in sides[i].iter().flat_map(|&(s, d)| [s, d]) {
+            if let Side::Set { id, .. } = side {
+                first[id as usize] = first[id as usize].min(rank as u32);
+            }
+        }
+    }
+    let mut by_first: Vec<u32> = (0..n as u32).collect();
+    by_first.sort_by_key(|&id| (first[id as usize], id));
+    let mut renumber = vec![0u32; n];
+    for (new, &old) in by_first.iter().enumerate() {
+        renumber[old as usize] = new as u32;
+    }
+    let re = |side: &mut Side| {
+        if let Side::Set { id, .. } = side {
+            *id = renumber[*id as usize];
+        }
+    };
+    for (s, d) in sides.iter_mut().flatten() {
+        re(s);
+        re(d);
+    }
+    for id in set_ids.values_mut() {
+        *id = renumber[*id as usize];
+    }
+    for m in members.iter_mut() {
+        m.1 = renumber[m.1 as usize];
+    }
+    let mut sets_before = Vec::with_capacity(order.len() + 1);
+    let mut below = 0;
+    for rank in 0..=order.len() as u32 {
+        while below < n && first[by_first[below] as usize] < rank {
+            below += 1;
+        }
+        sets_before.push(below as u32);
+    }
+    sets_before
 }
 
 /// Address-dimension spans up to this wide (a /16) make a field "small" for partitioning.
