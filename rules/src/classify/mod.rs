@@ -376,6 +376,20 @@ impl Check {
             && icmp_ok(self.icmp, key.icmp)
     }
 
+    /// [`Check::matches`] of a check made for a tree entry: its direction, family and protocol are
+    /// always open (the view and the box decide them), so only the rest is tested.
+    #[inline]
+    fn matches_open(&self, key: &L3Key, ms: &Members<'_>, md: &Members<'_>) -> bool {
+        debug_assert!(
+            self.dir == RuleDir::InOut && self.family == Family::Any && self.proto == Protocol::Any
+        );
+        self.src.matches(key.src, ms)
+            && self.dst.matches(key.dst, md)
+            && ports_ok(&self.sport, key.ports.map(|p| p.0))
+            && ports_ok(&self.dport, key.ports.map(|p| p.1))
+            && icmp_ok(self.icmp, key.icmp)
+    }
+
     fn uses_sets(&self) -> bool {
         matches!(self.src, Side::Set { .. }) || matches!(self.dst, Side::Set { .. })
     }
@@ -708,7 +722,7 @@ impl RuleIndex {
     #[inline(always)]
     fn rank_in_view(&self, view: &View, key: &L3Key, ms: &Members<'_>, md: &Members<'_>) -> u32 {
         let k = point(key);
-        let mut check = |c: u32| self.checks[c as usize].matches(key, ms, md);
+        let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
         let mut best = NONE;
         for &t in &view.rest {
             best = self.arena.lookup(t, &k, best, &mut check);
@@ -728,7 +742,7 @@ impl RuleIndex {
         md: &Members<'_>,
         mut best: u32,
     ) -> u32 {
-        let mut check = |c: u32| self.checks[c as usize].matches(key, ms, md);
+        let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
         // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
         // may still hold a better rule are a prefix of each list.
         let mut limit = self.sets_before(best);
@@ -863,7 +877,7 @@ impl RuleIndex {
         let mut best = [NONE; BATCH];
         // No rule of this view refers to a set: checks need no members.
         let mut check =
-            |j: usize, c: u32| self.checks[c as usize].matches(key(j), &Members::NONE, &Members::NONE);
+            |j: usize, c: u32| self.checks[c as usize].matches_open(key(j), &Members::NONE, &Members::NONE);
         for &t in &view.rest {
             self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
         }
@@ -892,7 +906,7 @@ impl RuleIndex {
         let mut best = [NONE; BATCH];
         let mut check = |j: usize, c: u32| {
             let (ms, md) = &members[j & (BATCH - 1)];
-            self.checks[c as usize].matches(key(j), ms, md)
+            self.checks[c as usize].matches_open(key(j), ms, md)
         };
         for &t in &view.rest {
             self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);

@@ -420,7 +420,9 @@ impl Members<'_> {
     /// Whether set `id` holds the address.
     #[inline]
     pub fn contains(&self, id: u32) -> bool {
-        self.exact.contains(&id) || self.prefix.contains(&id)
+        // Both lists are sorted and short: stop at the first id not below `id`.
+        let has = |ids: &[u32]| ids.iter().find(|&&x| x >= id) == Some(&id);
+        has(self.exact) || has(self.prefix)
     }
 }
 
