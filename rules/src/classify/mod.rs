@@ -37,7 +37,7 @@
 //!    Views with address sets walk their trees one key at a time: per-set trees are small, most are
 //!    pruned by rank, and lockstep walks there cost more instructions than they save. But the rest
 //!    goes in stages over the whole group, so that cache misses overlap: every key's hash probes
-//!    start, then every key's members are found, then the keys walk the view's shared trees in
+//!    start, then every key's members are found (and its id lists start loading), then the keys walk the view's shared trees in
 //!    lockstep, and only then does each key visit its sets' trees.
 //!
 //! Layout: a node is a cache line of 16 thresholds (compared as four vectors and one population
@@ -858,6 +858,13 @@ impl RuleIndex {
             for (m, &i) in members.iter_mut().zip(idx) {
                 let k = &keys[usize::from(i)];
                 *m = (t.members(k.src), t.members(k.dst));
+                // The id lists sit apart from the hash slots: start loading them now, for the checks
+                // in the shared trees and the set stage.
+                for ids in [m.0.exact, m.1.exact] {
+                    if let Some(id) = ids.first() {
+                        tree::prefetch(id);
+                    }
+                }
             }
             // The shared trees in lockstep, then each key's set trees.
             let (pts, best) = self.shared_batch(view, keys, idx, &members);
