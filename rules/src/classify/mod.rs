@@ -867,7 +867,9 @@ impl RuleIndex {
                 }
             }
             // The shared trees in lockstep, then each key's set trees.
-            let (pts, best) = self.shared_batch(view, keys, idx, &members);
+            let mut pts = [[0u32; 8]; BATCH];
+            let mut best = [NONE; BATCH];
+            self.shared_batch(view, keys, idx, &members, &mut pts, &mut best);
             for (j, &i) in idx.iter().enumerate().take(BATCH) {
                 let (ms, md) = &members[j];
                 let r = self.rank_in_sets(view, &keys[usize::from(i)], &pts[j], ms, md, best[j]);
@@ -894,8 +896,10 @@ impl RuleIndex {
         }
     }
 
-    /// The keys and best ranks of `keys[i]` for the `i` in `idx` (at most [`BATCH`]) over the shared
-    /// trees of `view`, walked in lockstep; `members[j]` holds the sets of key `idx[j]`'s addresses.
+    /// Into `pts[j]` and `best[j]`, the key and the best rank of `keys[idx[j]]` (at most [`BATCH`])
+    /// over the shared trees of `view`, walked in lockstep (`best` starts at [`NONE`]);
+    /// `members[j]` holds the sets of key `idx[j]`'s addresses. Written in place: returning the
+    /// arrays cost a copy per batch.
     #[inline(always)]
     fn shared_batch(
         &self,
@@ -903,14 +907,14 @@ impl RuleIndex {
         keys: &[L3Key],
         idx: &[u8],
         members: &[(Members<'_>, Members<'_>); BATCH],
-    ) -> ([Key; BATCH], [u32; BATCH]) {
+        pts: &mut [Key; BATCH],
+        best: &mut [u32; BATCH],
+    ) {
         let n = idx.len().min(BATCH);
         let key = |j: usize| &keys[usize::from(idx[j])];
-        let mut pts = [[0u32; 8]; BATCH];
         for (j, p) in pts[..n].iter_mut().enumerate() {
             *p = point(key(j));
         }
-        let mut best = [NONE; BATCH];
         let mut check = |j: usize, c: u32| {
             let (ms, md) = &members[j & (BATCH - 1)];
             self.checks[c as usize].matches_open(key(j), ms, md)
@@ -918,7 +922,6 @@ impl RuleIndex {
         for &t in &view.rest {
             self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
         }
-        (pts, best)
     }
 
     /// A key whose source and destination families differ (no real packet): plain scan.
