@@ -256,6 +256,9 @@ struct Intervals {
     shift: u32,
     /// Interval `i` runs from `starts[i]` to `starts[i + 1] - 1`; `starts[0] == 0` when non-empty.
     starts: Vec<u128>,
+    /// The `starts` below 2^32 as 32-bit numbers (all that matter for the IPv4 index), for
+    /// [`Intervals::ids_v4`].
+    starts32: Vec<u32>,
     /// Per interval, `[start, end)` of its set ids in `pool`.
     lists: Vec<(u32, u32)>,
     pool: Vec<u32>,
@@ -282,6 +285,9 @@ impl Intervals {
         }
         buckets.push(out.starts.len() as u32);
         out.buckets = buckets;
+        // A start past 2^32 - 1 (where a prefix reaching the last address ends) is above every IPv4
+        // address, so the search never needs it.
+        out.starts32 = out.starts.iter().map_while(|&s| u32::try_from(s).ok()).collect();
         out
     }
 
@@ -370,9 +376,33 @@ impl Intervals {
         }
     }
 
+    /// [`Intervals::ids`] of an IPv4 address, in 32-bit arithmetic (`starts32` is not empty).
+    #[inline(always)]
+    fn ids_v4(&self, a: u32) -> &[u32] {
+        // As in `ids`: below the first non-zero start lies interval 0.
+        let i = if u128::from(a) < self.base {
+            1
+        } else {
+            // `base <= a`, so it fits.
+            let b = ((a - self.base as u32).checked_shr(self.shift).unwrap_or(0) as usize)
+                .min((1 << BUCKET_BITS) - 1);
+            let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
+                (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+                _ => (0, self.starts32.len()),
+            };
+            let hi = hi.min(self.starts32.len());
+            lo + self.starts32.get(lo..hi).unwrap_or(&[]).partition_point(|&s| s <= a)
+        };
+        match i.checked_sub(1).and_then(|i| self.lists.get(i)) {
+            Some(&(s, e)) => self.pool.get(s as usize..e as usize).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
     fn memory_bytes(&self) -> usize {
         self.buckets.capacity() * 4
             + self.starts.capacity() * 16
+            + self.starts32.capacity() * 4
             + self.lists.capacity() * 8
             + self.pool.capacity() * 4
     }
@@ -492,7 +522,7 @@ impl SetTable {
     #[inline(always)]
     fn members_v4(&self, a: u32) -> Members<'_> {
         let index = &self.prefixes.index[0];
-        let prefix = if index.starts.is_empty() { &[][..] } else { index.ids(u128::from(a)) };
+        let prefix = if index.starts32.is_empty() { &[][..] } else { index.ids_v4(a) };
         // `Addr::hash` of an IPv4 address.
         let h = u64::from(a).wrapping_mul(HASH_MUL);
         let exact = match self.mids.get((h >> 58) as usize).and_then(|m| m.get(((h >> 52) & 63) as usize)) {
