@@ -94,7 +94,7 @@ use arc_swap::ArcSwap;
 use crate::eval::CompiledRuleSet;
 use crate::eval::{family_ok, icmp_ok, ports_ok, L3Key, UndefinedSet};
 use crate::model::*;
-use sets::{Change, MemberKey, Members, SetTable};
+use sets::{Change, MemberKey, Members, Probe, SetTable};
 use tree::{Arena, Entry, Key, Params, Tree, BATCH, DOMAIN_HI, NONE};
 
 /// Keys sorted by view at a time in a batch lookup.
@@ -850,15 +850,15 @@ impl RuleIndex {
                 }
                 return;
             };
-            for &i in idx {
+            let mut probes = [(Probe::NONE, Probe::NONE); BATCH];
+            for (p, &i) in probes.iter_mut().zip(idx) {
                 let k = &keys[usize::from(i)];
-                t.prefetch(k.src);
-                t.prefetch(k.dst);
+                *p = (t.start_probe(k.src), t.start_probe(k.dst));
             }
             let mut members = [(Members::NONE, Members::NONE); BATCH];
-            for (m, &i) in members.iter_mut().zip(idx) {
+            for ((m, p), &i) in members.iter_mut().zip(&probes).zip(idx) {
                 let k = &keys[usize::from(i)];
-                *m = (t.members(k.src), t.members(k.dst));
+                *m = (t.members_at(k.src, p.0), t.members_at(k.dst, p.1));
                 // The id lists sit apart from the hash slots: start loading them now, for the checks
                 // in the shared trees and the set stage.
                 for ids in [m.0.exact, m.1.exact] {

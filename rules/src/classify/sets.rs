@@ -434,6 +434,15 @@ pub(super) struct SetTable {
     prefixes: Arc<Prefixes>,
 }
 
+/// Where the member probe of an IPv4 address starts (its shard), from [`SetTable::start_probe`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Probe<'a>(Option<&'a Shard>);
+
+impl Probe<'_> {
+    /// No probe started.
+    pub const NONE: Probe<'static> = Probe(None);
+}
+
 /// The sets holding one address: ids found by its exact address, and by prefixes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Members<'a> {
@@ -507,6 +516,35 @@ impl SetTable {
         }
     }
 
+    /// [`SetTable::prefetch`] that also returns where the probe of an IPv4 `ip` starts, so that
+    /// [`SetTable::members_at`] need not find its shard again.
+    #[inline(always)]
+    pub fn start_probe(&self, ip: IpAddr) -> Probe<'_> {
+        let IpAddr::V4(v4) = ip else {
+            self.prefetch(ip);
+            return Probe(None);
+        };
+        let a = u32::from(v4);
+        let shard = self.shard_v4(a);
+        if let Some(Shard { data: Some(data), mask }) = shard {
+            // `Addr::slot` of an IPv4 address.
+            let h = u64::from(a).wrapping_mul(HASH_MUL);
+            if let Some(w) = data.get(2 * ((h >> 20) as usize & *mask as usize)) {
+                super::tree::prefetch(w);
+            }
+        }
+        Probe(shard)
+    }
+
+    /// [`SetTable::members`] of `ip`, whose probe [`SetTable::start_probe`] started.
+    #[inline(always)]
+    pub fn members_at<'s>(&'s self, ip: IpAddr, probe: Probe<'s>) -> Members<'s> {
+        match ip {
+            IpAddr::V4(v4) => self.members_v4_in(u32::from(v4), probe.0),
+            IpAddr::V6(_) => self.members(ip),
+        }
+    }
+
     #[inline(always)]
     pub fn members(&self, ip: IpAddr) -> Members<'_> {
         if let IpAddr::V4(v4) = ip {
@@ -521,11 +559,25 @@ impl SetTable {
     /// [`SetTable::members`] of an IPv4 address: one hash, 32-bit compares.
     #[inline(always)]
     fn members_v4(&self, a: u32) -> Members<'_> {
+        self.members_v4_in(a, self.shard_v4(a))
+    }
+
+    /// The shard holding IPv4 address `a`, if any.
+    #[inline(always)]
+    fn shard_v4(&self, a: u32) -> Option<&Shard> {
+        // `Addr::route` of an IPv4 address.
+        let h = u64::from(a).wrapping_mul(HASH_MUL);
+        self.mids.get((h >> 58) as usize).and_then(|m| m.get(((h >> 52) & 63) as usize))
+    }
+
+    /// [`SetTable::members_v4`] given `a`'s shard.
+    #[inline(always)]
+    fn members_v4_in<'s>(&'s self, a: u32, shard: Option<&'s Shard>) -> Members<'s> {
         let index = &self.prefixes.index[0];
         let prefix = if index.starts32.is_empty() { &[][..] } else { index.ids_v4(a) };
         // `Addr::hash` of an IPv4 address.
         let h = u64::from(a).wrapping_mul(HASH_MUL);
-        let exact = match self.mids.get((h >> 58) as usize).and_then(|m| m.get(((h >> 52) & 63) as usize)) {
+        let exact = match shard {
             Some(Shard { data: Some(data), mask }) => {
                 let mask = *mask as usize;
                 let mut i = (h >> 20) as usize & mask;
