@@ -19,7 +19,9 @@
 //!    membership table which sets hold the key's addresses (one hash probe for the exact address, one
 //!    binary search over the prefix members' elementary intervals) and visits only those sets' trees.
 //!    Rules over sets never smear over the address dimensions of a shared tree, and membership lives
-//!    apart from the rules.
+//!    apart from the rules. Sets are numbered in the order of the first rule naming them and id lists
+//!    are sorted, so a key stops at the first of its sets whose rules all rank after its answer so
+//!    far (on the NSX-shaped policy a key's answer from the shared trees usually prunes them all).
 //! 3. **Decision trees for the rest**: HyperSplit-like trees with 16-way nodes (one field, up to 15
 //!    thresholds at the 16-quantiles of the rules' cut points, two cache lines per node) and leaves
 //!    of at most 8 rules in priority order. An exact rule that covers a node's whole region hides every later
@@ -28,15 +30,20 @@
 //!    neither) and each part gets its own tree. Every tree knows its best rank and is skipped when it
 //!    cannot beat the answer found so far.
 //! 4. **Batches.** [`Classifier::first_match_batch`] sorts up to 64 keys by the view they visit, then
-//!    walks up to 16 keys of one view down a tree in lockstep, so their cache misses overlap (rte_acl
-//!    does the same with SIMD over its batch). Up to 32 MiB of trees every key steps at every level
+//!    walks all the keys of one view down a tree in lockstep, so their cache misses overlap (rte_acl
+//!    does the same with SIMD over its batch; 64 keys in lockstep beat 32 by 1-9% on the ClassBench
+//!    sets, and 32 beat 16 by 1-7%). Up to 32 MiB of trees every key steps at every level
 //!    (a key at its leaf steps through node 0 and keeps it); beyond, each key prefetches its next
 //!    node or leaf as soon as it is known.
 //!    Views with address sets walk their trees one key at a time: per-set trees are small, most are
 //!    pruned by rank, and lockstep walks there cost more instructions than they save. But the rest
 //!    goes in stages over the whole group, so that cache misses overlap: every key's hash probes
-//!    start, then every key's members are found, then the keys walk the view's shared trees in
-//!    lockstep, and only then does each key visit its sets' trees.
+//!    start (each address's shard found once and kept), then every key's members are found (and
+//!    its id lists start loading), then the keys walk the view's shared trees in lockstep, and only
+//!    then does each key visit its sets' trees. A wider lockstep window (64 keys rather than 16) and
+//!    SoA four-entry vector leaf scans were tried: the first paid (above), the second did not
+//!    (ipc_10k +5%, but acl_10k -9%, NSX -9%: a four-entry block costs three cache lines even for
+//!    the one- and two-entry leaves that dominate there).
 //!
 //! Layout: a node is a cache line of 16 thresholds (compared as four vectors and one population
 //! count) and one of 16 child references. Sixteen ways rather than eight take about half a level
@@ -91,7 +98,7 @@ use arc_swap::ArcSwap;
 use crate::eval::CompiledRuleSet;
 use crate::eval::{family_ok, icmp_ok, ports_ok, L3Key, UndefinedSet};
 use crate::model::*;
-use sets::{Change, MemberKey, Members, SetTable};
+use sets::{Change, MemberKey, Members, Probe, SetTable};
 use tree::{Arena, Entry, Key, Params, Tree, BATCH, DOMAIN_HI, NONE};
 
 /// Keys sorted by view at a time in a batch lookup.
@@ -220,7 +227,7 @@ impl Classifier {
     }
 
     /// `out[i] = self.first_match(&keys[i])` for `i < min(keys.len(), out.len())`. Same answers, higher
-    /// throughput: up to 16 keys of the same direction and family walk the decision trees in lockstep,
+    /// throughput: up to 64 keys of the same direction and family walk the decision trees in lockstep,
     /// so one key's memory latency overlaps the others' (what rte_acl's batch classify does with SIMD).
     pub fn first_match_batch(&self, keys: &[L3Key], out: &mut [Option<usize>]) {
         if self.index.uses_sets {
@@ -374,6 +381,20 @@ impl Check {
             && icmp_ok(self.icmp, key.icmp)
     }
 
+    /// [`Check::matches`] of a check made for a tree entry: its direction, family and protocol are
+    /// always open (the view and the box decide them), so only the rest is tested.
+    #[inline]
+    fn matches_open(&self, key: &L3Key, ms: &Members<'_>, md: &Members<'_>) -> bool {
+        debug_assert!(
+            self.dir == RuleDir::InOut && self.family == Family::Any && self.proto == Protocol::Any
+        );
+        self.src.matches(key.src, ms)
+            && self.dst.matches(key.dst, md)
+            && ports_ok(&self.sport, key.ports.map(|p| p.0))
+            && ports_ok(&self.dport, key.ports.map(|p| p.1))
+            && icmp_ok(self.icmp, key.icmp)
+    }
+
     fn uses_sets(&self) -> bool {
         matches!(self.src, Side::Set { .. }) || matches!(self.dst, Side::Set { .. })
     }
@@ -439,6 +460,9 @@ struct RuleIndex {
     /// Rank → index into the rule set's `rules`.
     order: Vec<u32>,
     set_ids: AHashMap<String, u32>,
+    /// `sets_before[r]`: how many sets are named by some rule ranked before `r` (the sets numbered
+    /// below that count; see [`number_sets_by_first_use`]). One entry per rank and one past the last.
+    sets_before: Vec<u32>,
     /// Sets given at build that no rule refers to.
     unused: AHashSet<String>,
     uses_sets: bool,
@@ -510,6 +534,7 @@ impl RuleIndex {
 
         let mut order: Vec<usize> = (0..set.rules.len()).filter(|&i| sides[i].is_some()).collect();
         order.sort_by_key(|&i| set.rules[i].position);
+        let sets_before = number_sets_by_first_use(&order, &mut sides, &mut set_ids, &mut members);
         let full = |i: usize| -> Option<Check> {
             let (RuleBody::Ip(m), Some((src, dst))) = (&set.rules[i].body, sides[i]) else { return None };
             Some(Check {
@@ -647,6 +672,7 @@ impl RuleIndex {
             all,
             order: order.iter().map(|&i| i as u32).collect(),
             set_ids,
+            sets_before,
             unused,
             uses_sets,
             avx2: has_avx2(),
@@ -701,7 +727,7 @@ impl RuleIndex {
     #[inline(always)]
     fn rank_in_view(&self, view: &View, key: &L3Key, ms: &Members<'_>, md: &Members<'_>) -> u32 {
         let k = point(key);
-        let mut check = |c: u32| self.checks[c as usize].matches(key, ms, md);
+        let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
         let mut best = NONE;
         for &t in &view.rest {
             best = self.arena.lookup(t, &k, best, &mut check);
@@ -721,7 +747,10 @@ impl RuleIndex {
         md: &Members<'_>,
         mut best: u32,
     ) -> u32 {
-        let mut check = |c: u32| self.checks[c as usize].matches(key, ms, md);
+        let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
+        // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
+        // may still hold a better rule are a prefix of each list.
+        let mut limit = self.sets_before(best);
         // Plain loops over the two id lists (chained iterators cost more here).
         for (trees, m) in [(&view.by_dst, md), (&view.by_src, ms)] {
             if trees.is_empty() {
@@ -729,13 +758,27 @@ impl RuleIndex {
             }
             for ids in [m.exact, m.prefix] {
                 for &id in ids {
+                    if id >= limit {
+                        break;
+                    }
                     if let Some(&t) = trees.get(id as usize) {
-                        best = self.arena.lookup(t, k, best, &mut check);
+                        let b = self.arena.lookup(t, k, best, &mut check);
+                        if b != best {
+                            best = b;
+                            limit = self.sets_before(best);
+                        }
                     }
                 }
             }
         }
         best
+    }
+
+    /// The number of sets named by some rule ranked before `rank`: no set numbered at or past it has
+    /// a rule that beats `rank`.
+    #[inline(always)]
+    fn sets_before(&self, rank: u32) -> u32 {
+        self.sets_before.get(rank as usize).copied().unwrap_or(u32::MAX)
     }
 
     /// `out[i] = first_match(keys[i])` for a batch: keys of one view walk its shared trees in lockstep.
@@ -811,18 +854,27 @@ impl RuleIndex {
                 }
                 return;
             };
-            for &i in idx {
+            let mut probes = [(Probe::NONE, Probe::NONE); BATCH];
+            for (p, &i) in probes.iter_mut().zip(idx) {
                 let k = &keys[usize::from(i)];
-                t.prefetch(k.src);
-                t.prefetch(k.dst);
+                *p = (t.start_probe(k.src), t.start_probe(k.dst));
             }
             let mut members = [(Members::NONE, Members::NONE); BATCH];
-            for (m, &i) in members.iter_mut().zip(idx) {
+            for ((m, p), &i) in members.iter_mut().zip(&probes).zip(idx) {
                 let k = &keys[usize::from(i)];
-                *m = (t.members(k.src), t.members(k.dst));
+                *m = (t.members_at(k.src, p.0), t.members_at(k.dst, p.1));
+                // The id lists sit apart from the hash slots: start loading them now, for the checks
+                // in the shared trees and the set stage.
+                for ids in [m.0.exact, m.1.exact] {
+                    if let Some(id) = ids.first() {
+                        tree::prefetch(id);
+                    }
+                }
             }
             // The shared trees in lockstep, then each key's set trees.
-            let (pts, best) = self.shared_batch(view, keys, idx, &members);
+            let mut pts = [[0u32; 8]; BATCH];
+            let mut best = [NONE; BATCH];
+            self.shared_batch(view, keys, idx, &members, &mut pts, &mut best);
             for (j, &i) in idx.iter().enumerate().take(BATCH) {
                 let (ms, md) = &members[j];
                 let r = self.rank_in_sets(view, &keys[usize::from(i)], &pts[j], ms, md, best[j]);
@@ -839,7 +891,7 @@ impl RuleIndex {
         let mut best = [NONE; BATCH];
         // No rule of this view refers to a set: checks need no members.
         let mut check =
-            |j: usize, c: u32| self.checks[c as usize].matches(key(j), &Members::NONE, &Members::NONE);
+            |j: usize, c: u32| self.checks[c as usize].matches_open(key(j), &Members::NONE, &Members::NONE);
         for &t in &view.rest {
             self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
         }
@@ -849,8 +901,10 @@ impl RuleIndex {
         }
     }
 
-    /// The keys and best ranks of `keys[i]` for the `i` in `idx` (at most [`BATCH`]) over the shared
-    /// trees of `view`, walked in lockstep; `members[j]` holds the sets of key `idx[j]`'s addresses.
+    /// Into `pts[j]` and `best[j]`, the key and the best rank of `keys[idx[j]]` (at most [`BATCH`])
+    /// over the shared trees of `view`, walked in lockstep (`best` starts at [`NONE`]);
+    /// `members[j]` holds the sets of key `idx[j]`'s addresses. Written in place: returning the
+    /// arrays cost a copy per batch.
     #[inline(always)]
     fn shared_batch(
         &self,
@@ -858,22 +912,21 @@ impl RuleIndex {
         keys: &[L3Key],
         idx: &[u8],
         members: &[(Members<'_>, Members<'_>); BATCH],
-    ) -> ([Key; BATCH], [u32; BATCH]) {
+        pts: &mut [Key; BATCH],
+        best: &mut [u32; BATCH],
+    ) {
         let n = idx.len().min(BATCH);
         let key = |j: usize| &keys[usize::from(idx[j])];
-        let mut pts = [[0u32; 8]; BATCH];
         for (j, p) in pts[..n].iter_mut().enumerate() {
             *p = point(key(j));
         }
-        let mut best = [NONE; BATCH];
         let mut check = |j: usize, c: u32| {
             let (ms, md) = &members[j & (BATCH - 1)];
-            self.checks[c as usize].matches(key(j), ms, md)
+            self.checks[c as usize].matches_open(key(j), ms, md)
         };
         for &t in &view.rest {
             self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
         }
-        (pts, best)
     }
 
     /// A key whose source and destination families differ (no real packet): plain scan.
@@ -902,6 +955,7 @@ impl RuleIndex {
                 .sum::<usize>()
             + self.checks.iter().chain(&self.all).map(check_bytes).sum::<usize>()
             + self.order.capacity() * 4
+            + self.sets_before.capacity() * 4
             + self
                 .set_ids
                 .iter()
@@ -909,6 +963,57 @@ impl RuleIndex {
                 .map(|(s, _)| s.capacity() + 40)
                 .sum::<usize>()
     }
+}
+
+/// Renumbers the address sets in the order of the first rule (by rank) naming each, in `sides`,
+/// `set_ids` and `members`, and returns `sets_before` (see [`RuleIndex::sets_before`]). A set's trees
+/// hold only rules naming it, so none ranks before that first rule; with sorted id lists, a lookup
+/// stops at the first set whose first rule cannot beat the answer it has.
+fn number_sets_by_first_use(
+    order: &[usize],
+    sides: &mut [Option<(Side, Side)>],
+    set_ids: &mut AHashMap<String, u32>,
+    members: &mut [(MemberKey, u32)],
+) -> Vec<u32> {
+    let n = set_ids.len();
+    let mut first = vec![u32::MAX; n];
+    for (rank, &i) in order.iter().enumerate() {
+        for side in sides[i].iter().flat_map(|&(s, d)| [s, d]) {
+            if let Side::Set { id, .. } = side {
+                first[id as usize] = first[id as usize].min(rank as u32);
+            }
+        }
+    }
+    let mut by_first: Vec<u32> = (0..n as u32).collect();
+    by_first.sort_by_key(|&id| (first[id as usize], id));
+    let mut renumber = vec![0u32; n];
+    for (new, &old) in by_first.iter().enumerate() {
+        renumber[old as usize] = new as u32;
+    }
+    let re = |side: &mut Side| {
+        if let Side::Set { id, .. } = side {
+            *id = renumber[*id as usize];
+        }
+    };
+    for (s, d) in sides.iter_mut().flatten() {
+        re(s);
+        re(d);
+    }
+    for id in set_ids.values_mut() {
+        *id = renumber[*id as usize];
+    }
+    for m in members.iter_mut() {
+        m.1 = renumber[m.1 as usize];
+    }
+    let mut sets_before = Vec::with_capacity(order.len() + 1);
+    let mut below = 0;
+    for rank in 0..=order.len() as u32 {
+        while below < n && first[by_first[below] as usize] < rank {
+            below += 1;
+        }
+        sets_before.push(below as u32);
+    }
+    sets_before
 }
 
 /// Address-dimension spans up to this wide (a /16) make a field "small" for partitioning.

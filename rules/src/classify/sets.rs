@@ -256,6 +256,9 @@ struct Intervals {
     shift: u32,
     /// Interval `i` runs from `starts[i]` to `starts[i + 1] - 1`; `starts[0] == 0` when non-empty.
     starts: Vec<u128>,
+    /// The `starts` below 2^32 as 32-bit numbers (all that matter for the IPv4 index), for
+    /// [`Intervals::ids_v4`].
+    starts32: Vec<u32>,
     /// Per interval, `[start, end)` of its set ids in `pool`.
     lists: Vec<(u32, u32)>,
     pool: Vec<u32>,
@@ -282,6 +285,9 @@ impl Intervals {
         }
         buckets.push(out.starts.len() as u32);
         out.buckets = buckets;
+        // A start past 2^32 - 1 (where a prefix reaching the last address ends) is above every IPv4
+        // address, so the search never needs it.
+        out.starts32 = out.starts.iter().map_while(|&s| u32::try_from(s).ok()).collect();
         out
     }
 
@@ -370,9 +376,33 @@ impl Intervals {
         }
     }
 
+    /// [`Intervals::ids`] of an IPv4 address, in 32-bit arithmetic (`starts32` is not empty).
+    #[inline(always)]
+    fn ids_v4(&self, a: u32) -> &[u32] {
+        // As in `ids`: below the first non-zero start lies interval 0.
+        let i = if u128::from(a) < self.base {
+            1
+        } else {
+            // `base <= a`, so it fits.
+            let b = ((a - self.base as u32).checked_shr(self.shift).unwrap_or(0) as usize)
+                .min((1 << BUCKET_BITS) - 1);
+            let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
+                (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+                _ => (0, self.starts32.len()),
+            };
+            let hi = hi.min(self.starts32.len());
+            lo + self.starts32.get(lo..hi).unwrap_or(&[]).partition_point(|&s| s <= a)
+        };
+        match i.checked_sub(1).and_then(|i| self.lists.get(i)) {
+            Some(&(s, e)) => self.pool.get(s as usize..e as usize).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
     fn memory_bytes(&self) -> usize {
         self.buckets.capacity() * 4
             + self.starts.capacity() * 16
+            + self.starts32.capacity() * 4
             + self.lists.capacity() * 8
             + self.pool.capacity() * 4
     }
@@ -404,6 +434,15 @@ pub(super) struct SetTable {
     prefixes: Arc<Prefixes>,
 }
 
+/// Where the member probe of an IPv4 address starts (its shard), from [`SetTable::start_probe`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Probe<'a>(Option<&'a Shard>);
+
+impl Probe<'_> {
+    /// No probe started.
+    pub const NONE: Probe<'static> = Probe(None);
+}
+
 /// The sets holding one address: ids found by its exact address, and by prefixes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Members<'a> {
@@ -420,7 +459,9 @@ impl Members<'_> {
     /// Whether set `id` holds the address.
     #[inline]
     pub fn contains(&self, id: u32) -> bool {
-        self.exact.contains(&id) || self.prefix.contains(&id)
+        // Both lists are sorted and short: stop at the first id not below `id`.
+        let has = |ids: &[u32]| ids.iter().find(|&&x| x >= id) == Some(&id);
+        has(self.exact) || has(self.prefix)
     }
 }
 
@@ -475,6 +516,35 @@ impl SetTable {
         }
     }
 
+    /// [`SetTable::prefetch`] that also returns where the probe of an IPv4 `ip` starts, so that
+    /// [`SetTable::members_at`] need not find its shard again.
+    #[inline(always)]
+    pub fn start_probe(&self, ip: IpAddr) -> Probe<'_> {
+        let IpAddr::V4(v4) = ip else {
+            self.prefetch(ip);
+            return Probe(None);
+        };
+        let a = u32::from(v4);
+        let shard = self.shard_v4(a);
+        if let Some(Shard { data: Some(data), mask }) = shard {
+            // `Addr::slot` of an IPv4 address.
+            let h = u64::from(a).wrapping_mul(HASH_MUL);
+            if let Some(w) = data.get(2 * ((h >> 20) as usize & *mask as usize)) {
+                super::tree::prefetch(w);
+            }
+        }
+        Probe(shard)
+    }
+
+    /// [`SetTable::members`] of `ip`, whose probe [`SetTable::start_probe`] started.
+    #[inline(always)]
+    pub fn members_at<'s>(&'s self, ip: IpAddr, probe: Probe<'s>) -> Members<'s> {
+        match ip {
+            IpAddr::V4(v4) => self.members_v4_in(u32::from(v4), probe.0),
+            IpAddr::V6(_) => self.members(ip),
+        }
+    }
+
     #[inline(always)]
     pub fn members(&self, ip: IpAddr) -> Members<'_> {
         if let IpAddr::V4(v4) = ip {
@@ -489,11 +559,25 @@ impl SetTable {
     /// [`SetTable::members`] of an IPv4 address: one hash, 32-bit compares.
     #[inline(always)]
     fn members_v4(&self, a: u32) -> Members<'_> {
+        self.members_v4_in(a, self.shard_v4(a))
+    }
+
+    /// The shard holding IPv4 address `a`, if any.
+    #[inline(always)]
+    fn shard_v4(&self, a: u32) -> Option<&Shard> {
+        // `Addr::route` of an IPv4 address.
+        let h = u64::from(a).wrapping_mul(HASH_MUL);
+        self.mids.get((h >> 58) as usize).and_then(|m| m.get(((h >> 52) & 63) as usize))
+    }
+
+    /// [`SetTable::members_v4`] given `a`'s shard.
+    #[inline(always)]
+    fn members_v4_in<'s>(&'s self, a: u32, shard: Option<&'s Shard>) -> Members<'s> {
         let index = &self.prefixes.index[0];
-        let prefix = if index.starts.is_empty() { &[][..] } else { index.ids(u128::from(a)) };
+        let prefix = if index.starts32.is_empty() { &[][..] } else { index.ids_v4(a) };
         // `Addr::hash` of an IPv4 address.
         let h = u64::from(a).wrapping_mul(HASH_MUL);
-        let exact = match self.mids.get((h >> 58) as usize).and_then(|m| m.get(((h >> 52) & 63) as usize)) {
+        let exact = match shard {
             Some(Shard { data: Some(data), mask }) => {
                 let mask = *mask as usize;
                 let mut i = (h >> 20) as usize & mask;

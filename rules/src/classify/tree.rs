@@ -29,8 +29,8 @@ pub(super) fn key(p: Point) -> Key {
     [p[0] ^ BIAS, p[1] ^ BIAS, p[2] ^ BIAS, p[3] ^ BIAS, p[4] ^ BIAS, BIAS, BIAS, BIAS]
 }
 
-/// Most keys [`Arena::lookup_batch`] walks in lockstep.
-pub(super) const BATCH: usize = 16;
+/// Most keys [`Arena::lookup_batch`] walks in lockstep: a whole batch group of one view.
+pub(super) const BATCH: usize = 64;
 /// "No rule", "no check", "no tree": ranks and indices never reach it.
 pub(super) const NONE: u32 = u32::MAX;
 /// Marks a child reference as a leaf. A leaf reference is `LEAF | len << 27 | start` (its entries
