@@ -567,14 +567,21 @@ const PLAIN_TCP_TS: &str = "
     0101080a 00000064 000000c8
     00000000000000000000";
 
+/// The fast path's summary of `b`, after checking that it takes the frame and agrees with the general
+/// path.
+fn fast_path_as_general(b: &[u8], wire_len: u32) -> Packet {
+    let mut fast = Packet::default();
+    assert!(parse_plain_tcp(b, wire_len, &mut fast));
+    let mut general = Packet::default();
+    parse_any(LinkType::Ethernet, b, wire_len, &mut general).unwrap();
+    assert_eq!(fast, general);
+    fast
+}
+
 #[test]
 fn plain_tcp_with_a_timestamp_takes_the_fast_path() {
     let b = hex(PLAIN_TCP_TS);
-    let mut fast = Packet::default();
-    assert!(parse_plain_tcp(&b, 76, &mut fast));
-    let mut general = Packet::default();
-    parse_any(LinkType::Ethernet, &b, 76, &mut general).unwrap();
-    assert_eq!(fast, general);
+    let mut fast = fast_path_as_general(&b, 76);
     let t = tcp(&fast);
     assert_eq!((t.payload_len, t.options.timestamp, t.options.wscale), (10, Some((100, 200)), None));
     // Any other option layout, or a timestamp cut by the snaplen, leaves the fast path.
@@ -587,11 +594,7 @@ fn plain_tcp_with_a_timestamp_takes_the_fast_path() {
 #[test]
 fn plain_tcp_takes_the_fast_path_and_reads_every_field() {
     let b = hex(PLAIN_TCP);
-    let mut fast = Packet::default();
-    assert!(parse_plain_tcp(&b, 64, &mut fast));
-    let mut general = Packet::default();
-    parse_any(LinkType::Ethernet, &b, 64, &mut general).unwrap();
-    assert_eq!(fast, general);
+    let mut fast = fast_path_as_general(&b, 64);
     let ip = fast.ip.unwrap();
     assert_eq!(
         (ip.src, ip.dst, ip.proto, ip.ttl, ip.total_len, ip.frag),
