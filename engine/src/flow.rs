@@ -87,14 +87,9 @@ impl FlowKey {
     #[inline]
     pub fn of_hashed(pkt: &Packet) -> Option<(FlowKey, bool, u64)> {
         let (lo, hi, from_lo, proto) = Self::ordered(pkt)?;
-        Some(Self::hashed(lo, hi, from_lo, proto))
-    }
-
-    #[inline]
-    fn hashed(lo: Numbered, hi: Numbered, from_lo: bool, proto: u8) -> (FlowKey, bool, u64) {
         let hash = hash_parts(lo.0, hi.0, lo.1, hi.1, proto);
         let ep = |(addr, port): (u128, u16)| Endpoint { addr: addr.to_be_bytes(), port };
-        (FlowKey { lo: ep(lo), hi: ep(hi), proto }, from_lo, hash)
+        Some((FlowKey { lo: ep(lo), hi: ep(hi), proto }, from_lo, hash))
     }
 
     /// The endpoints of `pkt` as (address number, port), smaller first, whether the source is the
@@ -147,8 +142,6 @@ impl FlowKey {
 /// which ASLR randomises.
 #[inline]
 fn hash_parts(lo: u128, hi: u128, lo_port: u16, hi_port: u16, proto: u8) -> u64 {
-    let seed = seed();
-    let tail = u64::from(lo_port) | u64::from(hi_port) << 16 | u64::from(proto) << 32;
     // Two IPv4 endpoints (the common case): above their low 32 bits both addresses are the mapped
     // prefix, so the two low words and the tail carry the whole key, in two folds instead of five.
     const V4_MAPPED: u128 = 0xffff_u128 << 32;
@@ -156,9 +149,9 @@ fn hash_parts(lo: u128, hi: u128, lo_port: u16, hi_port: u16, proto: u8) -> u64 
     if lo & HIGH_96 == V4_MAPPED && hi & HIGH_96 == V4_MAPPED {
         return hash_v4(lo as u32, hi as u32, lo_port, hi_port, proto);
     }
-    let mut h = seed;
-    for x in [(lo >> 64) as u64, lo as u64, (hi >> 64) as u64, hi as u64, tail] {
-        h = fold(h ^ x, 0x5851_F42D_4C95_7F2D);
+    let mut h = seed();
+    for x in [(lo >> 64) as u64, lo as u64, (hi >> 64) as u64, hi as u64, tail(lo_port, hi_port, proto)] {
+        h = fold(h ^ x, FOLD);
     }
     h
 }
@@ -166,9 +159,17 @@ fn hash_parts(lo: u128, hi: u128, lo_port: u16, hi_port: u16, proto: u8) -> u64 
 /// [`hash_parts`] of a key between two IPv4 endpoints, from the addresses as numbers.
 #[inline]
 pub(crate) fn hash_v4(lo: u32, hi: u32, lo_port: u16, hi_port: u16, proto: u8) -> u64 {
-    let tail = u64::from(lo_port) | u64::from(hi_port) << 16 | u64::from(proto) << 32;
     let words = u64::from(lo) << 32 | u64::from(hi);
-    fold(fold(seed() ^ words, 0x5851_F42D_4C95_7F2D) ^ tail, 0x5851_F42D_4C95_7F2D)
+    fold(fold(seed() ^ words, FOLD) ^ tail(lo_port, hi_port, proto), FOLD)
+}
+
+/// The multiplier of every fold.
+const FOLD: u64 = 0x5851_F42D_4C95_7F2D;
+
+/// The ports and protocol as the last word hashed.
+#[inline]
+fn tail(lo_port: u16, hi_port: u16, proto: u8) -> u64 {
+    u64::from(lo_port) | u64::from(hi_port) << 16 | u64::from(proto) << 32
 }
 
 /// The hash seed: fixed per process, not guessable from outside (the address of a static, which ASLR

@@ -255,19 +255,19 @@ impl<V> FlowTable<V> {
 
     /// The slab position of the first index entry whose tag matches `hash` (good enough to prefetch).
     fn find_tag(&self, hash: u64) -> Option<usize> {
-        self.probe(hash, |_| true)
+        self.probe(hash, |_| true).map(|(_, pos)| pos)
     }
 
     /// The slab position of the key `resolved` ([`Probe::resolve`]) whose hash is `hash`.
     #[inline]
     fn find(&self, resolved: Probe<'_>, hash: u64) -> Option<usize> {
-        self.probe(hash, |pos| self.holds(pos, resolved))
+        self.probe(hash, |pos| self.holds(pos, resolved)).map(|(_, pos)| pos)
     }
 
-    /// Walks the probe run of `hash` and returns the first position with a matching tag that `accept`
-    /// takes.
+    /// Walks the probe run of `hash` and returns the first bucket with a matching tag whose slab
+    /// position `accept` takes, with that position.
     #[inline]
-    fn probe(&self, hash: u64, accept: impl Fn(usize) -> bool) -> Option<usize> {
+    fn probe(&self, hash: u64, accept: impl Fn(usize) -> bool) -> Option<(usize, usize)> {
         if self.buckets.is_empty() {
             return None;
         }
@@ -281,7 +281,7 @@ impl<V> FlowTable<V> {
             if b & 0xffff_ffff_0000_0000 == t {
                 let pos = (b & 0xffff_ffff) as usize - 1;
                 if accept(pos) {
-                    return Some(pos);
+                    return Some((i, pos));
                 }
             }
             i = self.next(i);
@@ -428,26 +428,8 @@ impl<V> FlowTable<V> {
 
     /// Removes and returns the entry for `key`.
     pub fn remove(&mut self, key: &FlowKey) -> Option<Entry<V>> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        let hash = Self::hash(key);
         let resolved = Probe::Full(key).resolve();
-        let t = tag(hash);
-        let mut i = self.home(hash);
-        let pos = loop {
-            let b = self.buckets[i];
-            if b == 0 {
-                return None;
-            }
-            if b & 0xffff_ffff_0000_0000 == t {
-                let pos = (b & 0xffff_ffff) as usize - 1;
-                if self.holds(pos, resolved) {
-                    break pos;
-                }
-            }
-            i = self.next(i);
-        };
+        let (i, pos) = self.probe(Self::hash(key), |pos| self.holds(pos, resolved))?;
         // Backward-shift deletion: pull later members of the probe run into the hole.
         let mut hole = i;
         let mut j = self.next(i);
