@@ -121,7 +121,7 @@ pub enum FrameOutcome {
 
 /// Where a frame goes and which connection it belongs to, worked out once per frame (and used both to
 /// prefetch its connection entry and to decide it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Route {
     /// The filter of the sending vNIC.
     pub sender: Option<usize>,
@@ -156,12 +156,33 @@ impl Route {
         Route { sender, receiver, group, key, hint: None }
     }
 
+    /// The one filter a unicast route crosses, and in which direction; `None` for a broadcast or
+    /// multicast route and for one through two filters or none.
+    #[inline]
+    pub fn single(&self) -> Option<(usize, Direction)> {
+        if self.group {
+            return None;
+        }
+        one_filter(self.sender, self.receiver)
+    }
+
     /// The route [`Route::of`] gives a plain TCP frame, worked out from its fields, when it is the
     /// common kind: unicast, through exactly one filter, under a snapshot whose few vNICs are all
     /// known by MAC. `None` otherwise (the frame then takes the general path).
     #[inline]
     pub fn of_plain(snap: &Snapshot, p: &pktio::PlainTcp) -> Option<Route> {
         Lean::of(snap, p).map(|l| l.route())
+    }
+}
+
+/// The filter and direction of a unicast frame from the `sender` filter's vNIC to the `receiver`'s,
+/// when exactly one of them is a filter's.
+#[inline]
+fn one_filter(sender: Option<usize>, receiver: Option<usize>) -> Option<(usize, Direction)> {
+    match (sender, receiver) {
+        (Some(i), None) => Some((i, Direction::Out)),
+        (None, Some(i)) => Some((i, Direction::In)),
+        _ => None,
     }
 }
 
@@ -201,11 +222,7 @@ impl Lean {
             |m: [u8; 6]| if m == [0; 6] { snap.vnic_small(m).map(|_| None) } else { snap.vnic_small(m) };
         let sender = vnic(p.src_mac)?;
         let receiver = vnic(p.dst_mac)?.filter(|i| Some(*i) != sender);
-        let (filter, dir) = match (sender, receiver) {
-            (Some(i), None) => (i, Direction::Out),
-            (None, Some(i)) => (i, Direction::In),
-            _ => return None,
-        };
+        let (filter, dir) = one_filter(sender, receiver)?;
         let (src, dst) = ((u32::from(p.src), p.tcp.sport), (u32::from(p.dst), p.tcp.dport));
         let (key, from_lo) = table::PackedKey::v4(pktio::ipproto::TCP, src, dst);
         let hash = key.hash();
@@ -569,14 +586,10 @@ impl Worker {
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> Option<FrameOutcome> {
-        if route.group || !self.fast_paths() {
+        if !self.fast_paths() {
             return None;
         }
-        let (i, dir) = match (route.sender, route.receiver) {
-            (Some(i), None) => (i, Direction::Out),
-            (None, Some(i)) => (i, Direction::In),
-            _ => return None,
-        };
+        let (i, dir) = route.single()?;
         let (key, from_lo, hash) = route.key.as_ref()?;
         // The hint is the entry's place in this filter's table (the route's only filter).
         self.fast_one(snap, i, dir, seen, (table::Probe::Full(key), *from_lo, *hash), route.hint, frame, sink)
@@ -616,10 +629,7 @@ impl Worker {
         let mut tap = Tap { inner: sink, released: Vec::new() };
         // Through one filter, the caller has just tried that filter's fast path ([`Worker::try_fast`],
         // or the lean lane's same step), which changed nothing: no need to try it again.
-        let tried = self.fast_paths()
-            && !route.group
-            && route.sender.is_some() != route.receiver.is_some()
-            && route.key.is_some();
+        let tried = self.fast_paths() && route.single().is_some() && route.key.is_some();
         let outcome = self.path(snap, pkt, route, frame, true, !tried, &mut tap);
         // Held fragments released by this frame: those passed by their sender's filter go on to the
         // receiver's; the rest are done.
@@ -650,14 +660,14 @@ impl Worker {
     }
 
     /// Starts loading the index line of `route`'s connection, as soon as the frame is routed; the
-    /// entry follows once the line has had time to arrive ([`Worker::prefetch_entries`]). Together
+    /// entry follows once the line has had time to arrive ([`Worker::prefetch_entry`]). Together
     /// they let a batch's cache misses overlap instead of each stalling its frame.
     /// (No [`Worker::sync`] first: a filter this worker has no state for yet has nothing to load.)
     #[inline]
     pub fn prefetch_index(&self, snap: &Snapshot, route: &Route) {
         if let (Some(i), Some((_, _, hash))) = (route.sender.or(route.receiver), &route.key) {
-            if let Some(s) = self.states.get(snap.filters[i].slot) {
-                s.conns.prefetch(*hash);
+            if let Some(conns) = self.conns_of(snap, i) {
+                conns.prefetch(*hash);
             }
         }
     }
@@ -665,38 +675,37 @@ impl Worker {
     /// [`Worker::prefetch_index`] for a frame on the lean lane.
     #[inline]
     pub(crate) fn prefetch_lean_index(&self, snap: &Snapshot, lean: &Lean) {
-        if let Some(s) = self.states.get(snap.filters[lean.filter as usize].slot) {
-            s.conns.prefetch(lean.hash);
+        if let Some(conns) = self.conns_of(snap, lean.filter as usize) {
+            conns.prefetch(lean.hash);
         }
     }
 
-    /// [`Worker::prefetch_entries`] for one frame on the lean lane.
+    /// Starts loading the entry of one route's connection, whose index line was requested earlier
+    /// ([`Worker::prefetch_index`]), and remembers where it is.
+    #[inline]
+    pub(crate) fn prefetch_entry(&self, snap: &Snapshot, r: &mut Route) {
+        if let (Some(i), Some((_, _, hash))) = (r.sender.or(r.receiver), &r.key) {
+            if let Some(conns) = self.conns_of(snap, i) {
+                r.hint = conns.prefetch_entry(*hash);
+            }
+        }
+    }
+
+    /// [`Worker::prefetch_entry`] for a frame on the lean lane.
     #[inline]
     pub(crate) fn prefetch_lean_entry(&self, snap: &Snapshot, lean: &mut Lean) {
-        if let Some(s) = self.states.get(snap.filters[lean.filter as usize].slot) {
-            lean.hint = match s.conns.prefetch_entry(lean.hash) {
+        if let Some(conns) = self.conns_of(snap, lean.filter as usize) {
+            lean.hint = match conns.prefetch_entry(lean.hash) {
                 Some(pos) => u32::try_from(pos).unwrap_or(Lean::NO_HINT),
                 None => Lean::NO_HINT,
             };
         }
     }
 
-    /// Starts loading the entries of the batch's connections, whose index lines were requested
-    /// earlier ([`Worker::prefetch_index`]).
-    pub fn prefetch_entries(&self, snap: &Snapshot, routes: &mut [Option<Route>]) {
-        for r in routes.iter_mut().flatten() {
-            self.prefetch_entry(snap, r);
-        }
-    }
-
-    /// Starts loading the entry of one route's connection and remembers where it is.
+    /// This worker's connection table for filter `i` of `snap`, if it has one yet.
     #[inline]
-    pub(crate) fn prefetch_entry(&self, snap: &Snapshot, r: &mut Route) {
-        if let (Some(i), Some((_, _, hash))) = (r.sender.or(r.receiver), &r.key) {
-            if let Some(s) = self.states.get(snap.filters[i].slot) {
-                r.hint = s.conns.prefetch_entry(*hash);
-            }
-        }
+    fn conns_of(&self, snap: &Snapshot, i: usize) -> Option<&table::FlowTable<conntrack::Conn>> {
+        self.states.get(snap.filters[i].slot).map(|s| &s.conns)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -246,9 +246,15 @@ fn due_switches(
 }
 
 fn malformed(summary: &mut ReplaySummary, number: u64, e: &ParseError, on_event: &mut impl FnMut(Event<'_>)) {
-    let reason = Reason::of_parse_error(e);
-    *summary.malformed.entry(reason.as_str()).or_default() += 1;
+    let reason = count_malformed(summary, e);
     on_event(Event::Malformed { frame: number, reason });
+}
+
+/// Counts a frame that did not parse, by reason; the reason.
+fn count_malformed(counts: &mut ReplaySummary, e: &ParseError) -> Reason {
+    let reason = Reason::of_parse_error(e);
+    *counts.malformed.entry(reason.as_str()).or_default() += 1;
+    reason
 }
 
 fn finish_counters(summary: &mut ReplaySummary, workers: &[&Worker]) {
@@ -322,8 +328,6 @@ struct InlineBatch<'a> {
     slots: Box<[Read; BATCH_INLINE]>,
     /// Parsed frames' summaries, by position in the batch (reused).
     pkts: Vec<Packet>,
-    /// The parse errors, by position in the batch.
-    errors: Vec<(usize, ParseError)>,
 }
 
 /// How a frame of a batch was read.
@@ -332,17 +336,17 @@ enum Read {
     Lean(Lean),
     /// Parsed into the batch's `pkts` at the same position, and routed.
     Parsed(Route),
-    /// It did not parse (the error is in `errors`).
-    Malformed,
+    /// It did not parse.
+    Malformed(ParseError),
 }
 
 impl<'a> InlineBatch<'a> {
     fn new() -> InlineBatch<'a> {
         InlineBatch {
             frames: Vec::with_capacity(BATCH_INLINE),
-            slots: Box::new(std::array::from_fn(|_| Read::Malformed)),
+            // Placeholders: a batch reads only the places its frames have filled.
+            slots: Box::new(std::array::from_fn(|_| Read::Parsed(Route::default()))),
             pkts: vec![Packet::default(); BATCH_INLINE],
-            errors: Vec::new(),
         }
     }
 
@@ -371,8 +375,7 @@ impl<'a> InlineBatch<'a> {
                 self.slots[i] = Read::Parsed(route);
             }
             Err(e) => {
-                self.slots[i] = Read::Malformed;
-                self.errors.push((i, e));
+                self.slots[i] = Read::Malformed(e);
             }
         }
     }
@@ -395,12 +398,13 @@ impl<'a> InlineBatch<'a> {
             match slot {
                 Read::Lean(lean) => worker.prefetch_lean_entry(snap, lean),
                 Read::Parsed(route) => worker.prefetch_entry(snap, route),
-                Read::Malformed => {}
+                Read::Malformed(_) => {}
             }
         }
     }
 
-    /// Decides frame `i`, on the lean lane or from its parsed slot; `None` when it did not parse.
+    /// Decides frame `i`, on the lean lane or from its parsed slot; the parse error when it did not
+    /// parse.
     #[inline(always)]
     fn decide(
         &self,
@@ -408,12 +412,12 @@ impl<'a> InlineBatch<'a> {
         worker: &mut Worker,
         snap: &Snapshot,
         sink: &mut impl Sink,
-    ) -> Option<FrameOutcome> {
+    ) -> Result<FrameOutcome, &ParseError> {
         let f = self.frames[i];
         match &self.slots[i] {
-            Read::Lean(lean) => Some(worker.process_lean(snap, lean, f, sink)),
-            Read::Parsed(route) => Some(worker.process_routed(snap, &self.pkts[i], route, f, sink)),
-            Read::Malformed => None,
+            Read::Lean(lean) => Ok(worker.process_lean(snap, lean, f, sink)),
+            Read::Parsed(route) => Ok(worker.process_routed(snap, &self.pkts[i], route, f, sink)),
+            Read::Malformed(e) => Err(e),
         }
     }
 
@@ -425,7 +429,6 @@ impl<'a> InlineBatch<'a> {
 
     fn clear(&mut self) {
         self.frames.clear();
-        self.errors.clear();
     }
 }
 
@@ -471,10 +474,9 @@ fn run_batch(
 ) {
     let snap = Arc::clone(&collect.snap);
     batch.prefetch_entries(worker, &snap);
-    let mut errors = batch.errors.iter();
     for i in 0..batch.len() {
         match batch.decide(i, worker, &snap, collect) {
-            Some(outcome) => {
+            Ok(outcome) => {
                 summary.outcome(outcome);
                 if !collect.events.done.is_empty() {
                     for (_, o) in collect.events.done.drain(..) {
@@ -486,11 +488,7 @@ fn run_batch(
                     collect.events = FrameEvents::default();
                 }
             }
-            None => {
-                if let Some((_, e)) = errors.next() {
-                    malformed(summary, batch.frames[i].number, e, on_event);
-                }
-            }
+            Err(e) => malformed(summary, batch.frames[i].number, e, on_event),
         }
     }
     batch.clear();
@@ -681,12 +679,6 @@ impl<'v, 'a> Lane<'v, 'a> {
         self.next_switch = versions.get(*v + 1).map_or(u64::MAX, |next| next.from);
     }
 
-    /// Parses frame `number` into the next slot and takes it (after [`Lane::switch_before`]).
-    #[inline]
-    fn take(&mut self, number: u64, frame: &CaptureFrame<'a>) {
-        self.push(number, frame, false);
-    }
-
     /// Takes frame `number`: parses and routes it into the next slot, or, when `parsed`, routes what
     /// is already there.
     #[inline]
@@ -756,7 +748,7 @@ fn walk<'a>(capture: &'a Capture, mut lane: Lane<'_, 'a>, me: usize, n: usize, f
             Some(h) => {
                 if owner(h, n) == me {
                     lane.switch_before(number);
-                    lane.take(number, &frame);
+                    lane.push(number, &frame, false);
                 }
             }
             None => match pktio::parse_into(frame.link, frame.data, frame.wire_len, &mut scratch) {
@@ -800,13 +792,13 @@ fn flush(
         return;
     }
     batch.prefetch_entries(w, snap);
-    let mut errors = batch.errors.iter();
     for i in 0..batch.len() {
-        let Some(outcome) = batch.decide(i, w, snap, collect) else {
-            if let Some((_, e)) = errors.next() {
+        let outcome = match batch.decide(i, w, snap, collect) {
+            Ok(outcome) => outcome,
+            Err(e) => {
                 report_malformed(counts, out, batch.frames[i].number, e);
+                continue;
             }
-            continue;
         };
         if want_events {
             out.frames.push((batch.frames[i].number, outcome, std::mem::take(&mut collect.events)));
@@ -824,8 +816,7 @@ fn flush(
 
 /// Counts a frame that did not parse and reports it for the calling thread.
 fn report_malformed(counts: &mut ReplaySummary, out: &mut Done, number: u64, e: &ParseError) {
-    let reason = Reason::of_parse_error(e);
-    *counts.malformed.entry(reason.as_str()).or_default() += 1;
+    let reason = count_malformed(counts, e);
     out.malformed.push((number, reason));
 }
 
