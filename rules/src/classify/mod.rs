@@ -374,11 +374,7 @@ impl Check {
         self.dir.covers(key.dir)
             && family_ok(self.family, key.src)
             && (self.proto == Protocol::Any || self.proto == Protocol::Number(key.proto))
-            && self.src.matches(key.src, ms)
-            && self.dst.matches(key.dst, md)
-            && ports_ok(&self.sport, key.ports.map(|p| p.0))
-            && ports_ok(&self.dport, key.ports.map(|p| p.1))
-            && icmp_ok(self.icmp, key.icmp)
+            && self.matches_rest(key, ms, md)
     }
 
     /// [`Check::matches`] of a check made for a tree entry: its direction, family and protocol are
@@ -388,6 +384,12 @@ impl Check {
         debug_assert!(
             self.dir == RuleDir::InOut && self.family == Family::Any && self.proto == Protocol::Any
         );
+        self.matches_rest(key, ms, md)
+    }
+
+    /// The part of [`Check::matches`] past direction, family and protocol.
+    #[inline]
+    fn matches_rest(&self, key: &L3Key, ms: &Members<'_>, md: &Members<'_>) -> bool {
         self.src.matches(key.src, ms)
             && self.dst.matches(key.dst, md)
             && ports_ok(&self.sport, key.ports.map(|p| p.0))
