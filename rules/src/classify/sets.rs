@@ -357,43 +357,42 @@ impl Intervals {
         // Starts below `a`'s bucket are all <= a; starts past it are all > a.
         if a < self.base {
             // Below the first non-zero start: interval 0.
-            return self
-                .lists
-                .first()
-                .and_then(|&(s, e)| self.pool.get(s as usize..e as usize))
-                .unwrap_or(&[]);
+            return self.interval(0);
         }
         // Past the last bucket: the last one (whose end is the end of `starts`).
         let b = ((a - self.base) >> self.shift).min((1 << BUCKET_BITS) - 1) as usize;
-        let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
-            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
-            _ => (0, self.starts.len()),
-        };
+        let (lo, hi) = self.bucket(b, self.starts.len());
         let i = lo + self.starts.get(lo..hi).unwrap_or(&[]).partition_point(|&s| s <= a);
-        match i.checked_sub(1).and_then(|i| self.lists.get(i)) {
-            Some(&(s, e)) => self.pool.get(s as usize..e as usize).unwrap_or(&[]),
-            None => &[],
-        }
+        i.checked_sub(1).map_or(&[], |n| self.interval(n))
     }
 
     /// [`Intervals::ids`] of an IPv4 address, in 32-bit arithmetic (`starts32` is not empty).
     #[inline(always)]
     fn ids_v4(&self, a: u32) -> &[u32] {
-        // As in `ids`: below the first non-zero start lies interval 0.
-        let i = if u128::from(a) < self.base {
-            1
-        } else {
-            // `base <= a`, so it fits.
-            let b = ((a - self.base as u32).checked_shr(self.shift).unwrap_or(0) as usize)
-                .min((1 << BUCKET_BITS) - 1);
-            let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
-                (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
-                _ => (0, self.starts32.len()),
-            };
-            let hi = hi.min(self.starts32.len());
-            lo + self.starts32.get(lo..hi).unwrap_or(&[]).partition_point(|&s| s <= a)
-        };
-        match i.checked_sub(1).and_then(|i| self.lists.get(i)) {
+        if u128::from(a) < self.base {
+            return self.interval(0);
+        }
+        // `base <= a`, so it fits.
+        let b = ((a - self.base as u32).checked_shr(self.shift).unwrap_or(0) as usize)
+            .min((1 << BUCKET_BITS) - 1);
+        let (lo, hi) = self.bucket(b, self.starts32.len());
+        let i = lo + self.starts32.get(lo..hi).unwrap_or(&[]).partition_point(|&s| s <= a);
+        i.checked_sub(1).map_or(&[], |n| self.interval(n))
+    }
+
+    /// The range of `starts` (of which the first `len` are searched) that bucket `b` covers.
+    #[inline(always)]
+    fn bucket(&self, b: usize, len: usize) -> (usize, usize) {
+        match (self.buckets.get(b), self.buckets.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, (hi as usize).min(len)),
+            _ => (0, len),
+        }
+    }
+
+    /// The set ids of elementary interval `n` (none past the last).
+    #[inline(always)]
+    fn interval(&self, n: usize) -> &[u32] {
+        match self.lists.get(n) {
             Some(&(s, e)) => self.pool.get(s as usize..e as usize).unwrap_or(&[]),
             None => &[],
         }
