@@ -13,8 +13,8 @@
 //! The slab keeps an IPv4 flow's key in place in 16 bytes (two addresses, two ports, the protocol)
 //! rather than the 38 of a [`FlowKey`], which holds IPv6-sized addresses; an IPv6 flow's key lives in a
 //! side arena and its slot holds the arena index. So an IPv4 connection entry is 88 bytes instead of
-//! 112: a million of them take 96.5 MiB with the index, and a lookup touches 2.25 slab cache lines on
-//! average instead of 2.6.
+//! 112: a million of them take 96.5 MiB with the index (measured), and a lookup touches 2.25 slab cache
+//! lines on average instead of 2.6 (by arithmetic, for slots at 8-byte-aligned places).
 //!
 //! The table never holds more than its limit: an insert into a full table fails with [`TableFull`]
 //! and the caller drops the packet (`state-limit`). Expired entries are reclaimed two ways, neither of
