@@ -207,6 +207,12 @@ pub fn replay(
 ) -> Result<ReplaySummary, ReplayError> {
     let workers = workers.max(1);
     let mut summary = ReplaySummary { workers, ..ReplaySummary::default() };
+    // Without `want_events` nothing is delivered, on any number of workers.
+    let mut on_event = |ev: Event<'_>| {
+        if want_events {
+            on_event(ev);
+        }
+    };
     if workers == 1 {
         replay_inline(capture, engine, switches, want_events, &mut summary, &mut on_event)?;
     } else {
