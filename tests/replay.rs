@@ -220,3 +220,67 @@ fn missing_files_are_one_line_errors() {
     let err = one_line_error(&["replay", "--policy", &lab("v1-policy.dfw"), "/nonexistent/c.pcap"]);
     assert!(err.contains("/nonexistent/c.pcap"), "{err}");
 }
+
+/// `dfw bench replay`: every worker count and tcpdump timed in each round, the same results on each,
+/// and ratios taken within rounds.
+#[test]
+fn bench_replay_times_worker_counts_beside_tcpdump_round_by_round() {
+    let (policy, capture) = (lab("v1-policy.dfw"), lab("seed-lab.pcap"));
+    let o =
+        dfw(&["bench", "replay", "--policy", &policy, "--rounds", "3", "--tcpdump-filter", "tcp", &capture]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let plain = dfw(&["replay", "--policy", &policy, "--json", &capture]);
+    let plain: Value = serde_json::from_slice(&plain.stdout).unwrap();
+    for k in ["frames", "passed", "dropped"] {
+        assert_eq!(v[k], plain[k], "{k}");
+    }
+    assert_eq!(v["rounds"], 3);
+    let fps = |x: &Value| -> Vec<f64> {
+        x["frames_per_sec"].as_array().unwrap().iter().map(|f| f.as_f64().unwrap()).collect()
+    };
+    let ratios = |x: &Value| -> Vec<f64> {
+        x["ratios"].as_array().unwrap().iter().map(|f| f.as_f64().unwrap()).collect()
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.01 * b.max(1e-3);
+    let dfw_runs: Vec<Vec<f64>> = v["dfw"].as_array().unwrap().iter().map(fps).collect();
+    assert_eq!(v["dfw"][0]["workers"], 1);
+    assert_eq!(v["dfw"][1]["workers"], 2);
+    let tcpdump = fps(&v["tcpdump"]);
+    for runs in dfw_runs.iter().chain([&tcpdump]) {
+        assert_eq!(runs.len(), 3);
+        assert!(runs.iter().all(|f| *f > 0.0), "{runs:?}");
+    }
+    // Each round's ratio is that round's rates divided, and the median is one of them.
+    for (i, entry) in v["dfw_vs_tcpdump"].as_array().unwrap().iter().enumerate() {
+        let r = ratios(entry);
+        for ((ratio, d), t) in r.iter().zip(&dfw_runs[i]).zip(&tcpdump) {
+            assert!(close(*ratio, d / t), "{entry}");
+        }
+        assert!(r.contains(&entry["ratio_median"].as_f64().unwrap()), "{entry}");
+    }
+    let two = &v["workers_vs_first"][0];
+    assert_eq!((two["workers"].as_u64(), two["against_workers"].as_u64()), (Some(2), Some(1)));
+    for ((ratio, two_w), one_w) in ratios(two).iter().zip(&dfw_runs[1]).zip(&dfw_runs[0]) {
+        assert!(close(*ratio, two_w / one_w), "{two}");
+    }
+}
+
+#[test]
+fn bench_replay_refuses_bad_arguments_with_a_reason() {
+    let (policy, capture) = (lab("v1-policy.dfw"), lab("seed-lab.pcap"));
+    for (args, says) in [
+        (vec!["--workers", "0"], "at least 1"),
+        (vec!["--rounds", "0"], "at least 1"),
+        (vec!["--tcpdump-filter", "tcp ((("], "tcpdump failed"),
+    ] {
+        let mut all = vec!["bench", "replay", "--policy", &policy];
+        all.extend(args.iter().copied());
+        all.push(&capture);
+        let o = dfw(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+    let o = dfw(&["bench", "replay", "--policy", &policy, "--no-tcpdump", "/nonexistent.pcap"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nonexistent"));
+}

@@ -26,6 +26,9 @@ pub struct ClassifyArgs {
 pub enum BenchCommand {
     /// Build the classifier and time single-thread lookups; print one JSON object.
     Classify(BenchClassifyArgs),
+    /// Time `dfw replay` of a capture on each worker count beside tcpdump's read and filter of the same
+    /// file, round by round; print one JSON object with the medians and the per-round ratios.
+    Replay(crate::bench_replay::BenchReplayArgs),
 }
 
 /// `dfw bench classify`.
@@ -172,7 +175,10 @@ fn mismatches(c: &Classifier, linear: &CompiledRuleSet, keys: &[L3Key]) -> (usiz
 
 /// `dfw bench classify`.
 pub fn bench(cmd: BenchCommand) -> Result<ExitCode> {
-    let BenchCommand::Classify(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Classify(args) => args,
+        BenchCommand::Replay(args) => return crate::bench_replay::bench(&args),
+    };
     let mut report = if args.nsx {
         bench_nsx(&args)?
     } else if !args.classbench.is_empty() {

@@ -1,6 +1,7 @@
 //! `dfw`: the command line of the dfw distributed-firewall dataplane. Argument parsing and output only;
 //! the work happens in the `engine`, `rules` and `pktio` crates.
 
+mod bench_replay;
 mod classify;
 mod ctl;
 mod gen;
