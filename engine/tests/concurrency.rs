@@ -569,3 +569,120 @@ fn workers_agree_on_busy_traffic_with_switches_and_damage() {
     eprintln!("{} events, {cut} revalidation lines", one.0.len());
     assert!(cut > 0, "the no-web switch cut no connection");
 }
+
+/// One random TCP segment of [`fast_paths_agree_with_the_full_path_on_random_segments`]: which of three
+/// conversations, which way, what flags, how far its sequence and acknowledgement numbers stray from
+/// what the conversation expects, its window and payload, and how much time passes before it.
+#[derive(Debug, Clone)]
+struct Step {
+    flow: usize,
+    from_server: bool,
+    flags: u8,
+    seq_off: i64,
+    ack_off: i64,
+    window: u16,
+    len: usize,
+    wait: u64,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use pktio::packet::tcpflags::{ACK, FIN, PSH, RST, SYN};
+    use proptest::prelude::*;
+    let flags = prop_oneof![
+        4 => Just(ACK),
+        4 => Just(ACK | PSH),
+        1 => Just(SYN),
+        1 => Just(SYN | ACK),
+        1 => Just(FIN | ACK),
+        1 => Just(RST),
+        1 => Just(RST | ACK),
+        1 => any::<u8>(),
+    ];
+    // Mostly on the expected number, sometimes a little off, sometimes far off (out of any window).
+    let off = prop_oneof![6 => Just(0i64), 2 => -2000i64..2000, 1 => any::<u32>().prop_map(i64::from)];
+    let wait = prop_oneof![8 => 0u64..2_000_000, 1 => 1_000_000_000u64..60_000_000_000];
+    (
+        0..3usize,
+        any::<bool>(),
+        flags,
+        off.clone(),
+        off,
+        prop_oneof![Just(65_535u16), any::<u16>()],
+        0..300usize,
+        wait,
+    )
+        .prop_map(|(flow, from_server, flags, seq_off, ack_off, window, len, wait)| Step {
+            flow,
+            from_server,
+            flags,
+            seq_off,
+            ack_off,
+            window,
+            len,
+            wait,
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Random segments on three conversations of a vNIC (handshakes, data, stray and out-of-window
+    /// numbers, odd flag sets, RSTs, FINs, zero windows, idle gaps past the short timers), as a
+    /// capture: one worker with the fast paths and the lean lane, one without them, and two workers
+    /// give the same decisions frame by frame, the same counters and the same connection tables.
+    #[test]
+    fn fast_paths_agree_with_the_full_path_on_random_segments(steps in proptest::collection::vec(step(), 1..120)) {
+        use pktio::build::{tcp_v4, TcpSeg};
+        use pktio::capture::{PcapWriter, TsResolution};
+        let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+        let mut w = PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
+        // Per conversation, the next sequence number each side would send.
+        let mut next = [(1_000u32, 900_000u32), (4_000_000_000, 7), (u32::MAX - 500, 123_456)];
+        let mut now = 1_700_000_000_000_000_000u64;
+        let payload = [0u8; 300];
+        for (n, s) in steps.iter().enumerate() {
+            let server = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(192, 168, 0, s.flow as u8 + 1) };
+            let (client_next, server_next) = next[s.flow];
+            let (mine, theirs) = if s.from_server { (server_next, client_next) } else { (client_next, server_next) };
+            let seg = TcpSeg {
+                sport: if s.from_server { 80 } else { 40_000 + s.flow as u16 },
+                dport: if s.from_server { 40_000 + s.flow as u16 } else { 80 },
+                seq: mine.wrapping_add(s.seq_off as u32),
+                ack: theirs.wrapping_add(s.ack_off as u32),
+                flags: s.flags,
+                window: s.window,
+                mss: None,
+                payload: &payload[..s.len],
+            };
+            let frame = if s.from_server { tcp_v4(&server, &vm, n as u16, &seg) } else { tcp_v4(&vm, &server, n as u16, &seg) };
+            // The sender moves on by what it sent (SYN and FIN count one), as a real endpoint would.
+            let used = s.len as u32 + u32::from(s.flags & 0x03 != 0);
+            let sent = mine.wrapping_add(s.seq_off as u32).wrapping_add(used);
+            if s.seq_off == 0 {
+                if s.from_server { next[s.flow].1 = sent } else { next[s.flow].0 = sent }
+            }
+            now += s.wait;
+            w.write_frame(now, &frame, frame.len() as u32).unwrap();
+        }
+        let cap = Capture::from_bytes(w.into_inner(), "random.pcap").unwrap();
+        let run = |workers: usize, fast: bool| {
+            let mut engine = Engine::new(&busy_policy()).unwrap();
+            engine.set_fast_paths(fast);
+            let mut lines = Vec::new();
+            let s = replay(&cap, &mut engine, &[], workers, true, |ev| {
+                if let Event::Decision { decision: d, filter } = ev {
+                    lines.push(decision_line(d, filter));
+                }
+            })
+            .unwrap();
+            // (Connections of several workers stay with them: only one worker's end up in the engine.)
+            let table = if workers == 1 { table_dump(&engine) } else { Vec::new() };
+            (lines, s.counters, s.connections, table)
+        };
+        let full = run(1, false);
+        proptest::prop_assert_eq!(full.0.len(), steps.len());
+        proptest::prop_assert_eq!(&run(1, true), &full);
+        let (two, one) = (run(2, true), full);
+        proptest::prop_assert_eq!((&two.0, &two.1, &two.2), (&one.0, &one.1, &one.2));
+    }
+}
