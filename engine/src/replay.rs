@@ -838,12 +838,17 @@ struct Reorder {
 enum Slot {
     Frame(FrameOutcome, FrameEvents),
     Malformed(Reason),
-    Switch(u64, String),
+    /// The switches before a frame (several may fall due at the same frame), generation and label.
+    Switches(Vec<(u64, String)>),
 }
 
 impl Reorder {
     fn switch(&mut self, frame: u64, generation: u64, label: String) {
-        self.waiting.insert(frame * 2, Slot::Switch(generation, label));
+        match self.waiting.entry(frame * 2).or_insert_with(|| Slot::Switches(Vec::new())) {
+            Slot::Switches(all) => all.push((generation, label)),
+            // Keys `frame * 2` only ever hold switches.
+            _ => unreachable!("a frame's switch place holds something else"),
+        }
     }
 
     fn malformed(&mut self, frame: u64, reason: Reason) {
@@ -879,9 +884,11 @@ impl Reorder {
                 self.next_frame = frame + 1;
             }
             match slot {
-                Slot::Switch(generation, label) => {
+                Slot::Switches(all) => {
                     if want {
-                        on_event(Event::Switched { frame, generation, label: &label });
+                        for (generation, label) in all {
+                            on_event(Event::Switched { frame, generation, label: &label });
+                        }
                     }
                 }
                 Slot::Malformed(reason) => {
