@@ -244,6 +244,8 @@ impl FragTable {
             false
         });
         self.held_bytes -= out.iter().map(|h| h.bytes.len()).sum::<usize>();
+        // In frame order, not the map's (which differs from run to run).
+        out.sort_by_key(|h| h.frame);
         self.next_expiry = self.map.values().map(|d| d.expires_s).min().unwrap_or(u32::MAX);
         out
     }

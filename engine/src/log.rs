@@ -49,7 +49,7 @@ impl TermCause {
 }
 
 /// The flow fields of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LogFlow {
     /// Source address.
     pub src: IpAddr,

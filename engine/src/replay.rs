@@ -182,6 +182,26 @@ impl Sink for Collect {
     }
 }
 
+impl FrameEvents {
+    /// Puts what a replay's end reports (TERM lines of connections reclaimed then, and held fragments
+    /// dropped) in an order that depends on neither the table's layout nor the worker count: TERM lines
+    /// by time, filter and flow, decisions by frame and filter.
+    fn end_order(&mut self) {
+        self.decisions.sort_by_key(|(d, _)| (d.frame, d.filter));
+        self.logs.sort_by_key(|l| match l {
+            LogRecord::Term { ts_ns, filter_hash, flow, .. } => (*ts_ns, *filter_hash, Some(*flow)),
+            LogRecord::Packet { ts_ns, filter_hash, flow, .. } => (*ts_ns, *filter_hash, Some(*flow)),
+        });
+    }
+
+    fn append(&mut self, mut other: FrameEvents) {
+        self.decisions.append(&mut other.decisions);
+        self.logs.append(&mut other.logs);
+        self.replies.append(&mut other.replies);
+        self.done.append(&mut other.done);
+    }
+}
+
 fn deliver(ev: &FrameEvents, on_event: &mut impl FnMut(Event<'_>)) {
     for (d, cfg) in &ev.decisions {
         on_event(Event::Decision { decision: d, filter: cfg });
@@ -315,6 +335,7 @@ fn replay_inline(
         summary.outcome(o);
     }
     if want_events {
+        collect.events.end_order();
         deliver(&collect.events, on_event);
     }
     finish_counters(summary, &[&worker]);
@@ -596,6 +617,8 @@ fn replay_parallel(
     });
     reorder.flush(summary, want_events, on_event);
     let mut ws = Vec::with_capacity(n);
+    // What the workers' ends report, together and in the order one worker would give it.
+    let mut end = FrameEvents::default();
     for (w, counts, tail, seen, error) in finished {
         if !frames_known {
             summary.frames = summary.frames.max(seen);
@@ -609,10 +632,12 @@ fn replay_parallel(
         for (k, v) in counts.malformed {
             *summary.malformed.entry(k).or_default() += v;
         }
-        if want_events {
-            deliver(&tail, on_event);
-        }
+        end.append(tail);
         ws.push(w);
+    }
+    if want_events {
+        end.end_order();
+        deliver(&end, on_event);
     }
     let refs: Vec<&Worker> = ws.iter().collect();
     finish_counters(summary, &refs);
