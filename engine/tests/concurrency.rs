@@ -744,6 +744,10 @@ enum Mixed {
     Echo { server: u8, reply: bool },
     /// A frame cut short inside its IP header.
     Damaged,
+    /// A TCP segment between the vNIC and the second local vNIC (through both filters), either way.
+    Local { back: bool, syn: bool, port: u16 },
+    /// A TCP segment over IPv6 between the vNIC and a server, either way.
+    Tcp6 { back: bool, flags: u8, seq_off: i64 },
 }
 
 fn mixed() -> impl proptest::strategy::Strategy<Value = Mixed> {
@@ -756,6 +760,10 @@ fn mixed() -> impl proptest::strategy::Strategy<Value = Mixed> {
         1 => (0..3u8).prop_map(|server| Mixed::IcmpError { server }),
         1 => (0..3u8, any::<bool>()).prop_map(|(server, reply)| Mixed::Echo { server, reply }),
         1 => Just(Mixed::Damaged),
+        2 => (any::<bool>(), any::<bool>(), prop_oneof![Just(80u16), Just(443), Just(22)])
+            .prop_map(|(back, syn, port)| Mixed::Local { back, syn, port }),
+        2 => (any::<bool>(), prop_oneof![Just(0x02u8), Just(0x12), Just(0x10), Just(0x18), Just(0x11), Just(0x04)], prop_oneof![3 => Just(0i64), 1 => -5000i64..5000])
+            .prop_map(|(back, flags, seq_off)| Mixed::Tcp6 { back, flags, seq_off }),
     ]
 }
 
@@ -772,6 +780,9 @@ proptest::proptest! {
         use pktio::capture::{PcapWriter, TsResolution};
         let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
         let server = |i: u8| Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(192, 168, 0, i + 1) };
+        let peer = Host { mac: [2, 0, 0, 0, 0, 3], ip: Ipv4Addr::new(10, 0, 0, 3) };
+        let vm6 = pktio::build::Host6 { mac: [2, 0, 0, 0, 0, 1], ip: "2001:db8::1".parse().unwrap() };
+        let server6 = pktio::build::Host6 { mac: [2, 0, 0, 0, 9, 9], ip: "2001:db8:1::9".parse().unwrap() };
         let mut w = PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
         let mut now = 1_700_000_000_000_000_000u64;
         // The last frame the vNIC sent each server (what an ICMP error from it quotes).
@@ -843,6 +854,20 @@ proptest::proptest! {
                     f.truncate(14 + 12);
                     (f, Some(60))
                 }
+                Mixed::Local { back, syn, port } => {
+                    let (a, b) = if *back { (&peer, &vm) } else { (&vm, &peer) };
+                    let (sport, dport) = if *back { (*port, 50_000) } else { (50_000, *port) };
+                    let flags = if *syn { 0x02 } else { 0x18 };
+                    let seg = TcpSeg { sport, dport, seq: 77, ack: 88, flags, window: 1000, mss: None, payload: b"local" };
+                    (tcp_v4(a, b, id, &seg), None)
+                }
+                Mixed::Tcp6 { back, flags, seq_off } => {
+                    let (a, b) = if *back { (&server6, &vm6) } else { (&vm6, &server6) };
+                    let (sport, dport) = if *back { (80, 41_000) } else { (41_000, 80) };
+                    let seq = if *back { 5_000u32 } else { 10u32 }.wrapping_add(*seq_off as u32);
+                    let seg = TcpSeg { sport, dport, seq, ack: 0, flags: *flags, window: 500, mss: None, payload: &[] };
+                    (pktio::build::tcp_v6(a, b, &seg), None)
+                }
             };
             if let Ok(p) = parse_frame(LinkType::Ethernet, &frame, frame.len() as u32) {
                 if p.src_mac.0 == vm.mac {
@@ -861,9 +886,15 @@ proptest::proptest! {
         let policy = parse_policy(
             "filter vm { vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5;\n\
                ruleset mainrs { rule 1 at 1 out protocol tcp from any to any port 80 accept;\n\
-                                rule 3 at 2 out protocol udp from any to any port 53 accept;\n\
+                                rule 3 at 2 out protocol udp from any to any port 53 accept with log;\n\
                                 rule 4 at 3 out protocol icmp from any to any accept;\n\
-                                rule 2 at 4 inout protocol any from any to any drop; } }",
+                                rule 5 at 4 out protocol udp from any to any port 99 reject;\n\
+                                rule 6 at 5 inout protocol tcp from any to any port 443 accept with log;\n\
+                                rule 2 at 6 inout protocol any from any to any drop; } }\n\
+             filter peer { vnic mac 02:00:00:00:00:03; timeout tcp.established 40;\n\
+               ruleset mainrs { rule 7 at 1 in protocol tcp from any to any port 443 accept;\n\
+                                rule 8 at 2 in protocol tcp from any to any port 80 reject;\n\
+                                rule 9 at 3 inout protocol any from any to any accept; } }",
         )
         .unwrap();
         let run = |workers: usize, fast: bool| {
@@ -873,6 +904,8 @@ proptest::proptest! {
             let s = replay(&cap, &mut engine, &[], workers, true, |ev| match ev {
                 Event::Decision { decision: d, filter } => lines.push(decision_line(d, filter)),
                 Event::Malformed { frame, reason } => lines.push(format!("{frame} malformed {}", reason.as_str())),
+                Event::Reply { frame, bytes } => lines.push(format!("{frame} reply {bytes:?}")),
+                Event::Log(l @ LogRecord::Packet { .. }) => lines.push(format!("0 {l:?}")),
                 _ => {}
             })
             .unwrap();
