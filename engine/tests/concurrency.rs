@@ -775,7 +775,11 @@ proptest::proptest! {
     /// with and without the fast paths, two and three workers report the same decisions, damaged
     /// frames, held and released fragments, counters and connections.
     #[test]
-    fn workers_agree_on_random_mixed_frames(frames in proptest::collection::vec(mixed(), 1..150)) {
+    fn workers_agree_on_random_mixed_frames(
+        frames in proptest::collection::vec(mixed(), 1..150),
+        switches in proptest::collection::vec((1..160u64, 0..4u8), 0..3),
+    ) {
+        use engine::replay::{Switch, SwitchPoint};
         use pktio::build::{icmp_echo_v4, reject_reply, tcp_v4, udp_v4, TcpSeg};
         use pktio::capture::{PcapWriter, TsResolution};
         let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
@@ -883,27 +887,45 @@ proptest::proptest! {
             w.write_frame(now, &frame, wire.unwrap_or(frame.len() as u32)).unwrap();
         }
         let cap = Capture::from_bytes(w.into_inner(), "mixed.pcap").unwrap();
-        let policy = parse_policy(
-            "filter vm { vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5;\n\
-               ruleset mainrs { rule 1 at 1 out protocol tcp from any to any port 80 accept;\n\
-                                rule 3 at 2 out protocol udp from any to any port 53 accept with log;\n\
-                                rule 4 at 3 out protocol icmp from any to any accept;\n\
-                                rule 5 at 4 out protocol udp from any to any port 99 reject;\n\
-                                rule 6 at 5 inout protocol tcp from any to any port 443 accept with log;\n\
-                                rule 2 at 6 inout protocol any from any to any drop; } }\n\
-             filter peer { vnic mac 02:00:00:00:00:03; timeout tcp.established 40;\n\
-               ruleset mainrs { rule 7 at 1 in protocol tcp from any to any port 443 accept;\n\
-                                rule 8 at 2 in protocol tcp from any to any port 80 reject;\n\
-                                rule 9 at 3 inout protocol any from any to any accept; } }",
-        )
-        .unwrap();
+        // Variant 0 is the policy the replay starts with; the others drop one allowing rule each, or
+        // keep connections across the change.
+        let variant = |v: u8| {
+            let (web, dns, tls) = (v != 1, v != 2, v != 3);
+            let rule = |on: bool, text: &str| if on { text.to_string() } else { String::new() };
+            let text = format!(
+                "filter vm {{ vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5; {}\n\
+                   ruleset mainrs {{ {}\n\
+                                    {}\n\
+                                    rule 4 at 3 out protocol icmp from any to any accept;\n\
+                                    rule 5 at 4 out protocol udp from any to any port 99 reject;\n\
+                                    rule 6 at 5 inout protocol tcp from any to any port 443 accept with log;\n\
+                                    rule 2 at 6 inout protocol any from any to any drop; }} }}\n\
+                 filter peer {{ vnic mac 02:00:00:00:00:03; timeout tcp.established 40;\n\
+                   ruleset mainrs {{ {}\n\
+                                    rule 8 at 2 in protocol tcp from any to any port 80 reject;\n\
+                                    rule 9 at 3 inout protocol any from any to any accept; }} }}",
+                if v == 2 { "policyChange keep;" } else { "" },
+                rule(web, "rule 1 at 1 out protocol tcp from any to any port 80 accept;"),
+                rule(dns, "rule 3 at 2 out protocol udp from any to any port 53 accept with log;"),
+                rule(tls, "rule 7 at 1 in protocol tcp from any to any port 443 accept;"),
+            );
+            parse_policy(&text).unwrap()
+        };
+        let policy = variant(0);
+        let mut at = switches.clone();
+        at.sort_by_key(|s| s.0);
+        let switches: Vec<Switch> = at
+            .into_iter()
+            .map(|(frame, v)| Switch { at: SwitchPoint::Frame(frame), policy: variant(v), label: format!("v{v}") })
+            .collect();
         let run = |workers: usize, fast: bool| {
             let mut engine = Engine::new(&policy).unwrap();
             engine.set_fast_paths(fast);
             let mut lines = Vec::new();
-            let s = replay(&cap, &mut engine, &[], workers, true, |ev| match ev {
+            let s = replay(&cap, &mut engine, &switches, workers, true, |ev| match ev {
                 Event::Decision { decision: d, filter } => lines.push(decision_line(d, filter)),
                 Event::Malformed { frame, reason } => lines.push(format!("{frame} malformed {}", reason.as_str())),
+                Event::Switched { frame, generation, label } => lines.push(format!("{frame} switch {generation} {label}")),
                 Event::Reply { frame, bytes } => lines.push(format!("{frame} reply {bytes:?}")),
                 Event::Log(l @ LogRecord::Packet { .. }) => lines.push(format!("0 {l:?}")),
                 _ => {}
