@@ -113,14 +113,14 @@ impl Conn {
         from_lo: bool,
         now_s: u32,
         t: &Timeouts,
-        expires: &mut u32,
+        expires: &mut crate::table::Expiry<'_>,
     ) -> Tracked {
         let side = self.side(from_lo);
         if let (ProtoState::Tcp(state), L4::Tcp(tcp)) = (&mut self.proto, l4) {
             if state.track_established(side, tcp) {
                 // Both ends stay established, so the timer is the established one.
                 self.count(side, wire_len);
-                *expires = now_s.saturating_add(t.tcp_established);
+                expires.set(now_s.saturating_add(t.tcp_established));
                 return Tracked::Ok;
             }
         }
@@ -147,7 +147,7 @@ impl Conn {
             (ProtoState::Tcp(_), _) => Tracked::Ok,
         };
         self.count(side, wire_len);
-        *expires = now_s.saturating_add(self.timeout(t));
+        expires.set(now_s.saturating_add(self.timeout(t)));
         result
     }
 

@@ -128,9 +128,6 @@ pub struct FilterState {
     pub counters: FilterCounters,
 }
 
-/// Slab positions examined for expired connections per decided frame.
-const SWEEP_BUDGET: usize = 2;
-
 impl FilterState {
     /// Empty state for a filter tracking at most `limit` connections.
     pub fn new(limit: usize) -> FilterState {
@@ -191,8 +188,17 @@ impl FilterState {
         Some(e)
     }
 
-    /// Housekeeping done with each frame: a few expired connections, and overdue fragments.
-    fn housekeeping(
+    /// True when [`FilterState::tick`] has something to reclaim at packet-clock time `now_ns` (asked
+    /// before every frame, so compared in nanoseconds rather than worked out in seconds).
+    #[inline(always)]
+    pub(crate) fn due(&self, now_ns: u64) -> bool {
+        const NS: u64 = 1_000_000_000;
+        now_ns >= u64::from(self.conns.next_due()) * NS || self.frags.due_ns(now_ns)
+    }
+
+    /// Reclaims what has expired by `now_ns`: connections (TERM lines for logged ones, in key order),
+    /// then held fragments whose first fragment never came (dropped, in frame order).
+    pub(crate) fn tick(
         &mut self,
         cfg: &FilterConfig,
         index: usize,
@@ -200,56 +206,17 @@ impl FilterState {
         now_ns: u64,
         sink: &mut impl Sink,
     ) {
-        self.sweep(cfg, shared, now_ns, sink);
         let now_s = secs(now_ns);
+        if self.conns.next_due() <= now_s {
+            let gone = self.conns.reclaim(now_s);
+            if !gone.is_empty() {
+                self.expired(cfg, shared, gone, now_ns, sink);
+            }
+        }
         if self.frags.due(now_s) {
             for h in self.frags.expire(now_s) {
                 self.drop_held(cfg, index, h, now_ns, sink);
             }
-        }
-    }
-
-    /// Removes a few expired connections (TERM lines for logged ones).
-    #[inline(always)]
-    fn sweep(&mut self, cfg: &FilterConfig, shared: &Shared, now_ns: u64, sink: &mut impl Sink) {
-        self.sweep_at(cfg, shared, now_ns, secs(now_ns), sink);
-    }
-
-    /// [`FilterState::sweep`] with the packet-clock second (`secs(now_ns)`) already worked out.
-    #[inline(always)]
-    fn sweep_at(
-        &mut self,
-        cfg: &FilterConfig,
-        shared: &Shared,
-        now_ns: u64,
-        now_s: u32,
-        sink: &mut impl Sink,
-    ) {
-        if self.conns.sweep_due(now_s, SWEEP_BUDGET) {
-            self.sweep_expired(cfg, shared, now_ns, sink);
-        }
-    }
-
-    fn sweep_expired(&mut self, cfg: &FilterConfig, shared: &Shared, now_ns: u64, sink: &mut impl Sink) {
-        let mut gone = None;
-        self.conns.sweep(secs(now_ns), SWEEP_BUDGET, |e| gone.get_or_insert_with(Vec::new).push(e));
-        if let Some(gone) = gone {
-            self.expired(cfg, shared, gone, now_ns, sink);
-        }
-    }
-
-    /// Removes every expired connection (the end of a replay).
-    pub(crate) fn sweep_all(
-        &mut self,
-        cfg: &FilterConfig,
-        shared: &Shared,
-        now_ns: u64,
-        sink: &mut impl Sink,
-    ) {
-        let mut gone = Vec::new();
-        self.conns.sweep(secs(now_ns), usize::MAX, |e| gone.push(e));
-        if !gone.is_empty() {
-            self.expired(cfg, shared, gone, now_ns, sink);
         }
     }
 
@@ -290,11 +257,10 @@ impl FilterState {
             (try_fast && shared.fast_paths.load(Ordering::Relaxed), Seen::of(pkt), key)
         {
             let keyed = (Probe::Full(k), *from_lo, *hash);
-            if let Some(d) = self.decide_fast(cfg, index, shared, seen, keyed, None, dir, frame, sink) {
+            if let Some(d) = self.decide_fast(cfg, index, seen, keyed, None, dir, frame, sink) {
                 return Some(d);
             }
         }
-        self.housekeeping(cfg, index, shared, frame.now_ns, sink);
         let d = self.decide_inner(cfg, index, shared, pkt, key, dir, frame, sink)?;
         self.counters.count(&d, pkt);
         sink.decision(&d, cfg);
@@ -303,9 +269,9 @@ impl FilterState {
 
     /// [`FilterState::decide`] for the common case, done in place: an unfragmented IP frame (`seen`)
     /// of a live, unlogged connection admitted under the filter's current policy, through a filter
-    /// without L2 rules and with no held fragment overdue. Gives exactly what the full path gives
-    /// (decision, counters, housekeeping, sink calls), or `None`, having changed nothing, for every
-    /// other frame. `hint` is where the connection's entry probably is
+    /// without L2 rules, once the worker's clock has moved to the frame ([`crate::Worker::tick`]).
+    /// Gives exactly what the full path gives (decision, counters, sink calls), or `None`, having
+    /// changed nothing, for every other frame. `hint` is where the connection's entry probably is
     /// ([`crate::table::FlowTable::prefetch_entry`]).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -313,7 +279,6 @@ impl FilterState {
         &mut self,
         cfg: &FilterConfig,
         index: usize,
-        shared: &Shared,
         seen: Seen<'_>,
         (key, from_lo, hash): (Probe<'_>, bool, u64),
         hint: Option<usize>,
@@ -322,16 +287,17 @@ impl FilterState {
         sink: &mut impl Sink,
     ) -> Option<Decision> {
         let now_s = secs(frame.now_ns);
-        if cfg.l2.is_some() || cfg.l3.is_none() || self.frags.due(now_s) {
+        // (Overdue fragments cannot hold it up: the worker's clock moved to this frame first.)
+        if cfg.l2.is_some() || cfg.l3.is_none() {
             return None;
         }
-        let (conn, expires) = self.conns.get_mut_hinted(key, hash, hint)?;
+        let (conn, mut expires) = self.conns.get_mut_hinted(key, hash, hint)?;
         let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
-        if *expires <= now_s || stale || conn.logged {
+        if expires.get() <= now_s || stale || conn.logged {
             return None;
         }
         let (verdict, state, reason) =
-            match conn.track(seen.l4, seen.wire_len, from_lo, now_s, &cfg.timeouts, expires) {
+            match conn.track(seen.l4, seen.wire_len, from_lo, now_s, &cfg.timeouts, &mut expires) {
                 Tracked::Ok => (Verdict::Pass, ConnState::Established, Reason::State),
                 Tracked::Invalid(_) => (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch),
                 // Nothing changed; the full path ends the old connection.
@@ -347,9 +313,6 @@ impl FilterState {
             rule: Some(RuleRef { l2: false, id: conn.rule }),
             generation: cfg.generation,
         };
-        // The sweep comes after the lookup here (before it on the full path): it only removes
-        // expired entries, and this one is live, so the order changes nothing.
-        self.sweep_at(cfg, shared, frame.now_ns, now_s, sink);
         let (family, len) = (seen.family, u64::from(seen.wire_len));
         match d.rule {
             Some(RuleRef { l2: false, id }) if d.verdict == Verdict::Pass => {
@@ -476,8 +439,8 @@ impl FilterState {
         };
         let (key, from_lo, hash) = (route_key.0, route_key.1, route_key.2);
         // 1. A tracked connection.
-        let hit = self.conns.get_mut_hashed(&key, hash).map(|(conn, expires)| {
-            if *expires <= now_s {
+        let hit = self.conns.get_mut_hashed(&key, hash).map(|(conn, mut expires)| {
+            if expires.get() <= now_s {
                 return Hit::Expired;
             }
             if conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate {
@@ -493,7 +456,7 @@ impl FilterState {
                 }
             }
             let rule = conn.rule;
-            let tracked = conn.track(&pkt.l4, pkt.wire_len, from_lo, now_s, &cfg.timeouts, expires);
+            let tracked = conn.track(&pkt.l4, pkt.wire_len, from_lo, now_s, &cfg.timeouts, &mut expires);
             let mut ended = None;
             if tracked == Tracked::Ok && conn.logged {
                 if let Some(cause) = conn.tcp_ended() {
@@ -558,7 +521,7 @@ impl FilterState {
             };
             let toward_sender = q.is_some_and(|q| pkt.ip.is_some_and(|ip| ip.dst == q.src));
             if let Some((conn, expires)) = self.conns.get_mut(&qkey) {
-                if toward_sender && *expires > now_s {
+                if toward_sender && expires.get() > now_s {
                     return decided(
                         Verdict::Pass,
                         ConnState::Related,

@@ -65,7 +65,7 @@ fn mapped(ip: IpAddr) -> u128 {
 type Numbered = (u128, u16);
 
 /// A connection's key, the same for both directions: the endpoints in a fixed order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     /// The smaller endpoint.
     pub lo: Endpoint,

@@ -225,9 +225,15 @@ impl FragTable {
     }
 
     /// True when some held datagram is overdue at `now_s` ([`FragTable::expire`] has work).
-    #[inline]
+    #[inline(always)]
     pub fn due(&self, now_s: u32) -> bool {
         now_s >= self.next_expiry && !self.map.is_empty()
+    }
+
+    /// [`FragTable::due`] at packet-clock time `now_ns`.
+    #[inline(always)]
+    pub fn due_ns(&self, now_ns: u64) -> bool {
+        now_ns >= u64::from(self.next_expiry) * 1_000_000_000 && !self.map.is_empty()
     }
 
     #[cold]

@@ -504,8 +504,38 @@ impl Worker {
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> FrameOutcome {
+        let _ = self.tick(snap, frame.now_ns, sink);
         let route = Route::of(snap, pkt);
         self.process_routed(snap, pkt, &route, frame, sink)
+    }
+
+    /// Moves this worker's packet clock to `now_ns`: every filter reclaims what has expired by then
+    /// ([`filter::FilterState::tick`]), in filter order. [`Worker::process`] does it before each frame;
+    /// a replay does it before every frame of the capture (a worker of several also before frames it
+    /// does not own), so what expires is reclaimed at the same frame whatever the number of workers.
+    /// True when something was reclaimed (and reported to `sink`).
+    #[inline]
+    pub fn tick(&mut self, snap: &Snapshot, now_ns: u64, sink: &mut impl Sink) -> bool {
+        let due = self.states.iter().any(|s| s.due(now_ns));
+        if due {
+            self.tick_due(snap, now_ns, sink);
+        }
+        due
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn tick_due(&mut self, snap: &Snapshot, now_ns: u64, sink: &mut impl Sink) {
+        let mut tap = Tap { inner: sink, released: Vec::new() };
+        for (i, cfg) in snap.filters.iter().enumerate() {
+            if let Some(state) = self.states.get_mut(cfg.slot) {
+                state.tick(cfg, i, &self.shared, now_ns, &mut tap);
+            }
+        }
+        // Held fragments dropped here are done.
+        for (h, _) in tap.released {
+            tap.inner.frame_done(h.frame, FrameOutcome::Dropped);
+        }
     }
 
     /// [`Worker::process`] with the frame's [`Route`] already worked out (by [`Route::of`]).
@@ -610,8 +640,7 @@ impl Worker {
         sink: &mut impl Sink,
     ) -> Option<FrameOutcome> {
         let cfg = &snap.filters[i];
-        let d =
-            self.states[cfg.slot].decide_fast(cfg, i, &self.shared, seen, keyed, hint, dir, frame, sink)?;
+        let d = self.states[cfg.slot].decide_fast(cfg, i, seen, keyed, hint, dir, frame, sink)?;
         Some(if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed })
     }
 
@@ -756,15 +785,14 @@ impl Worker {
         }
     }
 
-    /// Ends a replay at packet-clock time `now_ns`: held fragments whose first fragment never came are
-    /// dropped (`fragment`), and every connection whose timer has run out by then is reclaimed
-    /// (counted `expired`, TERM lines for logged ones), so what is left and what expired do not depend
-    /// on how far each worker's sweep happened to get.
+    /// Ends a replay at packet-clock time `now_ns`: every connection whose timer has run out by then is
+    /// reclaimed (counted `expired`, TERM lines for logged ones), as the clock would have at a frame of
+    /// that time, and every held fragment whose first fragment never came is dropped (`fragment`).
     pub fn finish(&mut self, snap: &Snapshot, now_ns: u64, sink: &mut impl Sink) {
         let mut tap = Tap { inner: sink, released: Vec::new() };
         for (i, cfg) in snap.filters.iter().enumerate() {
             if let Some(state) = self.states.get_mut(cfg.slot) {
-                state.sweep_all(cfg, &self.shared, now_ns, tap.inner);
+                state.tick(cfg, i, &self.shared, now_ns, &mut tap);
                 for h in state.frags.drain() {
                     state.drop_held(cfg, i, h, now_ns, &mut tap);
                 }

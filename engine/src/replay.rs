@@ -194,6 +194,17 @@ impl FrameEvents {
         });
     }
 
+    /// Puts what one packet-clock tick reclaimed (from one worker or several) in one order whatever the
+    /// number of workers: fragment drops by filter and frame, TERM lines by filter and flow.
+    fn tick_order(&mut self) {
+        self.decisions.sort_by_key(|(d, _)| (d.filter, d.frame));
+        self.logs.sort_by_key(|l| match l {
+            LogRecord::Term { filter_hash, flow, .. } | LogRecord::Packet { filter_hash, flow, .. } => {
+                (*filter_hash, *flow)
+            }
+        });
+    }
+
     fn append(&mut self, mut other: FrameEvents) {
         self.decisions.append(&mut other.decisions);
         self.logs.append(&mut other.logs);
@@ -365,6 +376,8 @@ enum Read {
     Parsed(Route),
     /// It did not parse.
     Malformed(ParseError),
+    /// A frame another worker decides: this worker only moves its packet clock to the frame's time.
+    Tick,
 }
 
 impl<'a> InlineBatch<'a> {
@@ -425,7 +438,7 @@ impl<'a> InlineBatch<'a> {
             match slot {
                 Read::Lean(lean) => worker.prefetch_lean_entry(snap, lean),
                 Read::Parsed(route) => worker.prefetch_entry(snap, route),
-                Read::Malformed(_) => {}
+                Read::Malformed(_) | Read::Tick => {}
             }
         }
     }
@@ -439,13 +452,21 @@ impl<'a> InlineBatch<'a> {
         worker: &mut Worker,
         snap: &Snapshot,
         sink: &mut impl Sink,
-    ) -> Result<FrameOutcome, &ParseError> {
+    ) -> Result<Option<FrameOutcome>, &ParseError> {
         let f = self.frames[i];
         match &self.slots[i] {
-            Read::Lean(lean) => Ok(worker.process_lean(snap, lean, f, sink)),
-            Read::Parsed(route) => Ok(worker.process_routed(snap, &self.pkts[i], route, f, sink)),
+            Read::Lean(lean) => Ok(Some(worker.process_lean(snap, lean, f, sink))),
+            Read::Parsed(route) => Ok(Some(worker.process_routed(snap, &self.pkts[i], route, f, sink))),
             Read::Malformed(e) => Err(e),
+            Read::Tick => Ok(None),
         }
+    }
+
+    /// Adds a tick at frame `f` (a frame another worker decides) to the next slot.
+    fn push_tick(&mut self, f: FrameRef<'a>) {
+        let i = self.frames.len();
+        self.frames.push(f);
+        self.slots[i] = Read::Tick;
     }
 
     /// The slot the next frame goes into.
@@ -502,8 +523,20 @@ fn run_batch(
     let snap = Arc::clone(&collect.snap);
     batch.prefetch_entries(worker, &snap);
     for i in 0..batch.len() {
+        if worker.tick(&snap, batch.frames[i].now_ns, collect) {
+            // What the packet clock reclaimed comes before the frame's own events.
+            for (_, o) in collect.events.done.drain(..) {
+                summary.outcome(o);
+            }
+            if want_events {
+                collect.events.tick_order();
+                deliver(&collect.events, on_event);
+            }
+            collect.events = FrameEvents::default();
+        }
         match batch.decide(i, worker, &snap, collect) {
-            Ok(outcome) => {
+            Ok(None) => {}
+            Ok(Some(outcome)) => {
                 summary.outcome(outcome);
                 if !collect.events.done.is_empty() {
                     for (_, o) in collect.events.done.drain(..) {
@@ -525,6 +558,17 @@ fn run_batch(
 struct Done {
     frames: Vec<(u64, FrameOutcome, FrameEvents)>,
     malformed: Vec<(u64, Reason)>,
+    /// What this worker's packet clock reclaimed before a frame (which may be another worker's).
+    ticks: Vec<(u64, FrameEvents)>,
+    /// The sending worker, and the last frame for which it has sent everything (`u64::MAX`: it is done).
+    worker: usize,
+    upto: u64,
+}
+
+impl Done {
+    fn new(worker: usize) -> Done {
+        Done { frames: Vec::new(), malformed: Vec::new(), ticks: Vec::new(), worker, upto: 0 }
+    }
 }
 
 /// A policy version of a parallel replay: in force from frame `from` on.
@@ -550,7 +594,7 @@ fn replay_parallel(
 ) -> Result<(), ReplayError> {
     // Pass 1: where each switch takes effect, and where the capture ends (or breaks).
     let mut versions = vec![Version { from: 1, snap: engine.snapshot() }];
-    let mut reorder = Reorder::default();
+    let mut reorder = Reorder::new(n);
     let mut next_switch = 0;
     let mut read_error = None;
     let mut frames = 0u64;
@@ -595,18 +639,23 @@ fn replay_parallel(
         for (me, (w, tx)) in workers.into_iter().enumerate() {
             // The lane's batches are allocated on the worker's own thread, so no line of them sits
             // beside another worker's (they are written for every frame).
-            handles.push(
-                scope.spawn(move || walk(capture, Lane::new(w, versions, want_events, tx), me, n, frames)),
-            );
+            handles
+                .push(scope.spawn(move || {
+                    walk(capture, Lane::new(w, me, versions, want_events, tx), me, n, frames)
+                }));
         }
         for done in done_rx.iter() {
             for (number, reason) in done.malformed {
                 reorder.malformed(number, reason);
             }
             if want_events {
+                for (number, events) in done.ticks {
+                    reorder.reclaimed(number, events);
+                }
                 for (number, outcome, events) in done.frames {
                     reorder.frame(number, outcome, events);
                 }
+                reorder.progress(done.worker, done.upto);
                 reorder.drain(summary, want_events, on_event, false);
             }
         }
@@ -665,10 +714,24 @@ struct Lane<'v, 'a> {
     out: Done,
     want_events: bool,
     done_tx: Sender<Done>,
+    /// The packet-clock second of the last frame taken (owned, or a tick).
+    last_tick_s: u32,
+    /// An owned frame was taken since the last tick (what it changed may be due at once).
+    owned_since_tick: bool,
 }
 
+/// With events wanted, a worker reports how far it has got at least every this many frames, so that
+/// the calling thread can put events in order without holding many.
+const PROGRESS_EVERY: u64 = 4096;
+
 impl<'v, 'a> Lane<'v, 'a> {
-    fn new(w: Worker, versions: &'v [Version], want_events: bool, done_tx: Sender<Done>) -> Lane<'v, 'a> {
+    fn new(
+        w: Worker,
+        me: usize,
+        versions: &'v [Version],
+        want_events: bool,
+        done_tx: Sender<Done>,
+    ) -> Lane<'v, 'a> {
         Lane {
             w,
             versions,
@@ -681,9 +744,11 @@ impl<'v, 'a> Lane<'v, 'a> {
             },
             pipe: Pipeline::new(),
             counts: ReplaySummary::default(),
-            out: Done { frames: Vec::new(), malformed: Vec::new() },
+            out: Done::new(me),
             want_events,
             done_tx,
+            last_tick_s: 0,
+            owned_since_tick: false,
         }
     }
 
@@ -723,10 +788,51 @@ impl<'v, 'a> Lane<'v, 'a> {
             pipe.filling.push(w, snap, f, frame.wire_len);
         }
         pipe.advance(|b| flush(w, b, snap, collect, counts, out, *want_events));
+        self.last_tick_s = crate::filter::secs(frame.ts_nanos);
+        self.owned_since_tick = true;
         if self.want_events && self.out.frames.len() >= 256 {
-            let full = std::mem::replace(&mut self.out, Done { frames: Vec::new(), malformed: Vec::new() });
-            let _ = self.done_tx.send(full);
+            self.send();
         }
+    }
+
+    /// Frame `number` is another worker's: this worker's packet clock still moves to its time, in
+    /// frame order (through the pipeline), whenever that can reclaim something: at a new second, or
+    /// right after owned frames (whose entries might be due already).
+    #[inline]
+    fn tick(&mut self, number: u64, frame: &CaptureFrame<'a>) {
+        let now_s = crate::filter::secs(frame.ts_nanos);
+        if now_s == self.last_tick_s && !self.owned_since_tick {
+            return;
+        }
+        self.switch_before(number);
+        let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
+        let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
+        let snap = &versions[*v].snap;
+        pipe.filling.push_tick(f);
+        pipe.advance(|b| flush(w, b, snap, collect, counts, out, *want_events));
+        self.last_tick_s = now_s;
+        self.owned_since_tick = false;
+    }
+
+    /// Every frame up to `number` walked: with events wanted, now and then decides what is held and
+    /// tells the calling thread it has everything of this worker's up to there.
+    #[inline]
+    fn walked(&mut self, number: u64) {
+        if self.want_events && number.is_multiple_of(PROGRESS_EVERY) {
+            let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
+            let snap = &versions[*v].snap;
+            pipe.drain(|b| flush(w, b, snap, collect, counts, out, *want_events));
+            self.out.upto = number;
+            self.send();
+        }
+    }
+
+    /// Sends what is gathered (and how far it goes) to the calling thread.
+    fn send(&mut self) {
+        let me = self.out.worker;
+        let full = std::mem::replace(&mut self.out, Done::new(me));
+        self.out.upto = full.upto;
+        let _ = self.done_tx.send(full);
     }
 
     fn malformed(&mut self, number: u64, e: &ParseError) {
@@ -744,6 +850,7 @@ impl<'v, 'a> Lane<'v, 'a> {
             counts.outcome(o);
         }
         let tail = std::mem::take(&mut collect.events);
+        self.out.upto = u64::MAX;
         if self.want_events || !self.out.malformed.is_empty() {
             let _ = self.done_tx.send(self.out);
         }
@@ -780,6 +887,8 @@ fn walk<'a>(capture: &'a Capture, mut lane: Lane<'_, 'a>, me: usize, n: usize, f
                 if owner(h, n) == me {
                     lane.switch_before(number);
                     lane.push(number, &frame, false);
+                } else {
+                    lane.tick(number, &frame);
                 }
             }
             None => match pktio::parse_into(frame.link, frame.data, frame.wire_len, &mut scratch) {
@@ -788,15 +897,20 @@ fn walk<'a>(capture: &'a Capture, mut lane: Lane<'_, 'a>, me: usize, n: usize, f
                         lane.switch_before(number);
                         *lane.pipe.filling.slot() = scratch;
                         lane.push(number, &frame, true);
+                    } else {
+                        lane.tick(number, &frame);
                     }
                 }
                 Err(e) => {
+                    // Every worker's clock moves at a damaged frame too (one worker's does inline).
+                    lane.tick(number, &frame);
                     if me == 0 {
                         lane.malformed(number, &e);
                     }
                 }
             },
         }
+        lane.walked(number);
     }
     lane.finish(seen, last_ts, error)
 }
@@ -824,15 +938,27 @@ fn flush(
     }
     batch.prefetch_entries(w, snap);
     for i in 0..batch.len() {
+        let number = batch.frames[i].number;
+        if w.tick(snap, batch.frames[i].now_ns, collect) {
+            let reclaimed = std::mem::take(&mut collect.events);
+            if want_events {
+                out.ticks.push((number, reclaimed));
+            } else {
+                for (_, o) in reclaimed.done {
+                    counts.outcome(o);
+                }
+            }
+        }
         let outcome = match batch.decide(i, w, snap, collect) {
-            Ok(outcome) => outcome,
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => continue,
             Err(e) => {
-                report_malformed(counts, out, batch.frames[i].number, e);
+                report_malformed(counts, out, number, e);
                 continue;
             }
         };
         if want_events {
-            out.frames.push((batch.frames[i].number, outcome, std::mem::take(&mut collect.events)));
+            out.frames.push((number, outcome, std::mem::take(&mut collect.events)));
         } else {
             counts.outcome(outcome);
             if !collect.events.done.is_empty() {
@@ -841,6 +967,9 @@ fn flush(
                 }
             }
         }
+    }
+    if let Some(last) = batch.frames.last() {
+        out.upto = out.upto.max(last.number);
     }
     batch.clear();
 }
@@ -851,12 +980,14 @@ fn report_malformed(counts: &mut ReplaySummary, out: &mut Done, number: u64, e: 
     out.malformed.push((number, reason));
 }
 
-/// Puts worker results back in frame order.
-#[derive(Default)]
+/// Puts worker results back in frame order. Each frame has three places, in this order: the switches
+/// before it, what packet clocks reclaimed at it (from any worker), and the frame itself (its owner's
+/// decisions, or worker 0's report that it did not parse). An entry goes out once every worker has
+/// reported everything up to its frame.
 struct Reorder {
-    /// The next frame number not yet reported (0 = none reported: frames start at 1).
-    next_frame: u64,
-    /// Pending entries keyed `frame * 2` (a switch before the frame) or `frame * 2 + 1` (the frame).
+    /// Per worker, the last frame up to which it has reported everything.
+    upto: Vec<u64>,
+    /// Pending entries keyed `frame * 3 + place`.
     waiting: BTreeMap<u64, Slot>,
 }
 
@@ -865,23 +996,44 @@ enum Slot {
     Malformed(Reason),
     /// The switches before a frame (several may fall due at the same frame), generation and label.
     Switches(Vec<(u64, String)>),
+    /// What the workers' packet clocks reclaimed at a frame.
+    Reclaimed(FrameEvents),
 }
 
 impl Reorder {
+    fn new(workers: usize) -> Reorder {
+        Reorder { upto: vec![0; workers], waiting: BTreeMap::new() }
+    }
+
     fn switch(&mut self, frame: u64, generation: u64, label: String) {
-        match self.waiting.entry(frame * 2).or_insert_with(|| Slot::Switches(Vec::new())) {
-            Slot::Switches(all) => all.push((generation, label)),
-            // Keys `frame * 2` only ever hold switches.
-            _ => unreachable!("a frame's switch place holds something else"),
+        if let Slot::Switches(all) =
+            self.waiting.entry(frame * 3).or_insert_with(|| Slot::Switches(Vec::new()))
+        {
+            all.push((generation, label));
+        }
+    }
+
+    fn reclaimed(&mut self, frame: u64, events: FrameEvents) {
+        let entry =
+            self.waiting.entry(frame * 3 + 1).or_insert_with(|| Slot::Reclaimed(FrameEvents::default()));
+        if let Slot::Reclaimed(all) = entry {
+            all.append(events);
         }
     }
 
     fn malformed(&mut self, frame: u64, reason: Reason) {
-        self.waiting.insert(frame * 2 + 1, Slot::Malformed(reason));
+        self.waiting.insert(frame * 3 + 2, Slot::Malformed(reason));
     }
 
     fn frame(&mut self, number: u64, outcome: FrameOutcome, events: FrameEvents) {
-        self.waiting.insert(number * 2 + 1, Slot::Frame(outcome, events));
+        self.waiting.insert(number * 3 + 2, Slot::Frame(outcome, events));
+    }
+
+    /// Worker `worker` has reported everything up to frame `upto`.
+    fn progress(&mut self, worker: usize, upto: u64) {
+        if let Some(u) = self.upto.get_mut(worker) {
+            *u = (*u).max(upto);
+        }
     }
 
     fn flush(&mut self, summary: &mut ReplaySummary, want: bool, on_event: &mut impl FnMut(Event<'_>)) {
@@ -895,20 +1047,13 @@ impl Reorder {
         on_event: &mut impl FnMut(Event<'_>),
         all: bool,
     ) {
-        self.next_frame = self.next_frame.max(1);
+        let ready_upto = if all { u64::MAX } else { self.upto.iter().copied().min().unwrap_or(0) };
         while let Some(entry) = self.waiting.first_entry() {
-            let key = *entry.key();
-            let frame = key / 2;
-            // The smallest pending entry is ready once every earlier frame has been reported.
-            let ready = if key % 2 == 0 { frame <= self.next_frame } else { frame == self.next_frame };
-            if !ready && !all {
+            let frame = *entry.key() / 3;
+            if frame > ready_upto {
                 break;
             }
-            let slot = entry.remove();
-            if key % 2 == 1 {
-                self.next_frame = frame + 1;
-            }
-            match slot {
+            match entry.remove() {
                 Slot::Switches(all) => {
                     if want {
                         for (generation, label) in all {
@@ -919,6 +1064,15 @@ impl Reorder {
                 Slot::Malformed(reason) => {
                     if want {
                         on_event(Event::Malformed { frame, reason });
+                    }
+                }
+                Slot::Reclaimed(mut events) => {
+                    for (_, o) in &events.done {
+                        summary.outcome(*o);
+                    }
+                    if want {
+                        events.tick_order();
+                        deliver(&events, on_event);
                     }
                 }
                 Slot::Frame(outcome, events) => {

@@ -17,9 +17,16 @@
 //! lines on average instead of 2.6 (by arithmetic, for slots at 8-byte-aligned places).
 //!
 //! The table never holds more than its limit: an insert into a full table fails with [`TableFull`]
-//! and the caller drops the packet (`state-limit`). Expired entries are reclaimed two ways, neither of
-//! which stops the world: the caller checks expiry on lookup, and [`FlowTable::sweep`] examines a few
-//! positions of the dense expiry array per call, advancing a cursor, so an idle table still empties.
+//! and the caller drops the packet (`state-limit`). Expired entries are reclaimed by the packet clock
+//! without scanning: a min-heap of (second, slot) schedules every entry, and [`FlowTable::reclaim`] pops
+//! what is due. Timers move on with every packet, but the heap is not touched then: a popped entry
+//! whose expiry has moved is pushed again at its new second (so an entry costs one heap operation per
+//! timeout period, not per packet), and a per-slot record of the scheduled second tells stale heap
+//! items (of entries removed or replaced since) from live ones. So what expires at which packet-clock
+//! second does not depend on where entries sit in the slab, nor on which worker holds them.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use crate::flow::{Endpoint, FlowKey};
 
@@ -136,6 +143,41 @@ impl<'k> Probe<'k> {
     }
 }
 
+/// A live entry's expiry second as the table hands it out ([`FlowTable::get_mut`]): setting it keeps
+/// the expiry schedule right. A later second needs nothing (the entry's heap item finds it when it comes
+/// due); an earlier one is scheduled at once, so a timer cut short (a FIN, an RST) is reclaimed on time.
+#[derive(Debug)]
+pub struct Expiry<'t> {
+    at: &'t mut u32,
+    scheduled: &'t mut u32,
+    due: &'t mut BinaryHeap<Reverse<(u32, u32)>>,
+    next_due: &'t mut u32,
+    pos: u32,
+}
+
+impl Expiry<'_> {
+    /// The packet-clock second the entry expires at.
+    #[inline(always)]
+    pub fn get(&self) -> u32 {
+        *self.at
+    }
+
+    /// Moves the entry's expiry to second `at` (at least 1: 0 marks a free slot).
+    #[inline(always)]
+    pub fn set(&mut self, at: u32) {
+        let at = at.max(1);
+        // The scheduled second never passes the expiry, so only an earlier expiry can need a new
+        // heap item: a later one (nearly every packet) does not even look at the schedule.
+        let earlier = at < *self.at;
+        *self.at = at;
+        if earlier && at < *self.scheduled {
+            *self.scheduled = at;
+            self.due.push(Reverse((at, self.pos)));
+            *self.next_due = (*self.next_due).min(at);
+        }
+    }
+}
+
 /// A slab slot: the packed key and the value.
 #[derive(Debug, Clone)]
 struct Slot<V> {
@@ -160,7 +202,13 @@ pub struct FlowTable<V> {
     free: Vec<u32>,
     len: usize,
     limit: usize,
-    cursor: usize,
+    /// Expiry schedule: (second, slot), earliest first; items whose second is not the slot's
+    /// `scheduled` one are stale.
+    due: BinaryHeap<Reverse<(u32, u32)>>,
+    /// Per slot, the second its live heap item is for (0: none).
+    scheduled: Vec<u32>,
+    /// The heap's earliest second (`u32::MAX`: empty), kept at hand: every frame asks for it.
+    next_due: u32,
 }
 
 fn tag(hash: u64) -> u64 {
@@ -179,7 +227,9 @@ impl<V> FlowTable<V> {
             free: Vec::new(),
             len: 0,
             limit,
-            cursor: 0,
+            due: BinaryHeap::new(),
+            scheduled: Vec::new(),
+            next_due: u32::MAX,
         }
     }
 
@@ -318,24 +368,31 @@ impl<V> FlowTable<V> {
         key: Probe<'_>,
         hash: u64,
         hint: Option<usize>,
-    ) -> Option<(&mut V, &mut u32)> {
+    ) -> Option<(&mut V, Expiry<'_>)> {
         let resolved = key.resolve();
         let pos = match hint {
             Some(p) if self.holds(p, resolved) => p,
             _ => self.find(resolved, hash)?,
         };
         let slot = self.slots[pos].as_mut()?;
-        Some((&mut slot.value, &mut self.expires[pos]))
+        let expiry = Expiry {
+            at: &mut self.expires[pos],
+            scheduled: &mut self.scheduled[pos],
+            due: &mut self.due,
+            next_due: &mut self.next_due,
+            pos: pos as u32,
+        };
+        Some((&mut slot.value, expiry))
     }
 
     /// The value for `key` and its expiry second, if present (expired or not: the caller decides).
-    pub fn get_mut(&mut self, key: &FlowKey) -> Option<(&mut V, &mut u32)> {
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<(&mut V, Expiry<'_>)> {
         self.get_mut_hashed(key, Self::hash(key))
     }
 
     /// [`FlowTable::get_mut`] with the key's hash ([`FlowTable::hash`]) already computed.
     #[inline]
-    pub fn get_mut_hashed(&mut self, key: &FlowKey, hash: u64) -> Option<(&mut V, &mut u32)> {
+    pub fn get_mut_hashed(&mut self, key: &FlowKey, hash: u64) -> Option<(&mut V, Expiry<'_>)> {
         self.get_mut_hinted(Probe::Full(key), hash, None)
     }
 
@@ -368,17 +425,24 @@ impl<V> FlowTable<V> {
                     let want = (self.slots.capacity() * 2).max(64).min(self.limit.max(1));
                     self.slots.reserve_exact(want.saturating_sub(self.slots.len()));
                     self.expires.reserve_exact(want.saturating_sub(self.expires.len()));
+                    self.scheduled.reserve_exact(want.saturating_sub(self.scheduled.len()));
+                    self.due.reserve(want.saturating_sub(self.due.len()));
                     advise_huge_pages(&self.slots);
+                    let item = std::mem::size_of::<Reverse<(u32, u32)>>();
+                    advise_huge_range(self.due.as_slice().as_ptr() as usize, self.due.capacity() * item);
                 }
                 self.slots.push(None);
                 self.expires.push(FREE);
+                self.scheduled.push(0);
                 self.slots.len() - 1
             }
         };
         self.place(hash, pos);
         self.len += 1;
         // An expiry of 0 would read as free: entries expire no earlier than second 1.
-        self.expires[pos] = expires_s.max(1);
+        let expires_s = expires_s.max(1);
+        self.expires[pos] = expires_s;
+        self.schedule(pos, expires_s);
         let packed = PackedKey::of(&key).unwrap_or_else(|| self.put_wide(key));
         Ok(&mut self.slots[pos].insert(Slot { key: packed, value }).value)
     }
@@ -454,6 +518,7 @@ impl<V> FlowTable<V> {
     fn take(&mut self, pos: usize) -> Option<Entry<V>> {
         let slot = self.slots[pos].take()?;
         self.expires[pos] = FREE;
+        self.scheduled[pos] = 0;
         self.free.push(pos as u32);
         self.len -= 1;
         let key = self.unpack(slot.key);
@@ -464,45 +529,53 @@ impl<V> FlowTable<V> {
         Some(Entry { key, value: slot.value })
     }
 
-    /// True when [`FlowTable::sweep`] with this budget has something to remove; otherwise moves the
-    /// cursor past the positions it looked at, as the sweep would have.
-    #[inline]
-    pub fn sweep_due(&mut self, now_s: u32, budget: usize) -> bool {
-        let at = self.cursor;
-        match self.expires.get(at..at + budget) {
-            Some(window) => {
-                if window.iter().any(|&e| e != FREE && e <= now_s) {
-                    return true;
-                }
-                self.cursor = at + budget;
-                false
-            }
-            // Near the end of the slab (or a small one): the sweep handles the wrap.
-            None => true,
+    /// Puts slot `pos` on the schedule at second `at`, its only live heap item from now on.
+    fn schedule(&mut self, pos: usize, at: u32) {
+        self.scheduled[pos] = at;
+        self.due.push(Reverse((at, pos as u32)));
+        self.next_due = self.next_due.min(at);
+        // Stale items (of entries removed or rescheduled since) leave the heap when their second
+        // comes; should removals outpace that, rebuild it from the live ones, so it stays within a
+        // few times the table's size.
+        if self.due.len() > 2 * self.len + 1024 {
+            let live = self.scheduled.iter().enumerate().filter(|(_, &at)| at != 0);
+            self.due = live.map(|(pos, &at)| Reverse((at, pos as u32))).collect();
+            self.next_due = self.due.peek().map_or(u32::MAX, |Reverse((at, _))| *at);
         }
     }
 
-    /// Examines up to `budget` positions from the sweep cursor and removes the entries expired at
-    /// `now_s`, handing each to `expired`. Returns how many were removed.
-    pub fn sweep(&mut self, now_s: u32, budget: usize, mut expired: impl FnMut(Entry<V>)) -> usize {
-        let mut removed = 0;
-        let n = self.expires.len();
-        for _ in 0..budget.min(n) {
-            if self.cursor >= n {
-                self.cursor = 0;
+    /// The earliest second some entry may expire at (`u32::MAX`: none); nothing expires before it.
+    #[inline]
+    pub fn next_due(&self) -> u32 {
+        self.next_due
+    }
+
+    /// Removes every entry expired at `now_s` (its expiry second is at most `now_s`) and returns them
+    /// in key order, whatever their places in the slab; reschedules entries whose timer moved on.
+    pub fn reclaim(&mut self, now_s: u32) -> Vec<Entry<V>> {
+        let mut gone = Vec::new();
+        while let Some(&Reverse((at, pos))) = self.due.peek() {
+            if at > now_s {
+                break;
             }
-            let pos = self.cursor;
-            self.cursor += 1;
+            self.due.pop();
+            let pos = pos as usize;
+            if self.scheduled[pos] != at {
+                continue;
+            }
             let exp = self.expires[pos];
-            if exp != FREE && exp <= now_s {
+            if exp <= now_s {
                 let key = self.slots[pos].as_ref().map(|s| self.unpack(s.key));
                 if let Some(e) = key.and_then(|k| self.remove(&k)) {
-                    expired(e);
-                    removed += 1;
+                    gone.push(e);
                 }
+            } else {
+                self.schedule(pos, exp);
             }
         }
-        removed
+        self.next_due = self.due.peek().map_or(u32::MAX, |Reverse((at, _))| *at);
+        gone.sort_by_key(|e| e.key);
+        gone
     }
 
     /// Removes every entry, handing each to `f`.
@@ -513,6 +586,8 @@ impl<V> FlowTable<V> {
             }
         }
         self.buckets.iter_mut().for_each(|b| *b = 0);
+        self.due.clear();
+        self.next_due = u32::MAX;
     }
 
     /// Every entry (key and value) with its expiry second.
@@ -532,6 +607,8 @@ impl<V> FlowTable<V> {
             + self.expires.capacity() * 4
             + self.buckets.capacity() * 8
             + self.free.capacity() * 4
+            + self.scheduled.capacity() * 4
+            + self.due.capacity() * 8
     }
 }
 
@@ -542,16 +619,19 @@ impl<V> FlowTable<V> {
 /// and growing it takes a few page faults instead of thousands. Only a hint: where the kernel declines,
 /// nothing changes.
 fn advise_huge_pages<T>(v: &Vec<T>) {
+    advise_huge_range(v.as_ptr() as usize, v.capacity() * std::mem::size_of::<T>());
+}
+
+/// [`advise_huge_pages`] for the `bytes` of an allocation starting at address `start`.
+fn advise_huge_range(start: usize, bytes: usize) {
     const HUGE: usize = 2 << 20;
-    let bytes = v.capacity() * std::mem::size_of::<T>();
     if bytes < 2 * HUGE {
         return;
     }
-    let start = v.as_ptr() as usize;
     let (from, to) = ((start + HUGE - 1) & !(HUGE - 1), (start + bytes) & !(HUGE - 1));
     #[cfg(target_os = "linux")]
     if to > from {
-        // SAFETY: [from, to) lies inside `v`'s allocation, which this process owns, and is page
+        // SAFETY: [from, to) lies inside the allocation, which this process owns, and is page
         // aligned; MADV_HUGEPAGE changes how the kernel backs the pages, never their contents.
         unsafe {
             libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
@@ -614,7 +694,9 @@ mod tests {
         Insert(u16, u32),
         Remove(u16),
         Get(u16),
-        Sweep(u32, u8),
+        Reclaim(u32),
+        /// Moves the entry's expiry (and the value, which the reference keeps as the expiry).
+        Retime(u16, u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -622,7 +704,8 @@ mod tests {
             (0..300u16, 1..100u32).prop_map(|(k, v)| Op::Insert(k, v)),
             (0..300u16).prop_map(Op::Remove),
             (0..300u16).prop_map(Op::Get),
-            (0..100u32, 0..40u8).prop_map(|(t, b)| Op::Sweep(t, b)),
+            (0..100u32).prop_map(Op::Reclaim),
+            (0..300u16, 1..100u32).prop_map(|(k, at)| Op::Retime(k, at)),
         ]
     }
 
@@ -643,7 +726,8 @@ mod tests {
             prop_assert_eq!(PackedKey::of(&mixed).is_some(), std::net::Ipv6Addr::from(v6).to_ipv4_mapped().is_some());
         }
 
-        /// The table behaves as a HashMap with a size limit, expiry and sweeping.
+        /// The table behaves as a HashMap with a size limit and expiry: reclaiming at a second removes
+        /// exactly the entries expired by then, also after their expiry moved later or earlier.
         #[test]
         fn agrees_with_a_hashmap(ops in prop::collection::vec(op(), 1..500), limit in 1..200usize) {
             let mut t: FlowTable<u32> = FlowTable::new(limit);
@@ -669,31 +753,29 @@ mod tests {
                     }
                     Op::Get(k) => {
                         let k = key(k);
-                        prop_assert_eq!(t.get_mut(&k).map(|(v, exp)| (*v, *exp)), reference.get(&k).map(|v| (*v, *v)));
+                        prop_assert_eq!(t.get_mut(&k).map(|(v, exp)| (*v, exp.get())), reference.get(&k).map(|v| (*v, *v)));
                     }
-                    Op::Sweep(now, budget) => {
-                        // The guarded sweep (as filters run it) removes what the plain one removes
-                        // and leaves the cursor where the plain one does.
-                        let mut guarded = t.clone();
-                        let mut gone_guarded = Vec::new();
-                        if guarded.sweep_due(now, budget as usize) {
-                            guarded.sweep(now, budget as usize, |e| gone_guarded.push((e.key, e.value)));
-                        }
-                        let mut gone = Vec::new();
-                        t.sweep(now, budget as usize, |e| gone.push((e.key, e.value)));
-                        prop_assert_eq!(&gone, &gone_guarded);
-                        prop_assert_eq!(t.cursor, guarded.cursor);
-                        for (k, v) in gone {
-                            prop_assert!(v <= now);
-                            prop_assert_eq!(reference.remove(&k), Some(v));
+                    Op::Reclaim(now) => {
+                        // Exactly the entries expired by `now`, in key order.
+                        let gone: Vec<(FlowKey, u32)> = t.reclaim(now).into_iter().map(|e| (e.key, e.value)).collect();
+                        let mut want: Vec<(FlowKey, u32)> = reference.iter().filter(|(_, v)| **v <= now).map(|(k, v)| (*k, *v)).collect();
+                        want.sort();
+                        prop_assert_eq!(&gone, &want);
+                        reference.retain(|_, v| *v > now);
+                    }
+                    Op::Retime(k, at) => {
+                        let k = key(k);
+                        if let Some((v, mut exp)) = t.get_mut(&k) {
+                            *v = at;
+                            exp.set(at);
+                            reference.insert(k, at);
                         }
                     }
                 }
                 prop_assert_eq!(t.len(), reference.len());
             }
-            // A sweep over the whole slab removes exactly the expired entries.
-            let n = t.slots.len();
-            t.sweep(50, n, |_| {});
+            // A late reclaim removes exactly the expired entries.
+            let _ = t.reclaim(50);
             reference.retain(|_, v| *v > 50);
             prop_assert_eq!(t.len(), reference.len());
             for (k, v) in &reference {
