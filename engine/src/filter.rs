@@ -192,7 +192,6 @@ impl FilterState {
     /// before every frame, so compared in nanoseconds rather than worked out in seconds).
     #[inline(always)]
     pub(crate) fn due(&self, now_ns: u64) -> bool {
-        const NS: u64 = 1_000_000_000;
         now_ns >= u64::from(self.conns.next_due()) * NS || self.frags.due_ns(now_ns)
     }
 
@@ -608,6 +607,9 @@ impl FilterState {
         }
     }
 }
+
+/// Nanoseconds in a second of the packet clock.
+pub const NS: u64 = 1_000_000_000;
 
 /// Packet-clock seconds (absolute UNIX seconds fit a u32 until 2106).
 pub fn secs(now_ns: u64) -> u32 {

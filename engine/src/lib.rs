@@ -175,6 +175,12 @@ impl Route {
     }
 }
 
+/// True when `now_ns` is not in the second that starts at `second_ns`.
+#[inline(always)]
+pub(crate) fn in_other_second(now_ns: u64, second_ns: u64) -> bool {
+    now_ns.wrapping_sub(second_ns) >= filter::NS
+}
+
 /// The filter and direction of a unicast frame from the `sender` filter's vNIC to the `receiver`'s,
 /// when exactly one of them is a filter's.
 #[inline]
@@ -447,11 +453,13 @@ pub struct Worker {
     states: Vec<FilterState>,
     shared: Arc<Shared>,
     seen_generation: u64,
+    /// The start of the packet-clock second this worker's clock is in (`u64::MAX`: none yet).
+    clock_ns: u64,
 }
 
 impl Worker {
     fn new(shared: Arc<Shared>) -> Worker {
-        Worker { states: Vec::new(), shared, seen_generation: 0 }
+        Worker { states: Vec::new(), shared, seen_generation: 0, clock_ns: u64::MAX }
     }
 
     /// Whether the fast paths for tracked frames are on ([`Engine::set_fast_paths`]).
@@ -509,18 +517,31 @@ impl Worker {
         self.process_routed(snap, pkt, &route, frame, sink)
     }
 
-    /// Moves this worker's packet clock to `now_ns`: every filter reclaims what has expired by then
-    /// ([`filter::FilterState::tick`]), in filter order. [`Worker::process`] does it before each frame;
-    /// a replay does it before every frame of the capture (a worker of several also before frames it
-    /// does not own), so what expires is reclaimed at the same frame whatever the number of workers.
-    /// True when something was reclaimed (and reported to `sink`).
+    /// Moves this worker's packet clock to `now_ns`. When that enters another second, every filter
+    /// reclaims what has expired by then ([`filter::FilterState::tick`]), in filter order: timers count
+    /// whole seconds, so reclaiming happens at the first frame of each second (a frame of the
+    /// connection itself finds it expired earlier, on lookup). [`Worker::process`] does it before each
+    /// frame; a replay before every frame of the capture (a worker of several also at frames it does
+    /// not own that start a second), so what expires is reclaimed at the same frame whatever the
+    /// number of workers. True when something was reclaimed (and reported to `sink`).
     #[inline]
     pub fn tick(&mut self, snap: &Snapshot, now_ns: u64, sink: &mut impl Sink) -> bool {
+        if !self.enters_second(now_ns) {
+            return false;
+        }
+        self.clock_ns = now_ns - now_ns % filter::NS;
         let due = self.states.iter().any(|s| s.due(now_ns));
         if due {
             self.tick_due(snap, now_ns, sink);
         }
         due
+    }
+
+    /// True when `now_ns` is outside the second this worker's clock is in (always, before the first
+    /// tick, but for a time within the first second of the epoch, when nothing can have expired).
+    #[inline(always)]
+    pub(crate) fn enters_second(&self, now_ns: u64) -> bool {
+        in_other_second(now_ns, self.clock_ns)
     }
 
     #[cold]

@@ -714,10 +714,9 @@ struct Lane<'v, 'a> {
     out: Done,
     want_events: bool,
     done_tx: Sender<Done>,
-    /// The packet-clock second of the last frame taken (owned, or a tick).
-    last_tick_s: u32,
-    /// An owned frame was taken since the last tick (what it changed may be due at once).
-    owned_since_tick: bool,
+    /// The start of the packet-clock second of the last frame taken (owned, or a tick; `u64::MAX`:
+    /// none yet).
+    second_ns: u64,
 }
 
 /// With events wanted, a worker reports how far it has got at least every this many frames, so that
@@ -747,8 +746,7 @@ impl<'v, 'a> Lane<'v, 'a> {
             out: Done::new(me),
             want_events,
             done_tx,
-            last_tick_s: 0,
-            owned_since_tick: false,
+            second_ns: u64::MAX,
         }
     }
 
@@ -777,7 +775,7 @@ impl<'v, 'a> Lane<'v, 'a> {
 
     /// Takes frame `number`: parses and routes it into the next slot, or, when `parsed`, routes what
     /// is already there.
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, number: u64, frame: &CaptureFrame<'a>, parsed: bool) {
         let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
         let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
@@ -788,30 +786,30 @@ impl<'v, 'a> Lane<'v, 'a> {
             pipe.filling.push(w, snap, f, frame.wire_len);
         }
         pipe.advance(|b| flush(w, b, snap, collect, counts, out, *want_events));
-        self.last_tick_s = crate::filter::secs(frame.ts_nanos);
-        self.owned_since_tick = true;
+        self.second_ns = frame.ts_nanos - frame.ts_nanos % crate::filter::NS;
         if self.want_events && self.out.frames.len() >= 256 {
             self.send();
         }
     }
 
-    /// Frame `number` is another worker's: this worker's packet clock still moves to its time, in
-    /// frame order (through the pipeline), whenever that can reclaim something: at a new second, or
-    /// right after owned frames (whose entries might be due already).
-    #[inline]
+    /// Frame `number` is another worker's: when it starts another second, this worker's packet clock
+    /// still moves to its time ([`Worker::tick`]), in frame order (through the pipeline).
+    #[inline(always)]
     fn tick(&mut self, number: u64, frame: &CaptureFrame<'a>) {
-        let now_s = crate::filter::secs(frame.ts_nanos);
-        if now_s == self.last_tick_s && !self.owned_since_tick {
-            return;
+        if crate::in_other_second(frame.ts_nanos, self.second_ns) {
+            self.push_tick(number, frame);
         }
+    }
+
+    #[inline(never)]
+    fn push_tick(&mut self, number: u64, frame: &CaptureFrame<'a>) {
         self.switch_before(number);
         let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
         let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
         let snap = &versions[*v].snap;
         pipe.filling.push_tick(f);
         pipe.advance(|b| flush(w, b, snap, collect, counts, out, *want_events));
-        self.last_tick_s = now_s;
-        self.owned_since_tick = false;
+        self.second_ns = frame.ts_nanos - frame.ts_nanos % crate::filter::NS;
     }
 
     /// Every frame up to `number` walked: with events wanted, now and then decides what is held and

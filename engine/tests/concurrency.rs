@@ -888,7 +888,12 @@ proptest::proptest! {
                    ruleset mainrs {{ {}\n\
                                     rule 8 at 2 in protocol tcp from any to any port 80 reject;\n\
                                     rule 9 at 3 inout protocol any from any to any accept; }} }}",
-                if v == 2 { "policyChange keep;" } else { "" },
+                // Variant 3 also ends closed TCP connections and UDP at once (timers of 0 s).
+                match v {
+                    2 => "policyChange keep;",
+                    3 => "timeout tcp.closed 0; timeout udp.first 0;",
+                    _ => "",
+                },
                 rule(web, "rule 1 at 1 out protocol tcp from any to any port 80 accept;"),
                 rule(dns, "rule 3 at 2 out protocol udp from any to any port 53 accept with log;"),
                 rule(tls, "rule 7 at 1 in protocol tcp from any to any port 443 accept;"),
