@@ -38,7 +38,7 @@ ruleset mainrs_L2 {{
 }}
 
 filter client {{ vnic mac 02:fa:00:00:00:01 ip {CLIENT}; }}
-filter server {{ vnic mac 02:fa:00:00:00:02 ip {SERVER}; }}
+filter server {{ vnic mac 02:fa:00:00:00:02 ip {SERVER}; timeout icmp.first 2; timeout icmp.error 2; }}
 "#
     )
 }
@@ -165,6 +165,13 @@ fn live_daemon_enforces_policy_changes_between_namespaces() {
     // 3. ICMP follows its rules: echo to the server is allowed (rule 11), to the client it is not.
     assert!(ping(&client, SERVER.parse().expect("ip")), "ping to the server was dropped");
     assert!(!ping(&server, CLIENT.parse().expect("ip")), "ping to the client passed");
+    // The echo's connection (a 2 s timer in the server's filter) is reclaimed once its timer has run
+    // out, by the dataplane's clock (which also moves while no frame comes).
+    let expired = |stat: &serde_json::Value| stat["expired"].as_u64().expect("expired count");
+    let before = expired(&json(&sock, &["getfilterstat", "-f", "server"]));
+    std::thread::sleep(Duration::from_millis(3500));
+    let stat = json(&sock, &["getfilterstat", "-f", "server"]);
+    assert!(expired(&stat) > before, "the echo's connection was not reclaimed: {stat}");
 
     // 4. A broken file changes nothing and every error is reported.
     let broken = dir.0.join("broken.dfw");

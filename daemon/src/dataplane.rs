@@ -144,7 +144,10 @@ impl Dataplane {
             // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structures that lives across the call.
             let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 20) };
             if rc <= 0 {
-                continue; // timeout or EINTR
+                // Timeout or EINTR: no frame moves the clock, so move it here, and an idle dataplane
+                // still reclaims expired connections (and writes their TERM lines).
+                self.idle_tick();
+                continue;
             }
             let snap = self.snapshot.load_full();
             for (i, pfd) in pfds.iter_mut().enumerate() {
@@ -164,6 +167,13 @@ impl Dataplane {
             let _ = w.flush();
         }
         tracing::info!(frames = self.frames, "dataplane stopped");
+    }
+
+    fn idle_tick(&mut self) {
+        let snap = self.snapshot.load_full();
+        let (mut replies, mut released) = (Vec::new(), Vec::new());
+        let mut sink = DpSink { replies: &mut replies, released: &mut released, log: &mut self.log };
+        let _ = self.worker.tick(&snap, now_ns(), &mut sink);
     }
 
     fn run_jobs(&mut self) {
