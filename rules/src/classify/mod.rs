@@ -753,27 +753,41 @@ impl RuleIndex {
         // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
         // may still hold a better rule are a prefix of each list.
         let mut limit = self.sets_before(best);
-        // Plain loops over the two id lists (chained iterators cost more here).
+        // A helper per id list: a loop over an array of the two lists cost about 1% more of an NSX
+        // lookup's instructions, and a closure (not inlined) 11% more.
         for (trees, m) in [(&view.by_dst, md), (&view.by_src, ms)] {
-            if trees.is_empty() {
-                continue;
-            }
-            for ids in [m.exact, m.prefix] {
-                for &id in ids {
-                    if id >= limit {
-                        break;
-                    }
-                    if let Some(&t) = trees.get(id as usize) {
-                        let b = self.arena.lookup(t, k, best, &mut check);
-                        if b != best {
-                            best = b;
-                            limit = self.sets_before(best);
-                        }
-                    }
-                }
+            if !trees.is_empty() {
+                self.rank_in_listed(trees, m.exact, k, &mut best, &mut limit, &mut check);
+                self.rank_in_listed(trees, m.prefix, k, &mut best, &mut limit, &mut check);
             }
         }
         best
+    }
+
+    /// [`RuleIndex::rank_in_sets`] over one sorted id list: the trees of its sets numbered below
+    /// `limit` lower `best` (and with it `limit`).
+    #[inline(always)]
+    fn rank_in_listed(
+        &self,
+        trees: &[Tree],
+        ids: &[u32],
+        k: &Key,
+        best: &mut u32,
+        limit: &mut u32,
+        check: &mut impl FnMut(u32) -> bool,
+    ) {
+        for &id in ids {
+            if id >= *limit {
+                break;
+            }
+            if let Some(&t) = trees.get(id as usize) {
+                let b = self.arena.lookup(t, k, *best, check);
+                if b != *best {
+                    *best = b;
+                    *limit = self.sets_before(b);
+                }
+            }
+        }
     }
 
     /// The number of sets named by some rule ranked before `rank`: no set numbered at or past it has
