@@ -824,8 +824,9 @@ impl RuleIndex {
 
     /// [`RuleIndex::first_match_batch_impl`] without address sets, compiled for AVX2 as a function of
     /// its own, so that changes to the set path do not move the code of the plain one: with both in
-    /// one function, the set-path changes of the fifth session made the 1k ClassBench batches about
-    /// 4% slower at fewer instructions (fw_1k slower in 9 of 10 alternated pairs; 3 of 10 once split).
+    /// one function, the set-path changes of the fifth session made the 1k ClassBench batches 5-6%
+    /// slower at fewer instructions (fw_1k slower than before in 9 of 10 alternated pairs; in 3 and 6
+    /// of 10 in two rounds once split).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
     #[inline(never)]
