@@ -753,27 +753,41 @@ impl RuleIndex {
         // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
         // may still hold a better rule are a prefix of each list.
         let mut limit = self.sets_before(best);
-        // Plain loops over the two id lists (chained iterators cost more here).
+        // A helper per id list: a loop over an array of the two lists cost about 1% more of an NSX
+        // lookup's instructions, and a closure (not inlined) 11% more.
         for (trees, m) in [(&view.by_dst, md), (&view.by_src, ms)] {
-            if trees.is_empty() {
-                continue;
-            }
-            for ids in [m.exact, m.prefix] {
-                for &id in ids {
-                    if id >= limit {
-                        break;
-                    }
-                    if let Some(&t) = trees.get(id as usize) {
-                        let b = self.arena.lookup(t, k, best, &mut check);
-                        if b != best {
-                            best = b;
-                            limit = self.sets_before(best);
-                        }
-                    }
-                }
+            if !trees.is_empty() {
+                self.rank_in_listed(trees, m.exact, k, &mut best, &mut limit, &mut check);
+                self.rank_in_listed(trees, m.prefix, k, &mut best, &mut limit, &mut check);
             }
         }
         best
+    }
+
+    /// [`RuleIndex::rank_in_sets`] over one sorted id list: the trees of its sets numbered below
+    /// `limit` lower `best` (and with it `limit`).
+    #[inline(always)]
+    fn rank_in_listed(
+        &self,
+        trees: &[Tree],
+        ids: &[u32],
+        k: &Key,
+        best: &mut u32,
+        limit: &mut u32,
+        check: &mut impl FnMut(u32) -> bool,
+    ) {
+        for &id in ids {
+            if id >= *limit {
+                break;
+            }
+            if let Some(&t) = trees.get(id as usize) {
+                let b = self.arena.lookup(t, k, *best, check);
+                if b != *best {
+                    *best = b;
+                    *limit = self.sets_before(b);
+                }
+            }
+        }
     }
 
     /// The number of sets named by some rule ranked before `rank`: no set numbered at or past it has
@@ -802,11 +816,45 @@ impl RuleIndex {
         sets: Option<&SetTable>,
         out: &mut [Option<usize>],
     ) {
+        if sets.is_none() {
+            return self.batch_plain_avx2(keys, out);
+        }
         self.first_match_batch_impl(keys, sets, out)
+    }
+
+    /// [`RuleIndex::first_match_batch_impl`] without address sets, compiled for AVX2 as a function of
+    /// its own, so that changes to the set path do not move the code of the plain one: with both in
+    /// one function, the set-path changes of the fifth session made the 1k ClassBench batches 5-6%
+    /// slower at fewer instructions (fw_1k slower than before in 9 of 10 alternated pairs; in 3 and 6
+    /// of 10 in two rounds once split).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
+    #[inline(never)]
+    fn batch_plain_avx2(&self, keys: &[L3Key], out: &mut [Option<usize>]) {
+        self.batch_groups(keys, None, out, None)
     }
 
     #[inline(always)]
     fn first_match_batch_impl(&self, keys: &[L3Key], sets: Option<&SetTable>, out: &mut [Option<usize>]) {
+        // Made once per call, and only when there are sets: filling these arrays for every view
+        // group cost about 3% of an NSX lookup.
+        if sets.is_some() {
+            let mut scratch = Scratch::new();
+            self.batch_groups(keys, sets, out, Some(&mut scratch));
+        } else {
+            self.batch_groups(keys, None, out, None);
+        }
+    }
+
+    /// [`RuleIndex::first_match_batch_impl`] with its scratch arrays.
+    #[inline(always)]
+    fn batch_groups<'s>(
+        &self,
+        keys: &[L3Key],
+        sets: Option<&'s SetTable>,
+        out: &mut [Option<usize>],
+        mut scratch: Option<&mut Scratch<'s>>,
+    ) {
         let n = keys.len().min(out.len());
         let view_of = |k: &L3Key| usize::from(k.dir == Direction::Out) * 2 + usize::from(k.src.is_ipv6());
         for base in (0..n).step_by(GROUP) {
@@ -827,7 +875,7 @@ impl RuleIndex {
             }
             for (v, g) in group.iter().enumerate() {
                 for idx in g[..len[v]].chunks(BATCH) {
-                    self.batch_view(v, keys, idx, sets, out);
+                    self.batch_view(v, keys, idx, sets, out, scratch.as_deref_mut());
                 }
             }
         }
@@ -836,33 +884,35 @@ impl RuleIndex {
     /// Lookups of `keys[i]` for the (at most [`BATCH`]) `i` in `idx`, all keys of view `vi` with
     /// addresses of one family, into `out[i]`.
     #[inline(always)]
-    fn batch_view(
+    fn batch_view<'s>(
         &self,
         vi: usize,
         keys: &[L3Key],
         idx: &[u8],
-        sets: Option<&SetTable>,
+        sets: Option<&'s SetTable>,
         out: &mut [Option<usize>],
+        scratch: Option<&mut Scratch<'s>>,
     ) {
         let Some(view) = self.view_data.get(vi) else { return };
+        let n = idx.len().min(BATCH);
         if view.sets {
             // Per-set trees are small and most are pruned by rank: one key at a time costs fewer
             // instructions than lockstep walks here. But the member table and the trees outgrow
             // the core's cache, so the hash probes of every key start first, then every key's
             // members are found, then each key visits its trees.
-            let Some(t) = sets else {
+            let (Some(t), Some(scratch)) = (sets, scratch) else {
                 for &i in idx {
                     out[usize::from(i)] = self.first_match_impl(&keys[usize::from(i)], sets);
                 }
                 return;
             };
-            let mut probes = [(Probe::NONE, Probe::NONE); BATCH];
+            let Scratch { probes, members, pts, best } = scratch;
+            best[..n].fill(NONE);
             for (p, &i) in probes.iter_mut().zip(idx) {
                 let k = &keys[usize::from(i)];
                 *p = (t.start_probe(k.src), t.start_probe(k.dst));
             }
-            let mut members = [(Members::NONE, Members::NONE); BATCH];
-            for ((m, p), &i) in members.iter_mut().zip(&probes).zip(idx) {
+            for ((m, p), &i) in members.iter_mut().zip(probes.iter()).zip(idx) {
                 let k = &keys[usize::from(i)];
                 *m = (t.members_at(k.src, p.0), t.members_at(k.dst, p.1));
                 // The id lists sit apart from the hash slots: start loading them now, for the checks
@@ -874,9 +924,7 @@ impl RuleIndex {
                 }
             }
             // The shared trees in lockstep, then each key's set trees.
-            let mut pts = [[0u32; 8]; BATCH];
-            let mut best = [NONE; BATCH];
-            self.shared_batch(view, keys, idx, &members, &mut pts, &mut best);
+            self.shared_batch(view, keys, idx, members, pts, best);
             for (j, &i) in idx.iter().enumerate().take(BATCH) {
                 let (ms, md) = &members[j];
                 let r = self.rank_in_sets(view, &keys[usize::from(i)], &pts[j], ms, md, best[j]);
@@ -884,7 +932,6 @@ impl RuleIndex {
             }
             return;
         }
-        let n = idx.len().min(BATCH);
         let key = |j: usize| &keys[usize::from(idx[j])];
         let mut pts = [[0u32; 8]; BATCH];
         for (j, p) in pts[..n].iter_mut().enumerate() {
@@ -904,7 +951,7 @@ impl RuleIndex {
     }
 
     /// Into `pts[j]` and `best[j]`, the key and the best rank of `keys[idx[j]]` (at most [`BATCH`])
-    /// over the shared trees of `view`, walked in lockstep (`best` starts at [`NONE`]);
+    /// over the shared trees of `view`, walked in lockstep (`best` starts at [`NONE`] for each `j`);
     /// `members[j]` holds the sets of key `idx[j]`'s addresses. Written in place: returning the
     /// arrays cost a copy per batch.
     #[inline(always)]
@@ -964,6 +1011,27 @@ impl RuleIndex {
                 .chain(self.unused.iter().map(|s| (s, &0)))
                 .map(|(s, _)| s.capacity() + 40)
                 .sum::<usize>()
+    }
+}
+
+/// The per-key arrays of a batch lookup's view groups: where each key's member probes start, the sets
+/// holding its addresses, its tree key and its best rank so far.
+struct Scratch<'s> {
+    probes: [(Probe<'s>, Probe<'s>); BATCH],
+    members: [(Members<'s>, Members<'s>); BATCH],
+    pts: [Key; BATCH],
+    best: [u32; BATCH],
+}
+
+impl Scratch<'_> {
+    #[inline(always)]
+    fn new() -> Self {
+        Scratch {
+            probes: [(Probe::NONE, Probe::NONE); BATCH],
+            members: [(Members::NONE, Members::NONE); BATCH],
+            pts: [[0; 8]; BATCH],
+            best: [NONE; BATCH],
+        }
     }
 }
 

@@ -429,9 +429,14 @@ impl Prefixes {
 pub(super) struct SetTable {
     /// Bumped by every published change.
     pub generation: u64,
-    mids: Vec<Arc<[Shard]>>,
+    /// `mids[x][y]`: the shard of the addresses [`Addr::route`] sends to `(x, y)`. Fixed-size arrays,
+    /// so the routing bits index them without bounds checks.
+    mids: Box<[Mid; FANOUT]>,
     prefixes: Arc<Prefixes>,
 }
+
+/// One block of shard handles, shared between versions until a change touches one of its shards.
+type Mid = Arc<[Shard; FANOUT]>;
 
 /// Where the member probe of an IPv4 address starts (its shard), from [`SetTable::start_probe`].
 #[derive(Debug, Clone, Copy)]
@@ -491,17 +496,16 @@ impl SetTable {
         }
         prefixes.reindex(false);
         prefixes.reindex(true);
-        let mids = shards.into_iter().map(|v| v.iter().map(|e| Shard::from_entries(e)).collect()).collect();
+        let mids = Box::new(std::array::from_fn(|x| {
+            Arc::new(std::array::from_fn(|y| Shard::from_entries(&shards[x][y])))
+        }));
         SetTable { generation: 0, mids, prefixes: Arc::new(prefixes) }
     }
 
     #[inline]
     fn exact_ids(&self, a: &Addr) -> &[u32] {
         let (x, y) = a.route();
-        match self.mids.get(x).and_then(|m| m.get(y)) {
-            Some(s) => s.ids(a),
-            None => &[],
-        }
+        self.mids[x][y].ids(a)
     }
 
     /// The sets holding `ip`.
@@ -510,9 +514,7 @@ impl SetTable {
     pub fn prefetch(&self, ip: IpAddr) {
         let a = addr_of(ip);
         let (x, y) = a.route();
-        if let Some(s) = self.mids.get(x).and_then(|m| m.get(y)) {
-            s.prefetch(&a);
-        }
+        self.mids[x][y].prefetch(&a);
     }
 
     /// [`SetTable::prefetch`] that also returns where the probe of an IPv4 `ip` starts, so that
@@ -525,14 +527,14 @@ impl SetTable {
         };
         let a = u32::from(v4);
         let shard = self.shard_v4(a);
-        if let Some(Shard { data: Some(data), mask }) = shard {
+        if let Shard { data: Some(data), mask } = shard {
             // `Addr::slot` of an IPv4 address.
             let h = u64::from(a).wrapping_mul(HASH_MUL);
             if let Some(w) = data.get(2 * ((h >> 20) as usize & *mask as usize)) {
                 super::tree::prefetch(w);
             }
         }
-        Probe(shard)
+        Probe(Some(shard))
     }
 
     /// [`SetTable::members`] of `ip`, whose probe [`SetTable::start_probe`] started.
@@ -558,15 +560,15 @@ impl SetTable {
     /// [`SetTable::members`] of an IPv4 address: one hash, 32-bit compares.
     #[inline(always)]
     fn members_v4(&self, a: u32) -> Members<'_> {
-        self.members_v4_in(a, self.shard_v4(a))
+        self.members_v4_in(a, Some(self.shard_v4(a)))
     }
 
-    /// The shard holding IPv4 address `a`, if any.
+    /// The shard holding IPv4 address `a`.
     #[inline(always)]
-    fn shard_v4(&self, a: u32) -> Option<&Shard> {
+    fn shard_v4(&self, a: u32) -> &Shard {
         // `Addr::route` of an IPv4 address.
         let h = u64::from(a).wrapping_mul(HASH_MUL);
-        self.mids.get((h >> 58) as usize).and_then(|m| m.get(((h >> 52) & 63) as usize))
+        &self.mids[(h >> 58) as usize][((h >> 52) & 63) as usize]
     }
 
     /// [`SetTable::members_v4`] given `a`'s shard.
@@ -646,15 +648,9 @@ impl SetTable {
                 Err(p) => ids.insert(p, c.set),
             }
             let (x, y) = a.route();
-            if let Some(mid) = t.mids.get_mut(x) {
-                // `Arc<[T]>` has no `make_mut`: copy the 64 shard handles when shared.
-                if Arc::get_mut(mid).is_none() {
-                    *mid = mid.iter().cloned().collect();
-                }
-                if let Some(shard) = Arc::get_mut(mid).and_then(|m| m.get_mut(y)) {
-                    *shard = shard.with(a, &ids);
-                }
-            }
+            // Copies the 64 shard handles when the block is shared.
+            let mid = Arc::make_mut(&mut t.mids[x]);
+            mid[y] = mid[y].with(a, &ids);
         }
         for (v6, &again) in reindex.iter().enumerate() {
             if again {

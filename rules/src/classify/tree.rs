@@ -460,7 +460,7 @@ impl Arena {
         }
     }
 
-    /// Starts loading what reference `c` points to: a node, or a leaf's first entries.
+    /// Starts loading what reference `c` points to: a node's two lines, or a leaf's first entries.
     #[inline(always)]
     fn prefetch_ref(&self, c: u32) {
         if c & LEAF != 0 {
@@ -472,7 +472,10 @@ impl Arena {
                 prefetch(e);
             }
         } else {
-            prefetch(self.node_at(c));
+            // Both lines: the step reads the thresholds, then the child reference in the second.
+            let n = self.node_at(c);
+            prefetch(&n.thr);
+            prefetch(&n.kids);
         }
     }
 
