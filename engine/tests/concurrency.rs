@@ -808,23 +808,7 @@ proptest::proptest! {
                     };
                     let offset = if *first { 0 } else { u16::from(*offset) * 8 };
                     let more = *first || *more;
-                    let total = (20 + payload.len()) as u16;
-                    let flags_off = (offset / 8) | if more { 0x2000 } else { 0 };
-                    let mut ip = vec![0x45, 0];
-                    ip.extend_from_slice(&total.to_be_bytes());
-                    ip.extend_from_slice(&u16::from(*dgram).to_be_bytes());
-                    ip.extend_from_slice(&flags_off.to_be_bytes());
-                    ip.extend_from_slice(&[64, 17, 0, 0]);
-                    ip.extend_from_slice(&vm.ip.octets());
-                    ip.extend_from_slice(&srv.ip.octets());
-                    let c = pktio::build::checksum(&[&ip]);
-                    ip[10..12].copy_from_slice(&c.to_be_bytes());
-                    ip.extend_from_slice(&payload);
-                    let mut f = srv.mac.to_vec();
-                    f.extend_from_slice(&vm.mac);
-                    f.extend_from_slice(&[8, 0]);
-                    f.extend_from_slice(&ip);
-                    (f, None)
+                    (pktio::build::ipv4_fragment(&vm, &srv, 17, u16::from(*dgram), offset, more, &payload), None)
                 }
                 Mixed::IcmpError { server: i } => match &last_sent[usize::from(*i)] {
                     Some(q) => {

@@ -253,23 +253,7 @@ fn reject_answers_with_a_reset_and_logged_rules_write_pkt_and_term_lines() {
 
 /// An IPv4 fragment of a UDP datagram id `id` from A to B: `offset` in bytes, `payload` its data.
 fn fragment(id: u16, offset: u16, more: bool, payload: &[u8]) -> Vec<u8> {
-    let total = (20 + payload.len()) as u16;
-    let flags_off = (offset / 8) | if more { 0x2000 } else { 0 };
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&id.to_be_bytes());
-    ip.extend_from_slice(&flags_off.to_be_bytes());
-    ip.extend_from_slice(&[64, 17, 0, 0]);
-    ip.extend_from_slice(&A.ip.octets());
-    ip.extend_from_slice(&B.ip.octets());
-    let c = pktio::build::checksum(&[&ip]);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip.extend_from_slice(payload);
-    let mut f = B.mac.to_vec();
-    f.extend_from_slice(&A.mac);
-    f.extend_from_slice(&[8, 0]);
-    f.extend_from_slice(&ip);
-    f
+    pktio::build::ipv4_fragment(&A, &B, 17, id, offset, more, payload)
 }
 
 /// The first fragment: UDP header (8 bytes, port `dport`) plus 16 bytes of data.

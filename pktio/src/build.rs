@@ -139,6 +139,28 @@ pub fn icmp_echo_v4(src: &Host, dst: &Host, ip_id: u16, reply: bool, ident: u16,
     ethernet(dst.mac, src.mac, ethertype::IPV4, &ipv4(src.ip, dst.ip, ipproto::ICMP, ip_id, &m))
 }
 
+/// One fragment of an IPv4 datagram of protocol `proto`, id `id`: `payload` at byte `offset` (a multiple
+/// of 8) of the datagram, more fragments following when `more`. The first fragment (offset 0) carries
+/// the transport header in its payload, as the caller builds it.
+pub fn ipv4_fragment(
+    src: &Host,
+    dst: &Host,
+    proto: u8,
+    id: u16,
+    offset: u16,
+    more: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut ip = ipv4(src.ip, dst.ip, proto, id, payload);
+    // Flags and offset in place of `ipv4`'s don't-fragment flag, then the checksum again.
+    let flags_off = (offset / 8) | if more { 0x2000 } else { 0 };
+    ip[6..8].copy_from_slice(&flags_off.to_be_bytes());
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&[&ip[..20]]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ethernet(dst.mac, src.mac, ethertype::IPV4, &ip)
+}
+
 /// A bare Ethernet/IPv4 packet of protocol `proto` carrying `payload` as is (no transport header is
 /// built): for protocols dfw only matches by number.
 pub fn raw_v4(src: &Host, dst: &Host, ip_id: u16, proto: u8, payload: &[u8]) -> Vec<u8> {
@@ -220,6 +242,22 @@ pub fn arp(src: &Host, target: Ipv4Addr, reply_to: Option<&Host>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv4_fragment_parses_back_as_that_fragment() {
+        let a = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+        let b = Host { mac: [2, 0, 0, 0, 0, 2], ip: Ipv4Addr::new(10, 0, 0, 2) };
+        for (offset, more) in [(8, true), (24, false)] {
+            let f = ipv4_fragment(&a, &b, ipproto::UDP, 77, offset, more, &[0xbb; 16]);
+            assert_eq!(checksum(&[&f[14..34]]), 0, "header checksum");
+            let p = crate::parse_frame(crate::LinkType::Ethernet, &f, f.len() as u32).unwrap();
+            let ip = p.ip.unwrap();
+            let frag = ip.frag.unwrap();
+            assert_eq!((frag.offset, frag.more, frag.id, frag.len), (offset, more, 77, 16));
+            assert_eq!((ip.src, ip.dst, ip.proto), (a.ip.into(), b.ip.into(), ipproto::UDP));
+            assert_eq!((p.src_mac.0, p.dst_mac.0), (a.mac, b.mac));
+        }
+    }
 
     #[test]
     fn checksums_verify_to_zero() {
