@@ -284,4 +284,12 @@ fn bench_replay_refuses_bad_arguments_with_a_reason() {
     }
     let o = dfw(&["bench", "replay", "--policy", &policy, "--no-tcpdump", "/nonexistent.pcap"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nonexistent"));
+    // A capture of no frame gives no rate.
+    let dir = scratch("bench-empty");
+    let empty = dir.join("empty.pcap");
+    let header = pktio::capture::PcapWriter::new(Vec::new(), pktio::LinkType::Ethernet, 65_535).unwrap();
+    std::fs::write(&empty, header.into_inner()).unwrap();
+    let o = dfw(&["bench", "replay", "--policy", &policy, "--no-tcpdump", empty.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no frame"), "{err}");
 }

@@ -105,6 +105,9 @@ pub fn bench(args: &BenchReplayArgs) -> Result<ExitCode> {
     }
     // Results do not depend on the worker count, nor on the round.
     let first = runs[0][0];
+    if first.frames == 0 {
+        bail!("{}: the capture holds no frame: nothing to time", args.capture.display());
+    }
     for (i, rs) in runs.iter().enumerate() {
         for r in rs {
             if (r.frames, r.passed, r.dropped) != (first.frames, first.passed, first.dropped) {
