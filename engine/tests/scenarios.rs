@@ -208,6 +208,36 @@ fn timers_expire_connections_on_the_packet_clock() {
     assert!(l.counters().expired >= 2);
 }
 
+/// The clock moves without a frame (what the live dataplane does while idle): an expired connection is
+/// reclaimed then, at the first move into a second after its expiry, with its TERM line; a logged
+/// connection still alive is not.
+#[test]
+fn the_clock_reclaims_expired_connections_without_a_frame() {
+    let mut l = lab(
+        "    rule 10 at 1 in protocol any from addrset clients to any accept with log;",
+        "  timeout udp.first 5;\n  timeout tcp.first 60;",
+    );
+    l.send(&udp_v4(&A, &B, 1, 3333, 53, b"q"), 0.0);
+    l.send(&seg(&A, &B, 6000, 80, 1, 0, SYN), 0.0);
+    let at = |t: u64| (1_000_000 + t) * 1_000_000_000;
+    let snap = l.engine.snapshot();
+    let terms = |l: &Lab| l.rec.logs.iter().filter(|line| line.contains(" TERM ")).count();
+    // Still within udp.first: nothing goes.
+    assert!(!l.engine.worker().tick(&snap, at(4), &mut l.rec));
+    assert_eq!((l.counters().expired, terms(&l)), (0, 0));
+    // Past it: the UDP flow goes, with its TERM line; the SYN's flow (60 s) stays.
+    assert!(l.engine.worker().tick(&snap, at(6), &mut l.rec));
+    assert_eq!((l.counters().expired, terms(&l)), (1, 1), "{:?}", l.rec.logs);
+    assert!(
+        l.rec.logs.iter().any(|line| line.contains(" TERM ") && line.contains("UDP")),
+        "{:?}",
+        l.rec.logs
+    );
+    assert_eq!(l.engine.worker_ref().connections(0), 1);
+    // Within the same second again: the clock does not look twice.
+    assert!(!l.engine.worker().tick(&snap, at(6) + 500_000_000, &mut l.rec));
+}
+
 #[test]
 fn a_full_table_refuses_new_connections_with_state_limit() {
     let mut l = lab(ALLOW_IN_FROM_CLIENTS, "  maxConnections 2;");
