@@ -151,7 +151,6 @@ pub struct Expiry<'t> {
     at: &'t mut u32,
     scheduled: &'t mut u32,
     due: &'t mut BinaryHeap<Reverse<(u32, u32)>>,
-    next_due: &'t mut u32,
     pos: u32,
 }
 
@@ -173,7 +172,6 @@ impl Expiry<'_> {
         if earlier && at < *self.scheduled {
             *self.scheduled = at;
             self.due.push(Reverse((at, self.pos)));
-            *self.next_due = (*self.next_due).min(at);
         }
     }
 }
@@ -207,8 +205,6 @@ pub struct FlowTable<V> {
     due: BinaryHeap<Reverse<(u32, u32)>>,
     /// Per slot, the second its live heap item is for (0: none).
     scheduled: Vec<u32>,
-    /// The heap's earliest second (`u32::MAX`: empty), kept at hand: every frame asks for it.
-    next_due: u32,
 }
 
 fn tag(hash: u64) -> u64 {
@@ -229,7 +225,6 @@ impl<V> FlowTable<V> {
             limit,
             due: BinaryHeap::new(),
             scheduled: Vec::new(),
-            next_due: u32::MAX,
         }
     }
 
@@ -379,7 +374,6 @@ impl<V> FlowTable<V> {
             at: &mut self.expires[pos],
             scheduled: &mut self.scheduled[pos],
             due: &mut self.due,
-            next_due: &mut self.next_due,
             pos: pos as u32,
         };
         Some((&mut slot.value, expiry))
@@ -533,21 +527,19 @@ impl<V> FlowTable<V> {
     fn schedule(&mut self, pos: usize, at: u32) {
         self.scheduled[pos] = at;
         self.due.push(Reverse((at, pos as u32)));
-        self.next_due = self.next_due.min(at);
         // Stale items (of entries removed or rescheduled since) leave the heap when their second
         // comes; should removals outpace that, rebuild it from the live ones, so it stays within a
         // few times the table's size.
         if self.due.len() > 2 * self.len + 1024 {
             let live = self.scheduled.iter().enumerate().filter(|(_, &at)| at != 0);
             self.due = live.map(|(pos, &at)| Reverse((at, pos as u32))).collect();
-            self.next_due = self.due.peek().map_or(u32::MAX, |Reverse((at, _))| *at);
         }
     }
 
     /// The earliest second some entry may expire at (`u32::MAX`: none); nothing expires before it.
     #[inline]
     pub fn next_due(&self) -> u32 {
-        self.next_due
+        self.due.peek().map_or(u32::MAX, |Reverse((at, _))| *at)
     }
 
     /// Removes every entry expired at `now_s` (its expiry second is at most `now_s`) and returns them
@@ -573,7 +565,6 @@ impl<V> FlowTable<V> {
                 self.schedule(pos, exp);
             }
         }
-        self.next_due = self.due.peek().map_or(u32::MAX, |Reverse((at, _))| *at);
         gone.sort_by_key(|e| e.key);
         gone
     }
@@ -587,7 +578,6 @@ impl<V> FlowTable<V> {
         }
         self.buckets.iter_mut().for_each(|b| *b = 0);
         self.due.clear();
-        self.next_due = u32::MAX;
     }
 
     /// Every entry (key and value) with its expiry second.
