@@ -175,7 +175,9 @@ impl Route {
     }
 }
 
-/// True when `now_ns` is not in the second that starts at `second_ns`.
+/// True when `now_ns` is not in the second that starts at `second_ns` (always when `second_ns` is
+/// `u64::MAX`, no second yet, but for a time within the first second of the epoch, when nothing can
+/// have expired).
 #[inline(always)]
 pub(crate) fn in_other_second(now_ns: u64, second_ns: u64) -> bool {
     now_ns.wrapping_sub(second_ns) >= filter::NS
@@ -526,7 +528,7 @@ impl Worker {
     /// number of workers. True when something was reclaimed (and reported to `sink`).
     #[inline]
     pub fn tick(&mut self, snap: &Snapshot, now_ns: u64, sink: &mut impl Sink) -> bool {
-        if !self.enters_second(now_ns) {
+        if !in_other_second(now_ns, self.clock_ns) {
             return false;
         }
         self.clock_ns = now_ns - now_ns % filter::NS;
@@ -535,13 +537,6 @@ impl Worker {
             self.tick_due(snap, now_ns, sink);
         }
         due
-    }
-
-    /// True when `now_ns` is outside the second this worker's clock is in (always, before the first
-    /// tick, but for a time within the first second of the epoch, when nothing can have expired).
-    #[inline(always)]
-    pub(crate) fn enters_second(&self, now_ns: u64) -> bool {
-        in_other_second(now_ns, self.clock_ns)
     }
 
     #[cold]

@@ -183,20 +183,10 @@ impl Sink for Collect {
 }
 
 impl FrameEvents {
-    /// Puts what a replay's end reports (TERM lines of connections reclaimed then, and held fragments
-    /// dropped) in an order that depends on neither the table's layout nor the worker count: TERM lines
-    /// by time, filter and flow, decisions by frame and filter.
-    fn end_order(&mut self) {
-        self.decisions.sort_by_key(|(d, _)| (d.frame, d.filter));
-        self.logs.sort_by_key(|l| match l {
-            LogRecord::Term { ts_ns, filter_hash, flow, .. } => (*ts_ns, *filter_hash, Some(*flow)),
-            LogRecord::Packet { ts_ns, filter_hash, flow, .. } => (*ts_ns, *filter_hash, Some(*flow)),
-        });
-    }
-
-    /// Puts what one packet-clock tick reclaimed (from one worker or several) in one order whatever the
-    /// number of workers: fragment drops by filter and frame, TERM lines by filter and flow.
-    fn tick_order(&mut self) {
+    /// Puts what packet clocks reclaimed at one point (from one worker or several: at a frame, or at
+    /// the replay's end) in one order whatever the number of workers: fragment drops by filter and
+    /// frame, TERM lines by filter and flow.
+    fn reclaimed_order(&mut self) {
         self.decisions.sort_by_key(|(d, _)| (d.filter, d.frame));
         self.logs.sort_by_key(|l| match l {
             LogRecord::Term { filter_hash, flow, .. } | LogRecord::Packet { filter_hash, flow, .. } => {
@@ -346,7 +336,7 @@ fn replay_inline(
         summary.outcome(o);
     }
     if want_events {
-        collect.events.end_order();
+        collect.events.reclaimed_order();
         deliver(&collect.events, on_event);
     }
     finish_counters(summary, &[&worker]);
@@ -529,7 +519,7 @@ fn run_batch(
                 summary.outcome(o);
             }
             if want_events {
-                collect.events.tick_order();
+                collect.events.reclaimed_order();
                 deliver(&collect.events, on_event);
             }
             collect.events = FrameEvents::default();
@@ -685,7 +675,7 @@ fn replay_parallel(
         ws.push(w);
     }
     if want_events {
-        end.end_order();
+        end.reclaimed_order();
         deliver(&end, on_event);
     }
     let refs: Vec<&Worker> = ws.iter().collect();
@@ -1069,7 +1059,7 @@ impl Reorder {
                         summary.outcome(*o);
                     }
                     if want {
-                        events.tick_order();
+                        events.reclaimed_order();
                         deliver(&events, on_event);
                     }
                 }
