@@ -188,11 +188,10 @@ impl FilterState {
         Some(e)
     }
 
-    /// True when [`FilterState::tick`] has something to reclaim at packet-clock time `now_ns` (asked
-    /// before every frame, so compared in nanoseconds rather than worked out in seconds).
+    /// True when [`FilterState::tick`] has something to reclaim at packet-clock second `now_s`.
     #[inline(always)]
-    pub(crate) fn due(&self, now_ns: u64) -> bool {
-        now_ns >= u64::from(self.conns.next_due()) * NS || self.frags.due_ns(now_ns)
+    pub(crate) fn due(&self, now_s: u32) -> bool {
+        self.conns.next_due() <= now_s || self.frags.due(now_s)
     }
 
     /// Reclaims what has expired by `now_ns`: connections (TERM lines for logged ones, in key order),

@@ -230,12 +230,6 @@ impl FragTable {
         now_s >= self.next_expiry && !self.map.is_empty()
     }
 
-    /// [`FragTable::due`] at packet-clock time `now_ns`.
-    #[inline(always)]
-    pub fn due_ns(&self, now_ns: u64) -> bool {
-        now_ns >= u64::from(self.next_expiry) * 1_000_000_000 && !self.map.is_empty()
-    }
-
     #[cold]
     fn expire_due(&mut self, now_s: u32) -> Vec<Held> {
         let mut out = Vec::new();

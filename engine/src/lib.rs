@@ -532,7 +532,8 @@ impl Worker {
             return false;
         }
         self.clock_ns = now_ns - now_ns % filter::NS;
-        let due = self.states.iter().any(|s| s.due(now_ns));
+        let now_s = filter::secs(now_ns);
+        let due = self.states.iter().any(|s| s.due(now_s));
         if due {
             self.tick_due(snap, now_ns, sink);
         }
