@@ -776,7 +776,9 @@ impl<'v, 'a> Lane<'v, 'a> {
             pipe.filling.push(w, snap, f, frame.wire_len);
         }
         pipe.advance(|b| flush(w, b, snap, collect, counts, out, *want_events));
-        self.second_ns = frame.ts_nanos - frame.ts_nanos % crate::filter::NS;
+        if crate::in_other_second(frame.ts_nanos, self.second_ns) {
+            self.second_ns = frame.ts_nanos - frame.ts_nanos % crate::filter::NS;
+        }
         if self.want_events && self.out.frames.len() >= 256 {
             self.send();
         }
