@@ -1,11 +1,15 @@
 //! Replaying a capture file through the engine, with optional policy switches at given frames or times,
 //! on one thread or on several workers.
 //!
-//! With N > 1 workers each worker walks the mapped capture itself and decides the frames whose
-//! connection it owns (the symmetric hash of the address pair, so both directions, ICMP errors and
-//! fragments of a flow meet the same worker); no frame is copied between threads. (A design where one
-//! worker reads the capture and hands the others their frames over channels ran fewer instructions but
-//! was slower: the other core then reads every frame from the reader's cache. See BENCHMARKS.md.)
+//! With N > 1 workers each worker decides the frames whose connection it owns (the symmetric hash of
+//! the address pair, so both directions, ICMP errors and fragments of a flow meet the same worker).
+//! The workers take turns at reading the mapped capture, a chunk of 4,096 frames each: the walker of
+//! a chunk reads every frame of it, tells its owner, and sends each other worker the list of its frames
+//! there (references into the map: no frame is copied). A worker skips the chunks it does not walk by
+//! reading only each record's length, which also brings their lines into its cache before it decides
+//! its frames in them. (Earlier designs: every worker reading every frame cost each about 25 more
+//! instructions per capture frame; one worker reading for all was slower by the clock, the other core
+//! then reading every frame from the reader's cache. See BENCHMARKS.md.)
 //! Policy versions are built before the workers start, so a switch takes effect at exactly the same
 //! frame whatever N is. Workers send per-frame events back in batches over a crossbeam channel; the
 //! calling thread puts them in frame order. Results do not depend on N (except which frames are
@@ -15,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use pktio::capture::{Capture, CaptureError, CaptureFrame};
+use pktio::capture::{Capture, CaptureError, CaptureFrame, Frames};
 use pktio::{LinkType, Packet, ParseError, PlainTcp};
 use rules::Policy;
 
@@ -224,9 +228,24 @@ pub fn replay(
     switches: &[Switch],
     workers: usize,
     want_events: bool,
+    on_event: impl FnMut(Event<'_>),
+) -> Result<ReplaySummary, ReplayError> {
+    replay_chunked(capture, engine, switches, workers, want_events, CHUNK, on_event)
+}
+
+/// [`replay`], with several workers taking turns at walking the capture in chunks of `chunk` frames
+/// rather than the usual 4,096 (tests use small chunks, to meet every edge between chunks often).
+#[doc(hidden)]
+pub fn replay_chunked(
+    capture: &Capture,
+    engine: &mut Engine,
+    switches: &[Switch],
+    workers: usize,
+    want_events: bool,
+    chunk: u64,
     mut on_event: impl FnMut(Event<'_>),
 ) -> Result<ReplaySummary, ReplayError> {
-    let workers = workers.max(1);
+    let (workers, chunk) = (workers.max(1), chunk.max(1));
     let mut summary = ReplaySummary { workers, ..ReplaySummary::default() };
     // Without `want_events` nothing is delivered, on any number of workers.
     let mut on_event = |ev: Event<'_>| {
@@ -237,7 +256,8 @@ pub fn replay(
     if workers == 1 {
         replay_inline(capture, engine, switches, want_events, &mut summary, &mut on_event)?;
     } else {
-        replay_parallel(capture, engine, switches, workers, want_events, &mut summary, &mut on_event)?;
+        let how = Parallel { n: workers, chunk };
+        replay_parallel(capture, engine, switches, how, want_events, &mut summary, &mut on_event)?;
     }
     Ok(summary)
 }
@@ -410,16 +430,6 @@ impl<'a> InlineBatch<'a> {
         }
     }
 
-    /// Adds a frame already parsed into the next slot (by [`InlineBatch::slot`]), routing it.
-    #[inline]
-    fn push_parsed(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>) {
-        let i = self.frames.len();
-        let route = Route::of(snap, &self.pkts[i]);
-        worker.prefetch_index(snap, &route);
-        self.slots[i] = Read::Parsed(route);
-        self.frames.push(f);
-    }
-
     /// Starts loading the batch's connection entries (their index lines were requested as the frames
     /// came in). All in one tight loop: the CPU overlaps the index-line reads that locating them takes
     /// (measured faster than requesting each a few frames ahead of its use).
@@ -457,12 +467,6 @@ impl<'a> InlineBatch<'a> {
         let i = self.frames.len();
         self.frames.push(f);
         self.slots[i] = Read::Tick;
-    }
-
-    /// The slot the next frame goes into.
-    fn slot(&mut self) -> &mut Packet {
-        let i = self.frames.len();
-        &mut self.pkts[i]
     }
 
     fn clear(&mut self) {
@@ -561,6 +565,13 @@ impl Done {
     }
 }
 
+/// How a parallel replay shares the capture out: `n` workers walking chunks of `chunk` frames in turn.
+#[derive(Debug, Clone, Copy)]
+struct Parallel {
+    n: usize,
+    chunk: u64,
+}
+
 /// A policy version of a parallel replay: in force from frame `from` on.
 struct Version {
     from: u64,
@@ -577,7 +588,7 @@ fn replay_parallel(
     capture: &Capture,
     engine: &mut Engine,
     switches: &[Switch],
-    n: usize,
+    Parallel { n, chunk }: Parallel,
     want_events: bool,
     summary: &mut ReplaySummary,
     on_event: &mut impl FnMut(Event<'_>),
@@ -624,15 +635,27 @@ fn replay_parallel(
     let workers: Vec<(Worker, Sender<Done>)> =
         (0..n).map(|_| (engine.new_worker(), done_tx.clone())).collect();
     drop(done_tx);
+    // The chunks each worker walks, to each other worker: `to[walker][w]`, `from[w][walker]`.
+    let mut to: Vec<Vec<Option<Sender<Chunk<'_>>>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut from: Vec<Vec<Option<Receiver<Chunk<'_>>>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    for walker in 0..n {
+        for w in (0..n).filter(|&w| w != walker) {
+            let (tx, rx) = unbounded();
+            to[walker][w] = Some(tx);
+            from[w][walker] = Some(rx);
+        }
+    }
     let finished = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(n);
-        for (me, (w, tx)) in workers.into_iter().enumerate() {
+        for (me, ((w, tx), (to, from))) in workers.into_iter().zip(to.into_iter().zip(from)).enumerate() {
             // The lane's batches are allocated on the worker's own thread, so no line of them sits
             // beside another worker's (they are written for every frame).
-            handles
-                .push(scope.spawn(move || {
-                    walk(capture, Lane::new(w, me, versions, want_events, tx), me, n, frames)
-                }));
+            handles.push(scope.spawn(move || {
+                let walker = Walker::new(capture, me, Parallel { n, chunk }, frames, to);
+                walk(Lane::new(w, me, versions, want_events, tx), walker, from)
+            }));
         }
         for done in done_rx.iter() {
             for (number, reason) in done.malformed {
@@ -709,10 +732,6 @@ struct Lane<'v, 'a> {
     second_ns: u64,
 }
 
-/// With events wanted, a worker reports how far it has got at least every this many frames, so that
-/// the calling thread can put events in order without holding many.
-const PROGRESS_EVERY: u64 = 4096;
-
 impl<'v, 'a> Lane<'v, 'a> {
     fn new(
         w: Worker,
@@ -763,18 +782,13 @@ impl<'v, 'a> Lane<'v, 'a> {
         self.next_switch = versions.get(*v + 1).map_or(u64::MAX, |next| next.from);
     }
 
-    /// Takes frame `number`: parses and routes it into the next slot, or, when `parsed`, routes what
-    /// is already there.
+    /// Takes frame `number`: parses and routes it into the next slot.
     #[inline(always)]
-    fn push(&mut self, number: u64, frame: &CaptureFrame<'a>, parsed: bool) {
+    fn push(&mut self, number: u64, frame: &CaptureFrame<'a>) {
         let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
         let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
         let snap = &versions[*v].snap;
-        if parsed {
-            pipe.filling.push_parsed(w, snap, f);
-        } else {
-            pipe.filling.push(w, snap, f, frame.wire_len);
-        }
+        pipe.filling.push(w, snap, f, frame.wire_len);
         pipe.advance(|b| flush(w, b, snap, collect, counts, out, *want_events));
         if crate::in_other_second(frame.ts_nanos, self.second_ns) {
             self.second_ns = frame.ts_nanos - frame.ts_nanos % crate::filter::NS;
@@ -804,11 +818,10 @@ impl<'v, 'a> Lane<'v, 'a> {
         self.second_ns = frame.ts_nanos - frame.ts_nanos % crate::filter::NS;
     }
 
-    /// Every frame up to `number` walked: with events wanted, now and then decides what is held and
-    /// tells the calling thread it has everything of this worker's up to there.
-    #[inline]
+    /// Every frame up to `number` taken: with events wanted, decides what is held and tells the
+    /// calling thread it has everything of this worker's up to there.
     fn walked(&mut self, number: u64) {
-        if self.want_events && number.is_multiple_of(PROGRESS_EVERY) {
+        if self.want_events {
             let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
             let snap = &versions[*v].snap;
             pipe.drain(|b| flush(w, b, snap, collect, counts, out, *want_events));
@@ -848,61 +861,191 @@ impl<'v, 'a> Lane<'v, 'a> {
     }
 }
 
-/// One worker of a parallel replay: walks the whole capture and decides the frames it owns. Most
-/// frames tell their owner from the IP header alone ([`peek_route_hash`]); the rest (ICMP errors, which
-/// route by the addresses they quote, ARP, other links) are parsed by every worker, and a frame that
-/// does not parse is reported by worker 0.
-fn walk<'a>(capture: &'a Capture, mut lane: Lane<'_, 'a>, me: usize, n: usize, frames: u64) -> Finished {
-    let mut scratch = Packet::default();
-    let (mut seen, mut last_ts, mut error) = (0, 0, None);
-    for (i, frame) in capture.frames().enumerate() {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                // Worker 0 reports a damaged capture; the others just stop there too.
-                if me == 0 {
-                    error = Some(e);
-                }
+/// Frames per chunk of a parallel replay. Workers take turns reading chunks of the capture: the
+/// walker of a chunk reads each of its frames, tells its owner, and hands every worker its part; each
+/// worker then decides its frames of every chunk, in order. (With events wanted, a worker also reports
+/// how far it has got after every chunk, so the calling thread can put events in order without
+/// holding many.)
+const CHUNK: u64 = 4096;
+
+/// One frame of a walked chunk, as one worker is to take it.
+struct Item<'a> {
+    number: u64,
+    frame: CaptureFrame<'a>,
+    /// The worker owns the frame. Otherwise the frame only moves the worker's packet clock: it is
+    /// another worker's (or did not parse) and may start a second.
+    own: bool,
+}
+
+/// What the walker of a chunk hands one worker: its frames of the chunk, and the frames that may start
+/// a second, in frame order.
+struct Chunk<'a> {
+    items: Vec<Item<'a>>,
+    /// The number and timestamp of the chunk's last frame, if it has any.
+    last: Option<(u64, u64)>,
+    /// The capture ends in this chunk: at its end, at a damaged record, or at the frame limit.
+    end: bool,
+}
+
+/// A worker's reader of the capture: it walks the worker's own chunks (every `n`th, from the `me`th)
+/// and skips the others, which cost it only a read of each record's length.
+struct Walker<'a> {
+    reader: Frames<'a>,
+    /// The chunk the reader stands at the start of.
+    at: u64,
+    me: usize,
+    n: usize,
+    /// Frames per chunk.
+    chunk: u64,
+    /// No frame after this one is replayed (the capture's end found beforehand, or `u64::MAX`).
+    limit: u64,
+    /// Where each other worker's parts go (`None` at this worker's own place).
+    to: Vec<Option<Sender<Chunk<'a>>>>,
+    scratch: Packet,
+    /// The read error that ended the capture, when this worker's chunk met it.
+    error: Option<CaptureError>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(
+        capture: &'a Capture,
+        me: usize,
+        Parallel { n, chunk }: Parallel,
+        limit: u64,
+        to: Vec<Option<Sender<Chunk<'a>>>>,
+    ) -> Walker<'a> {
+        let reader = capture.frames();
+        Walker { reader, at: 0, me, n, chunk, limit, to, scratch: Packet::default(), error: None }
+    }
+
+    /// Walks chunk `c` (this worker's), sends every other worker its part and returns this worker's.
+    /// `None` when the capture ends before chunk `c` (whoever walks the chunk it ends in says so).
+    fn own(&mut self, c: u64, lane: &mut Lane<'_, 'a>) -> Option<Chunk<'a>> {
+        let skip = (c - self.at) * self.chunk;
+        if self.reader.skip_frames(skip) < skip {
+            return None;
+        }
+        let mut parts = self.walk(c, lane);
+        self.at = c + 1;
+        for (w, to) in self.to.iter().enumerate() {
+            if let Some(to) = to {
+                // A worker gone has stopped for good (it panicked; joining it reports that).
+                let _ = to.send(std::mem::replace(
+                    &mut parts[w],
+                    Chunk { items: Vec::new(), last: None, end: true },
+                ));
+            }
+        }
+        Some(parts.swap_remove(self.me))
+    }
+
+    /// Reads chunk `c` (the reader stands at its start): each frame goes to its owner, found from the
+    /// IP header alone where [`peek_route_hash`] can, else by parsing (ICMP errors route by the
+    /// addresses they quote; ARP and other links by their own). A frame that does not parse is
+    /// reported here, by its chunk's walker. Every frame that may start a second goes to every other
+    /// worker too, to move its packet clock (the first of the chunk, and each in another second than
+    /// the frame before: the workers' clocks stand at the previous frame's second, as each took that
+    /// frame or its tick).
+    fn walk(&mut self, c: u64, lane: &mut Lane<'_, 'a>) -> Vec<Chunk<'a>> {
+        let n = self.n;
+        let mut parts: Vec<Chunk<'a>> = (0..n)
+            // A frame is one item of each part at most: room for a whole chunk never grows.
+            .map(|_| Chunk { items: Vec::with_capacity(self.chunk as usize), last: None, end: false })
+            .collect();
+        let (mut last, mut end, mut second) = (None, false, u64::MAX);
+        let first = c * self.chunk + 1;
+        for number in first..first + self.chunk {
+            if number > self.limit {
+                end = true;
                 break;
             }
-        };
-        let number = i as u64 + 1;
-        if number > frames {
-            break;
-        }
-        seen = number;
-        last_ts = frame.ts_nanos;
-        match peek_route_hash(frame.link, frame.data) {
-            Some(h) => {
-                if owner(h, n) == me {
-                    lane.switch_before(number);
-                    lane.push(number, &frame, false);
-                } else {
-                    lane.tick(number, &frame);
+            let frame = match self.reader.next() {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    self.error = Some(e);
+                    end = true;
+                    break;
+                }
+                None => {
+                    end = true;
+                    break;
+                }
+            };
+            last = Some((number, frame.ts_nanos));
+            let owner = match peek_route_hash(frame.link, frame.data) {
+                Some(h) => Some(owner(h, n)),
+                None => match pktio::parse_into(frame.link, frame.data, frame.wire_len, &mut self.scratch) {
+                    Ok(()) => Some(owner(route_hash(&self.scratch), n)),
+                    Err(e) => {
+                        lane.malformed(number, &e);
+                        None
+                    }
+                },
+            };
+            if let Some(o) = owner {
+                parts[o].items.push(Item { number, frame, own: true });
+            }
+            if crate::in_other_second(frame.ts_nanos, second) {
+                second = frame.ts_nanos - frame.ts_nanos % crate::filter::NS;
+                for (w, part) in parts.iter_mut().enumerate() {
+                    if Some(w) != owner {
+                        part.items.push(Item { number, frame, own: false });
+                    }
                 }
             }
-            None => match pktio::parse_into(frame.link, frame.data, frame.wire_len, &mut scratch) {
-                Ok(()) => {
-                    if owner(route_hash(&scratch), n) == me {
-                        lane.switch_before(number);
-                        *lane.pipe.filling.slot() = scratch;
-                        lane.push(number, &frame, true);
-                    } else {
-                        lane.tick(number, &frame);
-                    }
-                }
-                Err(e) => {
-                    // Every worker's clock moves at a damaged frame too (one worker's does inline).
-                    lane.tick(number, &frame);
-                    if me == 0 {
-                        lane.malformed(number, &e);
-                    }
-                }
-            },
         }
-        lane.walked(number);
+        for part in &mut parts {
+            part.last = last;
+            part.end = end;
+        }
+        parts
     }
-    lane.finish(seen, last_ts, error)
+}
+
+/// One worker of a parallel replay: walks its own chunks of the capture ahead of deciding (so the other
+/// workers rarely wait for them), and decides its frames of every chunk in order, its own chunks' and
+/// those the other workers send.
+fn walk<'a>(
+    mut lane: Lane<'_, 'a>,
+    mut walker: Walker<'a>,
+    from: Vec<Option<Receiver<Chunk<'a>>>>,
+) -> Finished {
+    let (me, n) = (walker.me, walker.n);
+    let (mut seen, mut last_ts) = (0, 0);
+    let mut ahead = walker.own(me as u64, &mut lane);
+    for c in 0.. {
+        let walked_by = (c % n as u64) as usize;
+        let chunk = if walked_by == me {
+            // Not reached without one: the chunk the capture ends in comes first and says so.
+            let Some(mine) = ahead.take() else { break };
+            if !mine.end {
+                ahead = walker.own(c + n as u64, &mut lane);
+            }
+            mine
+        } else {
+            match from[walked_by].as_ref().map(Receiver::recv) {
+                Some(Ok(chunk)) => chunk,
+                // That worker has stopped (it panicked; joining it reports that).
+                _ => break,
+            }
+        };
+        for item in &chunk.items {
+            if item.own {
+                lane.switch_before(item.number);
+                lane.push(item.number, &item.frame);
+            } else {
+                lane.tick(item.number, &item.frame);
+            }
+        }
+        if let Some((number, ts)) = chunk.last {
+            (seen, last_ts) = (number, ts);
+        }
+        if chunk.end {
+            break;
+        }
+        lane.walked((c + 1) * walker.chunk);
+    }
+    lane.finish(seen, last_ts, walker.error)
 }
 
 /// The worker (of `n`) that owns frames whose route hash is `h`: a multiply and shift rather than a

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use engine::filter::{FrameRef, Sink};
 use engine::log::LogRecord;
-use engine::replay::{replay, Event};
+use engine::replay::{replay, replay_chunked, Event};
 use engine::{Decision, Engine, FilterConfig};
 use pktio::build::{udp_v4, Host};
 use pktio::{parse_frame, Capture, LinkType};
@@ -631,12 +631,13 @@ proptest::proptest! {
     /// numbers, odd flag sets, RSTs, FINs, zero windows, idle gaps past the short timers), as a
     /// capture, with up to three policy switches at random frames (web allowed or not, connections
     /// revalidated or kept, some allowing rules logged): one worker with the fast paths and the lean
-    /// lane, one without them, and two workers give the same decisions frame by frame, the same
-    /// counters and the same connection tables.
+    /// lane, one without them, and two workers (walking the capture in chunks of a random few frames)
+    /// give the same decisions frame by frame, the same counters and the same connection tables.
     #[test]
     fn fast_paths_agree_with_the_full_path_on_random_segments(
         steps in proptest::collection::vec(step(), 1..120),
         switches in proptest::collection::vec((1..130u64, proptest::bool::ANY, proptest::bool::ANY, proptest::bool::ANY), 0..4),
+        chunk in 1..12u64,
     ) {
         use engine::replay::{Switch, SwitchPoint};
         use pktio::build::{tcp_v4, TcpSeg};
@@ -690,7 +691,7 @@ proptest::proptest! {
             let mut engine = Engine::new(&busy_policy()).unwrap();
             engine.set_fast_paths(fast);
             let (mut lines, mut terms) = (Vec::new(), Vec::new());
-            let s = replay(&cap, &mut engine, &switches, workers, true, |ev| match ev {
+            let s = replay_chunked(&cap, &mut engine, &switches, workers, true, chunk, |ev| match ev {
                 Event::Decision { decision: d, filter } => lines.push(decision_line(d, filter)),
                 Event::Switched { frame, generation, .. } => lines.push(format!("{frame} switch {generation}")),
                 Event::Log(l @ LogRecord::Term { .. }) => terms.push(l.clone()),
@@ -756,12 +757,14 @@ proptest::proptest! {
 
     /// TCP segments mixed with UDP, fragments (in and out of order, overlapping, never completed),
     /// ICMP errors quoting earlier frames, echoes and damaged frames, with time jumps: one worker
-    /// with and without the fast paths, two and three workers report the same decisions, damaged
-    /// frames, held and released fragments, counters and connections.
+    /// with and without the fast paths, two and three workers (walking the capture in chunks of a
+    /// random few frames) report the same decisions, damaged frames, held and released fragments,
+    /// counters and connections.
     #[test]
     fn workers_agree_on_random_mixed_frames(
         frames in proptest::collection::vec(mixed(), 1..150),
         switches in proptest::collection::vec((1..160u64, 0..4u8), 0..3),
+        chunk in 1..12u64,
     ) {
         use engine::replay::{Switch, SwitchPoint};
         use pktio::build::{icmp_echo_v4, reject_reply, tcp_v4, udp_v4, TcpSeg};
@@ -895,7 +898,7 @@ proptest::proptest! {
             let mut engine = Engine::new(&policy).unwrap();
             engine.set_fast_paths(fast);
             let mut lines = Vec::new();
-            let s = replay(&cap, &mut engine, &switches, workers, true, |ev| match ev {
+            let s = replay_chunked(&cap, &mut engine, &switches, workers, true, chunk, |ev| match ev {
                 Event::Decision { decision: d, filter } => lines.push(decision_line(d, filter)),
                 Event::Malformed { frame, reason } => lines.push(format!("{frame} malformed {}", reason.as_str())),
                 Event::Switched { frame, generation, label } => lines.push(format!("{frame} switch {generation} {label}")),

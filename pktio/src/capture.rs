@@ -494,6 +494,32 @@ impl<'a> Iterator for Frames<'a> {
 }
 
 impl<'a> Frames<'a> {
+    /// Moves past up to `count` frames without handing them out, as `count` calls of `next` would,
+    /// and returns how many it passed: fewer at the end of the capture or where it is damaged (a
+    /// damaged pcap record is left for `next` to report; pcapng damage ends the iteration unreported).
+    /// A pcap record costs only a read of its length, which lets several readers of one capture share
+    /// it out by runs of frames.
+    pub fn skip_frames(&mut self, count: u64) -> u64 {
+        let mut passed = 0;
+        if let State::Pcap { be, .. } = self.state {
+            while passed < count && !self.done {
+                let Some(rest) = self.data.get(self.offset..) else { break };
+                let Some(caplen) = read_u32(rest, 8, be) else { break };
+                let need = PCAP_RECORD_LEN.saturating_add(caplen as usize);
+                if rest.len() < need {
+                    break;
+                }
+                self.offset += need;
+                passed += 1;
+            }
+            return passed;
+        }
+        while passed < count && matches!(self.next(), Some(Ok(_))) {
+            passed += 1;
+        }
+        passed
+    }
+
     /// The next frame of any format, or the error that ends the iteration.
     fn next_any(&mut self) -> Option<Result<CaptureFrame<'a>, CaptureError>> {
         if self.done {

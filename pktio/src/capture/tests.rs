@@ -418,3 +418,41 @@ fn pcapng_errors() {
     let err = Capture::from_bytes(ng.out, "r.pcapng").unwrap().frames().next().unwrap().unwrap_err();
     assert!(matches!(err, CaptureError::BadBlock { defect: BlockDefect::TimestampResolution(20), .. }));
 }
+
+#[test]
+fn skip_passes_the_frames_next_would_give() {
+    let records: Vec<(u32, u32, &[u8], u32)> =
+        (0..7).map(|i| (i, 0, if i % 2 == 0 { FRAME_A } else { FRAME_B }, 60)).collect();
+    for be in [false, true] {
+        let cap = Capture::from_bytes(pcap(0xa1b2_c3d4, be, 1, &records), "s.pcap").unwrap();
+        let all = frames(&cap);
+        for first in 0..=8u64 {
+            let mut it = cap.frames();
+            assert_eq!(it.skip_frames(first), first.min(7));
+            let rest: Vec<_> = it.map(Result::unwrap).collect();
+            assert_eq!(rest, all[first.min(7) as usize..], "skip {first}, big-endian {be}");
+        }
+    }
+
+    // A damaged record stops the skip before it and is still reported by `next`.
+    let mut bytes = pcap(0xa1b2_c3d4, false, 1, &records[..3]);
+    bytes.truncate(bytes.len() - 10);
+    let cap = Capture::from_bytes(bytes, "d.pcap").unwrap();
+    let mut it = cap.frames();
+    assert_eq!(it.skip_frames(5), 2);
+    assert!(matches!(it.next(), Some(Err(CaptureError::Truncated { .. }))));
+    assert!(it.next().is_none());
+
+    // pcapng goes frame by frame, blocks that are not frames included.
+    let mut ng = Ng::new(false);
+    ng.idb(1, &[]);
+    ng.epb(0, 1, FRAME_A, 60);
+    ng.block(0x0000_0bad, &[1, 2, 3]);
+    ng.epb(0, 2, FRAME_B, 42);
+    ng.epb(0, 3, FRAME_A, 60);
+    let cap = Capture::from_bytes(ng.out, "s.pcapng").unwrap();
+    let mut it = cap.frames();
+    assert_eq!(it.skip_frames(2), 2);
+    assert_eq!(it.next().unwrap().unwrap().ts_nanos, 3000);
+    assert_eq!(it.skip_frames(1), 0);
+}
