@@ -759,12 +759,13 @@ proptest::proptest! {
     /// ICMP errors quoting earlier frames, echoes and damaged frames, with time jumps: one worker
     /// with and without the fast paths, two and three workers (walking the capture in chunks of a
     /// random few frames) report the same decisions, damaged frames, held and released fragments,
-    /// counters and connections.
+    /// counters and connections; a file cut short ends every one of them with the same error.
     #[test]
     fn workers_agree_on_random_mixed_frames(
         frames in proptest::collection::vec(mixed(), 1..150),
         switches in proptest::collection::vec((1..160u64, 0..4u8), 0..3),
         chunk in 1..12u64,
+        cut in proptest::option::weighted(0.2, 1..80usize),
     ) {
         use engine::replay::{Switch, SwitchPoint};
         use pktio::build::{icmp_echo_v4, reject_reply, tcp_v4, udp_v4, TcpSeg};
@@ -857,7 +858,13 @@ proptest::proptest! {
             now += 1_000_000;
             w.write_frame(now, &frame, wire.unwrap_or(frame.len() as u32)).unwrap();
         }
-        let cap = Capture::from_bytes(w.into_inner(), "mixed.pcap").unwrap();
+        let mut bytes = w.into_inner();
+        // Sometimes the file is cut short: frames before the damage are decided alike, and every
+        // worker count reports the damage.
+        if let Some(cut) = cut {
+            bytes.truncate(bytes.len().saturating_sub(cut).max(24));
+        }
+        let cap = Capture::from_bytes(bytes, "mixed.pcap").unwrap();
         // Variant 0 is the policy the replay starts with; the others drop one allowing rule each, or
         // keep connections across the change.
         let variant = |v: u8| {
@@ -906,8 +913,9 @@ proptest::proptest! {
                 Event::Log(l @ LogRecord::Packet { .. }) => lines.push(format!("0 {l:?}")),
                 _ => {}
             })
-            .unwrap();
-            (lines, s.passed, s.dropped, s.malformed, s.counters, s.connections)
+            .map(|s| (s.passed, s.dropped, s.malformed, s.counters, s.connections))
+            .map_err(|e| e.to_string());
+            (lines, s)
         };
         let one = run(1, false);
         proptest::prop_assert_eq!(&run(1, true), &one);
