@@ -234,7 +234,8 @@ pub fn replay(
 }
 
 /// [`replay`], with several workers taking turns at walking the capture in chunks of `chunk` frames
-/// rather than the usual 4,096 (tests use small chunks, to meet every edge between chunks often).
+/// (1 to 2^20) rather than the usual 4,096 (tests use small chunks, to meet every edge between chunks
+/// often).
 #[doc(hidden)]
 pub fn replay_chunked(
     capture: &Capture,
@@ -245,7 +246,7 @@ pub fn replay_chunked(
     chunk: u64,
     mut on_event: impl FnMut(Event<'_>),
 ) -> Result<ReplaySummary, ReplayError> {
-    let (workers, chunk) = (workers.max(1), chunk.max(1));
+    let (workers, chunk) = (workers.max(1), chunk.clamp(1, 1 << 20));
     let mut summary = ReplaySummary { workers, ..ReplaySummary::default() };
     // Without `want_events` nothing is delivered, on any number of workers.
     let mut on_event = |ev: Event<'_>| {
