@@ -789,14 +789,14 @@ impl RuleIndex {
         // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
         // may still hold a better rule are a prefix of each list.
         let mut limit = self.sets_before(best);
-        // A helper per id list: a loop over an array of the two lists cost about 1% more of an NSX
-        // lookup's instructions, and a closure (not inlined) 11% more.
-        for (trees, m) in [(&view.by_dst, md), (&view.by_src, ms)] {
-            if !trees.is_empty() {
-                self.rank_in_listed::<Z>(trees, m.exact, k, &mut best, &mut limit, &mut check);
-                self.rank_in_listed::<Z>(trees, m.prefix, k, &mut best, &mut limit, &mut check);
-            }
-        }
+        // A helper per id list, called once per list: a loop over an array of the lists cost about
+        // 1% more of an NSX lookup's instructions (a loop over the two sides, 4% more), and a closure
+        // (not inlined) 11% more.
+        let (dst, src) = (&view.by_dst[..], &view.by_src[..]);
+        self.rank_in_listed::<Z>(dst, md.exact, k, &mut best, &mut limit, &mut check);
+        self.rank_in_listed::<Z>(dst, md.prefix, k, &mut best, &mut limit, &mut check);
+        self.rank_in_listed::<Z>(src, ms.exact, k, &mut best, &mut limit, &mut check);
+        self.rank_in_listed::<Z>(src, ms.prefix, k, &mut best, &mut limit, &mut check);
         best
     }
 

@@ -256,7 +256,12 @@ impl Arena {
             let s = (c & START_MASK) as usize;
             (s, s + len as usize)
         };
-        &self.entries[s..e]
+        debug_assert!(s <= e && e <= self.entries.len());
+        // SAFETY: leaf references are made only by `leaf` (and `empty_leaf`, the empty range at 0),
+        // from the range of entries it had just pushed, and the leaf table holds the same ranges;
+        // entries are only removed by `rollback`, which invalidates every tree built since (as in
+        // `node_at`). So `s <= e <= entries.len()`.
+        unsafe { self.entries.get_unchecked(s..e) }
     }
 
     fn node(
