@@ -46,7 +46,8 @@
 //!    the one- and two-entry leaves that dominate there).
 //!
 //! Layout: a node is a cache line of 16 thresholds (compared as four 128-bit vectors, or as one
-//! 512-bit vector on CPUs with AVX-512, then one population count) and one of 16 child references. Sixteen ways rather than eight take about half a level
+//! 512-bit vector in batches without address sets on CPUs with AVX-512, then one population count)
+//! and one of 16 child references. Sixteen ways rather than eight take about half a level
 //! fewer on the 1k and 10k ClassBench sets (fewer dependent loads) for more memory (acl_1k 1.2 →
 //! 2.2 MiB, the 100,000-rule set 66 → 86 MiB). The node's dimension rides in the low bits of the
 //! reference to it (the node's byte offset), and a leaf reference carries the leaf's entry range
@@ -479,7 +480,10 @@ enum Isa {
     Base,
     /// AVX2, POPCNT, BMI1 and BMI2.
     Avx2,
-    /// Those and AVX-512 F and BW: a node step is one 512-bit compare of the sixteen thresholds.
+    /// Those and AVX-512 F and BW: batches without address sets step through a node with one
+    /// 512-bit compare of its sixteen thresholds. Everything else runs the AVX2 build: with address
+    /// sets (NSX) the AVX-512 build measured slower (AVX2 faster in 6 of 6 alternated pairs, medians
+    /// 5.11 vs 4.62 M lookups/s), and single lookups are not what it was measured on.
     Avx512,
 }
 
@@ -705,13 +709,11 @@ impl RuleIndex {
     #[inline]
     fn first_match(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
-        match self.isa {
-            // SAFETY: `isa` is `Avx512` (or `Avx2`) only when the CPU running this process has the
-            // features the function is compiled for (see `Isa::detect`; tests only ever lower it).
-            Isa::Avx512 => return unsafe { self.first_match_avx512(key, sets) },
-            // SAFETY: as above.
-            Isa::Avx2 => return unsafe { self.first_match_avx2(key, sets) },
-            Isa::Base => {}
+        if self.isa != Isa::Base {
+            // SAFETY: `isa` is `Avx2` or `Avx512` only when the CPU running this process has AVX2,
+            // POPCNT, BMI1 and BMI2 (see `Isa::detect`; tests only ever lower it), which is all
+            // `first_match_avx2` requires. (Single lookups have no AVX-512 build: see `Isa`.)
+            return unsafe { self.first_match_avx2(key, sets) };
         }
         self.first_match_impl::<false>(key, sets)
     }
@@ -721,13 +723,6 @@ impl RuleIndex {
     #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
     unsafe fn first_match_avx2(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
         self.first_match_impl::<false>(key, sets)
-    }
-
-    /// [`RuleIndex::first_match_impl`] compiled for AVX-512.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx2,popcnt,bmi1,bmi2")]
-    unsafe fn first_match_avx512(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
-        self.first_match_impl::<true>(key, sets)
     }
 
     #[inline(always)]
@@ -838,9 +833,9 @@ impl RuleIndex {
         #[cfg(target_arch = "x86_64")]
         match self.isa {
             // SAFETY: as in `first_match`: the features were detected on this CPU.
-            Isa::Avx512 => return unsafe { self.first_match_batch_avx512(keys, sets, out) },
-            // SAFETY: as above.
-            Isa::Avx2 => return unsafe { self.first_match_batch_avx2(keys, sets, out) },
+            Isa::Avx512 if sets.is_none() => return unsafe { self.batch_plain_avx512(keys, out) },
+            // SAFETY: as in `first_match`.
+            Isa::Avx512 | Isa::Avx2 => return unsafe { self.first_match_batch_avx2(keys, sets, out) },
             Isa::Base => {}
         }
         self.first_match_batch_impl::<false>(keys, sets, out)
@@ -859,21 +854,6 @@ impl RuleIndex {
             return self.batch_plain_avx2(keys, out);
         }
         self.first_match_batch_impl::<false>(keys, sets, out)
-    }
-
-    /// [`RuleIndex::first_match_batch_impl`] compiled for AVX-512.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx2,popcnt,bmi1,bmi2")]
-    unsafe fn first_match_batch_avx512(
-        &self,
-        keys: &[L3Key],
-        sets: Option<&SetTable>,
-        out: &mut [Option<usize>],
-    ) {
-        if sets.is_none() {
-            return self.batch_plain_avx512(keys, out);
-        }
-        self.first_match_batch_impl::<true>(keys, sets, out)
     }
 
     /// [`RuleIndex::first_match_batch_impl`] without address sets, compiled for AVX2 as a function of
