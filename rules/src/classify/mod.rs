@@ -45,8 +45,9 @@
 //!    (ipc_10k +5%, but acl_10k -9%, NSX -9%: a four-entry block costs three cache lines even for
 //!    the one- and two-entry leaves that dominate there).
 //!
-//! Layout: a node is a cache line of 16 thresholds (compared as four vectors and one population
-//! count) and one of 16 child references. Sixteen ways rather than eight take about half a level
+//! Layout: a node is a cache line of 16 thresholds (compared as four 128-bit vectors, or as one
+//! 512-bit vector in batches without address sets on CPUs with AVX-512, then one population count)
+//! and one of 16 child references. Sixteen ways rather than eight take about half a level
 //! fewer on the 1k and 10k ClassBench sets (fewer dependent loads) for more memory (acl_1k 1.2 →
 //! 2.2 MiB, the 100,000-rule set 66 → 86 MiB). The node's dimension rides in the low bits of the
 //! reference to it (the node's byte offset), and a leaf reference carries the leaf's entry range
@@ -468,21 +469,44 @@ struct RuleIndex {
     /// Sets given at build that no rule refers to.
     unused: AHashSet<String>,
     uses_sets: bool,
-    /// The CPU has AVX2, POPCNT, BMI1 and BMI2: lookups run the code compiled for them.
-    avx2: bool,
+    /// Which build of the lookups runs on this CPU.
+    isa: Isa,
 }
 
-/// Whether this CPU runs the AVX2 build of the lookups.
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("popcnt")
-            && is_x86_feature_detected!("bmi1")
-            && is_x86_feature_detected!("bmi2")
+/// The builds of the lookups, chosen once per classifier by CPU feature detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// Baseline x86-64 (SSE2), or another architecture.
+    Base,
+    /// AVX2, POPCNT, BMI1 and BMI2.
+    Avx2,
+    /// Those and AVX-512 F and BW: batches without address sets step through a node with one
+    /// 512-bit compare of its sixteen thresholds. Everything else runs the AVX2 build: with address
+    /// sets (NSX) the AVX-512 build measured slower (AVX2 faster in 6 of 6 alternated pairs, medians
+    /// 5.11 vs 4.62 M lookups/s), and single lookups are not what it was measured on.
+    Avx512,
+}
+
+impl Isa {
+    /// The best build this CPU runs.
+    fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("popcnt")
+                && is_x86_feature_detected!("bmi1")
+                && is_x86_feature_detected!("bmi2");
+            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                Isa::Avx512
+            } else if avx2 {
+                Isa::Avx2
+            } else {
+                Isa::Base
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Base
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 impl RuleIndex {
@@ -677,7 +701,7 @@ impl RuleIndex {
             sets_before,
             unused,
             uses_sets,
-            avx2: has_avx2(),
+            isa: Isa::detect(),
         };
         Ok((index, SetTable::new(members)))
     }
@@ -685,34 +709,35 @@ impl RuleIndex {
     #[inline]
     fn first_match(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: `avx2` is set only when the CPU running this process has AVX2, POPCNT, BMI1 and
-            // BMI2 (checked at build), which is all `first_match_avx2` requires.
+        if self.isa != Isa::Base {
+            // SAFETY: `isa` is `Avx2` or `Avx512` only when the CPU running this process has AVX2,
+            // POPCNT, BMI1 and BMI2 (see `Isa::detect`; tests only ever lower it), which is all
+            // `first_match_avx2` requires. (Single lookups have no AVX-512 build: see `Isa`.)
             return unsafe { self.first_match_avx2(key, sets) };
         }
-        self.first_match_impl(key, sets)
+        self.first_match_impl::<false>(key, sets)
     }
 
     /// [`RuleIndex::first_match_impl`] compiled for AVX2 (node compares, POPCNT).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
     unsafe fn first_match_avx2(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
-        self.first_match_impl(key, sets)
+        self.first_match_impl::<false>(key, sets)
     }
 
     #[inline(always)]
-    fn first_match_impl(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
+    fn first_match_impl<const Z: bool>(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
         let v6 = key.src.is_ipv6();
         let rank = if v6 != key.dst.is_ipv6() {
             self.first_mixed(key, sets)
         } else {
-            self.first_rank(key, v6, sets)
+            self.first_rank::<Z>(key, v6, sets)
         };
         (rank != NONE).then(|| self.order[rank as usize] as usize)
     }
 
     #[inline(always)]
-    fn first_rank(&self, key: &L3Key, v6: bool, sets: Option<&SetTable>) -> u32 {
+    fn first_rank<const Z: bool>(&self, key: &L3Key, v6: bool, sets: Option<&SetTable>) -> u32 {
         let view = &self.view_data[self.views[usize::from(key.dir == Direction::Out) * 2 + usize::from(v6)]];
         let (ms, md) = match sets {
             Some(t) if view.sets => {
@@ -722,25 +747,31 @@ impl RuleIndex {
             }
             _ => (Members::NONE, Members::NONE),
         };
-        self.rank_in_view(view, key, &ms, &md)
+        self.rank_in_view::<Z>(view, key, &ms, &md)
     }
 
     /// The best rank of `key` in `view`, given the sets holding its source (`ms`) and destination.
     #[inline(always)]
-    fn rank_in_view(&self, view: &View, key: &L3Key, ms: &Members<'_>, md: &Members<'_>) -> u32 {
+    fn rank_in_view<const Z: bool>(
+        &self,
+        view: &View,
+        key: &L3Key,
+        ms: &Members<'_>,
+        md: &Members<'_>,
+    ) -> u32 {
         let k = point(key);
         let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
         let mut best = NONE;
         for &t in &view.rest {
-            best = self.arena.lookup(t, &k, best, &mut check);
+            best = self.arena.lookup::<Z>(t, &k, best, &mut check);
         }
-        self.rank_in_sets(view, key, &k, ms, md, best)
+        self.rank_in_sets::<Z>(view, key, &k, ms, md, best)
     }
 
     /// [`RuleIndex::rank_in_view`] past the shared trees, whose answer is `best`: the trees of the
     /// sets holding the key's addresses.
     #[inline(always)]
-    fn rank_in_sets(
+    fn rank_in_sets<const Z: bool>(
         &self,
         view: &View,
         key: &L3Key,
@@ -753,21 +784,21 @@ impl RuleIndex {
         // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
         // may still hold a better rule are a prefix of each list.
         let mut limit = self.sets_before(best);
-        // A helper per id list: a loop over an array of the two lists cost about 1% more of an NSX
-        // lookup's instructions, and a closure (not inlined) 11% more.
-        for (trees, m) in [(&view.by_dst, md), (&view.by_src, ms)] {
-            if !trees.is_empty() {
-                self.rank_in_listed(trees, m.exact, k, &mut best, &mut limit, &mut check);
-                self.rank_in_listed(trees, m.prefix, k, &mut best, &mut limit, &mut check);
-            }
-        }
+        // A helper per id list, called once per list: a loop over an array of the lists cost about
+        // 1% more of an NSX lookup's instructions (a loop over the two sides, 4% more), and a closure
+        // (not inlined) 11% more.
+        let (dst, src) = (&view.by_dst[..], &view.by_src[..]);
+        self.rank_in_listed::<Z>(dst, md.exact, k, &mut best, &mut limit, &mut check);
+        self.rank_in_listed::<Z>(dst, md.prefix, k, &mut best, &mut limit, &mut check);
+        self.rank_in_listed::<Z>(src, ms.exact, k, &mut best, &mut limit, &mut check);
+        self.rank_in_listed::<Z>(src, ms.prefix, k, &mut best, &mut limit, &mut check);
         best
     }
 
     /// [`RuleIndex::rank_in_sets`] over one sorted id list: the trees of its sets numbered below
     /// `limit` lower `best` (and with it `limit`).
     #[inline(always)]
-    fn rank_in_listed(
+    fn rank_in_listed<const Z: bool>(
         &self,
         trees: &[Tree],
         ids: &[u32],
@@ -781,7 +812,7 @@ impl RuleIndex {
                 break;
             }
             if let Some(&t) = trees.get(id as usize) {
-                let b = self.arena.lookup(t, k, *best, check);
+                let b = self.arena.lookup::<Z>(t, k, *best, check);
                 if b != *best {
                     *best = b;
                     *limit = self.sets_before(b);
@@ -800,11 +831,14 @@ impl RuleIndex {
     /// `out[i] = first_match(keys[i])` for a batch: keys of one view walk its shared trees in lockstep.
     fn first_match_batch(&self, keys: &[L3Key], sets: Option<&SetTable>, out: &mut [Option<usize>]) {
         #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
+        match self.isa {
             // SAFETY: as in `first_match`: the features were detected on this CPU.
-            return unsafe { self.first_match_batch_avx2(keys, sets, out) };
+            Isa::Avx512 if sets.is_none() => return unsafe { self.batch_plain_avx512(keys, out) },
+            // SAFETY: as in `first_match`.
+            Isa::Avx512 | Isa::Avx2 => return unsafe { self.first_match_batch_avx2(keys, sets, out) },
+            Isa::Base => {}
         }
-        self.first_match_batch_impl(keys, sets, out)
+        self.first_match_batch_impl::<false>(keys, sets, out)
     }
 
     /// [`RuleIndex::first_match_batch_impl`] compiled for AVX2.
@@ -819,7 +853,7 @@ impl RuleIndex {
         if sets.is_none() {
             return self.batch_plain_avx2(keys, out);
         }
-        self.first_match_batch_impl(keys, sets, out)
+        self.first_match_batch_impl::<false>(keys, sets, out)
     }
 
     /// [`RuleIndex::first_match_batch_impl`] without address sets, compiled for AVX2 as a function of
@@ -831,24 +865,37 @@ impl RuleIndex {
     #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
     #[inline(never)]
     fn batch_plain_avx2(&self, keys: &[L3Key], out: &mut [Option<usize>]) {
-        self.batch_groups(keys, None, out, None)
+        self.batch_groups::<false>(keys, None, out, None)
+    }
+
+    /// [`RuleIndex::batch_plain_avx2`] compiled for AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,popcnt,bmi1,bmi2")]
+    #[inline(never)]
+    fn batch_plain_avx512(&self, keys: &[L3Key], out: &mut [Option<usize>]) {
+        self.batch_groups::<true>(keys, None, out, None)
     }
 
     #[inline(always)]
-    fn first_match_batch_impl(&self, keys: &[L3Key], sets: Option<&SetTable>, out: &mut [Option<usize>]) {
+    fn first_match_batch_impl<const Z: bool>(
+        &self,
+        keys: &[L3Key],
+        sets: Option<&SetTable>,
+        out: &mut [Option<usize>],
+    ) {
         // Made once per call, and only when there are sets: filling these arrays for every view
         // group cost about 3% of an NSX lookup.
         if sets.is_some() {
             let mut scratch = Scratch::new();
-            self.batch_groups(keys, sets, out, Some(&mut scratch));
+            self.batch_groups::<Z>(keys, sets, out, Some(&mut scratch));
         } else {
-            self.batch_groups(keys, None, out, None);
+            self.batch_groups::<Z>(keys, None, out, None);
         }
     }
 
     /// [`RuleIndex::first_match_batch_impl`] with its scratch arrays.
     #[inline(always)]
-    fn batch_groups<'s>(
+    fn batch_groups<'s, const Z: bool>(
         &self,
         keys: &[L3Key],
         sets: Option<&'s SetTable>,
@@ -866,7 +913,7 @@ impl RuleIndex {
             let mut len = [0usize; 4];
             for (i, k) in keys.iter().enumerate() {
                 if k.src.is_ipv6() != k.dst.is_ipv6() {
-                    out[i] = self.first_match_impl(k, sets);
+                    out[i] = self.first_match_impl::<Z>(k, sets);
                     continue;
                 }
                 let v = self.views[view_of(k)];
@@ -875,7 +922,7 @@ impl RuleIndex {
             }
             for (v, g) in group.iter().enumerate() {
                 for idx in g[..len[v]].chunks(BATCH) {
-                    self.batch_view(v, keys, idx, sets, out, scratch.as_deref_mut());
+                    self.batch_view::<Z>(v, keys, idx, sets, out, scratch.as_deref_mut());
                 }
             }
         }
@@ -884,7 +931,7 @@ impl RuleIndex {
     /// Lookups of `keys[i]` for the (at most [`BATCH`]) `i` in `idx`, all keys of view `vi` with
     /// addresses of one family, into `out[i]`.
     #[inline(always)]
-    fn batch_view<'s>(
+    fn batch_view<'s, const Z: bool>(
         &self,
         vi: usize,
         keys: &[L3Key],
@@ -902,7 +949,7 @@ impl RuleIndex {
             // members are found, then each key visits its trees.
             let (Some(t), Some(scratch)) = (sets, scratch) else {
                 for &i in idx {
-                    out[usize::from(i)] = self.first_match_impl(&keys[usize::from(i)], sets);
+                    out[usize::from(i)] = self.first_match_impl::<Z>(&keys[usize::from(i)], sets);
                 }
                 return;
             };
@@ -924,10 +971,10 @@ impl RuleIndex {
                 }
             }
             // The shared trees in lockstep, then each key's set trees.
-            self.shared_batch(view, keys, idx, members, pts, best);
+            self.shared_batch::<Z>(view, keys, idx, members, pts, best);
             for (j, &i) in idx.iter().enumerate().take(BATCH) {
                 let (ms, md) = &members[j];
-                let r = self.rank_in_sets(view, &keys[usize::from(i)], &pts[j], ms, md, best[j]);
+                let r = self.rank_in_sets::<Z>(view, &keys[usize::from(i)], &pts[j], ms, md, best[j]);
                 out[usize::from(i)] = (r != NONE).then(|| self.order[r as usize] as usize);
             }
             return;
@@ -942,7 +989,7 @@ impl RuleIndex {
         let mut check =
             |j: usize, c: u32| self.checks[c as usize].matches_open(key(j), &Members::NONE, &Members::NONE);
         for &t in &view.rest {
-            self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
+            self.arena.lookup_batch::<Z>(t, &pts[..n], &mut best[..n], &mut check);
         }
         for j in 0..n {
             let b = best[j];
@@ -955,7 +1002,7 @@ impl RuleIndex {
     /// `members[j]` holds the sets of key `idx[j]`'s addresses. Written in place: returning the
     /// arrays cost a copy per batch.
     #[inline(always)]
-    fn shared_batch(
+    fn shared_batch<const Z: bool>(
         &self,
         view: &View,
         keys: &[L3Key],
@@ -974,7 +1021,7 @@ impl RuleIndex {
             self.checks[c as usize].matches_open(key(j), ms, md)
         };
         for &t in &view.rest {
-            self.arena.lookup_batch(t, &pts[..n], &mut best[..n], &mut check);
+            self.arena.lookup_batch::<Z>(t, &pts[..n], &mut best[..n], &mut check);
         }
     }
 
@@ -1131,4 +1178,57 @@ fn point(key: &L3Key) -> Key {
     };
     let (sp, dp) = key.ports.map_or((DOMAIN_HI[2], DOMAIN_HI[3]), |(s, d)| (u32::from(s), u32::from(d)));
     tree::key([a(key.src), a(key.dst), sp, dp, u32::from(key.proto)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classbench::{parse_rules, parse_trace};
+    use crate::eval::CompiledRuleSet;
+
+    /// The builds of the lookups this CPU can run: the detected one and every one below it.
+    fn runnable() -> Vec<Isa> {
+        [Isa::Base, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| i as u8 <= Isa::detect() as u8).collect()
+    }
+
+    /// Every build of the lookups this CPU runs answers as the linear scan does, one key at a time and
+    /// in batches (the integration tests only run the build detected on the test machine).
+    fn every_build_agrees(set: &RuleSet, addrsets: &[&AddrSet], keys: &[L3Key]) {
+        let linear = CompiledRuleSet::compile(set, addrsets).unwrap();
+        let want: Vec<Option<usize>> = keys.iter().map(|k| linear.first_match_l3(k)).collect();
+        for isa in runnable() {
+            let mut c = Classifier::build(set, addrsets).unwrap();
+            Arc::get_mut(&mut c.index).unwrap().isa = isa;
+            for (k, w) in keys.iter().zip(&want) {
+                assert_eq!(c.first_match(k), *w, "{isa:?} {k:?}");
+            }
+            let mut out = vec![None; keys.len()];
+            c.first_match_batch(keys, &mut out);
+            assert_eq!(out, want, "{isa:?} batch");
+        }
+    }
+
+    #[test]
+    fn every_build_agrees_on_an_nsx_shaped_policy() {
+        let p = synth::nsx(&synth::NsxParams { rules: 800, sets: 200, members: 6_000, seed: 9 });
+        let keys = synth::nsx_keys(&p, 3_000, 10);
+        every_build_agrees(&p.ruleset, &p.set_refs(), &keys);
+    }
+
+    #[test]
+    fn every_build_agrees_on_classbench_sets() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/classbench");
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+        // ipc_10k has the three CutSplit trees; fw_1k is wildcard-heavy.
+        for name in ["cutsplit_ipc_1k", "cutsplit_fw_1k", "cutsplit_ipc_10k"] {
+            let set = parse_rules(&read(name), "mainrs").unwrap();
+            let trace = match std::fs::read_to_string(dir.join(format!("{name}_trace"))) {
+                Ok(t) => parse_trace(&t).unwrap(),
+                Err(_) => synth::classbench_trace(&set, 1, 3),
+            };
+            let keys: Vec<L3Key> = trace.iter().take(20_000).map(|h| h.key()).collect();
+            every_build_agrees(&set, &[], &keys);
+        }
+    }
 }

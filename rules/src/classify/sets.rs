@@ -256,12 +256,72 @@ struct Intervals {
     shift: u32,
     /// Interval `i` runs from `starts[i]` to `starts[i + 1] - 1`; `starts[0] == 0` when non-empty.
     starts: Vec<u128>,
-    /// The `starts` below 2^32 as 32-bit numbers (all that matter for the IPv4 index), for
-    /// [`Intervals::ids_v4`].
-    starts32: Vec<u32>,
     /// Per interval, `[start, end)` of its set ids in `pool`.
     lists: Vec<(u32, u32)>,
     pool: Vec<u32>,
+    /// The IPv4 search ([`Intervals::ids_v4`]), in 32-bit numbers and with no bounds checks.
+    v4: V4Search,
+}
+
+/// The bucket index of [`Intervals`] for IPv4 addresses: `buckets[b]` is how many `starts` lie below
+/// `base + (b << shift)`, and `buckets[BUCKETS]` all of them. Valid by construction, whatever the
+/// prefixes (none at all included): `starts[0] == 0`, every bucket entry is at most `starts.len()`,
+/// and every interval below `starts.len()` has its ids in `Intervals::lists`.
+#[derive(Debug, Clone)]
+struct V4Search {
+    base: u32,
+    shift: u32,
+    buckets: Box<[u32; BUCKETS + 1]>,
+    /// The `starts` below 2^32 (a start past 2^32 - 1, where a prefix reaching the last address
+    /// ends, is above every IPv4 address, so the search never needs it); `[0]` without prefixes.
+    starts: Vec<u32>,
+}
+
+impl Default for V4Search {
+    fn default() -> Self {
+        V4Search::new(&[0])
+    }
+}
+
+/// Interval buckets per family.
+const BUCKETS: usize = 1 << BUCKET_BITS;
+
+impl V4Search {
+    /// The index of `starts` (sorted, `starts[0] == 0`).
+    fn new(starts: &[u32]) -> V4Search {
+        assert_eq!(starts.first(), Some(&0), "intervals start at address 0");
+        let base = starts.get(1).copied().unwrap_or(0);
+        let span = starts.last().map_or(0, |&l| l - base);
+        let shift = (32 - span.leading_zeros()).saturating_sub(BUCKET_BITS);
+        let mut buckets = Box::new([0u32; BUCKETS + 1]);
+        let mut i = 0;
+        for (b, slot) in buckets.iter_mut().enumerate().take(BUCKETS) {
+            let edge = u64::from(base) + ((b as u64) << shift);
+            while starts.get(i).is_some_and(|&s| u64::from(s) < edge) {
+                i += 1;
+            }
+            *slot = i as u32;
+        }
+        buckets[BUCKETS] = starts.len() as u32;
+        V4Search { base, shift, buckets, starts: starts.to_vec() }
+    }
+
+    /// The elementary interval holding `a`: `#{s in starts : s <= a} - 1`.
+    #[inline(always)]
+    fn interval(&self, a: u32) -> usize {
+        if a < self.base {
+            // Below the first non-zero start (or no start but 0): interval 0.
+            return 0;
+        }
+        // Past the last bucket's edge: the last bucket, which ends at the end of `starts`.
+        let b = (((a - self.base) >> self.shift) as usize).min(BUCKETS - 1);
+        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+        // SAFETY: bucket entries are non-decreasing and at most `starts.len()` (see `new`).
+        let within = unsafe { self.starts.get_unchecked(lo..hi) };
+        // Starts below the bucket's edge are all <= a (so at least `starts[0]` counts when `lo` is
+        // 0), those past its end all > a.
+        lo + within.partition_point(|&s| s <= a) - 1
+    }
 }
 
 impl Intervals {
@@ -269,6 +329,8 @@ impl Intervals {
     fn new(prefixes: Vec<(MemberKey, &[u32])>) -> Intervals {
         let mut out = Intervals::flat(prefixes);
         if out.starts.is_empty() {
+            // No prefix: the IPv4 search finds interval 0, holding no ids.
+            out.lists.push((0, 0));
             return out;
         }
         out.base = out.starts.get(1).copied().unwrap_or(0);
@@ -285,9 +347,8 @@ impl Intervals {
         }
         buckets.push(out.starts.len() as u32);
         out.buckets = buckets;
-        // A start past 2^32 - 1 (where a prefix reaching the last address ends) is above every IPv4
-        // address, so the search never needs it.
-        out.starts32 = out.starts.iter().map_while(|&s| u32::try_from(s).ok()).collect();
+        let starts32: Vec<u32> = out.starts.iter().map_while(|&s| u32::try_from(s).ok()).collect();
+        out.v4 = V4Search::new(&starts32);
         out
     }
 
@@ -366,18 +427,14 @@ impl Intervals {
         i.checked_sub(1).map_or(&[], |n| self.interval(n))
     }
 
-    /// [`Intervals::ids`] of an IPv4 address, in 32-bit arithmetic (`starts32` is not empty).
+    /// [`Intervals::ids`] of an IPv4 address, in 32-bit arithmetic (for the IPv4 index; with no
+    /// prefixes, nothing).
     #[inline(always)]
     fn ids_v4(&self, a: u32) -> &[u32] {
-        if u128::from(a) < self.base {
-            return self.interval(0);
-        }
-        // `base <= a`, so it fits.
-        let b = ((a - self.base as u32).checked_shr(self.shift).unwrap_or(0) as usize)
-            .min((1 << BUCKET_BITS) - 1);
-        let (lo, hi) = self.bucket(b, self.starts32.len());
-        let i = lo + self.starts32.get(lo..hi).unwrap_or(&[]).partition_point(|&s| s <= a);
-        i.checked_sub(1).map_or(&[], |n| self.interval(n))
+        let Some(&(s, e)) = self.lists.get(self.v4.interval(a)) else { return &[] };
+        debug_assert!(s <= e && e as usize <= self.pool.len());
+        // SAFETY: `flat` cut every list from `pool` (`s <= e <= pool.len()`), and neither changes after.
+        unsafe { self.pool.get_unchecked(s as usize..e as usize) }
     }
 
     /// The range of `starts` (of which the first `len` are searched) that bucket `b` covers.
@@ -401,7 +458,8 @@ impl Intervals {
     fn memory_bytes(&self) -> usize {
         self.buckets.capacity() * 4
             + self.starts.capacity() * 16
-            + self.starts32.capacity() * 4
+            + self.v4.starts.capacity() * 4
+            + size_of::<[u32; BUCKETS + 1]>()
             + self.lists.capacity() * 8
             + self.pool.capacity() * 4
     }
@@ -574,35 +632,36 @@ impl SetTable {
     /// [`SetTable::members_v4`] given `a`'s shard.
     #[inline(always)]
     fn members_v4_in<'s>(&'s self, a: u32, shard: Option<&'s Shard>) -> Members<'s> {
-        let index = &self.prefixes.index[0];
-        let prefix = if index.starts32.is_empty() { &[][..] } else { index.ids_v4(a) };
+        let prefix = self.prefixes.index[0].ids_v4(a);
         // `Addr::hash` of an IPv4 address.
         let h = u64::from(a).wrapping_mul(HASH_MUL);
         let exact = match shard {
             Some(Shard { data: Some(data), mask }) => {
                 let mask = *mask as usize;
+                debug_assert!(data.len() >= 2 * (mask + 1));
                 let mut i = (h >> 20) as usize & mask;
-                let mut found: &[u32] = &[];
                 // Never full: an empty slot ends every probe sequence.
-                for _ in 0..=mask {
-                    let Some(&[k, v]) = data.get(2 * i..2 * i + 2) else { break };
+                loop {
+                    // SAFETY: `i <= mask`, and a shard's data starts with its `mask + 1` two-word slots
+                    // (`Shard::from_entries`).
+                    let (k, v) = unsafe { (*data.get_unchecked(2 * i), *data.get_unchecked(2 * i + 1)) };
                     if v == 0 {
-                        break;
+                        break &[][..];
                     }
                     if k == a && v & V6 == 0 {
                         let at = (v & START_MASK) as usize;
                         let len = (v >> LEN_SHIFT) as usize;
-                        found = if len == LEN_POOL as usize {
+                        break if len == LEN_POOL as usize {
                             let n = data.get(at).copied().unwrap_or(0) as usize;
                             data.get(at + 1..at + 1 + n).unwrap_or(&[])
                         } else {
-                            data.get(at..at + len).unwrap_or(&[])
+                            debug_assert!(at + len <= data.len());
+                            // SAFETY: `from_entries` wrote the `len` ids at `at` when it set the slot.
+                            unsafe { data.get_unchecked(at..at + len) }
                         };
-                        break;
                     }
                     i = (i + 1) & mask;
                 }
-                found
             }
             _ => &[],
         };

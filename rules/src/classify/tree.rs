@@ -144,12 +144,19 @@ pub(super) struct Params {
 }
 
 /// `#{t in thr : v > t}` for a node's sorted thresholds and a key value (both with [`BIAS`]): four
-/// vector compares and a population count.
+/// vector compares and a population count, or with `Z` (AVX-512) one compare of all sixteen.
+///
+/// `Z` is true only in code compiled into functions that enable AVX-512 F, which run only on CPUs
+/// that have it (see `Isa` in the parent module).
 #[inline(always)]
-fn child_index(thr: &[u32; FANOUT], v: u32) -> usize {
+fn child_index<const Z: bool>(thr: &[u32; FANOUT], v: u32) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
+        if Z {
+            // SAFETY: per the contract above, the CPU has AVX-512 F.
+            return unsafe { child_index_avx512(thr, v) };
+        }
         const _: () = assert!(FANOUT == 16);
         // SAFETY: SSE2 is part of x86_64; the four unaligned loads read the sixteen `u32` of `thr`.
         let m = unsafe {
@@ -167,6 +174,18 @@ fn child_index(thr: &[u32; FANOUT], v: u32) -> usize {
     {
         thr.iter().filter(|&&t| v as i32 > t as i32).count()
     }
+}
+
+/// [`child_index`] as one 512-bit compare: the sixteen thresholds are exactly one vector.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,popcnt")]
+#[inline]
+unsafe fn child_index_avx512(thr: &[u32; FANOUT], v: u32) -> usize {
+    use std::arch::x86_64::*;
+    // SAFETY: the load reads the sixteen `u32` of `thr` (64 bytes); the caller vouches for AVX-512 F.
+    let t = unsafe { _mm512_loadu_si512(thr.as_ptr().cast()) };
+    let m = _mm512_cmpgt_epi32_mask(_mm512_set1_epi32(v as i32), t);
+    m.count_ones() as usize
 }
 
 /// The child of a node with thresholds `thr` that value `v` goes to.
@@ -237,7 +256,12 @@ impl Arena {
             let s = (c & START_MASK) as usize;
             (s, s + len as usize)
         };
-        &self.entries[s..e]
+        debug_assert!(s <= e && e <= self.entries.len());
+        // SAFETY: leaf references are made only by `leaf` (and `empty_leaf`, the empty range at 0),
+        // from the range of entries it had just pushed, and the leaf table holds the same ranges;
+        // entries are only removed by `rollback`, which invalidates every tree built since (as in
+        // `node_at`). So `s <= e <= entries.len()`.
+        unsafe { self.entries.get_unchecked(s..e) }
     }
 
     fn node(
@@ -344,23 +368,29 @@ impl Arena {
     /// The smallest rank below `best` in `tree` whose box contains `k` and whose check (if any)
     /// passes; `best` when there is none.
     #[inline(always)]
-    pub fn lookup(&self, tree: Tree, k: &Key, best: u32, check: &mut impl FnMut(u32) -> bool) -> u32 {
+    pub fn lookup<const Z: bool>(
+        &self,
+        tree: Tree,
+        k: &Key,
+        best: u32,
+        check: &mut impl FnMut(u32) -> bool,
+    ) -> u32 {
         if tree.min_rank >= best {
             return best;
         }
         let mut c = tree.root;
         while c & LEAF == 0 {
-            c = self.step(c, k);
+            c = self.step::<Z>(c, k);
         }
         self.scan(c, k, best, check)
     }
 
     /// One step down from inner node `c`.
     #[inline(always)]
-    fn step(&self, c: u32, k: &Key) -> u32 {
+    fn step<const Z: bool>(&self, c: u32, k: &Key) -> u32 {
         let n = self.node_at(c);
         let v = k[(c & DIM_MASK) as usize];
-        n.kids[child_index(&n.thr, v) & (FANOUT - 1)]
+        n.kids[child_index::<Z>(&n.thr, v) & (FANOUT - 1)]
     }
 
     /// The node inner reference `c` points to.
@@ -393,7 +423,7 @@ impl Arena {
     /// lockstep, so the memory latency of one key's next node overlaps the others'. `check` gets the
     /// key's position in `ks` and the check index.
     #[inline(always)]
-    pub fn lookup_batch(
+    pub fn lookup_batch<const Z: bool>(
         &self,
         tree: Tree,
         ks: &[Key],
@@ -411,7 +441,7 @@ impl Arena {
             }
         }
         if self.prefetch || self.nodes.is_empty() {
-            self.walk_prefetching(&mut cur, ks, n);
+            self.walk_prefetching::<Z>(&mut cur, ks, n);
         } else {
             // Cache-resident trees: every key steps at every level, a key already at its leaf
             // stepping through node 0 (reference 0) and keeping its leaf, so no branch depends on
@@ -422,7 +452,7 @@ impl Arena {
                     let c = cur[j];
                     // All ones when `c` is an inner node, else zero.
                     let m = ((c as i32) >> 31) as u32 ^ u32::MAX;
-                    let next = self.step(c & m, &ks[j]);
+                    let next = self.step::<Z>(c & m, &ks[j]);
                     let c = (next & m) | (c & !m);
                     cur[j] = c;
                     inner |= !c & LEAF;
@@ -440,12 +470,12 @@ impl Arena {
     /// The lockstep walks of [`Arena::lookup_batch`] that skip keys already at their leaf and, on large
     /// trees, prefetch each key's next node or leaf.
     #[inline(always)]
-    fn walk_prefetching(&self, cur: &mut [u32; BATCH], ks: &[Key], n: usize) {
+    fn walk_prefetching<const Z: bool>(&self, cur: &mut [u32; BATCH], ks: &[Key], n: usize) {
         loop {
             let mut inner = false;
             for j in 0..n {
                 if cur[j] & LEAF == 0 {
-                    let c = self.step(cur[j], &ks[j]);
+                    let c = self.step::<Z>(cur[j], &ks[j]);
                     // The scans run once every walk is done: start loading the leaf (or node) now.
                     if self.prefetch {
                         self.prefetch_ref(c);
@@ -559,7 +589,12 @@ mod tests {
                 *s = t ^ BIAS;
             }
             let v = value(&mut rng);
-            assert_eq!(child_index(&stored, v ^ BIAS), child_of(&thr, v), "thresholds {thr:?} value {v}");
+            let want = child_of(&thr, v);
+            assert_eq!(child_index::<false>(&stored, v ^ BIAS), want, "thresholds {thr:?} value {v}");
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("popcnt") {
+                assert_eq!(child_index::<true>(&stored, v ^ BIAS), want, "AVX-512: {thr:?} value {v}");
+            }
         }
     }
 
