@@ -926,18 +926,19 @@ impl<'a> Walker<'a> {
         if self.reader.skip_frames(skip) < skip {
             return None;
         }
-        let mut parts = self.walk(c, lane);
+        let parts = self.walk(c, lane);
         self.at = c + 1;
-        for (w, to) in self.to.iter().enumerate() {
-            if let Some(to) = to {
+        let mut mine = None;
+        for (part, to) in parts.into_iter().zip(&self.to) {
+            match to {
                 // A worker gone has stopped for good (it panicked; joining it reports that).
-                let _ = to.send(std::mem::replace(
-                    &mut parts[w],
-                    Chunk { items: Vec::new(), last: None, end: true },
-                ));
+                Some(to) => {
+                    let _ = to.send(part);
+                }
+                None => mine = Some(part),
             }
         }
-        Some(parts.swap_remove(self.me))
+        mine
     }
 
     /// Reads chunk `c` (the reader stands at its start): each frame goes to its owner, found from the
