@@ -838,7 +838,7 @@ impl RuleIndex {
             Isa::Avx512 | Isa::Avx2 => return unsafe { self.first_match_batch_avx2(keys, sets, out) },
             Isa::Base => {}
         }
-        self.first_match_batch_impl::<false>(keys, sets, out)
+        self.first_match_batch_impl(keys, sets, out)
     }
 
     /// [`RuleIndex::first_match_batch_impl`] compiled for AVX2.
@@ -853,7 +853,7 @@ impl RuleIndex {
         if sets.is_none() {
             return self.batch_plain_avx2(keys, out);
         }
-        self.first_match_batch_impl::<false>(keys, sets, out)
+        self.first_match_batch_impl(keys, sets, out)
     }
 
     /// [`RuleIndex::first_match_batch_impl`] without address sets, compiled for AVX2 as a function of
@@ -876,20 +876,17 @@ impl RuleIndex {
         self.batch_groups::<true>(keys, None, out, None)
     }
 
+    /// The batch lookup with baseline node steps (AVX2 ones when inlined into an AVX2 build; the
+    /// AVX-512 steps serve only [`RuleIndex::batch_plain_avx512`]).
     #[inline(always)]
-    fn first_match_batch_impl<const Z: bool>(
-        &self,
-        keys: &[L3Key],
-        sets: Option<&SetTable>,
-        out: &mut [Option<usize>],
-    ) {
+    fn first_match_batch_impl(&self, keys: &[L3Key], sets: Option<&SetTable>, out: &mut [Option<usize>]) {
         // Made once per call, and only when there are sets: filling these arrays for every view
         // group cost about 3% of an NSX lookup.
         if sets.is_some() {
             let mut scratch = Scratch::new();
-            self.batch_groups::<Z>(keys, sets, out, Some(&mut scratch));
+            self.batch_groups::<false>(keys, sets, out, Some(&mut scratch));
         } else {
-            self.batch_groups::<Z>(keys, None, out, None);
+            self.batch_groups::<false>(keys, None, out, None);
         }
     }
 
