@@ -6,7 +6,13 @@ use pktio::LinkType;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, frame)) = data.split_first() else { return };
-    let link = [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::Raw, LinkType::Ipv4, LinkType::Ipv6]
-        [usize::from(which) % 6];
+    let link = [
+        LinkType::Ethernet,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::Raw,
+        LinkType::Ipv4,
+        LinkType::Ipv6,
+    ][usize::from(which) % 6];
     let _ = pktio::parse_frame(link, frame, frame.len() as u32);
 });
