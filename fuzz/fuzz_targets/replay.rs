@@ -13,13 +13,17 @@
 //! - UDP, ICMP echo, IPv4 fragment, IPv6 TCP: built from `a`, `b` and the bytes.
 //!
 //! `a` and `b` also choose the hosts, so frames cross one vNIC, the other, or both.
+//!
+//! The first byte, when the input has an odd length, places a policy switch before a frame: to a
+//! policy that drops what the first allowed (UDP, web) and logs differently, so revalidation tears
+//! connections down on one vNIC and keeps them on the other.
 #![no_main]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
 use engine::log::LogRecord;
-use engine::replay::{replay_chunked, Event};
+use engine::replay::{replay_chunked, Event, Switch, SwitchPoint};
 use engine::Engine;
 use libfuzzer_sys::fuzz_target;
 use pktio::build::{icmp_echo_v4, ipv4_fragment, raw_v4, tcp_v4, tcp_v6, udp_v4, Host, Host6, TcpSeg};
@@ -58,6 +62,21 @@ filter b {
 fn policy() -> &'static rules::Policy {
     static P: OnceLock<rules::Policy> = OnceLock::new();
     P.get_or_init(|| rules::parse_policy(POLICY).expect("the fuzz policy parses"))
+}
+
+/// The policy switched to: web no longer allowed nor logged, UDP dropped, SSH logged.
+fn switched() -> &'static rules::Policy {
+    static P: OnceLock<rules::Policy> = OnceLock::new();
+    P.get_or_init(|| {
+        let text = POLICY
+            .replace("port 80 accept with log", "port 80 drop")
+            .replace(
+                "rule 4 at 4 inout protocol udp from any to any accept",
+                "rule 4 at 4 inout protocol udp from any to any drop",
+            )
+            .replace("port 22 accept", "port 22 accept with log");
+        rules::parse_policy(&text).expect("the switched fuzz policy parses")
+    })
 }
 
 /// The hosts: the two vNICs (first two) and two outside servers.
@@ -167,11 +186,11 @@ fn capture(data: &[u8]) -> Capture {
 /// differently from decisions), and the totals.
 type Transcript = (Vec<String>, Vec<String>, Result<engine::replay::ReplaySummary, String>);
 
-fn run(cap: &Capture, workers: usize, fast: bool) -> Transcript {
+fn run(cap: &Capture, switches: &[Switch], workers: usize, fast: bool) -> Transcript {
     let mut engine = Engine::new(policy()).expect("the fuzz policy loads");
     engine.set_fast_paths(fast);
     let (mut lines, mut terms) = (Vec::new(), Vec::new());
-    let summary = replay_chunked(cap, &mut engine, &[], workers, true, 3, |ev| match ev {
+    let summary = replay_chunked(cap, &mut engine, switches, workers, true, 3, |ev| match ev {
         Event::Decision { decision: d, filter } => lines.push(format!(
             "{} {} {} {} {} {} {:?}",
             d.frame,
@@ -191,8 +210,19 @@ fn run(cap: &Capture, workers: usize, fast: bool) -> Transcript {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let cap = capture(data);
-    let full = run(&cap, 1, false);
-    assert_eq!(run(&cap, 1, true), full, "the fast paths agree with the full path");
-    assert_eq!(run(&cap, 2, true), full, "two workers agree with one");
+    let (switches, records) = match data.split_first() {
+        Some((&at, rest)) if data.len() % 2 == 1 => (
+            vec![Switch {
+                at: SwitchPoint::Frame(u64::from(at) % 16 + 1),
+                policy: switched().clone(),
+                label: "switched".into(),
+            }],
+            rest,
+        ),
+        _ => (Vec::new(), data),
+    };
+    let cap = capture(records);
+    let full = run(&cap, &switches, 1, false);
+    assert_eq!(run(&cap, &switches, 1, true), full, "the fast paths agree with the full path");
+    assert_eq!(run(&cap, &switches, 2, true), full, "two workers agree with one");
 });
