@@ -117,6 +117,31 @@ pub struct FrameRef<'a> {
     pub now_ns: u64,
 }
 
+/// Which part of every filter's connection limit a worker holds: worker `index` of `of` holds
+/// `maxConnections / of` connections of a filter, the first `maxConnections % of` workers one more, so
+/// a filter never holds more than its limit however many workers share it ([`Share::limit`]). The
+/// workers own disjoint flows and never ask each other, so each fills its own part: with several
+/// workers a filter can meet `state-limit` while another worker's part still has room (which
+/// connections drop then depends on the number of workers; see `docs/engine.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This worker's place, `0..of`.
+    pub index: usize,
+    /// Workers sharing the filters.
+    pub of: usize,
+}
+
+impl Share {
+    /// A single worker: the whole limit.
+    pub const WHOLE: Share = Share { index: 0, of: 1 };
+
+    /// This worker's part of `limit` connections.
+    pub fn limit(self, limit: usize) -> usize {
+        let of = self.of.max(1);
+        limit / of + usize::from(self.index < limit % of)
+    }
+}
+
 /// One worker's state for one filter.
 #[derive(Debug)]
 pub struct FilterState {
@@ -126,15 +151,19 @@ pub struct FilterState {
     pub frags: FragTable,
     /// Counters.
     pub counters: FilterCounters,
+    /// This worker's part of the filter's connection limit.
+    pub share: Share,
 }
 
 impl FilterState {
-    /// Empty state for a filter tracking at most `limit` connections.
-    pub fn new(limit: usize) -> FilterState {
+    /// Empty state for a filter tracking at most `limit` connections (of which a worker holding
+    /// `share` tracks its part).
+    pub fn new(limit: usize, share: Share) -> FilterState {
         FilterState {
-            conns: FlowTable::new(limit),
+            conns: FlowTable::new(share.limit(limit)),
             frags: FragTable::default(),
             counters: FilterCounters::default(),
+            share,
         }
     }
 
@@ -592,8 +621,9 @@ impl FilterState {
             shared.total.fetch_sub(1, Ordering::Relaxed);
             return (Verdict::Drop, ConnState::New, Reason::StateLimit);
         }
-        if self.conns.limit() != cfg.max_connections {
-            self.conns.set_limit(cfg.max_connections);
+        let limit = self.share.limit(cfg.max_connections);
+        if self.conns.limit() != limit {
+            self.conns.set_limit(limit);
         }
         let (conn, expires) =
             Conn::open(pkt, from_lo, rule.id, cfg.generation, rule.log, now_s, &cfg.timeouts);

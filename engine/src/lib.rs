@@ -454,6 +454,8 @@ fn apply(policy: &mut Policy, change: &Change) -> Result<(), LoadError> {
 pub struct Worker {
     states: Vec<FilterState>,
     shared: Arc<Shared>,
+    /// This worker's part of every filter's connection limit.
+    share: filter::Share,
     seen_generation: u64,
     /// The start of the packet-clock second this worker's clock is in (`u64::MAX`: none yet).
     clock_ns: u64,
@@ -461,7 +463,22 @@ pub struct Worker {
 
 impl Worker {
     fn new(shared: Arc<Shared>) -> Worker {
-        Worker { states: Vec::new(), shared, seen_generation: 0, clock_ns: u64::MAX }
+        Worker {
+            states: Vec::new(),
+            shared,
+            share: filter::Share::WHOLE,
+            seen_generation: 0,
+            clock_ns: u64::MAX,
+        }
+    }
+
+    /// Makes this worker one of `share.of` that share every filter's connection limit
+    /// ([`filter::Share`]); a new worker holds the whole limit.
+    pub fn set_share(&mut self, share: filter::Share) {
+        self.share = share;
+        for state in &mut self.states {
+            state.share = share;
+        }
     }
 
     /// Whether the fast paths for tracked frames are on ([`Engine::set_fast_paths`]).
@@ -489,12 +506,12 @@ impl Worker {
         self.seen_generation = snap.generation;
         let max_slot = snap.filters.iter().map(|f| f.slot + 1).max().unwrap_or(0);
         while self.states.len() < max_slot {
-            self.states.push(FilterState::new(config::DEFAULT_FILTER_CONNECTIONS));
+            self.states.push(FilterState::new(config::DEFAULT_FILTER_CONNECTIONS, self.share));
         }
         for slot in 0..self.states.len() {
             if !snap.filters.iter().any(|f| f.slot == slot) && !self.states[slot].conns.is_empty() {
                 // The filter is gone: its connections end. Without its config there is nothing to log.
-                let empty = FilterState::new(config::DEFAULT_FILTER_CONNECTIONS);
+                let empty = FilterState::new(config::DEFAULT_FILTER_CONNECTIONS, self.share);
                 let mut old = std::mem::replace(&mut self.states[slot], empty);
                 old.conns.drain(|_| {
                     self.shared.total.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

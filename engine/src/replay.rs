@@ -25,7 +25,7 @@ use rules::Policy;
 
 use crate::config::{FilterConfig, Snapshot};
 use crate::counters::FilterCounters;
-use crate::filter::{FrameRef, Sink};
+use crate::filter::{FrameRef, Share, Sink};
 use crate::flow::{peek_route_hash, route_hash};
 use crate::log::LogRecord;
 use crate::verdict::{Decision, Reason};
@@ -633,8 +633,15 @@ fn replay_parallel(
     }
     let versions = &versions;
     let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = unbounded();
-    let workers: Vec<(Worker, Sender<Done>)> =
-        (0..n).map(|_| (engine.new_worker(), done_tx.clone())).collect();
+    // Each worker holds its part of every filter's connection limit, so no filter holds more than
+    // its limit in all.
+    let workers: Vec<(Worker, Sender<Done>)> = (0..n)
+        .map(|index| {
+            let mut w = engine.new_worker();
+            w.set_share(Share { index, of: n });
+            (w, done_tx.clone())
+        })
+        .collect();
     drop(done_tx);
     // The chunks each worker walks, to each other worker: `to[walker][w]`, `from[w][walker]`.
     let mut to: Vec<Vec<Option<Sender<Chunk<'_>>>>> =

@@ -923,3 +923,66 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&run(3, true), &one);
     }
 }
+
+/// A filter's `maxConnections` bounds its connections however many workers replay: each worker holds
+/// its part of the limit. One worker admits exactly the limit's worth; several admit no more in all,
+/// and every other new connection meets `state-limit`.
+#[test]
+fn a_filters_connection_limit_holds_across_workers() {
+    use pktio::capture::{PcapWriter, TsResolution};
+    let policy = parse_policy(
+        "filter vm { vnic mac 02:00:00:00:00:01; maxConnections 7;\n\
+           ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
+    )
+    .unwrap();
+    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+    let mut w =
+        PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
+    // 60 flows to as many servers (so they spread over the workers), one datagram each, all within a
+    // second: nothing expires.
+    for i in 0..60u8 {
+        let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(192, 168, 1, i + 1) };
+        let frame = udp_v4(&vm, &far, u16::from(i), 5000, 53, b"q");
+        w.write_frame(1_700_000_000_000_000_000 + u64::from(i), &frame, frame.len() as u32).unwrap();
+    }
+    let cap = Capture::from_bytes(w.into_inner(), "limit.pcap").unwrap();
+    for workers in 1..=4 {
+        let mut engine = Engine::new(&policy).unwrap();
+        let (mut passed, mut limited) = (0, 0);
+        let s = replay_chunked(&cap, &mut engine, &[], workers, true, 5, |ev| {
+            if let Event::Decision { decision: d, .. } = ev {
+                match d.reason.as_str() {
+                    "match" => passed += 1,
+                    "state-limit" => limited += 1,
+                    other => panic!("unexpected reason {other}"),
+                }
+            }
+        })
+        .unwrap();
+        assert_eq!(s.connections[0], passed, "{workers} workers: every admitted connection is tracked");
+        assert_eq!(passed + limited, 60, "{workers} workers: every frame decided");
+        if workers == 1 {
+            assert_eq!(passed, 7, "one worker admits exactly the limit");
+        } else {
+            assert!(passed <= 7, "{workers} workers admitted {passed} connections, over the limit of 7");
+            assert!(passed >= 7 - workers + 1, "{workers} workers: each part filled ({passed} admitted)");
+        }
+    }
+}
+
+/// The workers' parts of a limit add up to the limit, and differ by at most one.
+#[test]
+fn the_parts_of_a_connection_limit_add_up_to_it() {
+    use engine::filter::Share;
+    for limit in [0usize, 1, 2, 5, 7, 1 << 20, 1_000_003] {
+        for of in 1..=9 {
+            let parts: Vec<usize> = (0..of).map(|index| Share { index, of }.limit(limit)).collect();
+            assert_eq!(parts.iter().sum::<usize>(), limit, "{limit} over {of}: {parts:?}");
+            assert!(
+                parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1,
+                "{limit} over {of}: {parts:?}"
+            );
+        }
+    }
+    assert_eq!(Share::WHOLE.limit(12345), 12345);
+}

@@ -1,6 +1,7 @@
 //! Any sequence of frames through a stateful policy: replay never panics, and one worker with the
 //! fast paths, one without them, and two workers walking the capture in chunks of three frames give
-//! the same decisions, log lines, replies, counters and connection counts.
+//! the same decisions, log lines, replies, counters and connection counts (two workers only while no
+//! connection table filled: each then holds its part of a filter's limit).
 //!
 //! The input is a list of records `[mode, a, b, len, bytes...]`. `mode` picks the time step (bits
 //! 0–1: a microsecond, a millisecond, a second or ten minutes, so every timer runs out somewhere) and
@@ -178,7 +179,15 @@ fn capture(data: &[u8]) -> Capture {
         let wire = frame.len() as u32 + u32::from(mode >> 5);
         w.write_frame(now, &frame, wire).expect("writes into memory");
     }
-    Capture::from_bytes(w.into_inner(), "fuzz.pcap").expect("a pcap the writer made reads back")
+    let bytes = w.into_inner();
+    // To look at a failing input with `dfw replay`: the capture and the policy as files.
+    if let Some(dir) = std::env::var_os("DFW_FUZZ_DUMP") {
+        let dir = std::path::Path::new(&dir);
+        let _ = std::fs::write(dir.join("fuzz.pcap"), &bytes);
+        let _ = std::fs::write(dir.join("fuzz.dfw"), POLICY);
+        let _ = std::fs::write(dir.join("fuzz-switched.dfw"), switched().to_string());
+    }
+    Capture::from_bytes(bytes, "fuzz.pcap").expect("a pcap the writer made reads back")
 }
 
 /// Everything a replay reports, as text: decisions, switches, log lines, replies (TERM lines apart:
@@ -224,5 +233,11 @@ fuzz_target!(|data: &[u8]| {
     let cap = capture(records);
     let full = run(&cap, &switches, 1, false);
     assert_eq!(run(&cap, &switches, 1, true), full, "the fast paths agree with the full path");
-    assert_eq!(run(&cap, &switches, 2, true), full, "two workers agree with one");
+    // Unless a table filled: each of two workers holds half a filter's connection limit, so which
+    // new connections meet `state-limit` may differ (docs/engine.md); the bound itself is a test.
+    let two = run(&cap, &switches, 2, true);
+    let limited = |t: &Transcript| t.0.iter().any(|l| l.contains("state-limit"));
+    if !limited(&full) && !limited(&two) {
+        assert_eq!(two, full, "two workers agree with one");
+    }
 });

@@ -544,6 +544,14 @@ fn protocol(cx: &Cx<'_>, node: Option<&Node>, path: &str) -> R<Proto> {
     })
 }
 
+/// A DNS subdomain name as Kubernetes requires of object and node names: 1 to 253 lowercase letters,
+/// digits, `-` and `.`.
+fn is_dns_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 253
+        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
 fn labels(cx: &Cx<'_>, node: Option<&Node>, path: &str) -> R<Labels> {
     let mut out = Labels::new();
     let Some(node) = node else { return Ok(out) };
@@ -840,7 +848,18 @@ fn pod(cx: &Cx<'_>, top: &Map<'_>, namespace: &str, name: &str, labels: Labels) 
     if let Some(s) = top.get("spec") {
         let spec = map(cx, s, "spec")?;
         spec.check(cx, POD_SPEC_FIELDS)?;
-        pod.node = spec.get("nodeName").map(|n| string(cx, n, "spec.nodeName")).transpose()?;
+        if let Some(n) = spec.get("nodeName") {
+            let node = string(cx, n, "spec.nodeName")?;
+            // The node's name becomes part of the pod's filter name (`nic-NODE-NS-POD`).
+            if !is_dns_name(&node) {
+                return Err(cx.field(
+                    n.mark,
+                    "spec.nodeName",
+                    format!("'{node}' is not a valid Kubernetes name"),
+                ));
+            }
+            pod.node = Some(node);
+        }
         pod.host_network =
             spec.get("hostNetwork").map(|n| boolean(cx, n, "spec.hostNetwork")).transpose()?.unwrap_or(false);
         if let Some(cs) = spec.get("containers") {
@@ -1064,12 +1083,7 @@ impl Cluster {
                 if key == "namespace" && !namespaced {
                     continue;
                 }
-                if v.is_empty()
-                    || v.len() > 253
-                    || !v
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-                {
+                if !is_dns_name(v) {
                     return Err(cx.field(
                         meta.mark,
                         &format!("metadata.{key}"),
@@ -1181,6 +1195,20 @@ mod tests {
             p.isolates_ingress && p.isolates_egress,
             "defaults: Ingress always, Egress with egress rules"
         );
+    }
+
+    #[test]
+    fn a_node_name_must_be_a_kubernetes_name() {
+        // It becomes part of the pod's filter name; the fuzzer found a quote that made the printed
+        // policy unreadable.
+        let pod = |node: &str| {
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: x}}\nspec: {{nodeName: \"{node}\"}}\nstatus: {{podIP: 10.0.0.1}}\n")
+        };
+        for bad in ["nod'e2", "Node1", "", "a b", "n;1"] {
+            let e = one_error(&pod(bad));
+            assert!(e.contains("spec.nodeName") && e.contains("not a valid Kubernetes name"), "{bad:?}: {e}");
+        }
+        assert!(load(&pod("node-2.example")).is_ok());
     }
 
     #[test]
