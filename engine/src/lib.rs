@@ -374,6 +374,23 @@ impl Engine {
         Worker::new(Arc::clone(&self.shared))
     }
 
+    /// A worker that is one of `share.of` replaying together: it holds its part of every filter's
+    /// connection limit and of the engine-wide one ([`filter::Share`]), counted on its own, so what
+    /// it admits depends only on its own frames (not on how far the others have got) and its
+    /// connections, which end with it, never count against this engine's own worker.
+    pub fn part_worker(&self, share: filter::Share) -> Worker {
+        let shared = Arc::new(Shared {
+            total: filter::OwnLine(AtomicUsize::new(0)),
+            max_total: share.limit(self.shared.max_total),
+            fast_paths: std::sync::atomic::AtomicBool::new(
+                self.shared.fast_paths.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        });
+        let mut w = Worker::new(shared);
+        w.share = share;
+        w
+    }
+
     /// Switches the in-place fast paths for frames of tracked connections on (the default) or off, for
     /// this engine's workers. Decisions, counters and connection state are the same either way; off,
     /// every frame takes the full path, which is how tests check that.
@@ -469,15 +486,6 @@ impl Worker {
             share: filter::Share::WHOLE,
             seen_generation: 0,
             clock_ns: u64::MAX,
-        }
-    }
-
-    /// Makes this worker one of `share.of` that share every filter's connection limit
-    /// ([`filter::Share`]); a new worker holds the whole limit.
-    pub fn set_share(&mut self, share: filter::Share) {
-        self.share = share;
-        for state in &mut self.states {
-            state.share = share;
         }
     }
 

@@ -633,15 +633,11 @@ fn replay_parallel(
     }
     let versions = &versions;
     let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = unbounded();
-    // Each worker holds its part of every filter's connection limit, so no filter holds more than
-    // its limit in all.
-    let workers: Vec<(Worker, Sender<Done>)> = (0..n)
-        .map(|index| {
-            let mut w = engine.new_worker();
-            w.set_share(Share { index, of: n });
-            (w, done_tx.clone())
-        })
-        .collect();
+    // Each worker holds its part of every filter's connection limit and of the engine's, so no
+    // filter (nor the engine) holds more than its limit in all, and what each admits does not depend
+    // on the others' pace.
+    let workers: Vec<(Worker, Sender<Done>)> =
+        (0..n).map(|index| (engine.part_worker(Share { index, of: n }), done_tx.clone())).collect();
     drop(done_tx);
     // The chunks each worker walks, to each other worker: `to[walker][w]`, `from[w][walker]`.
     let mut to: Vec<Vec<Option<Sender<Chunk<'_>>>>> =

@@ -924,9 +924,9 @@ proptest::proptest! {
     }
 }
 
-/// A filter's `maxConnections` bounds its connections however many workers replay: each worker holds
-/// its part of the limit. One worker admits exactly the limit's worth; several admit no more in all,
-/// and every other new connection meets `state-limit`.
+/// A filter's `maxConnections`, and the engine-wide limit, bound its connections however many workers
+/// replay: each worker holds its part of the limit. One worker admits exactly the limit's worth;
+/// several admit no more in all, and every other new connection meets `state-limit`.
 #[test]
 fn a_filters_connection_limit_holds_across_workers() {
     use pktio::capture::{PcapWriter, TsResolution};
@@ -946,8 +946,18 @@ fn a_filters_connection_limit_holds_across_workers() {
         w.write_frame(1_700_000_000_000_000_000 + u64::from(i), &frame, frame.len() as u32).unwrap();
     }
     let cap = Capture::from_bytes(w.into_inner(), "limit.pcap").unwrap();
-    for workers in 1..=4 {
-        let mut engine = Engine::new(&policy).unwrap();
+    // The filter's own limit, then the engine-wide one (the filter unlimited).
+    let unlimited = parse_policy(
+        "filter vm { vnic mac 02:00:00:00:00:01;\n\
+           ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
+    )
+    .unwrap();
+    for (workers, engine_wide) in (1..=4).flat_map(|w| [(w, false), (w, true)]) {
+        let mut engine = if engine_wide {
+            Engine::with_limit(&unlimited, 7).unwrap()
+        } else {
+            Engine::new(&policy).unwrap()
+        };
         let (mut passed, mut limited) = (0, 0);
         let s = replay_chunked(&cap, &mut engine, &[], workers, true, 5, |ev| {
             if let Event::Decision { decision: d, .. } = ev {
