@@ -1,7 +1,8 @@
 //! Any sequence of frames through a stateful policy: replay never panics, and one worker with the
 //! fast paths, one without them, and two workers walking the capture in chunks of three frames give
 //! the same decisions, log lines, replies, counters and connection counts (two workers only while no
-//! connection table filled: each then holds its part of a filter's limit).
+//! connection table filled: each then holds its part of a filter's limit), and so does the live
+//! dataplane's way of deciding a frame at a time (`Engine::process`).
 //!
 //! The input is a list of records `[mode, a, b, len, bytes...]`. `mode` picks the time step (bits
 //! 0–1: a microsecond, a millisecond, a second or ten minutes, so every timer runs out somewhere) and
@@ -23,6 +24,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
+use engine::filter::{FrameRef, Sink};
 use engine::log::LogRecord;
 use engine::replay::{replay_chunked, Event, Switch, SwitchPoint};
 use engine::Engine;
@@ -218,6 +220,98 @@ fn run(cap: &Capture, switches: &[Switch], workers: usize, fast: bool) -> Transc
     (lines, terms, summary)
 }
 
+/// The frame-at-a-time path's events, gathered per step (a clock move, a frame) and handed on in the
+/// order a replay reports them: decisions, then log lines, then replies; what a clock move reclaimed
+/// sorted as a replay sorts it (by filter and frame, log lines by filter and flow), since the live
+/// dataplane promises no order among those.
+#[derive(Default)]
+struct Live {
+    decisions: Vec<((usize, u64), String)>,
+    logs: Vec<LogRecord>,
+    replies: Vec<String>,
+    lines: Vec<String>,
+    terms: Vec<String>,
+}
+
+impl Live {
+    fn step(&mut self, reclaimed: bool) {
+        if reclaimed {
+            self.decisions.sort_by_key(|(k, _)| *k);
+            self.logs.sort_by_key(|l| match l {
+                LogRecord::Term { filter_hash, flow, .. } | LogRecord::Packet { filter_hash, flow, .. } => {
+                    (*filter_hash, *flow)
+                }
+            });
+        }
+        self.lines.extend(self.decisions.drain(..).map(|(_, l)| l));
+        for rec in self.logs.drain(..) {
+            match rec {
+                LogRecord::Term { .. } => self.terms.push(format!("{rec:?}")),
+                other => self.lines.push(format!("{:?}", Event::Log(&other))),
+            }
+        }
+        self.lines.append(&mut self.replies);
+    }
+}
+
+impl Sink for Live {
+    fn decision(&mut self, d: &engine::Decision, filter: &engine::FilterConfig) {
+        let line = format!(
+            "{} {} {} {} {} {} {:?}",
+            d.frame,
+            filter.name,
+            d.dir.as_str(),
+            d.verdict.as_str(),
+            d.state.as_str(),
+            d.reason.as_str(),
+            d.rule
+        );
+        self.decisions.push(((d.filter, d.frame), line));
+    }
+    fn log(&mut self, rec: LogRecord) {
+        self.logs.push(rec);
+    }
+    fn reply(&mut self, frame: u64, bytes: Vec<u8>) {
+        self.replies.push(format!("{:?}", Event::Reply { frame, bytes: &bytes }));
+    }
+}
+
+/// The live dataplane's way: each frame parsed and handed to `Engine::process`, switches loaded before
+/// their frame, the packet clock moved before every frame (parsed or not), and what has expired by the
+/// last frame reclaimed at the end, as a replay does.
+fn live(cap: &Capture, switches: &[Switch]) -> (Vec<String>, Vec<String>) {
+    let mut engine = Engine::new(policy()).expect("the fuzz policy loads");
+    let mut out = Live::default();
+    let mut last_ts = 0;
+    for (n, frame) in cap.frames().enumerate() {
+        let Ok(frame) = frame else { break };
+        let number = n as u64 + 1;
+        last_ts = frame.ts_nanos;
+        for sw in switches.iter().filter(|sw| matches!(sw.at, SwitchPoint::Frame(f) if f == number)) {
+            let generation = engine.load(&sw.policy, frame.ts_nanos).expect("the switched policy loads");
+            out.lines.push(format!("{:?}", Event::Switched { frame: number, generation, label: &sw.label }));
+        }
+        let snap = engine.snapshot();
+        engine.worker().tick(&snap, frame.ts_nanos, &mut out);
+        out.step(true);
+        match pktio::parse_frame(frame.link, frame.data, frame.wire_len) {
+            Ok(pkt) => {
+                let f = FrameRef { number, link: frame.link, bytes: frame.data, now_ns: frame.ts_nanos };
+                engine.process(&pkt, f, &mut out);
+                out.step(false);
+            }
+            Err(e) => {
+                let reason = engine::Reason::of_parse_error(&e);
+                out.lines.push(format!("{:?}", Event::Malformed { frame: number, reason }));
+            }
+        }
+    }
+    let snap = engine.snapshot();
+    engine.worker().finish(&snap, last_ts, &mut out);
+    out.step(true);
+    (out.lines, out.terms)
+}
+
 fuzz_target!(|data: &[u8]| {
     let (switches, records) = match data.split_first() {
         Some((&at, rest)) if data.len() % 2 == 1 => (
@@ -233,6 +327,8 @@ fuzz_target!(|data: &[u8]| {
     let cap = capture(records);
     let full = run(&cap, &switches, 1, false);
     assert_eq!(run(&cap, &switches, 1, true), full, "the fast paths agree with the full path");
+    let (lines, terms) = live(&cap, &switches);
+    assert_eq!((&lines, &terms), (&full.0, &full.1), "frame at a time agrees with the replay");
     // Unless a table filled: each of two workers holds half a filter's connection limit, so which
     // new connections meet `state-limit` may differ (docs/engine.md); the bound itself is a test.
     let two = run(&cap, &switches, 2, true);
