@@ -510,10 +510,9 @@ impl Arena {
     /// (per-pair medians of 6 alternated pairs).
     #[inline(always)]
     fn walk_lockstep<const Z: bool>(&self, cur: &mut [u32; BATCH], ks: &[Key], n: usize) {
-        let n = n.min(ks.len()).min(BATCH);
         loop {
             let mut inner = 0;
-            for i in 0..n {
+            for i in 0..n.min(BATCH) {
                 let c = cur[i];
                 // All ones when `c` is an inner node, else zero.
                 let m = ((c as i32) >> 31) as u32 ^ u32::MAX;
