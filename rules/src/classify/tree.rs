@@ -454,8 +454,9 @@ impl Arena {
         // ipc_10k about half the keys are pruned from the second and third trees; when they took
         // part in the lockstep walk, each level's pass still visited them, and the batch took as
         // many levels as its deepest live key (ipc_10k: 9.6 passes per key for 5.4 real steps;
-        // gathering: 41.9 → 41.2 M instructions, 1.3-1.45× the lookups per second). A view's first
-        // tree prunes no key (`all_live`): its keys walk in place, with no gather.
+        // gathering: 41.9 → 41.3 M instructions, 1.14-1.60× the lookups per second in alternated
+        // pairs, the host's phase deciding where). A view's first tree prunes no key (`all_live`):
+        // its keys walk in place, with no gather.
         if all_live {
             self.walk_and_scan::<Z>(tree, ks, best, &mut |j, c| check(j, c));
             return;
