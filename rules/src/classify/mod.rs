@@ -32,9 +32,11 @@
 //! 4. **Batches.** [`Classifier::first_match_batch`] sorts up to 64 keys by the view they visit, then
 //!    walks all the keys of one view down a tree in lockstep, so their cache misses overlap (rte_acl
 //!    does the same with SIMD over its batch; 64 keys in lockstep beat 32 by 1-9% on the ClassBench
-//!    sets, and 32 beat 16 by 1-7%). Up to 32 MiB of trees every key steps at every level
-//!    (a key at its leaf steps through node 0 and keeps it); beyond, each key prefetches its next
-//!    node or leaf as soon as it is known.
+//!    sets, and 32 beat 16 by 1-7%). Up to 32 MiB of trees the walks advance in passes, one level
+//!    per pass, until every key is at its leaf; only the keys a tree may still improve on take
+//!    part (a view's later trees rank after its first, and on ipc_10k they are pruned for about
+//!    half the keys), gathered into arrays of their own. Beyond 32 MiB, each key prefetches its
+//!    next node or leaf as soon as it is known.
 //!    Views with address sets walk their trees one key at a time: per-set trees are small, most are
 //!    pruned by rank, and lockstep walks there cost more instructions than they save. But the rest
 //!    goes in stages over the whole group, so that cache misses overlap: every key's hash probes
@@ -985,8 +987,8 @@ impl RuleIndex {
         // No rule of this view refers to a set: checks need no members.
         let mut check =
             |j: usize, c: u32| self.checks[c as usize].matches_open(key(j), &Members::NONE, &Members::NONE);
-        for &t in &view.rest {
-            self.arena.lookup_batch::<Z>(t, &pts[..n], &mut best[..n], &mut check);
+        for (i, &t) in view.rest.iter().enumerate() {
+            self.arena.lookup_batch::<Z>(t, &pts[..n], &mut best[..n], i == 0, &mut check);
         }
         for j in 0..n {
             let b = best[j];
@@ -1017,8 +1019,8 @@ impl RuleIndex {
             let (ms, md) = &members[j & (BATCH - 1)];
             self.checks[c as usize].matches_open(key(j), ms, md)
         };
-        for &t in &view.rest {
-            self.arena.lookup_batch::<Z>(t, &pts[..n], &mut best[..n], &mut check);
+        for (i, &t) in view.rest.iter().enumerate() {
+            self.arena.lookup_batch::<Z>(t, &pts[..n], &mut best[..n], i == 0, &mut check);
         }
     }
 
