@@ -63,11 +63,12 @@ pub struct Seen<'a> {
 }
 
 impl<'a> Seen<'a> {
-    /// The view of `pkt`, or `None` when it is not IP or is a fragment (the fast path does not apply).
+    /// The view of `pkt`, or `None` when it is not IP, is a fragment, or is an ICMP error (which only
+    /// relates to the connection it quotes; the fast path does not apply).
     #[inline(always)]
     pub fn of(pkt: &'a Packet) -> Option<Seen<'a>> {
         let ip = pkt.ip.as_ref()?;
-        if ip.frag.is_some() {
+        if ip.frag.is_some() || is_icmp_error(pkt) {
             return None;
         }
         Some(Seen { l4: &pkt.l4, wire_len: pkt.wire_len, family: usize::from(ip.src.is_ipv6()) })
@@ -465,35 +466,40 @@ impl FilterState {
             }
         };
         let (key, from_lo, hash) = (route_key.0, route_key.1, route_key.2);
-        // 1. A tracked connection.
-        let hit = self.conns.get_mut_hashed(&key, hash).map(|(conn, mut expires)| {
-            if expires.get() <= now_s {
-                return Hit::Expired;
-            }
-            if conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate {
-                // The policy changed since this connection was admitted: check it again, as its
-                // initiator's first packet would be checked now.
-                match revalidate(cfg, l3, &key, conn, from_lo, dir, pkt) {
-                    Some(rule) => {
-                        conn.rule = rule.id;
-                        conn.logged = rule.log;
-                        conn.generation = cfg.generation as u32;
+        // 1. A tracked connection. Not for an ICMP error: its own header (addresses, identifier 0)
+        // would find an echo connection of identifier 0 between the same hosts, and it relates only to
+        // the connection it quotes (step 2), as in Linux conntrack. (With several workers that echo
+        // connection may not even be on the error's worker: errors go where their quote's flow goes.)
+        let error = is_icmp_error(pkt);
+        let hit =
+            (!error).then(|| self.conns.get_mut_hashed(&key, hash)).flatten().map(|(conn, mut expires)| {
+                if expires.get() <= now_s {
+                    return Hit::Expired;
+                }
+                if conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate {
+                    // The policy changed since this connection was admitted: check it again, as its
+                    // initiator's first packet would be checked now.
+                    match revalidate(cfg, l3, &key, conn, from_lo, dir, pkt) {
+                        Some(rule) => {
+                            conn.rule = rule.id;
+                            conn.logged = rule.log;
+                            conn.generation = cfg.generation as u32;
+                        }
+                        None => return Hit::TornDown(conn.rule),
                     }
-                    None => return Hit::TornDown(conn.rule),
                 }
-            }
-            let rule = conn.rule;
-            let tracked = conn.track(&pkt.l4, pkt.wire_len, from_lo, now_s, &cfg.timeouts, &mut expires);
-            let mut ended = None;
-            if tracked == Tracked::Ok && conn.logged {
-                if let Some(cause) = conn.tcp_ended() {
-                    // The TERM line is written below, from a copy that still says `logged`.
-                    conn.logged = false;
-                    ended = Some(term_cause(cause));
+                let rule = conn.rule;
+                let tracked = conn.track(&pkt.l4, pkt.wire_len, from_lo, now_s, &cfg.timeouts, &mut expires);
+                let mut ended = None;
+                if tracked == Tracked::Ok && conn.logged {
+                    if let Some(cause) = conn.tcp_ended() {
+                        // The TERM line is written below, from a copy that still says `logged`.
+                        conn.logged = false;
+                        ended = Some(term_cause(cause));
+                    }
                 }
-            }
-            Hit::Tracked(tracked, rule, ended)
-        });
+                Hit::Tracked(tracked, rule, ended)
+            });
         match hit {
             None => {}
             Some(Hit::Expired) => {

@@ -375,6 +375,23 @@ fn icmp_errors_pass_as_related_only_for_tracked_flows() {
     assert_eq!(l.send(&err, 0.2).state, ConnState::New);
 }
 
+/// An ICMP error's own header (its addresses, identifier 0) is the key of an echo conversation of
+/// identifier 0 between the same hosts; it must not ride that conversation (the `replay` fuzz target
+/// found one that did, and only on one worker: errors go to the worker of the flow they quote).
+#[test]
+fn an_icmp_error_never_rides_an_echo_conversation_of_the_same_hosts() {
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    assert_eq!(l.send(&icmp_echo_v4(&A, &B, 1, false, 0, 1), 0.0).state, ConnState::New);
+    // A port unreachable from A to B about a datagram nobody tracked (B to A, never sent).
+    let q = udp_v4(&B, &A, 1, 53, 4444, b"?");
+    let qp = parse_frame(LinkType::Ethernet, &q, q.len() as u32).unwrap();
+    let err = pktio::build::reject_reply(LinkType::Ethernet, &q, &qp).unwrap();
+    let d = l.send(&err, 0.1);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Pass, ConnState::New, Reason::Match));
+    // The echo conversation itself goes on.
+    assert_eq!(l.send(&icmp_echo_v4(&B, &A, 1, true, 0, 1), 0.2).state, ConnState::Established);
+}
+
 #[test]
 fn frames_between_two_local_vnics_cross_both_filters() {
     let text = "filter a { vnic mac 02:00:00:00:00:01 ip 10.0.0.1; ruleset mainrs { rule 1 at 1 out protocol any from any to any accept; } }\nfilter c { vnic mac 02:00:00:00:00:03 ip 10.0.0.3; ruleset mainrs { rule 2 at 1 in protocol tcp from any to any port 443 accept; } }";
