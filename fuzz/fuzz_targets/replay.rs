@@ -197,21 +197,19 @@ fn capture(data: &[u8]) -> Capture {
 /// differently from decisions), and the totals.
 type Transcript = (Vec<String>, Vec<String>, Result<engine::replay::ReplaySummary, String>);
 
+/// One decision as text: frame, filter, direction, verdict, state, reason and rule.
+fn decision_line(d: &engine::Decision, filter: &engine::FilterConfig) -> String {
+    let (dir, verdict, state, reason) =
+        (d.dir.as_str(), d.verdict.as_str(), d.state.as_str(), d.reason.as_str());
+    format!("{} {} {dir} {verdict} {state} {reason} {:?}", d.frame, filter.name, d.rule)
+}
+
 fn run(cap: &Capture, switches: &[Switch], workers: usize, fast: bool) -> Transcript {
     let mut engine = Engine::new(policy()).expect("the fuzz policy loads");
     engine.set_fast_paths(fast);
     let (mut lines, mut terms) = (Vec::new(), Vec::new());
     let summary = replay_chunked(cap, &mut engine, switches, workers, true, 3, |ev| match ev {
-        Event::Decision { decision: d, filter } => lines.push(format!(
-            "{} {} {} {} {} {} {:?}",
-            d.frame,
-            filter.name,
-            d.dir.as_str(),
-            d.verdict.as_str(),
-            d.state.as_str(),
-            d.reason.as_str(),
-            d.rule
-        )),
+        Event::Decision { decision: d, filter } => lines.push(decision_line(d, filter)),
         Event::Log(l @ LogRecord::Term { .. }) => terms.push(format!("{l:?}")),
         other => lines.push(format!("{other:?}")),
     });
@@ -256,16 +254,7 @@ impl Live {
 
 impl Sink for Live {
     fn decision(&mut self, d: &engine::Decision, filter: &engine::FilterConfig) {
-        let line = format!(
-            "{} {} {} {} {} {} {:?}",
-            d.frame,
-            filter.name,
-            d.dir.as_str(),
-            d.verdict.as_str(),
-            d.state.as_str(),
-            d.reason.as_str(),
-            d.rule
-        );
+        let line = decision_line(d, filter);
         self.decisions.push(((d.filter, d.frame), line));
     }
     fn log(&mut self, rec: LogRecord) {
