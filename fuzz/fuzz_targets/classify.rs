@@ -172,6 +172,16 @@ fuzz_target!(|data: &[u8]| {
         keys.push(key(&mut b));
     }
     let refs: Vec<&AddrSet> = sets.iter().collect();
+    // To turn a failing input into a test: the rules, sets and headers as text.
+    if std::env::var_os("DFW_FUZZ_DUMP").is_some() {
+        eprintln!("{set}");
+        for s in &sets {
+            eprintln!("{s}");
+        }
+        for k in &keys {
+            eprintln!("{k:?}");
+        }
+    }
     let c = Classifier::build(&set, &refs).expect("every set a rule names exists");
     agree(&c, &set, &sets, &keys, "built");
     if nsets == 0 {

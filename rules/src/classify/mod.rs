@@ -1214,6 +1214,37 @@ mod tests {
         every_build_agrees(&p.ruleset, &p.set_refs(), &keys);
     }
 
+    /// The `classify` fuzz target found it: the inbound IPv4 view holds only a set rule, so its shared
+    /// tree is empty, and the batch walk of a view's first tree read the empty tree's root.
+    #[test]
+    fn every_build_agrees_when_a_views_first_tree_is_empty() {
+        let mut text = String::from(
+            "ruleset mainrs {\n  rule 0 at 1 in protocol any from not addrset s0 to not ip fd00::3:bd accept;\n",
+        );
+        for i in 1..13 {
+            text.push_str(&format!(
+                "  rule {i} at {} out inet6 protocol gre from any to any accept;\n",
+                i + 1
+            ));
+        }
+        text.push_str("}\naddrset s0 {\n}\n");
+        let p = crate::parse_policy(&text).unwrap();
+        let key = |dir, src: &str, dst: &str, proto| L3Key {
+            dir,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto,
+            ports: None,
+            icmp: (proto == 1).then_some((4, 2)),
+        };
+        let keys = [
+            key(Direction::In, "10.0.1.232", "10.0.1.66", 1),
+            key(Direction::Out, "fd00::1:bd", "fd00::1:bd", 47),
+            key(Direction::In, "fd00::1:bd", "fd00::2:1", 6),
+        ];
+        every_build_agrees(&p.rulesets[0], &p.addrsets.iter().collect::<Vec<_>>(), &keys);
+    }
+
     #[test]
     fn every_build_agrees_on_classbench_sets() {
         let dir =

@@ -421,8 +421,8 @@ impl Arena {
 
     /// [`Arena::lookup`] for up to [`BATCH`] keys at once: the walks down the tree advance in
     /// lockstep, so the memory latency of one key's next node overlaps the others'. `check` gets the
-    /// key's position in `ks` and the check index. `all_live` is a hint that no key's `best` prunes
-    /// the tree (every rank is below [`NONE`]): the answers are the same either way.
+    /// key's position in `ks` and the check index. `all_live` says that every key's `best` is
+    /// [`NONE`] (the view's first tree), so only an empty tree prunes them.
     #[inline(always)]
     pub fn lookup_batch<const Z: bool>(
         &self,
@@ -458,7 +458,12 @@ impl Arena {
         // pairs, the host's phase deciding where). A view's first tree prunes no key (`all_live`):
         // its keys walk in place, with no gather.
         if all_live {
-            self.walk_and_scan::<Z>(tree, ks, best, &mut |j, c| check(j, c));
+            // Every key's best is NONE, so the tree prunes them all exactly when it is empty (an
+            // empty tree's root is NONE, no reference to walk: the `classify` fuzz target found a
+            // view whose first tree was empty).
+            if tree.min_rank != NONE {
+                self.walk_and_scan::<Z>(tree, ks, best, &mut |j, c| check(j, c));
+            }
             return;
         }
         let mut live = [0u8; BATCH];
