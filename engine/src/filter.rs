@@ -93,13 +93,16 @@ impl<T> std::ops::Deref for OwnLine<T> {
     }
 }
 
-/// Engine-wide connection accounting shared by all workers (touched on insert and remove only).
+/// Connection accounting shared by the workers that use it (touched on insert and remove only): the
+/// engine's, and each replay worker's own ([`crate::Engine::part_worker`]).
 #[derive(Debug)]
 pub struct Shared {
-    /// Connections tracked across all filters and workers.
+    /// Connections tracked across all filters by the workers sharing this.
     pub total: OwnLine<AtomicUsize>,
-    /// Most connections across all filters.
+    /// Most connections across all filters (for a replay worker, its part of the engine's limit).
     pub max_total: usize,
+    /// The part of every filter's connection limit the workers sharing this hold.
+    pub share: Share,
     /// Whether workers may take the in-place fast paths for tracked frames (on unless switched off
     /// with [`crate::Engine::set_fast_paths`], which tests use to hold them to the full path).
     pub fast_paths: std::sync::atomic::AtomicBool,
@@ -137,9 +140,12 @@ impl Share {
     pub const WHOLE: Share = Share { index: 0, of: 1 };
 
     /// This worker's part of `limit` connections.
+    #[inline]
     pub fn limit(self, limit: usize) -> usize {
-        let of = self.of.max(1);
-        limit / of + usize::from(self.index < limit % of)
+        if self.of <= 1 {
+            return limit;
+        }
+        limit / self.of + usize::from(self.index < limit % self.of)
     }
 }
 
@@ -152,19 +158,15 @@ pub struct FilterState {
     pub frags: FragTable,
     /// Counters.
     pub counters: FilterCounters,
-    /// This worker's part of the filter's connection limit.
-    pub share: Share,
 }
 
 impl FilterState {
-    /// Empty state for a filter tracking at most `limit` connections (of which a worker holding
-    /// `share` tracks its part).
-    pub fn new(limit: usize, share: Share) -> FilterState {
+    /// Empty state for a filter tracking at most `limit` connections.
+    pub fn new(limit: usize) -> FilterState {
         FilterState {
-            conns: FlowTable::new(share.limit(limit)),
+            conns: FlowTable::new(limit),
             frags: FragTable::default(),
             counters: FilterCounters::default(),
-            share,
         }
     }
 
@@ -470,36 +472,35 @@ impl FilterState {
         // would find an echo connection of identifier 0 between the same hosts, and it relates only to
         // the connection it quotes (step 2), as in Linux conntrack. (With several workers that echo
         // connection may not even be on the error's worker: errors go where their quote's flow goes.)
-        let error = is_icmp_error(pkt);
-        let hit =
-            (!error).then(|| self.conns.get_mut_hashed(&key, hash)).flatten().map(|(conn, mut expires)| {
-                if expires.get() <= now_s {
-                    return Hit::Expired;
-                }
-                if conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate {
-                    // The policy changed since this connection was admitted: check it again, as its
-                    // initiator's first packet would be checked now.
-                    match revalidate(cfg, l3, &key, conn, from_lo, dir, pkt) {
-                        Some(rule) => {
-                            conn.rule = rule.id;
-                            conn.logged = rule.log;
-                            conn.generation = cfg.generation as u32;
-                        }
-                        None => return Hit::TornDown(conn.rule),
+        let found = if is_icmp_error(pkt) { None } else { self.conns.get_mut_hashed(&key, hash) };
+        let hit = found.map(|(conn, mut expires)| {
+            if expires.get() <= now_s {
+                return Hit::Expired;
+            }
+            if conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate {
+                // The policy changed since this connection was admitted: check it again, as its
+                // initiator's first packet would be checked now.
+                match revalidate(cfg, l3, &key, conn, from_lo, dir, pkt) {
+                    Some(rule) => {
+                        conn.rule = rule.id;
+                        conn.logged = rule.log;
+                        conn.generation = cfg.generation as u32;
                     }
+                    None => return Hit::TornDown(conn.rule),
                 }
-                let rule = conn.rule;
-                let tracked = conn.track(&pkt.l4, pkt.wire_len, from_lo, now_s, &cfg.timeouts, &mut expires);
-                let mut ended = None;
-                if tracked == Tracked::Ok && conn.logged {
-                    if let Some(cause) = conn.tcp_ended() {
-                        // The TERM line is written below, from a copy that still says `logged`.
-                        conn.logged = false;
-                        ended = Some(term_cause(cause));
-                    }
+            }
+            let rule = conn.rule;
+            let tracked = conn.track(&pkt.l4, pkt.wire_len, from_lo, now_s, &cfg.timeouts, &mut expires);
+            let mut ended = None;
+            if tracked == Tracked::Ok && conn.logged {
+                if let Some(cause) = conn.tcp_ended() {
+                    // The TERM line is written below, from a copy that still says `logged`.
+                    conn.logged = false;
+                    ended = Some(term_cause(cause));
                 }
-                Hit::Tracked(tracked, rule, ended)
-            });
+            }
+            Hit::Tracked(tracked, rule, ended)
+        });
         match hit {
             None => {}
             Some(Hit::Expired) => {
@@ -627,7 +628,7 @@ impl FilterState {
             shared.total.fetch_sub(1, Ordering::Relaxed);
             return (Verdict::Drop, ConnState::New, Reason::StateLimit);
         }
-        let limit = self.share.limit(cfg.max_connections);
+        let limit = shared.share.limit(cfg.max_connections);
         if self.conns.limit() != limit {
             self.conns.set_limit(limit);
         }

@@ -313,6 +313,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             total: filter::OwnLine(AtomicUsize::new(0)),
             max_total,
+            share: filter::Share::WHOLE,
             fast_paths: std::sync::atomic::AtomicBool::new(true),
         });
         Ok(Engine {
@@ -382,13 +383,12 @@ impl Engine {
         let shared = Arc::new(Shared {
             total: filter::OwnLine(AtomicUsize::new(0)),
             max_total: share.limit(self.shared.max_total),
+            share,
             fast_paths: std::sync::atomic::AtomicBool::new(
                 self.shared.fast_paths.load(std::sync::atomic::Ordering::Relaxed),
             ),
         });
-        let mut w = Worker::new(shared);
-        w.share = share;
-        w
+        Worker::new(shared)
     }
 
     /// Switches the in-place fast paths for frames of tracked connections on (the default) or off, for
@@ -471,8 +471,6 @@ fn apply(policy: &mut Policy, change: &Change) -> Result<(), LoadError> {
 pub struct Worker {
     states: Vec<FilterState>,
     shared: Arc<Shared>,
-    /// This worker's part of every filter's connection limit.
-    share: filter::Share,
     seen_generation: u64,
     /// The start of the packet-clock second this worker's clock is in (`u64::MAX`: none yet).
     clock_ns: u64,
@@ -480,13 +478,7 @@ pub struct Worker {
 
 impl Worker {
     fn new(shared: Arc<Shared>) -> Worker {
-        Worker {
-            states: Vec::new(),
-            shared,
-            share: filter::Share::WHOLE,
-            seen_generation: 0,
-            clock_ns: u64::MAX,
-        }
+        Worker { states: Vec::new(), shared, seen_generation: 0, clock_ns: u64::MAX }
     }
 
     /// Whether the fast paths for tracked frames are on ([`Engine::set_fast_paths`]).
@@ -514,12 +506,12 @@ impl Worker {
         self.seen_generation = snap.generation;
         let max_slot = snap.filters.iter().map(|f| f.slot + 1).max().unwrap_or(0);
         while self.states.len() < max_slot {
-            self.states.push(FilterState::new(config::DEFAULT_FILTER_CONNECTIONS, self.share));
+            self.states.push(FilterState::new(config::DEFAULT_FILTER_CONNECTIONS));
         }
         for slot in 0..self.states.len() {
             if !snap.filters.iter().any(|f| f.slot == slot) && !self.states[slot].conns.is_empty() {
                 // The filter is gone: its connections end. Without its config there is nothing to log.
-                let empty = FilterState::new(config::DEFAULT_FILTER_CONNECTIONS, self.share);
+                let empty = FilterState::new(config::DEFAULT_FILTER_CONNECTIONS);
                 let mut old = std::mem::replace(&mut self.states[slot], empty);
                 old.conns.drain(|_| {
                     self.shared.total.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
