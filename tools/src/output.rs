@@ -245,7 +245,7 @@ impl Report {
             let reasons: Vec<String> = self.drop_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(o, "\ndrop reasons: {}", reasons.join(", "));
         }
-        if self.workers > 1 && self.drop_reasons.keys().any(|k| *k == "state-limit") {
+        if self.workers > 1 && self.drop_reasons.contains_key("state-limit") {
             let _ = writeln!(
                 o,
                 "note: with {} workers each holds its part of a filter's maxConnections, so which new connections \
