@@ -958,6 +958,7 @@ fn a_filters_connection_limit_holds_across_workers() {
         } else {
             Engine::new(&policy).unwrap()
         };
+        let which = if engine_wide { "engine-wide limit" } else { "filter's limit" };
         let (mut passed, mut limited) = (0, 0);
         let s = replay_chunked(&cap, &mut engine, &[], workers, true, 5, |ev| {
             if let Event::Decision { decision: d, .. } = ev {
@@ -969,13 +970,16 @@ fn a_filters_connection_limit_holds_across_workers() {
             }
         })
         .unwrap();
-        assert_eq!(s.connections[0], passed, "{workers} workers: every admitted connection is tracked");
-        assert_eq!(passed + limited, 60, "{workers} workers: every frame decided");
+        assert_eq!(
+            s.connections[0], passed,
+            "{workers} workers, {which}: every admitted connection is tracked"
+        );
+        assert_eq!(passed + limited, 60, "{workers} workers, {which}: every frame decided");
         if workers == 1 {
-            assert_eq!(passed, 7, "one worker admits exactly the limit");
+            assert_eq!(passed, 7, "one worker admits exactly the {which}");
         } else {
-            assert!(passed <= 7, "{workers} workers admitted {passed} connections, over the limit of 7");
-            assert!(passed > 7 - workers, "{workers} workers: each part filled ({passed} admitted)");
+            assert!(passed <= 7, "{workers} workers admitted {passed} connections, over the {which} of 7");
+            assert!(passed > 7 - workers, "{workers} workers, {which}: each part filled ({passed} admitted)");
         }
     }
 }
