@@ -71,13 +71,16 @@ fn policy() -> &'static rules::Policy {
 fn switched() -> &'static rules::Policy {
     static P: OnceLock<rules::Policy> = OnceLock::new();
     P.get_or_init(|| {
-        let text = POLICY
-            .replace("port 80 accept with log", "port 80 drop")
-            .replace(
-                "rule 4 at 4 inout protocol udp from any to any accept",
-                "rule 4 at 4 inout protocol udp from any to any drop",
-            )
-            .replace("port 22 accept", "port 22 accept with log");
+        let mut text = POLICY.to_string();
+        for (from, to) in [
+            ("port 80 accept with log", "port 80 drop"),
+            ("protocol udp from any to any accept", "protocol udp from any to any drop"),
+            ("port 22 accept", "port 22 accept with log"),
+        ] {
+            // Each change must land, or the switch would change nothing.
+            assert_eq!(text.matches(from).count(), 1, "the fuzz policy has '{from}' once");
+            text = text.replace(from, to);
+        }
         rules::parse_policy(&text).expect("the switched fuzz policy parses")
     })
 }
