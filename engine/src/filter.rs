@@ -63,12 +63,13 @@ pub struct Seen<'a> {
 }
 
 impl<'a> Seen<'a> {
-    /// The view of `pkt`, or `None` when it is not IP, is a fragment, or is an ICMP error (which only
-    /// relates to the connection it quotes; the fast path does not apply).
+    /// The view of `pkt`, or `None` when it is not IP, is a fragment, or is ICMP other than echo (an
+    /// error only relates to the connection it quotes, and other messages are never tracked; the fast
+    /// path does not apply).
     #[inline(always)]
     pub fn of(pkt: &'a Packet) -> Option<Seen<'a>> {
         let ip = pkt.ip.as_ref()?;
-        if ip.frag.is_some() || is_icmp_error(pkt) {
+        if ip.frag.is_some() || is_untracked_icmp(pkt) {
             return None;
         }
         Some(Seen { l4: &pkt.l4, wire_len: pkt.wire_len, family: usize::from(ip.src.is_ipv6()) })
@@ -468,11 +469,12 @@ impl FilterState {
             }
         };
         let (key, from_lo, hash) = (route_key.0, route_key.1, route_key.2);
-        // 1. A tracked connection. Not for an ICMP error: its own header (addresses, identifier 0)
-        // would find an echo connection of identifier 0 between the same hosts, and it relates only to
-        // the connection it quotes (step 2), as in Linux conntrack. (With several workers that echo
-        // connection may not even be on the error's worker: errors go where their quote's flow goes.)
-        let found = if is_icmp_error(pkt) { None } else { self.conns.get_mut_hashed(&key, hash) };
+        // 1. A tracked connection. Not for ICMP other than echo: its own header (addresses, identifier
+        // 0) would find an echo connection of identifier 0 between the same hosts. An error relates
+        // only to the connection it quotes (step 2), as in Linux conntrack (with several workers that
+        // echo connection may not even be on the error's worker: errors go where their quote's flow
+        // goes); any other message is decided by the rules alone (step 3).
+        let found = if is_untracked_icmp(pkt) { None } else { self.conns.get_mut_hashed(&key, hash) };
         let hit = found.map(|(conn, mut expires)| {
             if expires.get() <= now_s {
                 return Hit::Expired;
@@ -581,8 +583,9 @@ impl FilterState {
                 }
             }
             (verdict, ConnState::New, Reason::Match)
-        } else if rule.stateless || is_icmp_error(pkt) {
-            // Stateless rules, and ICMP errors (which are never the start of a connection), pass alone.
+        } else if rule.stateless || is_untracked_icmp(pkt) {
+            // Stateless rules, and ICMP other than echo (errors are never the start of a connection;
+            // other messages are not tracked), pass alone.
             (Verdict::Pass, if rule.stateless { ConnState::None } else { ConnState::New }, Reason::Match)
         } else if matches!(&rule.body, RuleBody::Ip(m) if m.strict)
             && matches!(pkt.l4, L4::Tcp(_))
@@ -652,12 +655,14 @@ pub fn secs(now_ns: u64) -> u32 {
     u32::try_from(now_ns / 1_000_000_000).unwrap_or(u32::MAX)
 }
 
-fn is_icmp_error(pkt: &Packet) -> bool {
-    match (pkt.l4, pkt.ip) {
-        (L4::Icmp(i), Some(ip)) if ip.proto == ipproto::ICMP => matches!(i.icmp_type, 3 | 4 | 5 | 11 | 12),
-        (L4::Icmp(i), Some(_)) => i.icmp_type < 128,
-        _ => false,
-    }
+/// ICMP or ICMPv6 other than an echo request or reply: errors, which relate only to the connection
+/// they quote, and every other message (timestamp, router and neighbour discovery, unknown types),
+/// which dfw does not track. Tracking them under the echo key (identifier 0) would let an echo
+/// conversation of identifier 0 carry any of them past the rules, and the key has no room for the
+/// type. (Linux conntrack tracks timestamp, information and address-mask queries as well, keyed with
+/// their type; such queries are obsolete, and here each is decided by the rules.)
+fn is_untracked_icmp(pkt: &Packet) -> bool {
+    matches!(pkt.l4, L4::Icmp(i) if i.echo_id.is_none())
 }
 
 /// The classifier key of an IP packet.

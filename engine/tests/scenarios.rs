@@ -514,3 +514,52 @@ fn stale_synack_is_invalid_and_the_right_one_passes() {
     let d = l.send(&seg(&B, &A, 80, 42000, 5000, 1001, SYN | ACK), 0.2);
     assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Established));
 }
+
+/// An ICMP message of type `ty` (code 0) from `src` to `dst` with a query's identifier and sequence
+/// fields (any ICMP type: the parser reads only what it knows of the type).
+fn icmp_v4(src: &Host, dst: &Host, ty: u8, ident: u16, seq: u16) -> Vec<u8> {
+    let mut m = vec![ty, 0, 0, 0];
+    m.extend_from_slice(&ident.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&[0; 12]);
+    let c = pktio::build::checksum(&[&m]);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    pktio::build::raw_v4(src, dst, 7, pktio::packet::ipproto::ICMP, &m)
+}
+
+/// An echo conversation opens no hole for other ICMP between the same hosts: a timestamp request, a
+/// router advertisement or an unknown type is decided by the rules, whatever the echo identifier.
+#[test]
+fn an_echo_conversation_carries_no_other_icmp_message() {
+    let rules = "    rule 1 at 1 inout protocol icmp icmptype 8 from any to any accept;\n    rule 2 at 2 inout protocol any from any to any drop;";
+    for ident in [0u16, 13, 256] {
+        let mut l = lab(rules, "");
+        assert_eq!(l.send(&icmp_echo_v4(&A, &B, 1, false, ident, 1), 0.0).state, ConnState::New);
+        for (t, ty) in [13u8, 9, 42, 0].into_iter().enumerate() {
+            let id = if ty == 0 { ident.wrapping_add(1) } else { ident };
+            let d = l.send(&icmp_v4(&A, &B, ty, id, 1), 0.1 + t as f64 * 0.1);
+            assert_eq!(
+                (d.verdict, d.reason),
+                (Verdict::Drop, Reason::Match),
+                "ICMP type {ty} (identifier {id}) after an echo of identifier {ident}"
+            );
+        }
+        // The echo conversation itself goes on.
+        assert_eq!(l.send(&icmp_echo_v4(&B, &A, 2, true, ident, 1), 1.0).state, ConnState::Established);
+    }
+    // ICMPv6 likewise: neighbour solicitation (135) and an unknown type after an echo of identifier 0.
+    let rules6 = "    rule 1 at 1 inout protocol ipv6-icmp icmptype 128 from any to any accept;\n    rule 2 at 2 inout protocol any from any to any drop;";
+    let mut l = lab(rules6, "");
+    let (a6, b6) = (
+        pktio::build::Host6 { mac: A.mac, ip: "2001:db8::1".parse().unwrap() },
+        pktio::build::Host6 { mac: B.mac, ip: "2001:db8::2".parse().unwrap() },
+    );
+    assert_eq!(l.send(&pktio::build::icmpv6_echo(&a6, &b6, false, 0, 1), 0.0).state, ConnState::New);
+    for ty in [135u8, 200] {
+        let mut m = vec![ty, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&[0; 16]);
+        let d = l.send(&pktio::build::raw_v6(&a6, &b6, pktio::packet::ipproto::ICMPV6, &m), 0.5);
+        assert_eq!((d.verdict, d.reason), (Verdict::Drop, Reason::Match), "ICMPv6 type {ty}");
+    }
+    assert_eq!(l.send(&pktio::build::icmpv6_echo(&b6, &a6, true, 0, 1), 1.0).state, ConnState::Established);
+}
