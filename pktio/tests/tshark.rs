@@ -308,10 +308,25 @@ fn write_sample(path: &Path, res: TsResolution) -> Vec<Vec<u8>> {
     frames
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dfw-pktio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A directory of one test's own, removed with everything in it when dropped (also when the test fails).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("dfw-pktio-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]
@@ -322,7 +337,8 @@ fn tcpdump_reads_back_what_pcap_writer_writes() {
     for (res, prec, frac) in
         [(TsResolution::Micros, "micro", "500000"), (TsResolution::Nanos, "nano", "500000123")]
     {
-        let path = scratch(&format!("written-{prec}.pcap"));
+        let dir = Scratch::new("tcpdump");
+        let path = dir.file(&format!("written-{prec}.pcap"));
         let frames = write_sample(&path, res);
         let out = Command::new("tcpdump")
             .args(["-nn", "-e", "-tt", "--time-stamp-precision", prec, "-r"])
@@ -347,7 +363,6 @@ fn tcpdump_reads_back_what_pcap_writer_writes() {
         }
         // The snaplen cut shows as the captured length in the link-level header line.
         assert!(lines[5].contains("length 1042"), "{}", lines[5]);
-        let _ = std::fs::remove_file(&path);
     }
 }
 
@@ -356,7 +371,8 @@ fn tshark_reads_back_what_pcap_writer_writes() {
     if !have("tshark") {
         return;
     }
-    let path = scratch("written-tshark.pcap");
+    let dir = Scratch::new("tshark");
+    let path = dir.file("written-tshark.pcap");
     let frames = write_sample(&path, TsResolution::Nanos);
     let out = Command::new("tshark")
         .arg("-r")
@@ -390,5 +406,4 @@ fn tshark_reads_back_what_pcap_writer_writes() {
         let p = parse_frame(f.link, f.data, f.wire_len).unwrap();
         assert!(p.ethertype == ethertype::IPV4 || p.ethertype == ethertype::ARP);
     }
-    let _ = std::fs::remove_file(&path);
 }
