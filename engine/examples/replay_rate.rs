@@ -1,7 +1,9 @@
 //! Times `engine::replay::replay` alone (policy parsed and capture mapped beforehand):
 //! `cargo run --release -p dfw-engine --example replay_rate -- POLICY CAPTURE [WORKERS] [ROUNDS]`.
 //! Prints each round and the median in frames per second; a quick check while working on the hot path
-//! (the criterion bench `cargo bench -p dfw-benches --bench engine` is the reference).
+//! (the criterion bench `cargo bench -p dfw-benches --bench engine` is the reference). With
+//! `REPLAY_RATE_SMAPS` set it also prints, after each round, the resident memory and how much of it
+//! is on transparent huge pages.
 
 use std::time::Instant;
 
@@ -30,6 +32,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             secs * 1e3,
             rate / 1e6
         );
+        if std::env::var_os("REPLAY_RATE_SMAPS").is_some() {
+            // How much of the memory (the engine's tables still alive) sits on huge pages.
+            let smaps = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+            let lines: Vec<&str> =
+                smaps.lines().filter(|l| l.starts_with("Rss:") || l.starts_with("AnonHuge")).collect();
+            println!("  {}", lines.join(", ").split_whitespace().collect::<Vec<_>>().join(" "));
+        }
         rates.push(rate);
     }
     rates.sort_by(f64::total_cmp);

