@@ -293,3 +293,54 @@ fn bench_replay_refuses_bad_arguments_with_a_reason() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("no frame"), "{err}");
 }
+
+/// A replay whose connection table fills gives the same verdicts on several workers as on one: the
+/// workers' parts of the limit fill first, and the replay runs again on one worker from there (the
+/// summary says from which frame).
+#[test]
+fn a_full_connection_table_gives_the_same_verdicts_on_any_number_of_workers() {
+    use pktio::build::{udp_v4, Host};
+    use pktio::capture::{PcapWriter, TsResolution};
+    let dir = scratch("full-table");
+    let policy = dir.join("limit.dfw");
+    std::fs::write(
+        &policy,
+        "filter vm {\n  vnic mac 02:00:00:00:00:01;\n  maxConnections 5;\n  ruleset mainrs {\n    rule 1 at 1 out protocol udp from any to any accept;\n  }\n}\n",
+    )
+    .unwrap();
+    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: std::net::Ipv4Addr::new(10, 0, 0, 1) };
+    let mut w =
+        PcapWriter::with_resolution(Vec::new(), pktio::LinkType::Ethernet, 65_535, TsResolution::Nanos)
+            .unwrap();
+    for i in 0..40u8 {
+        let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: std::net::Ipv4Addr::new(192, 168, 7, i + 1) };
+        let frame = udp_v4(&vm, &far, u16::from(i), 4000, 53, b"q");
+        w.write_frame(1_700_000_000_000_000_000 + u64::from(i) * 1_000, &frame, frame.len() as u32).unwrap();
+    }
+    let capture = dir.join("flows.pcap");
+    std::fs::write(&capture, w.into_inner()).unwrap();
+    let run = |workers: &str| {
+        let verdicts = dir.join(format!("verdicts-{workers}.jsonl"));
+        let out = dfw(&[
+            "replay",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--workers",
+            workers,
+            "--verdicts",
+            verdicts.to_str().unwrap(),
+            capture.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (verdict_lines(&verdicts), String::from_utf8(out.stdout).unwrap())
+    };
+    let (one, text1) = run("1");
+    let limited = one.iter().filter(|v| v["reason"] == "state-limit").count();
+    assert_eq!((one.len(), limited), (40, 35), "{one:?}");
+    assert!(!text1.contains("ran again on one worker"), "{text1}");
+    for workers in ["2", "3"] {
+        let (many, text) = run(workers);
+        assert_eq!(many, one, "{workers} workers");
+        assert!(text.contains("ran again on one worker"), "{workers} workers: {text}");
+    }
+}

@@ -107,6 +107,35 @@ pub struct Shared {
     /// Whether workers may take the in-place fast paths for tracked frames (on unless switched off
     /// with [`crate::Engine::set_fast_paths`], which tests use to hold them to the full path).
     pub fast_paths: std::sync::atomic::AtomicBool,
+    /// The first frame at which one of this worker's parts of a bounded table may have decided
+    /// otherwise than the whole table would ([`Shared::bounded_at`]; `u64::MAX`: none yet).
+    pub first_bounded: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Workers sharing `share` of every limit, with `max_total` connections across all filters.
+    pub fn new(share: Share, max_total: usize, fast_paths: bool) -> Shared {
+        Shared {
+            total: OwnLine(AtomicUsize::new(0)),
+            max_total,
+            share,
+            fast_paths: std::sync::atomic::AtomicBool::new(fast_paths),
+            first_bounded: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Notes that at frame `frame` a bound held by parts (a connection limit, the fragment table's)
+    /// refused something, or came close enough that the whole table might have: a replay on several
+    /// workers is exact only before such a frame (see `docs/engine.md`).
+    #[cold]
+    pub fn bounded_at(&self, frame: u64) {
+        self.first_bounded.fetch_min(frame, Ordering::Relaxed);
+    }
+
+    /// The first frame [`Shared::bounded_at`] noted, if any.
+    pub fn first_bounded(&self) -> Option<u64> {
+        Some(self.first_bounded.load(Ordering::Relaxed)).filter(|&f| f != u64::MAX)
+    }
 }
 
 /// The frame, as the filter needs it beyond its summary.
@@ -292,7 +321,11 @@ impl FilterState {
                 return Some(d);
             }
         }
-        let d = self.decide_inner(cfg, index, shared, pkt, key, dir, frame, sink)?;
+        let d = self.decide_inner(cfg, index, shared, pkt, key, dir, frame, sink);
+        if self.frags.take_bounded() {
+            shared.bounded_at(frame.number);
+        }
+        let d = d?;
         self.counters.count(&d, pkt);
         sink.decision(&d, cfg);
         Some(d)
@@ -408,6 +441,13 @@ impl FilterState {
 
         // Fragments after the first carry no ports: they follow their first fragment.
         let dgram = ip.frag.map(|f| (DatagramKey::new(ip.src, ip.dst, ip.proto, f.id), f));
+        if dgram.is_some() {
+            let share = shared.share;
+            self.frags.set_bounds(
+                share.limit(crate::frag::MAX_DATAGRAMS),
+                share.limit(crate::frag::MAX_HELD_BYTES),
+            );
+        }
         if let Some((dkey, f)) = dgram {
             if f.offset != 0 {
                 return match self.frags.later(
@@ -593,7 +633,11 @@ impl FilterState {
         {
             (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch)
         } else {
-            self.admit(cfg, shared, (key, hash), from_lo, pkt, rule, now_s)
+            let admitted = self.admit(cfg, shared, (key, hash), from_lo, pkt, rule, now_s);
+            if admitted.2 == Reason::StateLimit {
+                shared.bounded_at(frame.number);
+            }
+            admitted
         };
         let d = decided(verdict, state, reason, r);
         if rule.log {

@@ -104,13 +104,36 @@ pub enum Later {
     Held,
 }
 
+/// The longest frame a fragment can come in without a bound being noted: an IP packet's largest
+/// (65,535 bytes) and room for link headers. See [`FragTable::take_bounded`].
+const LONGEST: usize = 65_535 + 64;
+
 /// The per-filter fragment table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FragTable {
     map: AHashMap<DatagramKey, Datagram>,
     held_bytes: usize,
     /// No datagram expires before this second (a lower bound: a scan refreshes it).
     next_expiry: u32,
+    /// Most datagrams and held bytes: [`MAX_DATAGRAMS`] and [`MAX_HELD_BYTES`], or a replay worker's
+    /// part of them ([`FragTable::set_bounds`]).
+    max_datagrams: usize,
+    max_held_bytes: usize,
+    /// A bound refused something, or held bytes came near theirs ([`FragTable::take_bounded`]).
+    bounded: bool,
+}
+
+impl Default for FragTable {
+    fn default() -> FragTable {
+        FragTable {
+            map: AHashMap::default(),
+            held_bytes: 0,
+            next_expiry: 0,
+            max_datagrams: MAX_DATAGRAMS,
+            max_held_bytes: MAX_HELD_BYTES,
+            bounded: false,
+        }
+    }
 }
 
 impl FragTable {
@@ -127,6 +150,22 @@ impl FragTable {
     /// Bytes of held fragments.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+
+    /// Holds at most `datagrams` datagrams and `held_bytes` bytes of early fragments from now on (a
+    /// replay worker's part of the filter's bounds).
+    pub fn set_bounds(&mut self, datagrams: usize, held_bytes: usize) {
+        self.max_datagrams = datagrams;
+        self.max_held_bytes = held_bytes;
+    }
+
+    /// True (once) when, since the last call, a bound refused a fragment, or the held bytes came within
+    /// [`LONGEST`] bytes of theirs, or a fragment longer than that came to be held. Workers holding
+    /// parts of the bounds see only their own part: while no worker notes this, none is near its
+    /// part, so the sum of the parts cannot have refused anything either (a datagram more, or
+    /// `LONGEST` bytes more, still fit), and every worker decided as the whole table would.
+    pub fn take_bounded(&mut self) -> bool {
+        std::mem::take(&mut self.bounded)
     }
 
     /// Whether a first fragment can be decided at all: it must carry the whole transport header that
@@ -176,7 +215,7 @@ impl FragTable {
             self.poison(key, now_s);
             return Later::Decided(FragVerdict::UNDECIDABLE);
         }
-        let held_bytes = self.held_bytes;
+        let (held_bytes, max_held) = (self.held_bytes, self.max_held_bytes);
         let Some(d) = self.entry(key, now_s) else { return Later::Decided(FragVerdict::UNDECIDABLE) };
         if overlaps(&d.ranges, range) {
             d.verdict = Some(FragVerdict::UNDECIDABLE);
@@ -186,12 +225,15 @@ impl FragTable {
         if let Some(v) = d.verdict {
             return Later::Decided(v);
         }
-        if held_bytes + bytes.len() > MAX_HELD_BYTES || d.held.len() >= MAX_RANGES {
+        let near = bytes.len() > LONGEST || held_bytes + bytes.len() + LONGEST > max_held;
+        if held_bytes + bytes.len() > max_held || d.held.len() >= MAX_RANGES {
+            self.bounded |= near;
             return Later::Decided(FragVerdict::UNDECIDABLE);
         }
         let v6 = key.src[..12] != [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
         d.held.push(Held { frame, bytes: bytes.to_vec(), wire_len, dir, v6, link });
         self.held_bytes += bytes.len();
+        self.bounded |= near;
         Later::Held
     }
 
@@ -202,7 +244,8 @@ impl FragTable {
     }
 
     fn entry(&mut self, key: DatagramKey, now_s: u32) -> Option<&mut Datagram> {
-        if !self.map.contains_key(&key) && self.map.len() >= MAX_DATAGRAMS {
+        if !self.map.contains_key(&key) && self.map.len() >= self.max_datagrams {
+            self.bounded = true;
             return None;
         }
         let expires = now_s.saturating_add(FRAG_TIMEOUT_S);

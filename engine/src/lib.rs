@@ -25,7 +25,6 @@ pub mod tcp;
 pub mod verdict;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -310,12 +309,7 @@ impl Engine {
     pub fn with_limit(policy: &Policy, max_total: usize) -> Result<Engine, LoadError> {
         let mut slots = HashMap::new();
         let snap = Snapshot::build(policy, None, &Snapshot::default(), &mut slots, 0)?;
-        let shared = Arc::new(Shared {
-            total: filter::OwnLine(AtomicUsize::new(0)),
-            max_total,
-            share: filter::Share::WHOLE,
-            fast_paths: std::sync::atomic::AtomicBool::new(true),
-        });
+        let shared = Arc::new(Shared::new(filter::Share::WHOLE, max_total, true));
         Ok(Engine {
             policy: policy.clone(),
             snapshot: Arc::new(ArcSwap::from_pointee(snap)),
@@ -380,15 +374,8 @@ impl Engine {
     /// it admits depends only on its own frames (not on how far the others have got) and its
     /// connections, which end with it, never count against this engine's own worker.
     pub fn part_worker(&self, share: filter::Share) -> Worker {
-        let shared = Arc::new(Shared {
-            total: filter::OwnLine(AtomicUsize::new(0)),
-            max_total: share.limit(self.shared.max_total),
-            share,
-            fast_paths: std::sync::atomic::AtomicBool::new(
-                self.shared.fast_paths.load(std::sync::atomic::Ordering::Relaxed),
-            ),
-        });
-        Worker::new(shared)
+        let fast_paths = self.shared.fast_paths.load(std::sync::atomic::Ordering::Relaxed);
+        Worker::new(Arc::new(Shared::new(share, share.limit(self.shared.max_total), fast_paths)))
     }
 
     /// Switches the in-place fast paths for frames of tracked connections on (the default) or off, for
@@ -477,6 +464,12 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The first frame at which one of this worker's parts of a bounded table may have decided
+    /// otherwise than the whole table ([`Shared::bounded_at`]).
+    pub(crate) fn first_bounded(&self) -> Option<u64> {
+        self.shared.first_bounded()
+    }
+
     fn new(shared: Arc<Shared>) -> Worker {
         Worker { states: Vec::new(), shared, seen_generation: 0, clock_ns: u64::MAX }
     }

@@ -109,6 +109,10 @@ pub struct ReplaySummary {
     pub counters: Vec<FilterCounters>,
     /// Connections tracked at the end, per filter slot.
     pub connections: Vec<usize>,
+    /// With several workers: the frame from which a table held in parts (a connection limit, the
+    /// fragment table) may have decided otherwise than one whole table, so the replay ran again on
+    /// one worker and everything from that frame on is what one worker decided. `None` otherwise.
+    pub one_worker_from: Option<u64>,
 }
 
 impl ReplaySummary {
@@ -558,11 +562,21 @@ struct Done {
     /// The sending worker, and the last frame for which it has sent everything (`u64::MAX`: it is done).
     worker: usize,
     upto: u64,
+    /// The first frame at which one of the worker's parts of a bounded table may have decided
+    /// otherwise than the whole table (`u64::MAX`: none so far; [`crate::filter::Shared::bounded_at`]).
+    bounded: u64,
 }
 
 impl Done {
     fn new(worker: usize) -> Done {
-        Done { frames: Vec::new(), malformed: Vec::new(), ticks: Vec::new(), worker, upto: 0 }
+        Done {
+            frames: Vec::new(),
+            malformed: Vec::new(),
+            ticks: Vec::new(),
+            worker,
+            upto: 0,
+            bounded: u64::MAX,
+        }
     }
 }
 
@@ -589,14 +603,14 @@ fn replay_parallel(
     capture: &Capture,
     engine: &mut Engine,
     switches: &[Switch],
-    Parallel { n, chunk }: Parallel,
+    how: Parallel,
     want_events: bool,
     summary: &mut ReplaySummary,
     on_event: &mut impl FnMut(Event<'_>),
 ) -> Result<(), ReplayError> {
     // Pass 1: where each switch takes effect, and where the capture ends (or breaks).
     let mut versions = vec![Version { from: 1, snap: engine.snapshot() }];
-    let mut reorder = Reorder::new(n);
+    let mut switched = Vec::new();
     let mut next_switch = 0;
     let mut read_error = None;
     let mut frames = 0u64;
@@ -615,23 +629,70 @@ fn replay_parallel(
         };
         let number = i as u64 + 1;
         frames = number;
-        let mut switched = Vec::new();
+        let before = switched.len();
         due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, &mut |ev| {
             if let Event::Switched { frame, generation, label } = ev {
                 switched.push((frame, generation, label.to_string()));
             }
         })?;
-        if !switched.is_empty() {
+        if switched.len() > before {
             versions.push(Version { from: number, snap: engine.snapshot() });
-        }
-        for (frame, generation, label) in switched {
-            reorder.switch(frame, generation, label);
         }
     }
     if frames_known {
         summary.frames = frames;
     }
-    let versions = &versions;
+    let pass = Pass { versions: &versions, switched: &switched, frames, frames_known };
+    let before = summary.clone();
+    let (bounded, error) = run_lanes(capture, engine, &pass, how, want_events, 0, summary, on_event);
+    let error = match bounded {
+        // Each worker held its part of every bounded table (connection limits, the fragment table),
+        // and from frame `f` on one of them refused something, or came near to, where the whole
+        // table might not have: everything before `f` is as one worker decides it (and went out),
+        // the rest may not be. Run again on one worker, which holds every table whole, and give
+        // what it decides from `f` on. Results then never depend on the number of workers.
+        Some(f) => {
+            *summary = ReplaySummary { one_worker_from: Some(f), ..before };
+            let one = Parallel { n: 1, chunk: how.chunk };
+            run_lanes(capture, engine, &pass, one, want_events, f, summary, on_event).1
+        }
+        None => error,
+    };
+    match read_error.or(error) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// What the first pass over the capture found: the policy versions, the switches (frame, generation,
+/// label), and the number of frames when it had to count them.
+struct Pass<'v> {
+    versions: &'v [Version],
+    switched: &'v [(u64, u64, String)],
+    frames: u64,
+    frames_known: bool,
+}
+
+/// Runs the workers of a parallel replay over the whole capture, delivering (in frame order) the
+/// events of frames from `deliver_from` on and counting every frame into `summary`. Returns the first
+/// frame from which the result may differ from one worker's ([`Done::bounded`]; never with one
+/// worker), of which nothing was delivered nor counted, and the read error that ended the capture.
+#[allow(clippy::too_many_arguments)]
+fn run_lanes(
+    capture: &Capture,
+    engine: &Engine,
+    pass: &Pass<'_>,
+    Parallel { n, chunk }: Parallel,
+    want_events: bool,
+    deliver_from: u64,
+    summary: &mut ReplaySummary,
+    on_event: &mut impl FnMut(Event<'_>),
+) -> (Option<u64>, Option<CaptureError>) {
+    let mut reorder = Reorder::new(n, deliver_from);
+    for (frame, generation, label) in pass.switched {
+        reorder.switch(*frame, *generation, label.clone());
+    }
+    let (versions, frames) = (pass.versions, pass.frames);
     let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = unbounded();
     // Each worker holds its part of every filter's connection limit and of the engine's, so no
     // filter (nor the engine) holds more than its limit in all, and what each admits does not depend
@@ -651,6 +712,9 @@ fn replay_parallel(
             from[w][walker] = Some(rx);
         }
     }
+    // With one worker every table is whole: nothing it decides can differ.
+    let parts = n > 1;
+    let mut bounded = u64::MAX;
     let finished = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(n);
         for (me, ((w, tx), (to, from))) in workers.into_iter().zip(to.into_iter().zip(from)).enumerate() {
@@ -662,6 +726,10 @@ fn replay_parallel(
             }));
         }
         for done in done_rx.iter() {
+            if parts {
+                bounded = bounded.min(done.bounded);
+                reorder.hold_from = bounded;
+            }
             for (number, reason) in done.malformed {
                 reorder.malformed(number, reason);
             }
@@ -681,12 +749,19 @@ fn replay_parallel(
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect::<Vec<_>>()
     });
+    if parts {
+        bounded = finished.iter().filter_map(|f| f.0.first_bounded()).fold(bounded, u64::min);
+        if bounded != u64::MAX {
+            return (Some(bounded), None);
+        }
+    }
     reorder.flush(summary, want_events, on_event);
     let mut ws = Vec::with_capacity(n);
     // What the workers' ends report, together and in the order one worker would give it.
     let mut end = FrameEvents::default();
+    let mut read_error = None;
     for (w, counts, tail, seen, error) in finished {
-        if !frames_known {
+        if !pass.frames_known {
             summary.frames = summary.frames.max(seen);
         }
         if read_error.is_none() {
@@ -707,10 +782,7 @@ fn replay_parallel(
     }
     let refs: Vec<&Worker> = ws.iter().collect();
     finish_counters(summary, &refs);
-    match read_error {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
+    (None, read_error)
 }
 
 /// What a worker thread ends with: its worker, outcome counts, the events of its finish, the last
@@ -837,6 +909,7 @@ impl<'v, 'a> Lane<'v, 'a> {
     /// Sends what is gathered (and how far it goes) to the calling thread.
     fn send(&mut self) {
         let me = self.out.worker;
+        self.out.bounded = self.w.first_bounded().unwrap_or(u64::MAX);
         let full = std::mem::replace(&mut self.out, Done::new(me));
         self.out.upto = full.upto;
         let _ = self.done_tx.send(full);
@@ -858,6 +931,7 @@ impl<'v, 'a> Lane<'v, 'a> {
         }
         let tail = std::mem::take(&mut collect.events);
         self.out.upto = u64::MAX;
+        self.out.bounded = self.w.first_bounded().unwrap_or(u64::MAX);
         if self.want_events || !self.out.malformed.is_empty() {
             let _ = self.done_tx.send(self.out);
         }
@@ -1127,6 +1201,10 @@ struct Reorder {
     upto: Vec<u64>,
     /// Pending entries keyed `frame * 3 + place`.
     waiting: BTreeMap<u64, Slot>,
+    /// Entries of earlier frames are counted but not delivered (another run delivered them).
+    deliver_from: u64,
+    /// Entries of this frame and later ones stay pending (they may differ from one worker's).
+    hold_from: u64,
 }
 
 enum Slot {
@@ -1139,8 +1217,8 @@ enum Slot {
 }
 
 impl Reorder {
-    fn new(workers: usize) -> Reorder {
-        Reorder { upto: vec![0; workers], waiting: BTreeMap::new() }
+    fn new(workers: usize, deliver_from: u64) -> Reorder {
+        Reorder { upto: vec![0; workers], waiting: BTreeMap::new(), deliver_from, hold_from: u64::MAX }
     }
 
     fn switch(&mut self, frame: u64, generation: u64, label: String) {
@@ -1188,9 +1266,10 @@ impl Reorder {
         let ready_upto = if all { u64::MAX } else { self.upto.iter().copied().min().unwrap_or(0) };
         while let Some(entry) = self.waiting.first_entry() {
             let frame = *entry.key() / 3;
-            if frame > ready_upto {
+            if frame > ready_upto || frame >= self.hold_from {
                 break;
             }
+            let want = want && frame >= self.deliver_from;
             match entry.remove() {
                 Slot::Switches(all) => {
                     if want {

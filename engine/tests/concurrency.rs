@@ -924,9 +924,41 @@ proptest::proptest! {
     }
 }
 
+/// Replays `cap` through a fresh engine (`make`) on `workers` workers, chunks of 5 frames; every
+/// decision and malformed frame as text, and the summary.
+fn limited_run(
+    cap: &Capture,
+    make: &dyn Fn() -> Engine,
+    workers: usize,
+) -> (Vec<String>, engine::replay::ReplaySummary) {
+    let mut engine = make();
+    let mut lines = Vec::new();
+    let s = replay_chunked(cap, &mut engine, &[], workers, true, 5, |ev| match ev {
+        Event::Decision { decision: d, filter } => lines.push(decision_line(d, filter)),
+        Event::Malformed { frame, reason } => lines.push(format!("{frame} malformed {}", reason.as_str())),
+        _ => {}
+    })
+    .unwrap();
+    (lines, s)
+}
+
+/// Totals of a summary that must not depend on the worker count.
+fn totals(s: &engine::replay::ReplaySummary) -> impl PartialEq + std::fmt::Debug {
+    (
+        s.frames,
+        s.passed,
+        s.dropped,
+        s.unfiltered,
+        s.malformed.clone(),
+        s.counters.clone(),
+        s.connections.clone(),
+    )
+}
+
 /// A filter's `maxConnections`, and the engine-wide limit, bound its connections however many workers
-/// replay: each worker holds its part of the limit. One worker admits exactly the limit's worth;
-/// several admit no more in all, and every other new connection meets `state-limit`.
+/// replay, and which connections meet `state-limit` does not depend on the number of workers: each
+/// worker holds its part of every limit, and once a part refuses a connection the replay runs again
+/// on one worker from there (`ReplaySummary::one_worker_from`).
 #[test]
 fn a_filters_connection_limit_holds_across_workers() {
     use pktio::capture::{PcapWriter, TsResolution};
@@ -952,34 +984,114 @@ fn a_filters_connection_limit_holds_across_workers() {
            ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
     )
     .unwrap();
-    for (workers, engine_wide) in (1..=4).flat_map(|w| [(w, false), (w, true)]) {
-        let mut engine = if engine_wide {
-            Engine::with_limit(&unlimited, 7).unwrap()
-        } else {
-            Engine::new(&policy).unwrap()
+    for engine_wide in [false, true] {
+        let make = || {
+            if engine_wide {
+                Engine::with_limit(&unlimited, 7).unwrap()
+            } else {
+                Engine::new(&policy).unwrap()
+            }
         };
         let which = if engine_wide { "engine-wide limit" } else { "filter's limit" };
-        let (mut passed, mut limited) = (0, 0);
-        let s = replay_chunked(&cap, &mut engine, &[], workers, true, 5, |ev| {
-            if let Event::Decision { decision: d, .. } = ev {
-                match d.reason.as_str() {
-                    "match" => passed += 1,
-                    "state-limit" => limited += 1,
-                    other => panic!("unexpected reason {other}"),
-                }
-            }
-        })
-        .unwrap();
-        assert_eq!(
-            s.connections[0], passed,
-            "{workers} workers, {which}: every admitted connection is tracked"
-        );
-        assert_eq!(passed + limited, 60, "{workers} workers, {which}: every frame decided");
-        if workers == 1 {
-            assert_eq!(passed, 7, "one worker admits exactly the {which}");
-        } else {
-            assert!(passed <= 7, "{workers} workers admitted {passed} connections, over the {which} of 7");
-            assert!(passed > 7 - workers, "{workers} workers, {which}: each part filled ({passed} admitted)");
+        let (one, s1) = limited_run(&cap, &make, 1);
+        let passed = one.iter().filter(|l| l.contains(" match ")).count();
+        let limited = one.iter().filter(|l| l.contains(" state-limit ")).count();
+        assert_eq!((passed, limited), (7, 53), "one worker admits exactly the {which}: {one:?}");
+        assert_eq!(s1.connections[0], 7, "{which}: every admitted connection is tracked");
+        assert_eq!(s1.one_worker_from, None);
+        for workers in 2..=4 {
+            let (many, s) = limited_run(&cap, &make, workers);
+            assert_eq!(many, one, "{workers} workers, {which}");
+            assert_eq!(totals(&s), totals(&s1), "{workers} workers, {which}");
+            // The parts fill before the whole limit is reached: by frame 8 at the latest.
+            let from =
+                s.one_worker_from.unwrap_or_else(|| panic!("{workers} workers, {which}: no second run"));
+            assert!((1..=8).contains(&from), "{workers} workers, {which}: second run from frame {from}");
+        }
+    }
+}
+
+/// With room to spare in every part, several workers decide everything themselves: no second run.
+#[test]
+fn a_replay_whose_tables_never_fill_runs_once_on_every_worker_count() {
+    use pktio::capture::{PcapWriter, TsResolution};
+    let policy = parse_policy(
+        "filter vm { vnic mac 02:00:00:00:00:01; maxConnections 400;\n\
+           ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
+    )
+    .unwrap();
+    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+    let mut w =
+        PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
+    for i in 0..60u8 {
+        let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(192, 168, 1, i + 1) };
+        let frame = udp_v4(&vm, &far, u16::from(i), 5000, 53, b"q");
+        w.write_frame(1_700_000_000_000_000_000 + u64::from(i), &frame, frame.len() as u32).unwrap();
+    }
+    let cap = Capture::from_bytes(w.into_inner(), "roomy.pcap").unwrap();
+    let make = || Engine::new(&policy).unwrap();
+    let (one, s1) = limited_run(&cap, &make, 1);
+    for workers in 2..=4 {
+        let (many, s) = limited_run(&cap, &make, workers);
+        assert_eq!((many, totals(&s)), (one.clone(), totals(&s1)), "{workers} workers");
+        assert_eq!(s.one_worker_from, None, "{workers} workers: 60 connections fit every part of 400");
+    }
+}
+
+/// The fragment table's bounds (datagrams, held bytes) are held in parts too, and what meets them does
+/// not depend on the number of workers.
+#[test]
+fn fragment_table_bounds_do_not_depend_on_the_worker_count() {
+    use pktio::build::ipv4_fragment;
+    use pktio::capture::{PcapWriter, TsResolution};
+    use pktio::packet::ipproto;
+    let policy = parse_policy(
+        "filter vm { vnic mac 02:00:00:00:00:01;\n\
+           ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
+    )
+    .unwrap();
+    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+    let far = |i: u32| Host {
+        mac: [2, 0, 0, 0, 9, 9],
+        ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 168, 0, 0)) + i),
+    };
+    let udp = |len: usize| {
+        let mut h = vec![0x13, 0x88, 0, 53];
+        h.extend_from_slice(&((8 + len) as u16).to_be_bytes());
+        h.extend_from_slice(&[0, 0]);
+        h
+    };
+    let t0 = 1_700_000_000_000_000_000u64;
+    for (datagrams, payload) in [(1_100u32, 16usize), (40, 40_000)] {
+        let mut w =
+            PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
+        let mut t = t0;
+        // Every datagram's second fragment first (held until the first comes, within the bounds),
+        // then every first fragment.
+        for i in 0..datagrams {
+            let frame = ipv4_fragment(&vm, &far(i), ipproto::UDP, i as u16, 8, false, &vec![7; payload]);
+            w.write_frame(t, &frame, frame.len() as u32).unwrap();
+            t += 1_000;
+        }
+        for i in 0..datagrams {
+            let frame = ipv4_fragment(&vm, &far(i), ipproto::UDP, i as u16, 0, true, &udp(payload));
+            w.write_frame(t, &frame, frame.len() as u32).unwrap();
+            t += 1_000;
+        }
+        let cap = Capture::from_bytes(w.into_inner(), "frags.pcap").unwrap();
+        let make = || Engine::new(&policy).unwrap();
+        let (one, s1) = limited_run(&cap, &make, 1);
+        let undecidable = one.iter().filter(|l| l.contains(" fragment ")).count();
+        assert!(undecidable > 0, "{datagrams} datagrams of {payload} bytes: no bound met");
+        for workers in 2..=4 {
+            let (many, s) = limited_run(&cap, &make, workers);
+            assert_eq!(many, one, "{workers} workers, {datagrams} datagrams of {payload} bytes");
+            assert_eq!(
+                totals(&s),
+                totals(&s1),
+                "{workers} workers, {datagrams} datagrams of {payload} bytes"
+            );
+            assert!(s.one_worker_from.is_some(), "{workers} workers: no second run");
         }
     }
 }

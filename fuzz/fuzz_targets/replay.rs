@@ -1,7 +1,6 @@
 //! Any sequence of frames through a stateful policy: replay never panics, and one worker with the
 //! fast paths, one without them, and two workers walking the capture in chunks of three frames give
-//! the same decisions, log lines, replies, counters and connection counts (two workers only while no
-//! connection table filled: each then holds its part of a filter's limit), and so does the live
+//! the same decisions, log lines, replies, counters and connection counts, and so does the live
 //! dataplane's way of deciding a frame at a time (`Engine::process`).
 //!
 //! The input is a list of records `[mode, a, b, len, bytes...]`. `mode` picks the time step (bits
@@ -216,8 +215,10 @@ fn run(cap: &Capture, switches: &[Switch], workers: usize, fast: bool) -> Transc
         Event::Log(l @ LogRecord::Term { .. }) => terms.push(format!("{l:?}")),
         other => lines.push(format!("{other:?}")),
     });
-    let summary =
-        summary.map(|s| engine::replay::ReplaySummary { workers: 0, ..s }).map_err(|e| e.to_string());
+    // How many workers ran, and whether they ran again on one, are all a summary may differ in.
+    let summary = summary
+        .map(|s| engine::replay::ReplaySummary { workers: 0, one_worker_from: None, ..s })
+        .map_err(|e| e.to_string());
     (lines, terms, summary)
 }
 
@@ -321,11 +322,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(run(&cap, &switches, 1, true), full, "the fast paths agree with the full path");
     let (lines, terms) = live(&cap, &switches);
     assert_eq!((&lines, &terms), (&full.0, &full.1), "frame at a time agrees with the replay");
-    // Unless a table filled: each of two workers holds half a filter's connection limit, so which
-    // new connections meet `state-limit` may differ (docs/engine.md); the bound itself is a test.
-    let two = run(&cap, &switches, 2, true);
-    let limited = |t: &Transcript| t.0.iter().any(|l| l.contains("state-limit"));
-    if !limited(&full) && !limited(&two) {
-        assert_eq!(two, full, "two workers agree with one");
-    }
+    // Even when a table fills (a worker's part of a limit refusing, the replay runs again on one
+    // worker from there; docs/engine.md).
+    assert_eq!(run(&cap, &switches, 2, true), full, "two workers agree with one");
 });

@@ -50,7 +50,7 @@ enum Command {
         /// Write packet-log lines (dfwpktlogs format) for rules `with log` to FILE (`-` for stdout).
         #[arg(long, value_name = "FILE")]
         log: Option<PathBuf>,
-        /// Worker threads (results do not depend on it while no connection table fills: docs/engine.md).
+        /// Worker threads (results do not depend on it: once a table fills, the replay runs again on one worker).
         #[arg(long, default_value_t = 1)]
         workers: usize,
         /// Write the frames every filter on their path passed (and unfiltered ones) to this pcap.

@@ -139,6 +139,10 @@ pub struct Report {
     generation: u64,
     switches: u64,
     workers: usize,
+    /// With several workers: the frame from which a table held in parts filled, so the replay ran
+    /// again on one worker (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    one_worker_from: Option<u64>,
     drop_reasons: BTreeMap<&'static str, u64>,
     filters: Vec<FilterReport>,
 }
@@ -198,6 +202,7 @@ impl Report {
             generation: engine.generation(),
             switches: s.switches,
             workers: s.workers,
+            one_worker_from: s.one_worker_from,
             drop_reasons,
             filters,
         }
@@ -245,11 +250,11 @@ impl Report {
             let reasons: Vec<String> = self.drop_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(o, "\ndrop reasons: {}", reasons.join(", "));
         }
-        if self.workers > 1 && self.drop_reasons.contains_key("state-limit") {
+        if let Some(frame) = self.one_worker_from {
             let _ = writeln!(
                 o,
-                "note: with {} workers each holds its part of a filter's maxConnections, so which new connections \
-                 met state-limit can differ from a one-worker replay (--workers 1 decides them as one table would)",
+                "note: the {} workers each hold their part of every connection limit and fragment table; at frame \
+                 {frame} a part filled, so the replay ran again on one worker, whose results these are from there on",
                 self.workers
             );
         }
