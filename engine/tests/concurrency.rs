@@ -1003,6 +1003,10 @@ fn a_filters_connection_limit_holds_across_workers() {
             let (many, s) = limited_run(&cap, &make, workers);
             assert_eq!(many, one, "{workers} workers, {which}");
             assert_eq!(totals(&s), totals(&s1), "{workers} workers, {which}");
+            // Without events, the totals alone.
+            let quiet = replay_chunked(&cap, &mut make(), &[], workers, false, 5, |_| {}).unwrap();
+            assert_eq!(totals(&quiet), totals(&s1), "{workers} workers, {which}, without events");
+            assert_eq!(quiet.one_worker_from.is_some(), s.one_worker_from.is_some());
             // The parts fill before the whole limit is reached: by frame 8 at the latest.
             let from =
                 s.one_worker_from.unwrap_or_else(|| panic!("{workers} workers, {which}: no second run"));
