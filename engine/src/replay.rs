@@ -16,6 +16,7 @@
 //! refused when a connection limit is reached).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -109,9 +110,10 @@ pub struct ReplaySummary {
     pub counters: Vec<FilterCounters>,
     /// Connections tracked at the end, per filter slot.
     pub connections: Vec<usize>,
-    /// With several workers: the frame from which a table held in parts (a connection limit, the
-    /// fragment table) may have decided otherwise than one whole table, so the replay ran again on
-    /// one worker and everything from that frame on is what one worker decided. `None` otherwise.
+    /// With several workers: a frame by which a table held in parts (a connection limit, the fragment
+    /// table) had filled, so that the parts may have decided otherwise than one whole table: the
+    /// replay ran again on one worker, and everything not delivered before it stopped is what one
+    /// worker decided (the summary is all the second run's). `None` otherwise.
     pub one_worker_from: Option<u64>,
 }
 
@@ -648,13 +650,14 @@ fn replay_parallel(
     let error = match bounded {
         // Each worker held its part of every bounded table (connection limits, the fragment table),
         // and from frame `f` on one of them refused something, or came near to, where the whole
-        // table might not have: everything before `f` is as one worker decides it (and went out),
-        // the rest may not be. Run again on one worker, which holds every table whole, and give
-        // what it decides from `f` on. Results then never depend on the number of workers.
-        Some(f) => {
-            *summary = ReplaySummary { one_worker_from: Some(f), ..before };
+        // table might not have: everything before `f` is as one worker decides it, the rest may not
+        // be. Run again on one worker, which holds every table whole, and give what it decides from
+        // the first frame not delivered yet on (at `f` at the latest). Results then never depend on
+        // the number of workers.
+        Some(Bounded { at, delivered_through }) => {
+            *summary = ReplaySummary { one_worker_from: Some(at), ..before };
             let one = Parallel { n: 1, chunk: how.chunk };
-            run_lanes(capture, engine, &pass, one, want_events, f, summary, on_event).1
+            run_lanes(capture, engine, &pass, one, want_events, delivered_through + 1, summary, on_event).1
         }
         None => error,
     };
@@ -673,10 +676,18 @@ struct Pass<'v> {
     frames_known: bool,
 }
 
+/// Where a parallel run stopped being exact: the first frame at which a worker's part of a bounded
+/// table may have decided otherwise than the whole table ([`Done::bounded`]), and the last frame whose
+/// events went out (every earlier one went out too; all are before `at`).
+struct Bounded {
+    at: u64,
+    delivered_through: u64,
+}
+
 /// Runs the workers of a parallel replay over the whole capture, delivering (in frame order) the
-/// events of frames from `deliver_from` on and counting every frame into `summary`. Returns the first
-/// frame from which the result may differ from one worker's ([`Done::bounded`]; never with one
-/// worker), of which nothing was delivered nor counted, and the read error that ended the capture.
+/// events of frames from `deliver_from` on and counting every frame into `summary`. Returns where
+/// the result stopped being exact (never with one worker; `summary` is then incomplete), and the
+/// read error that ended the capture.
 #[allow(clippy::too_many_arguments)]
 fn run_lanes(
     capture: &Capture,
@@ -687,7 +698,7 @@ fn run_lanes(
     deliver_from: u64,
     summary: &mut ReplaySummary,
     on_event: &mut impl FnMut(Event<'_>),
-) -> (Option<u64>, Option<CaptureError>) {
+) -> (Option<Bounded>, Option<CaptureError>) {
     let mut reorder = Reorder::new(n, deliver_from);
     for (frame, generation, label) in pass.switched {
         reorder.switch(*frame, *generation, label.clone());
@@ -715,6 +726,8 @@ fn run_lanes(
     // With one worker every table is whole: nothing it decides can differ.
     let parts = n > 1;
     let mut bounded = u64::MAX;
+    let stop = AtomicBool::new(false);
+    let stop = &stop;
     let finished = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(n);
         for (me, ((w, tx), (to, from))) in workers.into_iter().zip(to.into_iter().zip(from)).enumerate() {
@@ -722,7 +735,7 @@ fn run_lanes(
             // beside another worker's (they are written for every frame).
             handles.push(scope.spawn(move || {
                 let walker = Walker::new(capture, me, Parallel { n, chunk }, frames, to);
-                walk(Lane::new(w, me, versions, want_events, tx), walker, from)
+                walk(Lane::new(w, me, versions, want_events, tx), walker, from, stop)
             }));
         }
         for done in done_rx.iter() {
@@ -752,7 +765,7 @@ fn run_lanes(
     if parts {
         bounded = finished.iter().filter_map(|f| f.0.first_bounded()).fold(bounded, u64::min);
         if bounded != u64::MAX {
-            return (Some(bounded), None);
+            return (Some(Bounded { at: bounded, delivered_through: reorder.delivered_through }), None);
         }
     }
     reorder.flush(summary, want_events, on_event);
@@ -919,8 +932,9 @@ impl<'v, 'a> Lane<'v, 'a> {
         report_malformed(&mut self.counts, &mut self.out, number, e);
     }
 
-    /// Decides what is still held and ends the worker's connections at `last_ts`.
-    fn finish(mut self, seen: u64, last_ts: u64, error: Option<CaptureError>) -> Finished {
+    /// Decides what is still held and ends the worker's connections at `last_ts`. A worker `stopped`
+    /// before the end of the capture reports only how far it got (its run is thrown away).
+    fn finish(mut self, seen: u64, last_ts: u64, error: Option<CaptureError>, stopped: bool) -> Finished {
         let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = &mut self;
         let snap = &versions[*v].snap;
         pipe.drain(|b| flush(w, b, snap, collect, counts, out, *want_events));
@@ -930,7 +944,9 @@ impl<'v, 'a> Lane<'v, 'a> {
             counts.outcome(o);
         }
         let tail = std::mem::take(&mut collect.events);
-        self.out.upto = u64::MAX;
+        if !stopped {
+            self.out.upto = u64::MAX;
+        }
         self.out.bounded = self.w.first_bounded().unwrap_or(u64::MAX);
         if self.want_events || !self.out.malformed.is_empty() {
             let _ = self.done_tx.send(self.out);
@@ -1088,6 +1104,7 @@ fn walk<'a>(
     mut lane: Lane<'_, 'a>,
     mut walker: Walker<'a>,
     from: Vec<Option<Receiver<Chunk<'a>>>>,
+    stop: &AtomicBool,
 ) -> Finished {
     let (me, n) = (walker.me, walker.n);
     let (mut seen, mut last_ts) = (0, 0);
@@ -1123,8 +1140,17 @@ fn walk<'a>(
             break;
         }
         lane.walked((c + 1) * walker.chunk);
+        // Once a part of a bounded table may have decided otherwise than the whole table, the rest
+        // of this run is thrown away (the replay runs again on one worker): every worker stops at
+        // its next chunk (a worker waiting for a chunk of one that stopped sees its channel close).
+        if n > 1 && lane.w.first_bounded().is_some() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return lane.finish(seen, last_ts, walker.error, true);
+        }
     }
-    lane.finish(seen, last_ts, walker.error)
+    lane.finish(seen, last_ts, walker.error, false)
 }
 
 /// The worker (of `n`) that owns frames whose route hash is `h`: a multiply and shift rather than a
@@ -1205,6 +1231,8 @@ struct Reorder {
     deliver_from: u64,
     /// Entries of this frame and later ones stay pending (they may differ from one worker's).
     hold_from: u64,
+    /// Every entry of this frame and earlier ones has gone out.
+    delivered_through: u64,
 }
 
 enum Slot {
@@ -1218,7 +1246,13 @@ enum Slot {
 
 impl Reorder {
     fn new(workers: usize, deliver_from: u64) -> Reorder {
-        Reorder { upto: vec![0; workers], waiting: BTreeMap::new(), deliver_from, hold_from: u64::MAX }
+        Reorder {
+            upto: vec![0; workers],
+            waiting: BTreeMap::new(),
+            deliver_from,
+            hold_from: u64::MAX,
+            delivered_through: 0,
+        }
     }
 
     fn switch(&mut self, frame: u64, generation: u64, label: String) {
@@ -1264,6 +1298,8 @@ impl Reorder {
         all: bool,
     ) {
         let ready_upto = if all { u64::MAX } else { self.upto.iter().copied().min().unwrap_or(0) };
+        // Every worker has reported every frame up to `ready_upto`: all of their entries are here.
+        self.delivered_through = self.delivered_through.max(ready_upto.min(self.hold_from.saturating_sub(1)));
         while let Some(entry) = self.waiting.first_entry() {
             let frame = *entry.key() / 3;
             if frame > ready_upto || frame >= self.hold_from {

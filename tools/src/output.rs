@@ -253,8 +253,8 @@ impl Report {
         if let Some(frame) = self.one_worker_from {
             let _ = writeln!(
                 o,
-                "note: the {} workers each hold their part of every connection limit and fragment table; at frame \
-                 {frame} a part filled, so the replay ran again on one worker, whose results these are from there on",
+                "note: the {} workers each hold their part of every connection limit and fragment table; by frame \
+                 {frame} a part had filled, so the replay ran again on one worker, whose results these are",
                 self.workers
             );
         }
