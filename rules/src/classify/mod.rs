@@ -22,6 +22,8 @@
 //!    apart from the rules. Sets are numbered in the order of the first rule naming them and id lists
 //!    are sorted, so a key stops at the first of its sets whose rules all rank after its answer so
 //!    far (on the NSX-shaped policy a key's answer from the shared trees usually prunes them all).
+//!    A set's tree also knows its best rank per protocol class (TCP, UDP, other), and a key walks it
+//!    only when the best rank for its own protocol beats its answer: half the walks are saved.
 //! 3. **Decision trees for the rest**: HyperSplit-like trees with 16-way nodes (one field, up to 15
 //!    thresholds at the 16-quantiles of the rules' cut points, two cache lines per node) and leaves
 //!    of at most 8 rules in priority order. An exact rule that covers a node's whole region hides every later
