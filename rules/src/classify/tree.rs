@@ -126,6 +126,13 @@ pub(super) struct Tree {
 impl Tree {
     /// A tree with no rules.
     pub const EMPTY: Tree = Tree { root: NONE, min_rank: NONE };
+
+    /// The same tree, pruned as if its best rank were `min_rank` (which must be no larger than the
+    /// best rank of any entry a key of the caller's can match).
+    #[inline(always)]
+    pub fn pruned_at(self, min_rank: u32) -> Tree {
+        Tree { root: self.root, min_rank }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
