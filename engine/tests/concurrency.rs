@@ -924,6 +924,34 @@ proptest::proptest! {
     }
 }
 
+/// One filter admitting outgoing UDP, with `maxConnections limit` when given.
+fn udp_policy(limit: Option<usize>) -> rules::Policy {
+    let limit = limit.map(|n| format!(" maxConnections {n};")).unwrap_or_default();
+    parse_policy(&format!(
+        "filter vm {{ vnic mac 02:00:00:00:00:01;{limit}\n\
+           ruleset mainrs {{ rule 1 at 1 out protocol udp from any to any accept; }} }}"
+    ))
+    .unwrap()
+}
+
+/// `flows` UDP flows from the filter's vNIC to as many servers (so they spread over the workers), one
+/// datagram each per round, the rounds a millisecond apart: nothing expires.
+fn udp_flows(flows: u8, rounds: u64) -> Capture {
+    use pktio::capture::{PcapWriter, TsResolution};
+    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+    let mut w =
+        PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
+    for round in 0..rounds {
+        for i in 0..flows {
+            let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(192, 168, 1, i + 1) };
+            let frame = udp_v4(&vm, &far, u16::from(i), 5000, 53, b"q");
+            let ts = 1_700_000_000_000_000_000 + round * 1_000_000 + u64::from(i);
+            w.write_frame(ts, &frame, frame.len() as u32).unwrap();
+        }
+    }
+    Capture::from_bytes(w.into_inner(), "flows.pcap").unwrap()
+}
+
 /// Replays `cap` through a fresh engine (`make`) on `workers` workers, chunks of 5 frames; every
 /// decision and malformed frame as text, and the summary.
 fn limited_run(
@@ -961,29 +989,9 @@ fn totals(s: &engine::replay::ReplaySummary) -> impl PartialEq + std::fmt::Debug
 /// on one worker from there (`ReplaySummary::one_worker_from`).
 #[test]
 fn a_filters_connection_limit_holds_across_workers() {
-    use pktio::capture::{PcapWriter, TsResolution};
-    let policy = parse_policy(
-        "filter vm { vnic mac 02:00:00:00:00:01; maxConnections 7;\n\
-           ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
-    )
-    .unwrap();
-    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
-    let mut w =
-        PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
-    // 60 flows to as many servers (so they spread over the workers), one datagram each, all within a
-    // second: nothing expires.
-    for i in 0..60u8 {
-        let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(192, 168, 1, i + 1) };
-        let frame = udp_v4(&vm, &far, u16::from(i), 5000, 53, b"q");
-        w.write_frame(1_700_000_000_000_000_000 + u64::from(i), &frame, frame.len() as u32).unwrap();
-    }
-    let cap = Capture::from_bytes(w.into_inner(), "limit.pcap").unwrap();
+    let cap = udp_flows(60, 1);
     // The filter's own limit, then the engine-wide one (the filter unlimited).
-    let unlimited = parse_policy(
-        "filter vm { vnic mac 02:00:00:00:00:01;\n\
-           ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
-    )
-    .unwrap();
+    let (policy, unlimited) = (udp_policy(Some(7)), udp_policy(None));
     for engine_wide in [false, true] {
         let make = || {
             if engine_wide {
@@ -1016,25 +1024,9 @@ fn a_filters_connection_limit_holds_across_workers() {
 /// what the replay reports must not. Many runs, chunks of 1 to 7 frames, 2 to 4 workers.
 #[test]
 fn a_full_table_gives_the_same_events_whatever_the_threads_pace() {
-    use pktio::capture::{PcapWriter, TsResolution};
-    let policy = parse_policy(
-        "filter vm { vnic mac 02:00:00:00:00:01; maxConnections 9;\n\
-           ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
-    )
-    .unwrap();
-    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
-    let mut w =
-        PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
+    let policy = udp_policy(Some(9));
     // 30 flows, each with a second datagram later (tracked or still refused).
-    for round in 0..2u64 {
-        for i in 0..30u8 {
-            let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(192, 168, 3, i + 1) };
-            let frame = udp_v4(&vm, &far, u16::from(i), 5000, 53, b"q");
-            let ts = 1_700_000_000_000_000_000 + round * 1_000_000 + u64::from(i);
-            w.write_frame(ts, &frame, frame.len() as u32).unwrap();
-        }
-    }
-    let cap = Capture::from_bytes(w.into_inner(), "pace.pcap").unwrap();
+    let cap = udp_flows(30, 2);
     let run = |workers: usize, chunk: u64| {
         let mut engine = Engine::new(&policy).unwrap();
         let mut lines = Vec::new();
@@ -1056,21 +1048,8 @@ fn a_full_table_gives_the_same_events_whatever_the_threads_pace() {
 /// With room to spare in every part, several workers decide everything themselves: no second run.
 #[test]
 fn a_replay_whose_tables_never_fill_runs_once_on_every_worker_count() {
-    use pktio::capture::{PcapWriter, TsResolution};
-    let policy = parse_policy(
-        "filter vm { vnic mac 02:00:00:00:00:01; maxConnections 400;\n\
-           ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
-    )
-    .unwrap();
-    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
-    let mut w =
-        PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
-    for i in 0..60u8 {
-        let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(192, 168, 1, i + 1) };
-        let frame = udp_v4(&vm, &far, u16::from(i), 5000, 53, b"q");
-        w.write_frame(1_700_000_000_000_000_000 + u64::from(i), &frame, frame.len() as u32).unwrap();
-    }
-    let cap = Capture::from_bytes(w.into_inner(), "roomy.pcap").unwrap();
+    let policy = udp_policy(Some(400));
+    let cap = udp_flows(60, 1);
     let make = || Engine::new(&policy).unwrap();
     let (one, s1) = limited_run(&cap, &make, 1);
     for workers in 2..=4 {
@@ -1087,11 +1066,7 @@ fn fragment_table_bounds_do_not_depend_on_the_worker_count() {
     use pktio::build::ipv4_fragment;
     use pktio::capture::{PcapWriter, TsResolution};
     use pktio::packet::ipproto;
-    let policy = parse_policy(
-        "filter vm { vnic mac 02:00:00:00:00:01;\n\
-           ruleset mainrs { rule 1 at 1 out protocol udp from any to any accept; } }",
-    )
-    .unwrap();
+    let policy = udp_policy(None);
     let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
     let far = |i: u32| Host {
         mac: [2, 0, 0, 0, 9, 9],
