@@ -191,13 +191,14 @@ pub struct FilterState {
 }
 
 impl FilterState {
-    /// Empty state for a filter tracking at most `limit` connections.
-    pub fn new(limit: usize) -> FilterState {
-        FilterState {
-            conns: FlowTable::new(limit),
-            frags: FragTable::default(),
-            counters: FilterCounters::default(),
-        }
+    /// Empty state for a filter tracking at most `limit` connections, for a worker holding `share` of
+    /// the fragment table's bounds.
+    pub fn new(limit: usize, share: Share) -> FilterState {
+        let frags = FragTable::with_bounds(
+            share.limit(crate::frag::MAX_DATAGRAMS),
+            share.limit(crate::frag::MAX_HELD_BYTES),
+        );
+        FilterState { conns: FlowTable::new(limit), frags, counters: FilterCounters::default() }
     }
 
     /// Removes every connection (TERM lines for logged ones) and held fragment (dropped).
@@ -441,13 +442,6 @@ impl FilterState {
 
         // Fragments after the first carry no ports: they follow their first fragment.
         let dgram = ip.frag.map(|f| (DatagramKey::new(ip.src, ip.dst, ip.proto, f.id), f));
-        if dgram.is_some() {
-            let share = shared.share;
-            self.frags.set_bounds(
-                share.limit(crate::frag::MAX_DATAGRAMS),
-                share.limit(crate::frag::MAX_HELD_BYTES),
-            );
-        }
         if let Some((dkey, f)) = dgram {
             if f.offset != 0 {
                 return match self.frags.later(

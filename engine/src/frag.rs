@@ -116,24 +116,11 @@ pub struct FragTable {
     /// No datagram expires before this second (a lower bound: a scan refreshes it).
     next_expiry: u32,
     /// Most datagrams and held bytes: [`MAX_DATAGRAMS`] and [`MAX_HELD_BYTES`], or a replay worker's
-    /// part of them ([`FragTable::set_bounds`]).
+    /// part of them ([`FragTable::with_bounds`]).
     max_datagrams: usize,
     max_held_bytes: usize,
     /// A bound refused something, or held bytes came near theirs ([`FragTable::take_bounded`]).
     bounded: bool,
-}
-
-impl Default for FragTable {
-    fn default() -> FragTable {
-        FragTable {
-            map: AHashMap::default(),
-            held_bytes: 0,
-            next_expiry: 0,
-            max_datagrams: MAX_DATAGRAMS,
-            max_held_bytes: MAX_HELD_BYTES,
-            bounded: false,
-        }
-    }
 }
 
 impl FragTable {
@@ -152,11 +139,17 @@ impl FragTable {
         self.held_bytes
     }
 
-    /// Holds at most `datagrams` datagrams and `held_bytes` bytes of early fragments from now on (a
-    /// replay worker's part of the filter's bounds).
-    pub fn set_bounds(&mut self, datagrams: usize, held_bytes: usize) {
-        self.max_datagrams = datagrams;
-        self.max_held_bytes = held_bytes;
+    /// An empty table holding at most `datagrams` datagrams and `held_bytes` bytes of early fragments:
+    /// [`MAX_DATAGRAMS`] and [`MAX_HELD_BYTES`], or a replay worker's part of them.
+    pub fn with_bounds(datagrams: usize, held_bytes: usize) -> FragTable {
+        FragTable {
+            map: AHashMap::default(),
+            held_bytes: 0,
+            next_expiry: 0,
+            max_datagrams: datagrams,
+            max_held_bytes: held_bytes,
+            bounded: false,
+        }
     }
 
     /// True (once) when, since the last call, a bound refused a fragment, or the held bytes came within

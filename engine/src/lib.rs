@@ -499,12 +499,12 @@ impl Worker {
         self.seen_generation = snap.generation;
         let max_slot = snap.filters.iter().map(|f| f.slot + 1).max().unwrap_or(0);
         while self.states.len() < max_slot {
-            self.states.push(FilterState::new(config::DEFAULT_FILTER_CONNECTIONS));
+            self.states.push(FilterState::new(config::DEFAULT_FILTER_CONNECTIONS, self.shared.share));
         }
         for slot in 0..self.states.len() {
             if !snap.filters.iter().any(|f| f.slot == slot) && !self.states[slot].conns.is_empty() {
                 // The filter is gone: its connections end. Without its config there is nothing to log.
-                let empty = FilterState::new(config::DEFAULT_FILTER_CONNECTIONS);
+                let empty = FilterState::new(config::DEFAULT_FILTER_CONNECTIONS, self.shared.share);
                 let mut old = std::mem::replace(&mut self.states[slot], empty);
                 old.conns.drain(|_| {
                     self.shared.total.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

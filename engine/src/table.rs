@@ -623,11 +623,7 @@ fn regrow<T>(v: &mut Vec<T>, want: usize) {
 /// and growing it takes a few page faults instead of thousands. Only a hint: where the kernel declines,
 /// nothing changes.
 fn advise_huge_pages<T>(v: &Vec<T>) {
-    advise_huge_range(v.as_ptr() as usize, v.capacity() * std::mem::size_of::<T>());
-}
-
-/// [`advise_huge_pages`] for the `bytes` of an allocation starting at address `start`.
-fn advise_huge_range(start: usize, bytes: usize) {
+    let (start, bytes) = (v.as_ptr() as usize, v.capacity() * std::mem::size_of::<T>());
     const HUGE: usize = 2 << 20;
     if bytes < 2 * HUGE {
         return;
