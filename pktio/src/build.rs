@@ -338,7 +338,8 @@ fn relink(frame: &[u8], l3: usize, ip: Vec<u8>, v6: bool) -> Vec<u8> {
 /// TCP (RFC 9293 §3.10.7.1), otherwise an ICMP / ICMPv6 destination unreachable quoting the packet
 /// (port unreachable for UDP, administratively prohibited for other protocols). `None` when no reply is
 /// possible (not IP, a non-first fragment, a link type without replies, an RST, or an ICMP error, which
-/// must never be answered with another).
+/// must never be answered with another) or allowed ([`answerable`]: a datagram sent to a group address,
+/// or from an address that names no single host).
 pub fn reject_reply(link: crate::LinkType, frame: &[u8], pkt: &crate::Packet) -> Option<Vec<u8>> {
     use std::net::IpAddr;
 
@@ -349,6 +350,9 @@ pub fn reject_reply(link: crate::LinkType, frame: &[u8], pkt: &crate::Packet) ->
     }
     let l3 = l3_offset(link, pkt)?;
     if l3 > 0 && frame.len() < l3 {
+        return None;
+    }
+    if !answerable(frame, l3, ip.src, ip.dst) {
         return None;
     }
     let quoted = frame.get(l3..)?;
@@ -409,6 +413,36 @@ pub fn reject_reply(link: crate::LinkType, frame: &[u8], pkt: &crate::Packet) ->
             Some(relink(frame, l3, ipv6(dst, src, crate::packet::ipproto::ICMPV6, &m), true))
         }
         _ => None,
+    }
+}
+
+/// Whether a datagram from `src` to `dst` (in `frame`, whose IP header starts at `l3`) may be answered
+/// with an error or a reset. Not when it was sent to a link-layer group address, or to an IP multicast
+/// or broadcast address, nor when its source names no single host (unspecified, loopback, multicast,
+/// the limited broadcast, IPv4 class E): RFC 1122 §3.2.2 and RFC 4443 §2.4 (e) for ICMP, and Linux's
+/// `REJECT` applies the same to its TCP resets. Otherwise one rejected multicast or broadcast datagram
+/// would draw an answer from every filter that sees it, and a forged source would aim them anywhere.
+/// (A subnet's directed broadcast looks like a unicast address here: the filter does not know subnets.)
+fn answerable(frame: &[u8], l3: usize, src: std::net::IpAddr, dst: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    // The Ethernet destination's group bit (the link header starts with the destination MAC).
+    if l3 > 0 && frame.first().is_none_or(|b| b & 1 == 1) {
+        return false;
+    }
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let single = !(s.is_unspecified()
+                || s.is_loopback()
+                || s.is_multicast()
+                || s.is_broadcast()
+                || s.octets()[0] >= 240);
+            single && !(d.is_unspecified() || d.is_multicast() || d.is_broadcast())
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let single = !(s.is_unspecified() || s.is_loopback() || s.is_multicast());
+            single && !(d.is_unspecified() || d.is_multicast())
+        }
+        _ => false,
     }
 }
 
@@ -481,6 +515,50 @@ mod reject_tests {
         // Never answer an ICMP error with another.
         assert!(reject_reply(LinkType::Ethernet, &r, &rp).is_none());
     }
+
+    /// The reply to a UDP datagram from `src` to `dst`, each given as MAC and IPv4 address.
+    fn reply_to_udp(src: ([u8; 6], [u8; 4]), dst: ([u8; 6], [u8; 4])) -> Option<Vec<u8>> {
+        let host = |(mac, ip): ([u8; 6], [u8; 4])| Host { mac, ip: Ipv4Addr::from(ip) };
+        let f = udp_v4(&host(src), &host(dst), 1, 5353, 5353, b"q");
+        let pkt = parse_frame(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+        reject_reply(LinkType::Ethernet, &f, &pkt)
+    }
+
+    #[test]
+    fn datagrams_to_groups_or_from_no_single_host_get_no_reply() {
+        let (one, two) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        // The control: unicast both ways is answered.
+        assert!(reply_to_udp((one, a), (two, b)).is_some());
+        // mDNS: multicast MAC and address; and each alone.
+        let mdns_mac = [0x01, 0, 0x5e, 0, 0, 0xfb];
+        assert!(reply_to_udp((one, a), (mdns_mac, [224, 0, 0, 251])).is_none());
+        assert!(reply_to_udp((one, a), (two, [224, 0, 0, 251])).is_none());
+        assert!(reply_to_udp((one, a), (mdns_mac, b)).is_none());
+        // DHCP discover: from 0.0.0.0 to the limited broadcast, on the broadcast MAC; and each alone.
+        assert!(reply_to_udp((one, [0, 0, 0, 0]), (BROADCAST, [255, 255, 255, 255])).is_none());
+        assert!(reply_to_udp((one, a), (two, [255, 255, 255, 255])).is_none());
+        assert!(reply_to_udp((one, a), (BROADCAST, b)).is_none());
+        // Sources that name no single host.
+        for src in [[0, 0, 0, 0], [127, 0, 0, 1], [224, 0, 0, 1], [255, 255, 255, 255], [240, 0, 0, 1]] {
+            assert!(reply_to_udp((one, src), (two, b)).is_none(), "{src:?}");
+        }
+        // TCP as well: no reset for a segment to a multicast address.
+        let seg = TcpSeg {
+            sport: 4000,
+            dport: 80,
+            seq: 100,
+            ack: 0,
+            flags: tcpflags::SYN,
+            window: 1000,
+            mss: None,
+            payload: b"",
+        };
+        let group = Host { mac: mdns_mac, ip: Ipv4Addr::new(224, 0, 0, 251) };
+        let f = tcp_v4(&hosts().0, &group, 1, &seg);
+        let pkt = parse_frame(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+        assert!(reject_reply(LinkType::Ethernet, &f, &pkt).is_none());
+    }
 }
 
 #[cfg(test)]
@@ -510,6 +588,26 @@ mod v6_tests {
     /// True when `upper` sums to zero with the pseudo-header of `a` -> `b`, next header `next`.
     fn verifies(a: &Host6, b: &Host6, next: u8, upper: &[u8]) -> bool {
         checksum(&[&pseudo6(a.ip, b.ip, next, upper.len()), upper]) == 0
+    }
+
+    #[test]
+    fn a_v6_datagram_to_a_group_or_from_no_single_host_gets_no_unreachable() {
+        let (a, b) = hosts();
+        let reply = |src: &Host6, dst: &Host6| {
+            let f = udp_v6(src, dst, 5353, 5353, b"q");
+            crate::build::reject_reply(LinkType::Ethernet, &f, &parse(&f))
+        };
+        // The control: unicast is answered with a port unreachable.
+        let r = reply(&a, &b).expect("a unicast datagram is answered");
+        let L4::Icmp(IcmpInfo { icmp_type, code, .. }) = parse(&r).l4 else { panic!("icmpv6 expected") };
+        assert_eq!((icmp_type, code), (1, 4));
+        let mdns = Host6 { mac: [0x33, 0x33, 0, 0, 0, 0xfb], ip: "ff02::fb".parse().unwrap() };
+        assert!(reply(&a, &mdns).is_none());
+        assert!(reply(&a, &Host6 { mac: b.mac, ..mdns }).is_none(), "multicast address, unicast MAC");
+        assert!(reply(&a, &Host6 { ip: b.ip, ..mdns }).is_none(), "multicast MAC, unicast address");
+        for src in ["::", "::1", "ff02::1"] {
+            assert!(reply(&Host6 { ip: src.parse().unwrap(), ..a }, &b).is_none(), "{src}");
+        }
     }
 
     #[test]
