@@ -12,6 +12,7 @@ use pktio::Packet;
 use crate::config::Timeouts;
 
 use crate::tcp::{Side, TcpOutcome, TcpState, TcpTimer};
+use crate::verdict::Reason;
 
 /// Protocol part of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,20 @@ impl Conn {
             Side::Initiator
         } else {
             Side::Responder
+        }
+    }
+
+    /// For an ICMP error quoting a packet of this connection sent from the `lo` endpoint (`from_lo`) or
+    /// the `hi` one, with the quoted TCP sequence number `seq`: `Ok` when the error may pass as related;
+    /// otherwise the reason to drop it. A TCP quote must hold its sequence number, and that number must
+    /// lie where the sender could have sent it ([`TcpState::quote_fits`], as pf checks); other protocols
+    /// have nothing to check.
+    pub fn quote_check(&self, from_lo: bool, seq: Option<u32>) -> Result<(), Reason> {
+        match (&self.proto, seq) {
+            (ProtoState::Tcp(state), Some(seq)) if state.quote_fits(self.side(from_lo), seq) => Ok(()),
+            (ProtoState::Tcp(_), Some(_)) => Err(Reason::StateMismatch),
+            (ProtoState::Tcp(_), None) => Err(Reason::Short),
+            _ => Ok(()),
         }
     }
 

@@ -584,7 +584,9 @@ impl FilterState {
             }
         }
         // 2. An ICMP error about a tracked connection, travelling back toward that connection's sender.
-        if let Some((qkey, _)) = FlowKey::quoted(pkt) {
+        // A TCP error must also quote a sequence number the sender could have sent (pf's check); one
+        // that does not is dropped as pf drops it, whatever the rules say.
+        if let Some((qkey, q_from_lo)) = FlowKey::quoted(pkt) {
             let q = match pkt.l4 {
                 L4::Icmp(i) => i.quoted,
                 _ => None,
@@ -592,12 +594,11 @@ impl FilterState {
             let toward_sender = q.is_some_and(|q| pkt.ip.is_some_and(|ip| ip.dst == q.src));
             if let Some((conn, expires)) = self.conns.get_mut(&qkey) {
                 if toward_sender && expires.get() > now_s {
-                    return decided(
-                        Verdict::Pass,
-                        ConnState::Related,
-                        Reason::State,
-                        Some(RuleRef { l2: false, id: conn.rule }),
-                    );
+                    let rule = Some(RuleRef { l2: false, id: conn.rule });
+                    return match conn.quote_check(q_from_lo, q.and_then(|q| q.seq)) {
+                        Ok(()) => decided(Verdict::Pass, ConnState::Related, Reason::State, rule),
+                        Err(reason) => decided(Verdict::Drop, ConnState::Invalid, reason, rule),
+                    };
                 }
             }
         }

@@ -522,6 +522,28 @@ impl TcpState {
         true
     }
 
+    /// Whether `seq`, the sequence number of a segment from `x` that an ICMP error quotes, is one that
+    /// end could have sent lately: not past the highest its peer allows, and at most the peer's largest
+    /// window behind the highest it sent. pf's check of the TCP segment an ICMP error quotes, which keeps
+    /// a blind attacker who knows only the addresses and ports from passing errors that would reset or
+    /// slow the connection (RFC 5927 §4.1, "TCP sequence number checking"). Changes nothing.
+    pub fn quote_fits(&self, x: Side, seq: u32) -> bool {
+        let (p, q) = (self.peer(x), self.peer(x.other()));
+        if !p.seen() {
+            // That end never sent anything this tracker saw.
+            return false;
+        }
+        let dws = if self.has(conn::LOOSE_SCALE) {
+            MAX_WSCALE.into()
+        } else if p.has(bits::WSCALE) && q.has(bits::WSCALE) {
+            q.shift()
+        } else {
+            0
+        };
+        let back = (u32::from(q.max_win) << dws).max(1);
+        seq_geq(p.seqhi, seq) && seq_geq(seq, p.seqlo.wrapping_sub(back))
+    }
+
     /// [`TcpState::track`] without the in-place fast path: every rule, on a working copy.
     pub fn track_full(&mut self, side: Side, seg: &TcpInfo) -> TcpOutcome {
         if let Some(reason) = flags_error(seg.flags) {

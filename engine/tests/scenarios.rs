@@ -375,6 +375,48 @@ fn icmp_errors_pass_as_related_only_for_tracked_flows() {
     assert_eq!(l.send(&err, 0.2).state, ConnState::New);
 }
 
+/// An ICMP "fragmentation needed" from `from` to `to` quoting the IP header of `quoted` (an Ethernet
+/// frame) and the first `keep` bytes of what follows it.
+fn frag_needed_about(from: &Host, to: &Host, quoted: &[u8], keep: usize) -> Vec<u8> {
+    let mut m = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
+    m.extend_from_slice(&quoted[14..14 + 20 + keep]);
+    let c = pktio::build::checksum(&[&m]);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    pktio::build::raw_v4(from, to, 7, 1, &m)
+}
+
+/// pf's check of the TCP segment an ICMP error quotes (RFC 5927 §4.1): related only when the quoted
+/// sequence number is one its sender could have sent lately; otherwise dropped, whatever the rules say.
+#[test]
+fn a_tcp_error_is_related_only_when_it_quotes_a_sequence_number_in_the_window() {
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    let (a, b) = handshake(&mut l, 4000, 0.0);
+    let sent = data(&A, &B, 4000, 80, a, b, b"0123456789");
+    assert_eq!(l.send(&sent, 0.1).state, ConnState::Established);
+    // The error about A's segment travels back to A (out of B's vNIC, which the out rule would pass).
+    let d = l.send(&frag_needed_about(&B, &A, &sent, 8), 0.2);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Pass, ConnState::Related, Reason::State));
+    // A blind attacker knows the addresses and ports but not the sequence numbers.
+    for seq in [a.wrapping_add(1_000_000_000), a.wrapping_sub(200_000), a.wrapping_add(70_000)] {
+        let forged = data(&A, &B, 4000, 80, seq, b, b"0123456789");
+        let d = l.send(&frag_needed_about(&B, &A, &forged, 8), 0.3);
+        assert_eq!(
+            (d.verdict, d.state, d.reason),
+            (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch),
+            "{seq}"
+        );
+    }
+    // A quote cut before the sequence number cannot be checked: dropped as pf does, reason `short`.
+    let d = l.send(&frag_needed_about(&B, &A, &sent, 4), 0.4);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Drop, ConnState::Invalid, Reason::Short));
+    // The other way: an error toward B about B's own segment, quoting B's next sequence number.
+    let reply = data(&B, &A, 80, 4000, b, a + 10, b"");
+    let d = l.send(&frag_needed_about(&A, &B, &reply, 8), 0.5);
+    assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Related));
+    // None of the dropped errors changed the connection.
+    assert_eq!(l.send(&data(&A, &B, 4000, 80, a + 10, b, b"more"), 0.6).state, ConnState::Established);
+}
+
 /// An ICMP error's own header (its addresses, identifier 0) is the key of an echo conversation of
 /// identifier 0 between the same hosts; it must not ride that conversation (the `replay` fuzz target
 /// found one that did, and only on one worker: errors go to the worker of the flow they quote).

@@ -155,6 +155,9 @@ pub struct QuotedHeader {
     pub sport: u16,
     /// See `sport`.
     pub dport: u16,
+    /// The quoted TCP segment's sequence number, when the quote holds it (RFC 792 promises the first
+    /// eight bytes of the transport header, which hold it); `None` for other protocols.
+    pub seq: Option<u32>,
 }
 
 /// ICMP / ICMPv6 summary.

@@ -847,13 +847,15 @@ fn parse_quote(v6: bool, buf: &[u8]) -> Option<QuotedHeader> {
         // Bounded by what was quoted, not by the quoted payload length, which describes the original.
         let chain = walk_ipv6_ext(ip.next_header(), rest, rest.len()).ok()?;
         let non_first = chain.frag.is_some_and(|f| !f.is_first());
-        let (sport, dport) = quoted_ports(true, chain.proto, rest.get(chain.len..)?, non_first)?;
+        let transport = rest.get(chain.len..)?;
+        let (sport, dport) = quoted_ports(true, chain.proto, transport, non_first)?;
         Some(QuotedHeader {
             src: IpAddr::V6(ip.src()),
             dst: IpAddr::V6(ip.dst()),
             proto: chain.proto,
             sport,
             dport,
+            seq: quoted_seq(chain.proto, transport, non_first),
         })
     } else {
         let ip = Ipv4Header::new_checked(buf).ok().filter(|ip| ip.version() == 4)?;
@@ -861,15 +863,26 @@ fn parse_quote(v6: bool, buf: &[u8]) -> Option<QuotedHeader> {
             return None;
         }
         let transport = buf.get(ip.header_len()..)?;
-        let (sport, dport) = quoted_ports(false, ip.protocol(), transport, ip.frag_offset() != 0)?;
+        let non_first = ip.frag_offset() != 0;
+        let (sport, dport) = quoted_ports(false, ip.protocol(), transport, non_first)?;
         Some(QuotedHeader {
             src: IpAddr::V4(ip.src()),
             dst: IpAddr::V4(ip.dst()),
             proto: ip.protocol(),
             sport,
             dport,
+            seq: quoted_seq(ip.protocol(), transport, non_first),
         })
     }
+}
+
+/// The sequence number of a quoted TCP header, when the quote reaches it.
+fn quoted_seq(proto: u8, t: &[u8], non_first: bool) -> Option<u32> {
+    if proto != ipproto::TCP || non_first {
+        return None;
+    }
+    let b = t.get(4..8)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Ports of a quoted transport header (echo identifier twice for a quoted echo), `(0, 0)` when the

@@ -190,6 +190,7 @@ fn icmp_port_unreachable_quotes_udp() {
                 proto: ipproto::UDP,
                 sport: 53,
                 dport: 59207,
+                seq: None,
             }),
         })
     );
@@ -385,6 +386,7 @@ fn icmpv6_packet_too_big_quotes_udp() {
                 proto: ipproto::UDP,
                 sport: 30000,
                 dport: 13000,
+                seq: None,
             }),
         })
     );
