@@ -618,9 +618,10 @@ impl FilterState {
                 }
             }
             (verdict, ConnState::New, Reason::Match)
-        } else if rule.stateless || is_untracked_icmp(pkt) {
-            // Stateless rules, and ICMP other than echo (errors are never the start of a connection;
-            // other messages are not tracked), pass alone.
+        } else if rule.stateless || is_untracked_icmp(pkt) || is_echo_reply(pkt) {
+            // Stateless rules, ICMP other than echo (errors are never the start of a connection;
+            // other messages are not tracked) and echo replies that answer no tracked request pass
+            // alone.
             (Verdict::Pass, if rule.stateless { ConnState::None } else { ConnState::New }, Reason::Match)
         } else if matches!(&rule.body, RuleBody::Ip(m) if m.strict)
             && matches!(pkt.l4, L4::Tcp(_))
@@ -702,6 +703,16 @@ pub fn secs(now_ns: u64) -> u32 {
 /// their type; such queries are obsolete, and here each is decided by the rules.)
 fn is_untracked_icmp(pkt: &Packet) -> bool {
     matches!(pkt.l4, L4::Icmp(i) if i.echo_id.is_none())
+}
+
+/// An ICMP or ICMPv6 echo reply. One that finds no connection answers no request this filter saw, so
+/// it starts none: otherwise a reply let out would open a conversation that carries echo requests of
+/// its identifier in from anywhere. The rules decide it alone. (Linux and OVS conntrack hold such a
+/// reply invalid, since only a request opens an echo connection; pf would keep state for it.)
+fn is_echo_reply(pkt: &Packet) -> bool {
+    let proto = pkt.ip.map(|ip| ip.proto);
+    matches!((proto, pkt.l4), (Some(ipproto::ICMP), L4::Icmp(i)) if i.icmp_type == 0 && i.echo_id.is_some())
+        || matches!((proto, pkt.l4), (Some(ipproto::ICMPV6), L4::Icmp(i)) if i.icmp_type == 129 && i.echo_id.is_some())
 }
 
 /// The classifier key of an IP packet.

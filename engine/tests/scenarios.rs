@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use engine::filter::{FrameRef, Sink};
 use engine::log::LogRecord;
 use engine::{Change, ConnState, Decision, Engine, FilterConfig, FrameOutcome, Reason, Verdict};
-use pktio::build::{icmp_echo_v4, tcp_v4, udp_v4, Host, TcpSeg};
+use pktio::build::{icmp_echo_v4, icmpv6_echo, tcp_v4, udp_v4, Host, Host6, TcpSeg};
 use pktio::packet::tcpflags::{ACK, FIN, RST, SYN};
 use pktio::{parse_frame, LinkType};
 use rules::{parse_policy, AddrEntry, IpNet};
@@ -415,6 +415,29 @@ fn a_tcp_error_is_related_only_when_it_quotes_a_sequence_number_in_the_window() 
     assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Related));
     // None of the dropped errors changed the connection.
     assert_eq!(l.send(&data(&A, &B, 4000, 80, a + 10, b, b"more"), 0.6).state, ConnState::Established);
+}
+
+/// Only an echo request opens an echo conversation (as in Linux and OVS conntrack): a reply that
+/// answers nothing tracked is decided by the rules and opens none, so requests of its identifier from
+/// outside are not let in as its conversation.
+#[test]
+fn an_unsolicited_echo_reply_opens_no_conversation() {
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    // B answers a request nobody saw; the out rule passes it.
+    let d = l.send(&icmp_echo_v4(&B, &C, 1, true, 77, 1), 0.0);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Pass, ConnState::New, Reason::Match));
+    // C (not a client) sends requests of that identifier in: no conversation carries them.
+    let d = l.send(&icmp_echo_v4(&C, &B, 1, false, 77, 2), 0.1);
+    assert_eq!((d.verdict, d.reason), (Verdict::Drop, Reason::NoMatch));
+    // The same for ICMPv6 (type 129 out, then 128 in).
+    let b6 = Host6 { mac: B.mac, ip: "2001:db8::2".parse().unwrap() };
+    let c6 = Host6 { mac: C.mac, ip: "2001:db8::3".parse().unwrap() };
+    assert_eq!(l.send(&icmpv6_echo(&b6, &c6, true, 78, 1), 0.2).state, ConnState::New);
+    assert_eq!(l.send(&icmpv6_echo(&c6, &b6, false, 78, 2), 0.3).reason, Reason::NoMatch);
+    // A request B sends does open one: C's reply comes back in on it.
+    assert_eq!(l.send(&icmp_echo_v4(&B, &C, 1, false, 79, 1), 0.4).state, ConnState::New);
+    let d = l.send(&icmp_echo_v4(&C, &B, 1, true, 79, 1), 0.5);
+    assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Established));
 }
 
 /// An ICMP error's own header (its addresses, identifier 0) is the key of an echo conversation of
