@@ -516,7 +516,7 @@ impl FilterState {
             if conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate {
                 // The policy changed since this connection was admitted: check it again, as its
                 // initiator's first packet would be checked now.
-                match revalidate(cfg, l3, &key, conn, from_lo, dir, pkt) {
+                match revalidate(cfg, l3, &key, conn, from_lo, dir) {
                     Some(rule) => {
                         conn.rule = rule.id;
                         conn.logged = rule.log;
@@ -593,7 +593,13 @@ impl FilterState {
             };
             let toward_sender = q.is_some_and(|q| pkt.ip.is_some_and(|ip| ip.dst == q.src));
             if let Some((conn, expires)) = self.conns.get_mut(&qkey) {
-                if toward_sender && expires.get() > now_s {
+                // A connection admitted under an older policy relates errors only while the current
+                // one would still admit it (its own next frame re-checks it for good, step 1). The
+                // error travels as the quoted packet's answer would: from its receiver's side.
+                let stale =
+                    conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
+                let admitted = || !stale || revalidate(cfg, l3, &qkey, conn, !q_from_lo, dir).is_some();
+                if toward_sender && expires.get() > now_s && admitted() {
                     let rule = Some(RuleRef { l2: false, id: conn.rule });
                     return match conn.quote_check(q_from_lo, q.and_then(|q| q.seq)) {
                         Ok(()) => decided(Verdict::Pass, ConnState::Related, Reason::State, rule),
@@ -739,7 +745,6 @@ fn revalidate<'a>(
     conn: &Conn,
     from_lo: bool,
     dir: Direction,
-    pkt: &Packet,
 ) -> Option<&'a Rule> {
     let (init, resp) = if conn.initiator_lo { (key.lo, key.hi) } else { (key.hi, key.lo) };
     // The initiator's packets cross this filter in the direction of this packet if it is one of them.
@@ -751,15 +756,15 @@ fn revalidate<'a>(
             Direction::Out => Direction::In,
         }
     };
-    let icmp = match pkt.l4 {
-        // Echo connections: the request type (8 / 128) is what the initiator sent.
-        L4::Icmp(_) => Some(if key.proto == ipproto::ICMP { (8, 0) } else { (128, 0) }),
+    // The initiator's first packet, from the key alone (the frame at hand may be an ICMP error quoting
+    // the connection). Echo connections: the request type (8 / 128) is what the initiator sent.
+    let icmp = match key.proto {
+        ipproto::ICMP => Some((8, 0)),
+        ipproto::ICMPV6 => Some((128, 0)),
         _ => None,
     };
-    let ports = match pkt.l4 {
-        L4::Tcp(_) | L4::Udp { .. } | L4::Sctp { .. } => Some((init.port, resp.port)),
-        _ => None,
-    };
+    let ports =
+        matches!(key.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP).then_some((init.port, resp.port));
     let k = L3Key { dir: init_dir, src: init.ip(), dst: resp.ip(), proto: key.proto, ports, icmp };
     let rule = l3.rule(cfg.first_match_l3(&k)?);
     (rule.action == Action::Accept && !rule.stateless).then_some(rule)

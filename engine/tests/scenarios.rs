@@ -440,6 +440,40 @@ fn an_unsolicited_echo_reply_opens_no_conversation() {
     assert_eq!((d.verdict, d.state), (Verdict::Pass, ConnState::Established));
 }
 
+/// After a policy change, an error relates to a connection only while the new policy would still
+/// admit it (`revalidate`); under `keep` the old connection goes on relating errors.
+#[test]
+fn an_error_about_a_connection_the_new_policy_refuses_is_not_related() {
+    let remove_client = Change::AddrSetDel {
+        set: "clients".into(),
+        entries: vec![AddrEntry::Ip(IpNet::host("10.0.0.1".parse().unwrap()))],
+    };
+    let datagram = udp_v4(&A, &B, 1, 4444, 5555, b"hello");
+    let dp = parse_frame(LinkType::Ethernet, &datagram, datagram.len() as u32).unwrap();
+    let unreachable = pktio::build::reject_reply(LinkType::Ethernet, &datagram, &dp).unwrap();
+    for (extra, related_after) in [("", false), ("  policyChange keep;", true)] {
+        let mut l = lab(ALLOW_IN_FROM_CLIENTS, extra);
+        l.send(&datagram, 0.0);
+        assert_eq!(l.send(&unreachable, 0.1).state, ConnState::Related, "{extra}");
+        l.engine.commit(std::slice::from_ref(&remove_client), 0).unwrap();
+        let d = l.send(&unreachable, 0.2);
+        assert_eq!(d.state == ConnState::Related, related_after, "{extra}: {d:?}");
+        if !related_after {
+            // The out rule decides it as a new packet.
+            assert_eq!((d.verdict, d.state, d.reason), (Verdict::Pass, ConnState::New, Reason::Match));
+        }
+    }
+    // A change that still admits the connection leaves its errors related.
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    l.send(&datagram, 0.0);
+    let add_other = Change::AddrSetAdd {
+        set: "clients".into(),
+        entries: vec![AddrEntry::Ip(IpNet::host("10.0.0.9".parse().unwrap()))],
+    };
+    l.engine.commit(&[add_other], 0).unwrap();
+    assert_eq!(l.send(&unreachable, 0.2).state, ConnState::Related);
+}
+
 /// An ICMP error's own header (its addresses, identifier 0) is the key of an echo conversation of
 /// identifier 0 between the same hosts; it must not ride that conversation (the `replay` fuzz target
 /// found one that did, and only on one worker: errors go to the worker of the flow they quote).
