@@ -426,7 +426,7 @@ pub fn reject_reply(link: crate::LinkType, frame: &[u8], pkt: &crate::Packet) ->
 fn answerable(frame: &[u8], l3: usize, src: std::net::IpAddr, dst: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     // The Ethernet destination's group bit (the link header starts with the destination MAC).
-    if l3 > 0 && frame.first().is_none_or(|b| b & 1 == 1) {
+    if l3 > 0 && frame.first().map_or(true, |b| b & 1 == 1) {
         return false;
     }
     match (src, dst) {
