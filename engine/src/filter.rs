@@ -63,13 +63,13 @@ pub struct Seen<'a> {
 }
 
 impl<'a> Seen<'a> {
-    /// The view of `pkt`, or `None` when it is not IP, is a fragment, or is ICMP other than echo (an
-    /// error only relates to the connection it quotes, and other messages are never tracked; the fast
-    /// path does not apply).
+    /// The view of `pkt`, or `None` when it is not IP, is a fragment, is source-routed (always dropped),
+    /// or is ICMP other than echo (an error only relates to the connection it quotes, and other
+    /// messages are never tracked; the fast path does not apply).
     #[inline(always)]
     pub fn of(pkt: &'a Packet) -> Option<Seen<'a>> {
         let ip = pkt.ip.as_ref()?;
-        if ip.frag.is_some() || is_untracked_icmp(pkt) {
+        if ip.frag.is_some() || ip.source_routed || is_untracked_icmp(pkt) {
             return None;
         }
         Some(Seen { l4: &pkt.l4, wire_len: pkt.wire_len, family: usize::from(ip.src.is_ipv6()) })
@@ -439,6 +439,13 @@ impl FilterState {
             return Some(decided(Verdict::Pass, ConnState::None, reason, l2_rule));
         };
         let now_s = secs(frame.now_ns);
+        // A datagram that names its own route goes somewhere its destination field does not say: the
+        // rules cannot judge it (pf drops it unless a rule says `allow-opts`; RFC 5095 deprecates the
+        // IPv6 type 0 routing header, RFC 7126 advises dropping IPv4 source routes). Every fragment
+        // carries the option or header, so each is dropped here.
+        if ip.source_routed {
+            return Some(decided(Verdict::Drop, ConnState::None, Reason::IpOption, None));
+        }
 
         // Fragments after the first carry no ports: they follow their first fragment.
         let dgram = ip.frag.map(|f| (DatagramKey::new(ip.src, ip.dst, ip.proto, f.id), f));

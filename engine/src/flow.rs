@@ -264,7 +264,7 @@ mod tests {
             let (ea, eb) = (Endpoint::new(ip(a), pa), Endpoint::new(ip(b), pb));
             proptest::prop_assert_eq!(ea.cmp(&eb), (ea.addr, ea.port).cmp(&(eb.addr, eb.port)));
             let pkt = Packet {
-                ip: Some(pktio::IpInfo { src: ip(a), dst: ip(b), proto: 17, ttl: 64, total_len: 28, frag: None }),
+                ip: Some(pktio::IpInfo { src: ip(a), dst: ip(b), proto: 17, ttl: 64, total_len: 28, frag: None, source_routed: false }),
                 l4: L4::Udp { sport: pa, dport: pb },
                 ..Packet::default()
             };

@@ -84,6 +84,8 @@ pub enum Reason {
     Fragment,
     /// A connection a changed policy no longer allows was torn down (policy revalidation).
     Revalidate,
+    /// pf `ip-option`: a source-routed datagram (IPv4 LSRR / SSRR option, IPv6 type 0 routing header).
+    IpOption,
     /// pf `short`: the frame ends before a header it announces.
     Short,
     /// pf `bad-offset`: a fragment offset or option runs past what the header allows.
@@ -100,7 +102,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Match,
         Reason::State,
         Reason::NoMatch,
@@ -111,6 +113,7 @@ impl Reason {
         Reason::StateLimit,
         Reason::Fragment,
         Reason::Revalidate,
+        Reason::IpOption,
         Reason::Short,
         Reason::BadOffset,
         Reason::BadHeaderLength,
@@ -132,6 +135,7 @@ impl Reason {
             Reason::StateLimit => "state-limit",
             Reason::Fragment => "fragment",
             Reason::Revalidate => "revalidate",
+            Reason::IpOption => "ip-option",
             Reason::Short => "short",
             Reason::BadOffset => "bad-offset",
             Reason::BadHeaderLength => "bad-header-length",

@@ -474,6 +474,40 @@ fn an_error_about_a_connection_the_new_policy_refuses_is_not_related() {
     assert_eq!(l.send(&unreachable, 0.2).state, ConnState::Related);
 }
 
+/// `frame` (Ethernet, IPv4 without options) with IPv4 `options` (a multiple of four bytes) added.
+fn with_ip_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
+    let mut f = frame[..34].to_vec();
+    f.extend_from_slice(options);
+    f.extend_from_slice(&frame[34..]);
+    let hl = 20 + options.len();
+    f[14] = 0x40 | (hl / 4) as u8;
+    let total = u16::from_be_bytes([f[16], f[17]]) + options.len() as u16;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = pktio::build::checksum(&[&f[14..14 + hl]]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// A source-routed datagram is dropped (pf's `ip-option`) whatever the rules and connections say:
+/// even on a tracked connection, whose fast path must not carry it.
+#[test]
+fn source_routed_datagrams_are_dropped_even_on_a_tracked_connection() {
+    let mut l = lab(ALLOW_IN_FROM_CLIENTS, "");
+    let (a, b) = handshake(&mut l, 4000, 0.0);
+    let lsrr = [1, 131, 7, 4, 10, 0, 0, 9]; // NOP, LSRR via 10.0.0.9
+    let routed = with_ip_options(&data(&A, &B, 4000, 80, a, b, b"x"), &lsrr);
+    let d = l.send(&routed, 0.1);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Drop, ConnState::None, Reason::IpOption));
+    // A record-route option is no source route: the segment rides its connection.
+    let recorded = with_ip_options(&data(&A, &B, 4000, 80, a, b, b"x"), &[7, 7, 4, 0, 0, 0, 0, 0]);
+    assert_eq!(l.send(&recorded, 0.2).state, ConnState::Established);
+    // A new datagram the rules allow, strict source route.
+    let d = l.send(&with_ip_options(&udp_v4(&A, &B, 1, 53, 53, b"q"), &[137, 7, 4, 10, 0, 0, 9, 0]), 0.3);
+    assert_eq!((d.verdict, d.reason), (Verdict::Drop, Reason::IpOption));
+    assert_eq!(l.counters().drop_reasons[Reason::IpOption.index()], 2);
+}
+
 /// An ICMP error's own header (its addresses, identifier 0) is the key of an echo conversation of
 /// identifier 0 between the same hosts; it must not ride that conversation (the `replay` fuzz target
 /// found one that did, and only on one worker: errors go to the worker of the flow they quote).

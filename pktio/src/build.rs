@@ -635,6 +635,7 @@ mod v6_tests {
                 ttl: 64,
                 total_len: 40 + 24 + 2,
                 frag: None,
+                source_routed: false,
             })
         );
         let L4::Tcp(t) = p.l4 else { panic!("tcp expected, got {:?}", p.l4) };

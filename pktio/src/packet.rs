@@ -106,6 +106,10 @@ pub struct IpInfo {
     pub total_len: u16,
     /// Set when the datagram is a fragment (IPv4 MF or offset != 0; IPv6 fragment header present).
     pub frag: Option<FragInfo>,
+    /// The datagram names its own route: an IPv4 loose or strict source-route option (LSRR, SSRR) or an
+    /// IPv6 type 0 routing header (deprecated by RFC 5095). Its destination field then is not where it
+    /// is going, so filters drop it (pf's default, reason `ip-option`).
+    pub source_routed: bool,
 }
 
 /// TCP options dfw tracks.

@@ -364,6 +364,7 @@ impl PlainTcp {
                 ttl: self.ttl,
                 total_len: self.total_len,
                 frag: None,
+                source_routed: false,
             }),
             l4: L4::Tcp(self.tcp),
             wire_len: self.wire_len,
@@ -551,6 +552,7 @@ fn parse_ipv4(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseErro
         ttl: ip.ttl(),
         total_len: ip.total_len(),
         frag,
+        source_routed: hl > Ipv4Header::LEN && has_source_route(&buf[Ipv4Header::LEN..hl]),
     });
     if offset != 0 {
         // A non-first fragment carries the middle of a datagram, not a transport header.
@@ -582,6 +584,7 @@ fn parse_ipv6(pkt: &mut Packet, buf: &[u8], room: usize) -> Result<(), ParseErro
         ttl: ip.hop_limit(),
         total_len: u16::try_from(total).unwrap_or(u16::MAX),
         frag: chain.frag,
+        source_routed: chain.routing0,
     });
     if chain.frag.is_some_and(|f| !f.is_first()) {
         return Ok(());
@@ -599,6 +602,8 @@ struct Ipv6Chain {
     len: usize,
     /// Fragment header contents, if one was present.
     frag: Option<FragInfo>,
+    /// A type 0 routing header was walked.
+    routing0: bool,
 }
 
 /// Walks the extension headers starting with `next_header` over `buf` (the captured payload after the
@@ -608,6 +613,7 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
     let mut nh = next_header;
     let mut off = 0usize;
     let mut frag = None;
+    let mut routing0 = false;
     loop {
         let rest = buf.get(off..).unwrap_or_default();
         let left = room - off;
@@ -617,6 +623,8 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
                 let h = Ipv6ExtHeader::new_checked(rest)?;
                 let len = h.header_len(nh == ext::AH);
                 fits(Layer::Ipv6Ext, rest, left, len)?;
+                // The routing type is the header's third byte (RFC 8200 §4.4).
+                routing0 |= nh == ext::ROUTING && rest.get(2) == Some(&0);
                 nh = h.next_header();
                 off += len;
             }
@@ -640,7 +648,30 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
             _ => break,
         }
     }
-    Ok(Ipv6Chain { proto: nh, len: off, frag })
+    Ok(Ipv6Chain { proto: nh, len: off, frag, routing0 })
+}
+
+/// Whether IPv4 `options` (the header past its fixed 20 bytes) hold a loose or strict source route
+/// (types 131 and 137, RFC 791). The walk stops at the end-of-list option or at an option whose length
+/// does not fit; a receiver refuses such a header anyway.
+fn has_source_route(options: &[u8]) -> bool {
+    const END: u8 = 0;
+    const NOP: u8 = 1;
+    const LSRR: u8 = 131;
+    const SSRR: u8 = 137;
+    let mut rest = options;
+    while let Some(&kind) = rest.first() {
+        match kind {
+            END => return false,
+            NOP => rest = &rest[1..],
+            LSRR | SSRR => return true,
+            _ => match rest.get(1).map(|&l| usize::from(l)) {
+                Some(len) if len >= 2 && len <= rest.len() => rest = &rest[len..],
+                _ => return false,
+            },
+        }
+    }
+    false
 }
 
 /// Parses the transport header into `out`, which holds `L4::None` on entry. `buf` is the captured part

@@ -92,6 +92,7 @@ fn ethernet_ipv4_tcp_syn_with_options() {
             ttl: 64,
             total_len: 64,
             frag: None,
+            source_routed: false,
         })
     );
     assert_eq!(
@@ -145,6 +146,7 @@ fn vlan_tagged_ipv6_tcp() {
             ttl: 64,
             total_len: 60,
             frag: None,
+            source_routed: false,
         })
     );
     assert_eq!(
@@ -176,6 +178,7 @@ fn icmp_port_unreachable_quotes_udp() {
             ttl: 128,
             total_len: 176,
             frag: None,
+            source_routed: false,
         })
     );
     assert_eq!(
@@ -222,6 +225,7 @@ fn ipv6_fragment_header_first_fragment() {
             ttl: 53,
             total_len: 1480,
             frag: Some(FragInfo { offset: 0, more: true, id: 2, len: 1432 }),
+            source_routed: false,
         })
     );
     assert_eq!(p.l4, L4::Udp { sport: 53, dport: 51851 });
@@ -250,9 +254,44 @@ fn ipv6_extension_chain_hbh_routing_dstopts_ah() {
     b.extend(hex("04d2 0016 00000001 00000002 5010 1000 0000 0000")); // TCP ACK 1234 -> 22
     let p = parse_frame(LinkType::Ipv6, &b, b.len() as u32).unwrap();
     let ip = p.ip.unwrap();
-    assert_eq!((ip.proto, ip.total_len, ip.frag), (ipproto::TCP, 108, None));
+    assert_eq!((ip.proto, ip.total_len, ip.frag, ip.source_routed), (ipproto::TCP, 108, None, true));
     let t = tcp(&p);
     assert_eq!((t.sport, t.dport, t.seq, t.ack, t.flags, t.payload_len), (1234, 22, 1, 2, tcpflags::ACK, 0));
+}
+
+/// Source routes (pf's `ip-option` drops): an IPv6 type 0 routing header, IPv4 LSRR / SSRR options.
+#[test]
+fn source_routes_are_flagged() {
+    let v6 = |routing: &str| {
+        let mut b =
+            hex("6000 0000 0020 2b 40 20010db8000000000000000000000001 20010db8000000000000000000000002");
+        b.extend(hex(routing)); // 24 bytes (one address), next UDP
+        b.extend(hex("0035 0035 0008 0000"));
+        parse_frame(LinkType::Ipv6, &b, b.len() as u32).unwrap().ip.unwrap()
+    };
+    let rh0 = v6("11 02 00 01 00000000 20010db8000000000000000000000009");
+    assert!(rh0.source_routed);
+    assert_eq!((rh0.proto, rh0.total_len), (ipproto::UDP, 72));
+    // Type 2 (Mobile IPv6) and type 4 (segment routing) are not deprecated.
+    assert!(!v6("11 02 02 01 00000000 20010db8000000000000000000000009").source_routed);
+    assert!(!v6("11 02 04 00 00000000 20010db8000000000000000000000009").source_routed);
+    // The chain of the test above holds a type 0 routing header too.
+    let v4 = |options: &str| {
+        let mut b = hex("4600 0020 0000 4000 4011 0000 0a000001 0a000002");
+        b.extend(hex(options));
+        b.extend(hex("0035 0035 0008 0000"));
+        let ip = parse_frame(LinkType::Ipv4, &b, b.len() as u32).unwrap().ip.unwrap();
+        assert_eq!((ip.proto, ip.total_len), (ipproto::UDP, 32));
+        ip.source_routed
+    };
+    assert!(v4("01 83 03 04"), "NOP, LSRR");
+    assert!(v4("89 03 04 00"), "SSRR");
+    assert!(v4("07 03 04 83"), "record route, then LSRR");
+    assert!(!v4("01 01 01 00"), "NOPs, end of list");
+    assert!(!v4("00 83 03 04"), "after the end of the list");
+    assert!(!v4("07 03 04 00"), "record route");
+    assert!(!v4("44 09 83 00"), "an option longer than the header ends the walk");
+    assert!(!v4("44 01 83 00"), "an option length below 2 ends the walk");
 }
 
 #[test]
