@@ -633,6 +633,12 @@ fn walk_ipv6_ext(next_header: u8, buf: &[u8], room: usize) -> Result<Ipv6Chain, 
                 let f = Ipv6FragHeader::new_checked(rest)?;
                 off += Ipv6FragHeader::LEN;
                 check_fragment(Layer::Ipv6Frag, f.offset(), room - off)?;
+                if f.offset() == 0 && !f.more() {
+                    // An atomic fragment is a whole datagram: processed as one, never matched with
+                    // other fragments of its identification (RFC 8200 §4.5, RFC 6946).
+                    nh = f.next_header();
+                    continue;
+                }
                 frag = Some(FragInfo {
                     offset: f.offset(),
                     more: f.more(),

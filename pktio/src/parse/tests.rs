@@ -231,6 +231,26 @@ fn ipv6_fragment_header_first_fragment() {
     assert_eq!(p.l4, L4::Udp { sport: 53, dport: 51851 });
 }
 
+/// An atomic fragment (offset 0, no more fragments) is a whole datagram (RFC 8200 §4.5, RFC 6946): no
+/// fragment info, so no filter matches it with other fragments of its identification.
+#[test]
+fn ipv6_atomic_fragment_is_a_whole_datagram() {
+    let atomic = |frag: &str| {
+        let mut b =
+            hex("6000 0000 0010 2c 40 20010db8000000000000000000000001 20010db8000000000000000000000002");
+        b.extend(hex(frag)); // fragment header, next UDP
+        b.extend(hex("0035 0400 0008 0000"));
+        parse_frame(LinkType::Ipv6, &b, b.len() as u32).unwrap()
+    };
+    let p = atomic("11 00 0000 0000abcd");
+    let ip = p.ip.unwrap();
+    assert_eq!((ip.proto, ip.frag, ip.total_len), (ipproto::UDP, None, 56));
+    assert_eq!(p.l4, L4::Udp { sport: 53, dport: 1024 });
+    // With M set it is a first fragment.
+    let ip = atomic("11 00 0001 0000abcd").ip.unwrap();
+    assert_eq!(ip.frag, Some(FragInfo { offset: 0, more: true, id: 0xabcd, len: 8 }));
+}
+
 #[test]
 fn ipv6_non_first_fragment_has_no_transport() {
     let mut b = hex(V6_FRAG_FIRST);
