@@ -466,10 +466,9 @@ mod reject_tests {
         )
     }
 
-    #[test]
-    fn rst_answers_a_syn_with_ack_of_its_sequence() {
-        let (a, b) = hosts();
-        let seg = TcpSeg {
+    /// A SYN from port 4000 to port 80, sequence number 100.
+    fn syn() -> TcpSeg<'static> {
+        TcpSeg {
             sport: 4000,
             dport: 80,
             seq: 100,
@@ -478,7 +477,13 @@ mod reject_tests {
             window: 1000,
             mss: None,
             payload: b"",
-        };
+        }
+    }
+
+    #[test]
+    fn rst_answers_a_syn_with_ack_of_its_sequence() {
+        let (a, b) = hosts();
+        let seg = syn();
         let f = tcp_v4(&a, &b, 1, &seg);
         let pkt = parse_frame(LinkType::Ethernet, &f, f.len() as u32).unwrap();
         let r = reject_reply(LinkType::Ethernet, &f, &pkt).unwrap();
@@ -544,16 +549,7 @@ mod reject_tests {
             assert!(reply_to_udp((one, src), (two, b)).is_none(), "{src:?}");
         }
         // TCP as well: no reset for a segment to a multicast address.
-        let seg = TcpSeg {
-            sport: 4000,
-            dport: 80,
-            seq: 100,
-            ack: 0,
-            flags: tcpflags::SYN,
-            window: 1000,
-            mss: None,
-            payload: b"",
-        };
+        let seg = syn();
         let group = Host { mac: mdns_mac, ip: Ipv4Addr::new(224, 0, 0, 251) };
         let f = tcp_v4(&hosts().0, &group, 1, &seg);
         let pkt = parse_frame(LinkType::Ethernet, &f, f.len() as u32).unwrap();
