@@ -283,6 +283,13 @@ impl Control {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+            if line.len() >= MAX_REQUEST && line.last() != Some(&b'\n') {
+                // The rest of the line would be read as more requests, each answered with a
+                // confusing error: say what happened once, and end the session.
+                let e = format!("request longer than the {} MiB limit; nothing was done", MAX_REQUEST >> 20);
+                let _ = reply(&s, &Response::err(e));
+                return;
+            }
             let resp = match serde_json::from_slice::<Request>(&line) {
                 Ok(req) => self.handle(req),
                 Err(e) => Response::err(format!("bad request: {e}")),
@@ -862,6 +869,54 @@ mod tests {
         assert_eq!(n.rulesets_for(spec).iter().find(|r| r.name == "mainrs").unwrap().rules[0].id, 9);
         let other = n.filters.iter().find(|f| f.name != NGINX).unwrap();
         assert_eq!(n.rulesets_for(other).iter().find(|r| r.name == "mainrs").unwrap().rules.len(), 4);
+    }
+
+    /// A control session on one end of a socket pair, with nothing on the dataplane side.
+    fn session_pair() -> (UnixStream, std::thread::JoinHandle<()>) {
+        let (client, server) = UnixStream::pair().unwrap();
+        let engine = Engine::new(&rules::parse_policy(SEED).unwrap()).unwrap();
+        let (jobs, _) = crossbeam_channel::unbounded();
+        let mut ctl = Control { engine, ports: Vec::new(), jobs };
+        (client, std::thread::spawn(move || ctl.session(server)))
+    }
+
+    fn answer(s: &UnixStream) -> Response {
+        let mut line = Vec::new();
+        BufReader::new(s).read_until(b'\n', &mut line).unwrap();
+        serde_json::from_slice(&line).unwrap()
+    }
+
+    #[test]
+    fn an_over_long_request_gets_one_clear_error_and_the_session_ends() {
+        let (client, session) = session_pair();
+        // A bad request keeps the session: the next one is answered.
+        (&client).write_all(b"not json\n").unwrap();
+        assert!(answer(&client).error.unwrap().starts_with("bad request"));
+        (&client).write_all(b"{\"cmd\":\"getfilters\"}\n").unwrap();
+        assert!(answer(&client).ok);
+        // A request past the limit: one error naming the limit, then the daemon hangs up (a writer
+        // thread, since the daemon stops reading at the limit).
+        let writer = {
+            let c = client.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let big = vec![b' '; MAX_REQUEST + 4096];
+                let _ = (&c).write_all(&big);
+            })
+        };
+        let r = answer(&client);
+        assert!(!r.ok);
+        assert!(r.error.as_deref().unwrap().contains("16 MiB limit"), "{r:?}");
+        session.join().unwrap();
+        // Nothing after the error: the end of the stream, or a reset (the daemon closed with the rest of
+        // the request unread).
+        let mut rest = Vec::new();
+        match (&client).read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+        assert!(rest.is_empty(), "{} bytes after the error", rest.len());
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        writer.join().unwrap();
     }
 
     #[test]
