@@ -417,16 +417,17 @@ pub fn reject_reply(link: crate::LinkType, frame: &[u8], pkt: &crate::Packet) ->
 }
 
 /// Whether a datagram from `src` to `dst` (in `frame`, whose IP header starts at `l3`) may be answered
-/// with an error or a reset. Not when it was sent to a link-layer group address, or to an IP multicast
-/// or broadcast address, nor when its source names no single host (unspecified, loopback, multicast,
-/// the limited broadcast, IPv4 class E): RFC 1122 §3.2.2 and RFC 4443 §2.4 (e) for ICMP, and Linux's
+/// with an error or a reset. Not when it was sent to (or from) a link-layer group address, or to an IP
+/// multicast or broadcast address, nor when its source names no single host (unspecified, loopback,
+/// multicast, the limited broadcast, IPv4 class E): RFC 1122 §3.2.2 and RFC 4443 §2.4 (e) for ICMP, and Linux's
 /// `REJECT` applies the same to its TCP resets. Otherwise one rejected multicast or broadcast datagram
 /// would draw an answer from every filter that sees it, and a forged source would aim them anywhere.
 /// (A subnet's directed broadcast looks like a unicast address here: the filter does not know subnets.)
 fn answerable(frame: &[u8], l3: usize, src: std::net::IpAddr, dst: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
-    // The Ethernet destination's group bit (the link header starts with the destination MAC).
-    if l3 > 0 && frame.first().map_or(true, |b| b & 1 == 1) {
+    // The Ethernet destination's group bit (the link header starts with the destination MAC), and the
+    // source's: a group source address is invalid, and the reply would go to it.
+    if l3 > 0 && (frame.first().map_or(true, |b| b & 1 == 1) || frame.get(6).map_or(true, |b| b & 1 == 1)) {
         return false;
     }
     match (src, dst) {
@@ -544,6 +545,8 @@ mod reject_tests {
         assert!(reply_to_udp((one, [0, 0, 0, 0]), (BROADCAST, [255, 255, 255, 255])).is_none());
         assert!(reply_to_udp((one, a), (two, [255, 255, 255, 255])).is_none());
         assert!(reply_to_udp((one, a), (BROADCAST, b)).is_none());
+        // A group address as the Ethernet source.
+        assert!(reply_to_udp((mdns_mac, a), (two, b)).is_none());
         // Sources that name no single host.
         for src in [[0, 0, 0, 0], [127, 0, 0, 1], [224, 0, 0, 1], [255, 255, 255, 255], [240, 0, 0, 1]] {
             assert!(reply_to_udp((one, src), (two, b)).is_none(), "{src:?}");
