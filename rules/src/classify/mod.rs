@@ -24,6 +24,9 @@
 //!    far (on the NSX-shaped policy a key's answer from the shared trees usually prunes them all).
 //!    A set's tree also knows its best rank per protocol class (TCP, UDP, other), and a key walks it
 //!    only when the best rank for its own protocol beats its answer: half the walks are saved.
+//!    And each id list found in the member table carries a summary, per direction, side and
+//!    protocol class, of the best rank among its sets' trees, so a key skips a whole list with one
+//!    compare when none of its sets can improve on the answer (most lists, most keys).
 //! 3. **Decision trees for the rest**: HyperSplit-like trees with 16-way nodes (one field, up to 15
 //!    thresholds at the 16-quantiles of the rules' cut points, two cache lines per node) and leaves
 //!    of at most 8 rules in priority order. An exact rule that covers a node's whole region hides every later
@@ -103,7 +106,7 @@ use arc_swap::ArcSwap;
 use crate::eval::CompiledRuleSet;
 use crate::eval::{family_ok, icmp_ok, ports_ok, L3Key, UndefinedSet};
 use crate::model::*;
-use sets::{Change, MemberKey, Members, Probe, SetTable};
+use sets::{Change, MemberKey, Members, Probe, RankSum, SetSums, SetTable, SUM_LEN, SUM_NONE};
 use tree::{Arena, Entry, Key, Params, Tree, BATCH, DOMAIN_HI, NONE};
 
 /// Keys sorted by view at a time in a batch lookup.
@@ -738,6 +741,7 @@ impl RuleIndex {
             view_data.push(View { rest, by_dst, by_src, sets: p.sets });
         }
         arena.shrink();
+        let sums = set_sums(nsets, &views, &view_data);
         let uses_sets = view_data.iter().any(|v| v.sets) || all.iter().any(Check::uses_sets);
         let index = RuleIndex {
             arena,
@@ -752,7 +756,7 @@ impl RuleIndex {
             uses_sets,
             isa: Isa::detect(),
         };
-        Ok((index, SetTable::new(members)))
+        Ok((index, SetTable::new(members, sums)))
     }
 
     #[inline]
@@ -830,24 +834,31 @@ impl RuleIndex {
         mut best: u32,
     ) -> u32 {
         let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
-        // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
-        // may still hold a better rule are a prefix of each list.
-        let mut limit = self.sets_before(best);
         let class = proto_class(key.proto);
+        // Where the key's direction and class sit in the lists' summaries (see `RankSum`): a list
+        // whose summary does not beat `best` holds no set whose tree the key would walk.
+        let o = usize::from(key.dir == Direction::Out) * (SUM_LEN / 2) + class;
         // A helper per id list, called once per list: a loop over an array of the lists cost about
         // 1% more of an NSX lookup's instructions (a loop over the two sides, 4% more), and a closure
         // (not inlined) 11% more.
         let (dst, src) = (&view.by_dst[..], &view.by_src[..]);
-        self.rank_in_listed::<Z>(dst, md.exact, class, k, &mut best, &mut limit, &mut check);
-        self.rank_in_listed::<Z>(dst, md.prefix, class, k, &mut best, &mut limit, &mut check);
-        self.rank_in_listed::<Z>(src, ms.exact, class, k, &mut best, &mut limit, &mut check);
-        self.rank_in_listed::<Z>(src, ms.prefix, class, k, &mut best, &mut limit, &mut check);
+        if u32::from(md.exact_sum[o]) < best {
+            self.rank_in_listed::<Z>(dst, md.exact, class, k, &mut best, &mut check);
+        }
+        if u32::from(md.prefix_sum[o]) < best {
+            self.rank_in_listed::<Z>(dst, md.prefix, class, k, &mut best, &mut check);
+        }
+        if u32::from(ms.exact_sum[o + 3]) < best {
+            self.rank_in_listed::<Z>(src, ms.exact, class, k, &mut best, &mut check);
+        }
+        if u32::from(ms.prefix_sum[o + 3]) < best {
+            self.rank_in_listed::<Z>(src, ms.prefix, class, k, &mut best, &mut check);
+        }
         best
     }
 
-    /// [`RuleIndex::rank_in_sets`] over one sorted id list: the trees of its sets numbered below
-    /// `limit` lower `best` (and with it `limit`); `class` is the key's [`proto_class`].
-    #[allow(clippy::too_many_arguments)]
+    /// [`RuleIndex::rank_in_sets`] over one sorted id list: the trees of its sets that may beat
+    /// `best` lower it; `class` is the key's [`proto_class`].
     #[inline(always)]
     fn rank_in_listed<const Z: bool>(
         &self,
@@ -856,18 +867,20 @@ impl RuleIndex {
         class: usize,
         k: &Key,
         best: &mut u32,
-        limit: &mut u32,
         check: &mut impl FnMut(u32) -> bool,
     ) {
+        // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
+        // may still hold a better rule are a prefix of the list.
+        let mut limit = self.sets_before(*best);
         for &id in ids {
-            if id >= *limit {
+            if id >= limit {
                 break;
             }
             if let Some(t) = trees.get(id as usize) {
                 let b = self.arena.lookup::<Z>(t.for_class(class), k, *best, check);
                 if b != *best {
                     *best = b;
-                    *limit = self.sets_before(b);
+                    limit = self.sets_before(b);
                 }
             }
         }
@@ -1013,8 +1026,10 @@ impl RuleIndex {
                 *m = (t.members_at(k.src, p.0), t.members_at(k.dst, p.1));
                 // The id lists sit apart from the hash slots: start loading them now, for the checks
                 // in the shared trees and the set stage.
-                for ids in [m.0.exact, m.1.exact] {
-                    if let Some(id) = ids.first() {
+                // An address's list summary comes first, then its ids (they may share a line).
+                for (sum, ids) in [(m.0.exact_sum, m.0.exact), (m.1.exact_sum, m.1.exact)] {
+                    tree::prefetch(sum);
+                    if let Some(id) = ids.last() {
                         tree::prefetch(id);
                     }
                 }
@@ -1132,6 +1147,31 @@ impl Scratch<'_> {
             best: [NONE; BATCH],
         }
     }
+}
+
+/// Per family (`[v4, v6]`) and set id, the [`RankSum`] of the set's own trees: per direction, side
+/// and protocol class, the best rank of the set's tree in the view a key of that family and
+/// direction visits (saturated to `u16`, which keeps it a lower bound).
+fn set_sums(nsets: usize, views: &[usize; 4], view_data: &[View]) -> SetSums {
+    let by_family = std::array::from_fn(|f| {
+        (0..nsets)
+            .map(|id| {
+                let mut s: RankSum = SUM_NONE;
+                for dir in 0..2 {
+                    let view = &view_data[views[dir * 2 + f]];
+                    for (side, trees) in [&view.by_dst, &view.by_src].into_iter().enumerate() {
+                        if let Some(t) = trees.get(id) {
+                            for (c, &m) in t.class_min.iter().enumerate() {
+                                s[dir * 6 + side * 3 + c] = m.min(u32::from(u16::MAX)) as u16;
+                            }
+                        }
+                    }
+                }
+                s
+            })
+            .collect()
+    });
+    SetSums::new(by_family)
 }
 
 /// Renumbers the address sets in the order of the first rule (by rank) naming each, in `sides`,
