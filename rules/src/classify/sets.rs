@@ -106,15 +106,42 @@ const START_MASK: u32 = (1 << LEN_SHIFT) - 1;
 /// Entries of a [`RankSum`]: per direction (in, out), side (destination, source) and protocol class
 /// (TCP, UDP, other), at `dir * 6 + side * 3 + class`.
 pub(super) const SUM_LEN: usize = 12;
-/// A summary of an id list: per (direction, side, protocol class), a lower bound on the best rank of
-/// the rules in the trees of the listed sets that a key of that direction and class may walk when
-/// the address is on that side (`u16::MAX` when none, or saturated). A key skips a whole list when
-/// its entry does not beat the key's answer so far.
+/// Per (direction, side, protocol class), a lower bound on the best rank of the rules in the trees
+/// of a list's sets that a key of that direction and class may walk when the address is on that
+/// side (`u16::MAX` when none, or saturated). A key skips a whole list when its entry does not beat
+/// the key's answer so far.
 pub(super) type RankSum = [u16; SUM_LEN];
-/// The summary of an empty list.
+/// The [`RankSum`] of an empty list.
 pub(super) const SUM_NONE: RankSum = [u16::MAX; SUM_LEN];
-/// Words of a [`RankSum`] stored in a shard's data.
-const SUM_WORDS: usize = SUM_LEN / 2;
+
+/// What a lookup needs to know of an id list before reading it: which ids it may hold, and the
+/// best ranks its sets' trees may give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub(super) struct ListSum {
+    /// Bit `id % 64` (word `id / 32 % 2`, bit `id % 32`) set for every id in the list: a set whose
+    /// bit is clear does not hold the address, whatever the list says (the negated-set checks of
+    /// the shared trees mostly end there).
+    pub mask: [u32; 2],
+    /// See [`RankSum`].
+    pub ranks: RankSum,
+}
+
+impl ListSum {
+    /// The summary of an empty list.
+    pub const NONE: ListSum = ListSum { mask: [0; 2], ranks: SUM_NONE };
+    /// A summary that skips nothing.
+    const ANY: ListSum = ListSum { mask: [u32::MAX; 2], ranks: [0; SUM_LEN] };
+
+    /// Whether the list may hold `id`.
+    #[inline(always)]
+    pub fn may_hold(&self, id: u32) -> bool {
+        self.mask[(id as usize >> 5) & 1] >> (id & 31) & 1 != 0
+    }
+}
+
+/// Words of a [`ListSum`] stored in a shard's data.
+const SUM_WORDS: usize = size_of::<ListSum>() / size_of::<u32>();
 
 /// The per-set summaries the lists' summaries are made of, per family (`[v4, v6]`), indexed by set id.
 #[derive(Debug, Clone, Default)]
@@ -129,13 +156,14 @@ impl SetSums {
     }
 
     /// The summary of the id list `ids` of an address of family `v6`.
-    fn of(&self, v6: bool, ids: &[u32]) -> RankSum {
+    fn of(&self, v6: bool, ids: &[u32]) -> ListSum {
         let per_set = &self.by_family[usize::from(v6)];
-        let mut out = SUM_NONE;
+        let mut out = ListSum::NONE;
         for &id in ids {
+            out.mask[(id as usize >> 5) & 1] |= 1 << (id & 31);
             // A set the rules do not know (none: ids come from the build) would prune nothing.
             let s = per_set.get(id as usize).unwrap_or(&[0; SUM_LEN]);
-            for (o, &x) in out.iter_mut().zip(s) {
+            for (o, &x) in out.ranks.iter_mut().zip(s) {
                 *o = (*o).min(x);
             }
         }
@@ -149,16 +177,23 @@ impl SetSums {
 
 /// The summary stored at the start of an entry's data.
 #[inline(always)]
-fn sum_at(data: &[u32], at: usize) -> &RankSum {
-    let words = data.get(at..at + SUM_WORDS).unwrap_or(&[u32::MAX; SUM_WORDS]);
-    // SAFETY: `words` is six `u32` (24 bytes, 4-aligned), which are twelve `u16` (alignment 2);
-    // every bit pattern is a valid `u16`.
-    unsafe { &*words.as_ptr().cast::<RankSum>() }
+fn sum_at(data: &[u32], at: usize) -> &ListSum {
+    let Some(words) = data.get(at..at + SUM_WORDS) else { return &ListSum::ANY };
+    // SAFETY: `words` is `size_of::<ListSum>()` bytes, 4-aligned, which is `ListSum`'s alignment
+    // (`repr(C)` of `u32` and `u16` arrays); every bit pattern is a valid `ListSum`.
+    unsafe { &*words.as_ptr().cast::<ListSum>() }
 }
 
 /// A summary as the words stored in a shard's data (the same bytes).
-fn sum_words(sum: &RankSum) -> [u32; SUM_WORDS] {
-    std::array::from_fn(|i| u32::from_ne_bytes(ne_pair(sum[2 * i], sum[2 * i + 1])))
+fn sum_words(sum: &ListSum) -> [u32; SUM_WORDS] {
+    let r = &sum.ranks;
+    std::array::from_fn(|i| {
+        if i < 2 {
+            sum.mask[i]
+        } else {
+            u32::from_ne_bytes(ne_pair(r[2 * (i - 2)], r[2 * (i - 2) + 1]))
+        }
+    })
 }
 
 fn ne_pair(a: u16, b: u16) -> [u8; 4] {
@@ -191,7 +226,7 @@ fn key32(a: &Addr) -> u32 {
 }
 
 impl Shard {
-    /// A shard holding `entries`; each address's data starts with the [`RankSum`] of its ids.
+    /// A shard holding `entries`; each address's data starts with the [`ListSum`] of its ids.
     fn from_entries<I: AsRef<[u32]>>(entries: &[(Addr, I)], sums: &SetSums) -> Shard {
         if entries.is_empty() {
             return Shard::default();
@@ -229,7 +264,7 @@ impl Shard {
     }
 
     /// The address, ids and their summary a slot value `v` refers to.
-    fn decode(data: &[u32], key: u32, v: u32) -> (Addr, &[u32], &RankSum) {
+    fn decode(data: &[u32], key: u32, v: u32) -> (Addr, &[u32], &ListSum) {
         let v6 = v & V6 != 0;
         let mut at = (v & START_MASK) as usize;
         let sum = sum_at(data, at);
@@ -263,8 +298,8 @@ impl Shard {
 
     /// The ids of `a`, and their summary.
     #[inline]
-    fn ids(&self, a: &Addr) -> (&[u32], &RankSum) {
-        const NO: (&[u32], &RankSum) = (&[], &SUM_NONE);
+    fn ids(&self, a: &Addr) -> (&[u32], &ListSum) {
+        const NO: (&[u32], &ListSum) = (&[], &ListSum::NONE);
         let Some(data) = self.data.as_deref() else { return NO };
         let mask = self.mask as usize;
         let key = key32(a);
@@ -325,8 +360,8 @@ struct Intervals {
     starts: Vec<u128>,
     /// Per interval, `[start, end)` of its set ids in `pool`.
     lists: Vec<(u32, u32)>,
-    /// Per interval, the [`RankSum`] of its ids.
-    sums: Vec<RankSum>,
+    /// Per interval, the [`ListSum`] of its ids.
+    sums: Vec<ListSum>,
     pool: Vec<u32>,
     /// The IPv4 search ([`Intervals::ids_v4`]), in 32-bit numbers and with no bounds checks.
     v4: V4Search,
@@ -400,7 +435,7 @@ impl Intervals {
         if out.starts.is_empty() {
             // No prefix: the IPv4 search finds interval 0, holding no ids.
             out.lists.push((0, 0));
-            out.sums.push(SUM_NONE);
+            out.sums.push(ListSum::NONE);
             return out;
         }
         out.sums = out.lists.iter().map(|&(s, e)| sums.of(v6, &out.pool[s as usize..e as usize])).collect();
@@ -486,7 +521,7 @@ impl Intervals {
 
     /// The ids of the prefixes holding `a`, and their summary.
     #[inline(always)]
-    fn ids(&self, a: u128) -> (&[u32], &RankSum) {
+    fn ids(&self, a: u128) -> (&[u32], &ListSum) {
         // Starts below `a`'s bucket are all <= a; starts past it are all > a.
         if a < self.base {
             // Below the first non-zero start: interval 0.
@@ -496,16 +531,16 @@ impl Intervals {
         let b = ((a - self.base) >> self.shift).min((1 << BUCKET_BITS) - 1) as usize;
         let (lo, hi) = self.bucket(b, self.starts.len());
         let i = lo + self.starts.get(lo..hi).unwrap_or(&[]).partition_point(|&s| s <= a);
-        i.checked_sub(1).map_or((&[], &SUM_NONE), |n| self.interval(n))
+        i.checked_sub(1).map_or((&[], &ListSum::NONE), |n| self.interval(n))
     }
 
     /// [`Intervals::ids`] of an IPv4 address, in 32-bit arithmetic (for the IPv4 index; with no
     /// prefixes, nothing).
     #[inline(always)]
-    fn ids_v4(&self, a: u32) -> (&[u32], &RankSum) {
+    fn ids_v4(&self, a: u32) -> (&[u32], &ListSum) {
         let i = self.v4.interval(a);
         let (Some(&(s, e)), Some(sum)) = (self.lists.get(i), self.sums.get(i)) else {
-            return (&[], &SUM_NONE);
+            return (&[], &ListSum::NONE);
         };
         debug_assert!(s <= e && e as usize <= self.pool.len());
         // SAFETY: `flat` cut every list from `pool` (`s <= e <= pool.len()`), and neither changes after.
@@ -523,10 +558,10 @@ impl Intervals {
 
     /// The set ids of elementary interval `n` and their summary (none past the last).
     #[inline(always)]
-    fn interval(&self, n: usize) -> (&[u32], &RankSum) {
+    fn interval(&self, n: usize) -> (&[u32], &ListSum) {
         match (self.lists.get(n), self.sums.get(n)) {
             (Some(&(s, e)), Some(sum)) => (self.pool.get(s as usize..e as usize).unwrap_or(&[]), sum),
-            _ => (&[], &SUM_NONE),
+            _ => (&[], &ListSum::NONE),
         }
     }
 
@@ -536,7 +571,7 @@ impl Intervals {
             + self.v4.starts.capacity() * 4
             + size_of::<[u32; BUCKETS + 1]>()
             + self.lists.capacity() * 8
-            + self.sums.capacity() * size_of::<RankSum>()
+            + self.sums.capacity() * size_of::<ListSum>()
             + self.pool.capacity() * 4
     }
 }
@@ -592,19 +627,22 @@ pub(super) struct Members<'a> {
     /// Ids found by prefixes (may repeat `exact` ones).
     pub prefix: &'a [u32],
     /// The summary of `exact`.
-    pub exact_sum: &'a RankSum,
+    pub exact_sum: &'a ListSum,
     /// The summary of `prefix`.
-    pub prefix_sum: &'a RankSum,
+    pub prefix_sum: &'a ListSum,
 }
 
 impl Members<'_> {
     /// Nothing.
     pub const NONE: Members<'static> =
-        Members { exact: &[], prefix: &[], exact_sum: &SUM_NONE, prefix_sum: &SUM_NONE };
+        Members { exact: &[], prefix: &[], exact_sum: &ListSum::NONE, prefix_sum: &ListSum::NONE };
 
     /// Whether set `id` holds the address.
     #[inline]
     pub fn contains(&self, id: u32) -> bool {
+        if !self.exact_sum.may_hold(id) && !self.prefix_sum.may_hold(id) {
+            return false;
+        }
         // Both lists are sorted and short: stop at the first id not below `id`.
         let has = |ids: &[u32]| ids.iter().find(|&&x| x >= id) == Some(&id);
         has(self.exact) || has(self.prefix)
@@ -646,7 +684,7 @@ impl SetTable {
     }
 
     #[inline]
-    fn exact_ids(&self, a: &Addr) -> (&[u32], &RankSum) {
+    fn exact_ids(&self, a: &Addr) -> (&[u32], &ListSum) {
         let (x, y) = a.route();
         self.mids[x][y].ids(a)
     }
@@ -697,7 +735,7 @@ impl SetTable {
         let a = addr_of(ip);
         let index = &self.prefixes.index[usize::from(a.v6)];
         let (prefix, prefix_sum) =
-            if index.starts.is_empty() { (&[][..], &SUM_NONE) } else { index.ids(a.net) };
+            if index.starts.is_empty() { (&[][..], &ListSum::NONE) } else { index.ids(a.net) };
         let (exact, exact_sum) = self.exact_ids(&a);
         Members { exact, prefix, exact_sum, prefix_sum }
     }
@@ -733,7 +771,7 @@ impl SetTable {
                     // (`Shard::from_entries`).
                     let (k, v) = unsafe { (*data.get_unchecked(2 * i), *data.get_unchecked(2 * i + 1)) };
                     if v == 0 {
-                        break (&[][..], &SUM_NONE);
+                        break (&[][..], &ListSum::NONE);
                     }
                     if k == a && v & V6 == 0 {
                         let at = (v & START_MASK) as usize;
@@ -744,18 +782,18 @@ impl SetTable {
                         }
                         debug_assert!(at + SUM_WORDS + len <= data.len());
                         // SAFETY: `from_entries` wrote the summary and then the `len` ids at `at`
-                        // when it set the slot; the summary's six words are twelve `u16`.
+                        // when it set the slot; the summary's words are a `ListSum` (see `sum_at`).
                         break unsafe {
                             (
                                 data.get_unchecked(at + SUM_WORDS..at + SUM_WORDS + len),
-                                &*data.as_ptr().add(at).cast::<RankSum>(),
+                                &*data.as_ptr().add(at).cast::<ListSum>(),
                             )
                         };
                     }
                     i = (i + 1) & mask;
                 }
             }
-            _ => (&[][..], &SUM_NONE),
+            _ => (&[][..], &ListSum::NONE),
         };
         Members { exact, prefix, exact_sum, prefix_sum }
     }
