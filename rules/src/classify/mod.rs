@@ -30,7 +30,8 @@
 //!    a set's tree stops at a node before a child whose subtree ranks after the answer (per-child
 //!    best ranks kept beside the nodes): about half the walks stop there rather than load a leaf.
 //!    The summary also has a 64-bit mask of the list's ids, so the check of a negated set (which
-//!    decides most NSX lookups in the shared trees) rarely reads the lists.
+//!    decides most NSX lookups in the shared trees) rarely reads the lists; and a check that is
+//!    only such a membership test is coded in the entry's check index and decided inline.
 //! 3. **Decision trees for the rest**: HyperSplit-like trees with 16-way nodes (one field, up to 15
 //!    thresholds at the 16-quantiles of the rules' cut points, two cache lines per node) and leaves
 //!    of at most 8 rules in priority order. An exact rule that covers a node's whole region hides every later
@@ -691,6 +692,8 @@ impl RuleIndex {
                 let exact = sx && dx && spx && dpx && chk.icmp == IcmpMatch::Any;
                 let check = if exact {
                     NONE
+                } else if let Some(code) = lone_set_check(&chk, sx, dx, spx, dpx) {
+                    code
                 } else {
                     // Only what the box leaves open: the view fixes direction and family, the box
                     // decides protocol and every exact field (a check runs only after the box test).
@@ -820,7 +823,7 @@ impl RuleIndex {
         md: &Members<'_>,
     ) -> u32 {
         let k = point(key);
-        let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
+        let mut check = |c: u32| self.check(c, key, ms, md);
         let mut best = NONE;
         for &t in &view.rest {
             best = self.arena.lookup::<Z>(t, &k, best, &mut check);
@@ -840,7 +843,7 @@ impl RuleIndex {
         md: &Members<'_>,
         mut best: u32,
     ) -> u32 {
-        let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
+        let mut check = |c: u32| self.check(c, key, ms, md);
         let class = proto_class(key.proto);
         // Where the key's direction and class sit in the lists' summaries (see `RankSum`): a list
         // whose summary does not beat `best` holds no set whose tree the key would walk.
@@ -891,6 +894,17 @@ impl RuleIndex {
                 }
             }
         }
+    }
+
+    /// Check `c` of a tree entry (see [`Entry::check`]) for `key`, whose source is in the sets `ms`
+    /// and destination in `md`: a lone set-membership test inline, anything else by its [`Check`].
+    #[inline(always)]
+    fn check(&self, c: u32, key: &L3Key, ms: &Members<'_>, md: &Members<'_>) -> bool {
+        if c & SET_CHECK != 0 {
+            let m = if c & SET_CHECK_DST != 0 { md } else { ms };
+            return m.contains(c & SET_CHECK_ID) != (c & SET_CHECK_NEG != 0);
+        }
+        self.checks[c as usize].matches_open(key, ms, md)
     }
 
     /// The number of sets named by some rule ranked before `rank`: no set numbered at or past it has
@@ -1089,7 +1103,7 @@ impl RuleIndex {
         }
         let mut check = |j: usize, c: u32| {
             let (ms, md) = &members[j & (BATCH - 1)];
-            self.checks[c as usize].matches_open(key(j), ms, md)
+            self.check(c, key(j), ms, md)
         };
         for (i, &t) in view.rest.iter().enumerate() {
             self.arena.lookup_batch::<Z>(t, &pts[..n], &mut best[..n], i == 0, &mut check);
@@ -1230,6 +1244,32 @@ fn number_sets_by_first_use(
         sets_before.push(below as u32);
     }
     sets_before
+}
+
+/// A tree entry's check with this bit (and not [`NONE`]) is a lone set-membership test, coded in the
+/// check index itself (see [`lone_set_check`]): no [`Check`] to load and call. On the NSX-shaped
+/// policy most checks are such (a rule `to not addrset X` otherwise exact decides most lookups).
+const SET_CHECK: u32 = 1 << 31;
+/// The set is the destination's (else the source's).
+const SET_CHECK_DST: u32 = 1 << 30;
+/// The test is "not in the set".
+const SET_CHECK_NEG: u32 = 1 << 29;
+/// Mask of the set id (ids up to this one, exclusive, so that no code is [`NONE`]).
+const SET_CHECK_ID: u32 = SET_CHECK_NEG - 1;
+
+/// The inline check code of `chk` (the rule's check past what its view decides) when all it leaves
+/// open beyond the box is one side's membership in a set: the box is exact on the other side
+/// (`sx` / `dx`), both ports (`spx`, `dpx`) and ICMP.
+fn lone_set_check(chk: &Check, sx: bool, dx: bool, spx: bool, dpx: bool) -> Option<u32> {
+    if !(spx && dpx && chk.icmp == IcmpMatch::Any) {
+        return None;
+    }
+    let (side, id, negated) = match (chk.src, chk.dst) {
+        (Side::Set { id, negated }, _) if dx => (0, id, negated),
+        (_, Side::Set { id, negated }) if sx => (SET_CHECK_DST, id, negated),
+        _ => return None,
+    };
+    (id < SET_CHECK_ID).then_some(SET_CHECK | side | if negated { SET_CHECK_NEG } else { 0 } | id)
 }
 
 /// Address-dimension spans up to this wide (a /16) make a field "small" for partitioning.
