@@ -24,6 +24,14 @@
 //!    far (on the NSX-shaped policy a key's answer from the shared trees usually prunes them all).
 //!    A set's tree also knows its best rank per protocol class (TCP, UDP, other), and a key walks it
 //!    only when the best rank for its own protocol beats its answer: half the walks are saved.
+//!    And each id list found in the member table carries a summary, per direction, side and
+//!    protocol class, of the best rank among its sets' trees, so a key skips a whole list with one
+//!    compare when none of its sets can improve on the answer (most lists, most keys). A walk down
+//!    a set's tree stops at a node before a child whose subtree ranks after the answer (per-child
+//!    best ranks kept beside the nodes): about half the walks stop there rather than load a leaf.
+//!    The summary also has a 64-bit mask of the list's ids, so the check of a negated set (which
+//!    decides most NSX lookups in the shared trees) rarely reads the lists; and a check that is
+//!    only such a membership test is coded in the entry's check index and decided inline.
 //! 3. **Decision trees for the rest**: HyperSplit-like trees with 16-way nodes (one field, up to 15
 //!    thresholds at the 16-quantiles of the rules' cut points, two cache lines per node) and leaves
 //!    of at most 8 rules in priority order. An exact rule that covers a node's whole region hides every later
@@ -103,7 +111,7 @@ use arc_swap::ArcSwap;
 use crate::eval::CompiledRuleSet;
 use crate::eval::{family_ok, icmp_ok, ports_ok, L3Key, UndefinedSet};
 use crate::model::*;
-use sets::{Change, MemberKey, Members, Probe, SetTable};
+use sets::{Change, MemberKey, Members, Probe, RankSum, SetSums, SetTable, SUM_LEN, SUM_NONE};
 use tree::{Arena, Entry, Key, Params, Tree, BATCH, DOMAIN_HI, NONE};
 
 /// Keys sorted by view at a time in a batch lookup.
@@ -684,6 +692,8 @@ impl RuleIndex {
                 let exact = sx && dx && spx && dpx && chk.icmp == IcmpMatch::Any;
                 let check = if exact {
                     NONE
+                } else if let Some(code) = lone_set_check(&chk, sx, dx, spx, dpx) {
+                    code
                 } else {
                     // Only what the box leaves open: the view fixes direction and family, the box
                     // decides protocol and every exact field (a check runs only after the box test).
@@ -737,7 +747,11 @@ impl RuleIndex {
             };
             view_data.push(View { rest, by_dst, by_src, sets: p.sets });
         }
+        if view_data.iter().all(|v| v.by_dst.is_empty() && v.by_src.is_empty()) {
+            arena.forget_child_min();
+        }
         arena.shrink();
+        let sums = set_sums(nsets, &views, &view_data);
         let uses_sets = view_data.iter().any(|v| v.sets) || all.iter().any(Check::uses_sets);
         let index = RuleIndex {
             arena,
@@ -752,7 +766,7 @@ impl RuleIndex {
             uses_sets,
             isa: Isa::detect(),
         };
-        Ok((index, SetTable::new(members)))
+        Ok((index, SetTable::new(members, sums)))
     }
 
     #[inline]
@@ -809,7 +823,7 @@ impl RuleIndex {
         md: &Members<'_>,
     ) -> u32 {
         let k = point(key);
-        let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
+        let mut check = |c: u32| self.check(c, key, ms, md);
         let mut best = NONE;
         for &t in &view.rest {
             best = self.arena.lookup::<Z>(t, &k, best, &mut check);
@@ -829,25 +843,32 @@ impl RuleIndex {
         md: &Members<'_>,
         mut best: u32,
     ) -> u32 {
-        let mut check = |c: u32| self.checks[c as usize].matches_open(key, ms, md);
-        // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
-        // may still hold a better rule are a prefix of each list.
-        let mut limit = self.sets_before(best);
+        let mut check = |c: u32| self.check(c, key, ms, md);
         let class = proto_class(key.proto);
+        // Where the key's direction and class sit in the lists' summaries (see `RankSum`): a list
+        // whose summary does not beat `best` holds no set whose tree the key would walk.
+        let o = usize::from(key.dir == Direction::Out) * (SUM_LEN / 2) + class;
         // A helper per id list, called once per list: a loop over an array of the lists cost about
         // 1% more of an NSX lookup's instructions (a loop over the two sides, 4% more), and a closure
         // (not inlined) 11% more.
         let (dst, src) = (&view.by_dst[..], &view.by_src[..]);
-        self.rank_in_listed::<Z>(dst, md.exact, class, k, &mut best, &mut limit, &mut check);
-        self.rank_in_listed::<Z>(dst, md.prefix, class, k, &mut best, &mut limit, &mut check);
-        self.rank_in_listed::<Z>(src, ms.exact, class, k, &mut best, &mut limit, &mut check);
-        self.rank_in_listed::<Z>(src, ms.prefix, class, k, &mut best, &mut limit, &mut check);
+        if u32::from(md.exact_sum.ranks[o]) < best {
+            self.rank_in_listed::<Z>(dst, md.exact, class, k, &mut best, &mut check);
+        }
+        if u32::from(md.prefix_sum.ranks[o]) < best {
+            self.rank_in_listed::<Z>(dst, md.prefix, class, k, &mut best, &mut check);
+        }
+        if u32::from(ms.exact_sum.ranks[o + 3]) < best {
+            self.rank_in_listed::<Z>(src, ms.exact, class, k, &mut best, &mut check);
+        }
+        if u32::from(ms.prefix_sum.ranks[o + 3]) < best {
+            self.rank_in_listed::<Z>(src, ms.prefix, class, k, &mut best, &mut check);
+        }
         best
     }
 
-    /// [`RuleIndex::rank_in_sets`] over one sorted id list: the trees of its sets numbered below
-    /// `limit` lower `best` (and with it `limit`); `class` is the key's [`proto_class`].
-    #[allow(clippy::too_many_arguments)]
+    /// [`RuleIndex::rank_in_sets`] over one sorted id list: the trees of its sets that may beat
+    /// `best` lower it; `class` is the key's [`proto_class`].
     #[inline(always)]
     fn rank_in_listed<const Z: bool>(
         &self,
@@ -856,21 +877,34 @@ impl RuleIndex {
         class: usize,
         k: &Key,
         best: &mut u32,
-        limit: &mut u32,
         check: &mut impl FnMut(u32) -> bool,
     ) {
+        // Sets are numbered by the first rule naming them and id lists are sorted, so the sets that
+        // may still hold a better rule are a prefix of the list.
+        let mut limit = self.sets_before(*best);
         for &id in ids {
-            if id >= *limit {
+            if id >= limit {
                 break;
             }
             if let Some(t) = trees.get(id as usize) {
-                let b = self.arena.lookup::<Z>(t.for_class(class), k, *best, check);
+                let b = self.arena.lookup_pruned::<Z>(t.for_class(class), k, *best, check);
                 if b != *best {
                     *best = b;
-                    *limit = self.sets_before(b);
+                    limit = self.sets_before(b);
                 }
             }
         }
+    }
+
+    /// Check `c` of a tree entry (see [`Entry::check`]) for `key`, whose source is in the sets `ms`
+    /// and destination in `md`: a lone set-membership test inline, anything else by its [`Check`].
+    #[inline(always)]
+    fn check(&self, c: u32, key: &L3Key, ms: &Members<'_>, md: &Members<'_>) -> bool {
+        if c & SET_CHECK != 0 {
+            let m = if c & SET_CHECK_DST != 0 { md } else { ms };
+            return m.contains(c & SET_CHECK_ID) != (c & SET_CHECK_NEG != 0);
+        }
+        self.checks[c as usize].matches_open(key, ms, md)
     }
 
     /// The number of sets named by some rule ranked before `rank`: no set numbered at or past it has
@@ -1013,8 +1047,10 @@ impl RuleIndex {
                 *m = (t.members_at(k.src, p.0), t.members_at(k.dst, p.1));
                 // The id lists sit apart from the hash slots: start loading them now, for the checks
                 // in the shared trees and the set stage.
-                for ids in [m.0.exact, m.1.exact] {
-                    if let Some(id) = ids.first() {
+                // An address's list summary comes first, then its ids (they may share a line).
+                for (sum, ids) in [(m.0.exact_sum, m.0.exact), (m.1.exact_sum, m.1.exact)] {
+                    tree::prefetch(sum);
+                    if let Some(id) = ids.last() {
                         tree::prefetch(id);
                     }
                 }
@@ -1067,7 +1103,7 @@ impl RuleIndex {
         }
         let mut check = |j: usize, c: u32| {
             let (ms, md) = &members[j & (BATCH - 1)];
-            self.checks[c as usize].matches_open(key(j), ms, md)
+            self.check(c, key(j), ms, md)
         };
         for (i, &t) in view.rest.iter().enumerate() {
             self.arena.lookup_batch::<Z>(t, &pts[..n], &mut best[..n], i == 0, &mut check);
@@ -1134,6 +1170,31 @@ impl Scratch<'_> {
     }
 }
 
+/// Per family (`[v4, v6]`) and set id, the [`RankSum`] of the set's own trees: per direction, side
+/// and protocol class, the best rank of the set's tree in the view a key of that family and
+/// direction visits (saturated to `u16`, which keeps it a lower bound).
+fn set_sums(nsets: usize, views: &[usize; 4], view_data: &[View]) -> SetSums {
+    let by_family = std::array::from_fn(|f| {
+        (0..nsets)
+            .map(|id| {
+                let mut s: RankSum = SUM_NONE;
+                for dir in 0..2 {
+                    let view = &view_data[views[dir * 2 + f]];
+                    for (side, trees) in [&view.by_dst, &view.by_src].into_iter().enumerate() {
+                        if let Some(t) = trees.get(id) {
+                            for (c, &m) in t.class_min.iter().enumerate() {
+                                s[dir * 6 + side * 3 + c] = m.min(u32::from(u16::MAX)) as u16;
+                            }
+                        }
+                    }
+                }
+                s
+            })
+            .collect()
+    });
+    SetSums::new(by_family)
+}
+
 /// Renumbers the address sets in the order of the first rule (by rank) naming each, in `sides`,
 /// `set_ids` and `members`, and returns `sets_before` (see [`RuleIndex::sets_before`]). A set's trees
 /// hold only rules naming it, so none ranks before that first rule; with sorted id lists, a lookup
@@ -1183,6 +1244,32 @@ fn number_sets_by_first_use(
         sets_before.push(below as u32);
     }
     sets_before
+}
+
+/// A tree entry's check with this bit (and not [`NONE`]) is a lone set-membership test, coded in the
+/// check index itself (see [`lone_set_check`]): no [`Check`] to load and call. On the NSX-shaped
+/// policy most checks are such (a rule `to not addrset X` otherwise exact decides most lookups).
+const SET_CHECK: u32 = 1 << 31;
+/// The set is the destination's (else the source's).
+const SET_CHECK_DST: u32 = 1 << 30;
+/// The test is "not in the set".
+const SET_CHECK_NEG: u32 = 1 << 29;
+/// Mask of the set id (ids up to this one, exclusive, so that no code is [`NONE`]).
+const SET_CHECK_ID: u32 = SET_CHECK_NEG - 1;
+
+/// The inline check code of `chk` (the rule's check past what its view decides) when all it leaves
+/// open beyond the box is one side's membership in a set: the box is exact on the other side
+/// (`sx` / `dx`), both ports (`spx`, `dpx`) and ICMP.
+fn lone_set_check(chk: &Check, sx: bool, dx: bool, spx: bool, dpx: bool) -> Option<u32> {
+    if !(spx && dpx && chk.icmp == IcmpMatch::Any) {
+        return None;
+    }
+    let (side, id, negated) = match (chk.src, chk.dst) {
+        (Side::Set { id, negated }, _) if dx => (0, id, negated),
+        (_, Side::Set { id, negated }) if sx => (SET_CHECK_DST, id, negated),
+        _ => return None,
+    };
+    (id < SET_CHECK_ID).then_some(SET_CHECK | side | if negated { SET_CHECK_NEG } else { 0 } | id)
 }
 
 /// Address-dimension spans up to this wide (a /16) make a field "small" for partitioning.

@@ -103,6 +103,104 @@ const LEN_MASK: u32 = 0x7f;
 const LEN_POOL: u32 = LEN_MASK;
 const START_MASK: u32 = (1 << LEN_SHIFT) - 1;
 
+/// Entries of a [`RankSum`]: per direction (in, out), side (destination, source) and protocol class
+/// (TCP, UDP, other), at `dir * 6 + side * 3 + class`.
+pub(super) const SUM_LEN: usize = 12;
+/// Per (direction, side, protocol class), a lower bound on the best rank of the rules in the trees
+/// of a list's sets that a key of that direction and class may walk when the address is on that
+/// side (`u16::MAX` when none, or saturated). A key skips a whole list when its entry does not beat
+/// the key's answer so far.
+pub(super) type RankSum = [u16; SUM_LEN];
+/// The [`RankSum`] of an empty list.
+pub(super) const SUM_NONE: RankSum = [u16::MAX; SUM_LEN];
+
+/// What a lookup needs to know of an id list before reading it: which ids it may hold, and the
+/// best ranks its sets' trees may give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub(super) struct ListSum {
+    /// Bit `id % 64` (word `id / 32 % 2`, bit `id % 32`) set for every id in the list: a set whose
+    /// bit is clear does not hold the address, whatever the list says (the negated-set checks of
+    /// the shared trees mostly end there).
+    pub mask: [u32; 2],
+    /// See [`RankSum`].
+    pub ranks: RankSum,
+}
+
+impl ListSum {
+    /// The summary of an empty list.
+    pub const NONE: ListSum = ListSum { mask: [0; 2], ranks: SUM_NONE };
+    /// A summary that skips nothing.
+    const ANY: ListSum = ListSum { mask: [u32::MAX; 2], ranks: [0; SUM_LEN] };
+
+    /// Whether the list may hold `id`.
+    #[inline(always)]
+    pub fn may_hold(&self, id: u32) -> bool {
+        self.mask[(id as usize >> 5) & 1] >> (id & 31) & 1 != 0
+    }
+}
+
+/// Words of a [`ListSum`] stored in a shard's data.
+const SUM_WORDS: usize = size_of::<ListSum>() / size_of::<u32>();
+
+/// The per-set summaries the lists' summaries are made of, per family (`[v4, v6]`), indexed by set id.
+#[derive(Debug, Clone, Default)]
+pub(super) struct SetSums {
+    by_family: [Vec<RankSum>; 2],
+}
+
+impl SetSums {
+    /// From the summaries of each set's own trees, per family.
+    pub fn new(by_family: [Vec<RankSum>; 2]) -> SetSums {
+        SetSums { by_family }
+    }
+
+    /// The summary of the id list `ids` of an address of family `v6`.
+    fn of(&self, v6: bool, ids: &[u32]) -> ListSum {
+        let per_set = &self.by_family[usize::from(v6)];
+        let mut out = ListSum::NONE;
+        for &id in ids {
+            out.mask[(id as usize >> 5) & 1] |= 1 << (id & 31);
+            // A set the rules do not know (none: ids come from the build) would prune nothing.
+            let s = per_set.get(id as usize).unwrap_or(&[0; SUM_LEN]);
+            for (o, &x) in out.ranks.iter_mut().zip(s) {
+                *o = (*o).min(x);
+            }
+        }
+        out
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.by_family.iter().map(|v| v.capacity() * size_of::<RankSum>()).sum()
+    }
+}
+
+/// The summary stored at the start of an entry's data.
+#[inline(always)]
+fn sum_at(data: &[u32], at: usize) -> &ListSum {
+    let Some(words) = data.get(at..at + SUM_WORDS) else { return &ListSum::ANY };
+    // SAFETY: `words` is `size_of::<ListSum>()` bytes, 4-aligned, which is `ListSum`'s alignment
+    // (`repr(C)` of `u32` and `u16` arrays); every bit pattern is a valid `ListSum`.
+    unsafe { &*words.as_ptr().cast::<ListSum>() }
+}
+
+/// A summary as the words stored in a shard's data (the same bytes).
+fn sum_words(sum: &ListSum) -> [u32; SUM_WORDS] {
+    let r = &sum.ranks;
+    std::array::from_fn(|i| {
+        if i < 2 {
+            sum.mask[i]
+        } else {
+            u32::from_ne_bytes(ne_pair(r[2 * (i - 2)], r[2 * (i - 2) + 1]))
+        }
+    })
+}
+
+fn ne_pair(a: u16, b: u16) -> [u8; 4] {
+    let (a, b) = (a.to_ne_bytes(), b.to_ne_bytes());
+    [a[0], a[1], b[0], b[1]]
+}
+
 /// An immutable open-addressing table (linear probing, at most half full), rebuilt on change.
 ///
 /// Compact, so that the whole member table of a large policy stays in the core's cache: slot `i` is
@@ -128,7 +226,8 @@ fn key32(a: &Addr) -> u32 {
 }
 
 impl Shard {
-    fn from_entries<I: AsRef<[u32]>>(entries: &[(Addr, I)]) -> Shard {
+    /// A shard holding `entries`; each address's data starts with the [`ListSum`] of its ids.
+    fn from_entries<I: AsRef<[u32]>>(entries: &[(Addr, I)], sums: &SetSums) -> Shard {
         if entries.is_empty() {
             return Shard::default();
         }
@@ -141,6 +240,7 @@ impl Shard {
                 i = (i + 1) & (cap - 1);
             }
             let start = data.len() as u32;
+            data.extend_from_slice(&sum_words(&sums.of(a.v6, ids)));
             if a.v6 {
                 data.extend_from_slice(&[
                     (a.net >> 96) as u32,
@@ -163,10 +263,12 @@ impl Shard {
         Shard { data: Some(data.into()), mask: cap as u32 - 1 }
     }
 
-    /// The address and ids a slot value `v` refers to.
-    fn decode(data: &[u32], key: u32, v: u32) -> (Addr, &[u32]) {
+    /// The address, ids and their summary a slot value `v` refers to.
+    fn decode(data: &[u32], key: u32, v: u32) -> (Addr, &[u32], &ListSum) {
         let v6 = v & V6 != 0;
         let mut at = (v & START_MASK) as usize;
+        let sum = sum_at(data, at);
+        at += SUM_WORDS;
         let net = if v6 {
             let w = data.get(at..at + 4).unwrap_or(&[0; 4]);
             at += 4;
@@ -179,7 +281,7 @@ impl Shard {
             len = data.get(at).copied().unwrap_or(0) as usize;
             at += 1;
         }
-        (Addr { net, v6 }, data.get(at..at + len).unwrap_or(&[]))
+        (Addr { net, v6 }, data.get(at..at + len).unwrap_or(&[]), sum)
     }
 
     fn entries(&self) -> Vec<(Addr, &[u32])> {
@@ -187,36 +289,36 @@ impl Shard {
         let slots = self.mask as usize + 1;
         (0..slots)
             .filter(|&i| data[2 * i + 1] != 0)
-            .map(|i| Shard::decode(data, data[2 * i], data[2 * i + 1]))
+            .map(|i| {
+                let (a, ids, _) = Shard::decode(data, data[2 * i], data[2 * i + 1]);
+                (a, ids)
+            })
             .collect()
     }
 
+    /// The ids of `a`, and their summary.
     #[inline]
-    fn ids(&self, a: &Addr) -> &[u32] {
-        let Some(data) = self.data.as_deref() else { return &[] };
+    fn ids(&self, a: &Addr) -> (&[u32], &ListSum) {
+        const NO: (&[u32], &ListSum) = (&[], &ListSum::NONE);
+        let Some(data) = self.data.as_deref() else { return NO };
         let mask = self.mask as usize;
         let key = key32(a);
         let mut i = a.slot(mask + 1);
         // Never full: an empty slot ends every probe sequence.
         for _ in 0..=mask {
-            let (Some(&k), Some(&v)) = (data.get(2 * i), data.get(2 * i + 1)) else { return &[] };
+            let (Some(&k), Some(&v)) = (data.get(2 * i), data.get(2 * i + 1)) else { return NO };
             if v == 0 {
-                return &[];
+                return NO;
             }
             if k == key && (v & V6 != 0) == a.v6 {
-                if !a.v6 && v >> LEN_SHIFT != LEN_POOL {
-                    let at = (v & START_MASK) as usize;
-                    let len = (v >> LEN_SHIFT) as usize;
-                    return data.get(at..at + len).unwrap_or(&[]);
-                }
-                let (full, ids) = Shard::decode(data, k, v);
+                let (full, ids, sum) = Shard::decode(data, k, v);
                 if full == *a {
-                    return ids;
+                    return (ids, sum);
                 }
             }
             i = (i + 1) & mask;
         }
-        &[]
+        NO
     }
 
     /// Starts loading the slot a probe for `a` reads first.
@@ -230,13 +332,13 @@ impl Shard {
     }
 
     /// A copy with the ids of `a` replaced (`ids` sorted; empty removes `a`).
-    fn with(&self, a: Addr, ids: &[u32]) -> Shard {
+    fn with(&self, a: Addr, ids: &[u32], sums: &SetSums) -> Shard {
         let mut entries = self.entries();
         entries.retain(|(k, _)| *k != a);
         if !ids.is_empty() {
             entries.push((a, ids));
         }
-        Shard::from_entries(&entries)
+        Shard::from_entries(&entries, sums)
     }
 
     fn memory_bytes(&self) -> usize {
@@ -258,6 +360,8 @@ struct Intervals {
     starts: Vec<u128>,
     /// Per interval, `[start, end)` of its set ids in `pool`.
     lists: Vec<(u32, u32)>,
+    /// Per interval, the [`ListSum`] of its ids.
+    sums: Vec<ListSum>,
     pool: Vec<u32>,
     /// The IPv4 search ([`Intervals::ids_v4`]), in 32-bit numbers and with no bounds checks.
     v4: V4Search,
@@ -325,14 +429,16 @@ impl V4Search {
 }
 
 impl Intervals {
-    /// From `(prefix, sorted ids)` pairs of one family.
-    fn new(prefixes: Vec<(MemberKey, &[u32])>) -> Intervals {
+    /// From `(prefix, sorted ids)` pairs of family `v6`.
+    fn new(prefixes: Vec<(MemberKey, &[u32])>, v6: bool, sums: &SetSums) -> Intervals {
         let mut out = Intervals::flat(prefixes);
         if out.starts.is_empty() {
             // No prefix: the IPv4 search finds interval 0, holding no ids.
             out.lists.push((0, 0));
+            out.sums.push(ListSum::NONE);
             return out;
         }
+        out.sums = out.lists.iter().map(|&(s, e)| sums.of(v6, &out.pool[s as usize..e as usize])).collect();
         out.base = out.starts.get(1).copied().unwrap_or(0);
         let span = out.starts.last().map_or(0, |&l| l - out.base);
         out.shift = (128 - span.leading_zeros()).saturating_sub(BUCKET_BITS);
@@ -413,8 +519,9 @@ impl Intervals {
         out
     }
 
+    /// The ids of the prefixes holding `a`, and their summary.
     #[inline(always)]
-    fn ids(&self, a: u128) -> &[u32] {
+    fn ids(&self, a: u128) -> (&[u32], &ListSum) {
         // Starts below `a`'s bucket are all <= a; starts past it are all > a.
         if a < self.base {
             // Below the first non-zero start: interval 0.
@@ -424,17 +531,20 @@ impl Intervals {
         let b = ((a - self.base) >> self.shift).min((1 << BUCKET_BITS) - 1) as usize;
         let (lo, hi) = self.bucket(b, self.starts.len());
         let i = lo + self.starts.get(lo..hi).unwrap_or(&[]).partition_point(|&s| s <= a);
-        i.checked_sub(1).map_or(&[], |n| self.interval(n))
+        i.checked_sub(1).map_or((&[], &ListSum::NONE), |n| self.interval(n))
     }
 
     /// [`Intervals::ids`] of an IPv4 address, in 32-bit arithmetic (for the IPv4 index; with no
     /// prefixes, nothing).
     #[inline(always)]
-    fn ids_v4(&self, a: u32) -> &[u32] {
-        let Some(&(s, e)) = self.lists.get(self.v4.interval(a)) else { return &[] };
+    fn ids_v4(&self, a: u32) -> (&[u32], &ListSum) {
+        let i = self.v4.interval(a);
+        let (Some(&(s, e)), Some(sum)) = (self.lists.get(i), self.sums.get(i)) else {
+            return (&[], &ListSum::NONE);
+        };
         debug_assert!(s <= e && e as usize <= self.pool.len());
         // SAFETY: `flat` cut every list from `pool` (`s <= e <= pool.len()`), and neither changes after.
-        unsafe { self.pool.get_unchecked(s as usize..e as usize) }
+        (unsafe { self.pool.get_unchecked(s as usize..e as usize) }, sum)
     }
 
     /// The range of `starts` (of which the first `len` are searched) that bucket `b` covers.
@@ -446,12 +556,12 @@ impl Intervals {
         }
     }
 
-    /// The set ids of elementary interval `n` (none past the last).
+    /// The set ids of elementary interval `n` and their summary (none past the last).
     #[inline(always)]
-    fn interval(&self, n: usize) -> &[u32] {
-        match self.lists.get(n) {
-            Some(&(s, e)) => self.pool.get(s as usize..e as usize).unwrap_or(&[]),
-            None => &[],
+    fn interval(&self, n: usize) -> (&[u32], &ListSum) {
+        match (self.lists.get(n), self.sums.get(n)) {
+            (Some(&(s, e)), Some(sum)) => (self.pool.get(s as usize..e as usize).unwrap_or(&[]), sum),
+            _ => (&[], &ListSum::NONE),
         }
     }
 
@@ -461,6 +571,7 @@ impl Intervals {
             + self.v4.starts.capacity() * 4
             + size_of::<[u32; BUCKETS + 1]>()
             + self.lists.capacity() * 8
+            + self.sums.capacity() * size_of::<ListSum>()
             + self.pool.capacity() * 4
     }
 }
@@ -475,10 +586,10 @@ struct Prefixes {
 }
 
 impl Prefixes {
-    fn reindex(&mut self, v6: bool) {
+    fn reindex(&mut self, v6: bool, sums: &SetSums) {
         let of_family =
             self.nets.iter().filter(|(k, _)| k.v6 == v6).map(|(k, v)| (*k, v.as_slice())).collect();
-        self.index[usize::from(v6)] = Intervals::new(of_family);
+        self.index[usize::from(v6)] = Intervals::new(of_family, v6, sums);
     }
 }
 
@@ -491,6 +602,8 @@ pub(super) struct SetTable {
     /// so the routing bits index them without bounds checks.
     mids: Box<[Mid; FANOUT]>,
     prefixes: Arc<Prefixes>,
+    /// What the id lists' summaries are made of (fixed by the rules).
+    sums: Arc<SetSums>,
 }
 
 /// One block of shard handles, shared between versions until a change touches one of its shards.
@@ -505,22 +618,31 @@ impl Probe<'_> {
     pub const NONE: Probe<'static> = Probe(None);
 }
 
-/// The sets holding one address: ids found by its exact address, and by prefixes.
+/// The sets holding one address: ids found by its exact address, and by prefixes, with the
+/// summaries of both lists.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Members<'a> {
     /// Ids found by the exact address.
     pub exact: &'a [u32],
     /// Ids found by prefixes (may repeat `exact` ones).
     pub prefix: &'a [u32],
+    /// The summary of `exact`.
+    pub exact_sum: &'a ListSum,
+    /// The summary of `prefix`.
+    pub prefix_sum: &'a ListSum,
 }
 
 impl Members<'_> {
     /// Nothing.
-    pub const NONE: Members<'static> = Members { exact: &[], prefix: &[] };
+    pub const NONE: Members<'static> =
+        Members { exact: &[], prefix: &[], exact_sum: &ListSum::NONE, prefix_sum: &ListSum::NONE };
 
     /// Whether set `id` holds the address.
     #[inline]
     pub fn contains(&self, id: u32) -> bool {
+        if !self.exact_sum.may_hold(id) && !self.prefix_sum.may_hold(id) {
+            return false;
+        }
         // Both lists are sorted and short: stop at the first id not below `id`.
         let has = |ids: &[u32]| ids.iter().find(|&&x| x >= id) == Some(&id);
         has(self.exact) || has(self.prefix)
@@ -536,8 +658,9 @@ pub(super) struct Change {
 }
 
 impl SetTable {
-    /// A table holding `members` (`(member, set id)` pairs, any order, duplicates allowed).
-    pub fn new(mut members: Vec<(MemberKey, u32)>) -> SetTable {
+    /// A table holding `members` (`(member, set id)` pairs, any order, duplicates allowed), whose
+    /// id lists are summarized from `sums`.
+    pub fn new(mut members: Vec<(MemberKey, u32)>, sums: SetSums) -> SetTable {
         members.sort_unstable();
         members.dedup();
         let mut shards: Vec<Vec<ShardEntries>> = (0..FANOUT).map(|_| vec![Vec::new(); FANOUT]).collect();
@@ -552,16 +675,16 @@ impl SetTable {
                 prefixes.nets.insert(k, group.iter().map(|m| m.1).collect());
             }
         }
-        prefixes.reindex(false);
-        prefixes.reindex(true);
+        prefixes.reindex(false, &sums);
+        prefixes.reindex(true, &sums);
         let mids = Box::new(std::array::from_fn(|x| {
-            Arc::new(std::array::from_fn(|y| Shard::from_entries(&shards[x][y])))
+            Arc::new(std::array::from_fn(|y| Shard::from_entries(&shards[x][y], &sums)))
         }));
-        SetTable { generation: 0, mids, prefixes: Arc::new(prefixes) }
+        SetTable { generation: 0, mids, prefixes: Arc::new(prefixes), sums: Arc::new(sums) }
     }
 
     #[inline]
-    fn exact_ids(&self, a: &Addr) -> &[u32] {
+    fn exact_ids(&self, a: &Addr) -> (&[u32], &ListSum) {
         let (x, y) = a.route();
         self.mids[x][y].ids(a)
     }
@@ -611,8 +734,10 @@ impl SetTable {
         }
         let a = addr_of(ip);
         let index = &self.prefixes.index[usize::from(a.v6)];
-        let prefix = if index.starts.is_empty() { &[][..] } else { index.ids(a.net) };
-        Members { exact: self.exact_ids(&a), prefix }
+        let (prefix, prefix_sum) =
+            if index.starts.is_empty() { (&[][..], &ListSum::NONE) } else { index.ids(a.net) };
+        let (exact, exact_sum) = self.exact_ids(&a);
+        Members { exact, prefix, exact_sum, prefix_sum }
     }
 
     /// [`SetTable::members`] of an IPv4 address: one hash, 32-bit compares.
@@ -632,10 +757,10 @@ impl SetTable {
     /// [`SetTable::members_v4`] given `a`'s shard.
     #[inline(always)]
     fn members_v4_in<'s>(&'s self, a: u32, shard: Option<&'s Shard>) -> Members<'s> {
-        let prefix = self.prefixes.index[0].ids_v4(a);
+        let (prefix, prefix_sum) = self.prefixes.index[0].ids_v4(a);
         // `Addr::hash` of an IPv4 address.
         let h = u64::from(a).wrapping_mul(HASH_MUL);
-        let exact = match shard {
+        let (exact, exact_sum) = match shard {
             Some(Shard { data: Some(data), mask }) => {
                 let mask = *mask as usize;
                 debug_assert!(data.len() >= 2 * (mask + 1));
@@ -646,26 +771,31 @@ impl SetTable {
                     // (`Shard::from_entries`).
                     let (k, v) = unsafe { (*data.get_unchecked(2 * i), *data.get_unchecked(2 * i + 1)) };
                     if v == 0 {
-                        break &[][..];
+                        break (&[][..], &ListSum::NONE);
                     }
                     if k == a && v & V6 == 0 {
                         let at = (v & START_MASK) as usize;
                         let len = (v >> LEN_SHIFT) as usize;
-                        break if len == LEN_POOL as usize {
-                            let n = data.get(at).copied().unwrap_or(0) as usize;
-                            data.get(at + 1..at + 1 + n).unwrap_or(&[])
-                        } else {
-                            debug_assert!(at + len <= data.len());
-                            // SAFETY: `from_entries` wrote the `len` ids at `at` when it set the slot.
-                            unsafe { data.get_unchecked(at..at + len) }
+                        if len == LEN_POOL as usize {
+                            let (_, ids, sum) = Shard::decode(data, k, v);
+                            break (ids, sum);
+                        }
+                        debug_assert!(at + SUM_WORDS + len <= data.len());
+                        // SAFETY: `from_entries` wrote the summary and then the `len` ids at `at`
+                        // when it set the slot; the summary's words are a `ListSum` (see `sum_at`).
+                        break unsafe {
+                            (
+                                data.get_unchecked(at + SUM_WORDS..at + SUM_WORDS + len),
+                                &*data.as_ptr().add(at).cast::<ListSum>(),
+                            )
                         };
                     }
                     i = (i + 1) & mask;
                 }
             }
-            _ => &[],
+            _ => (&[][..], &ListSum::NONE),
         };
-        Members { exact, prefix }
+        Members { exact, prefix, exact_sum, prefix_sum }
     }
 
     /// The next version: this one with `changes` applied in order. Adding a present member or removing
@@ -693,7 +823,7 @@ impl SetTable {
                 continue;
             }
             let a = c.key.exact();
-            let cur = t.exact_ids(&a);
+            let (cur, _) = t.exact_ids(&a);
             let pos = cur.binary_search(&c.set);
             if pos.is_ok() == c.add {
                 continue;
@@ -709,11 +839,11 @@ impl SetTable {
             let (x, y) = a.route();
             // Copies the 64 shard handles when the block is shared.
             let mid = Arc::make_mut(&mut t.mids[x]);
-            mid[y] = mid[y].with(a, &ids);
+            mid[y] = mid[y].with(a, &ids, &t.sums);
         }
         for (v6, &again) in reindex.iter().enumerate() {
             if again {
-                Arc::make_mut(&mut t.prefixes).reindex(v6 == 1);
+                Arc::make_mut(&mut t.prefixes).reindex(v6 == 1, &t.sums);
             }
         }
         t
@@ -729,6 +859,7 @@ impl SetTable {
             + p.index.iter().map(Intervals::memory_bytes).sum::<usize>()
             + p.nets.capacity() * (size_of::<(MemberKey, Vec<u32>)>() + 1)
             + p.nets.values().map(|v| v.capacity() * 4).sum::<usize>()
+            + self.sums.memory_bytes()
     }
 }
 
@@ -780,7 +911,7 @@ mod tests {
                 let addr = univ(rng.below(128) as u32, v6);
                 members.push((MemberKey::of(IpNet { addr, len }), rng.below(5) as u32));
             }
-            let t = SetTable::new(members.clone());
+            let t = SetTable::new(members.clone(), SetSums::default());
             for x in 0..128u32 {
                 for v6 in [false, true] {
                     let ip = univ(x, v6);

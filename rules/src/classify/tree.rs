@@ -204,6 +204,10 @@ fn child_of(thr: &[u32], v: u32) -> usize {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Arena {
     nodes: Vec<Node>,
+    /// Per node (same index as `nodes`), per child: the best rank in the child's subtree, saturated
+    /// to `u16::MAX` (so a lower bound). Only [`Arena::lookup_pruned`] reads it, and it is kept only
+    /// when some tree is walked that way (see [`Arena::forget_child_min`]).
+    child_min: Vec<[u16; FANOUT]>,
     /// `[start, end)` into `entries`.
     leaves: Vec<[u32; 2]>,
     entries: Vec<Entry>,
@@ -351,6 +355,12 @@ impl Arena {
             "thresholds must be sorted (see child_index)"
         );
         self.nodes.push(Node { thr: t, kids: [NONE; FANOUT] });
+        // `idx` is in rank order, so a child's first rule is its best.
+        self.child_min.push(std::array::from_fn(|j| {
+            kids.get(j)
+                .and_then(|k| k.first())
+                .map_or(u16::MAX, |&i| rules[i as usize].rank.min(u32::from(u16::MAX)) as u16)
+        }));
         let mut refs = [self.empty_leaf(); FANOUT];
         for (j, k) in kids.into_iter().enumerate() {
             let mut r = reg;
@@ -390,6 +400,40 @@ impl Arena {
             c = self.step::<Z>(c, k);
         }
         self.scan(c, k, best, check)
+    }
+
+    /// [`Arena::lookup`] that also stops before a child whose subtree holds no rank below `best`
+    /// (from `child_min`): for the small per-address-set trees, where a walk that cannot improve on
+    /// the answer would otherwise load a leaf only to find its first entry ranked after it.
+    #[inline(always)]
+    pub fn lookup_pruned<const Z: bool>(
+        &self,
+        tree: Tree,
+        k: &Key,
+        best: u32,
+        check: &mut impl FnMut(u32) -> bool,
+    ) -> u32 {
+        if tree.min_rank >= best {
+            return best;
+        }
+        let mut c = tree.root;
+        while c & LEAF == 0 {
+            let n = self.node_at(c);
+            let i = child_index::<Z>(&n.thr, k[(c & DIM_MASK) as usize]) & (FANOUT - 1);
+            let below =
+                self.child_min.get((c & NODE_OFFSET) as usize / size_of::<Node>()).map_or(0, |m| m[i]);
+            if u32::from(below) >= best {
+                return best;
+            }
+            c = n.kids[i];
+        }
+        self.scan(c, k, best, check)
+    }
+
+    /// Drops what only [`Arena::lookup_pruned`] reads, once every tree is built and none is walked
+    /// that way (after this, it prunes by the trees' best ranks only).
+    pub fn forget_child_min(&mut self) {
+        self.child_min = Vec::new();
     }
 
     /// One step down from inner node `c`.
@@ -590,6 +634,7 @@ impl Arena {
     /// Forgets everything built since `mark` (trees built since are invalid).
     pub fn rollback(&mut self, mark: [usize; 3]) {
         self.nodes.truncate(mark[0]);
+        self.child_min.truncate(mark[0]);
         self.leaves.truncate(mark[1]);
         self.entries.truncate(mark[2]);
     }
@@ -597,6 +642,7 @@ impl Arena {
     /// Heap bytes held.
     pub fn memory_bytes(&self) -> usize {
         self.nodes.capacity() * size_of::<Node>()
+            + self.child_min.capacity() * size_of::<[u16; FANOUT]>()
             + self.leaves.capacity() * size_of::<[u32; 2]>()
             + self.entries.capacity() * size_of::<Entry>()
     }
@@ -614,6 +660,7 @@ impl Arena {
     /// Releases spare capacity once every tree is built.
     pub fn shrink(&mut self) {
         self.nodes.shrink_to_fit();
+        self.child_min.shrink_to_fit();
         self.leaves.shrink_to_fit();
         self.entries.shrink_to_fit();
         self.prefetch = self.memory_bytes() > PREFETCH_BYTES;
