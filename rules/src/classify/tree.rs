@@ -392,14 +392,7 @@ impl Arena {
         best: u32,
         check: &mut impl FnMut(u32) -> bool,
     ) -> u32 {
-        if tree.min_rank >= best {
-            return best;
-        }
-        let mut c = tree.root;
-        while c & LEAF == 0 {
-            c = self.step::<Z>(c, k);
-        }
-        self.scan(c, k, best, check)
+        self.walk::<Z, false>(tree, k, best, check)
     }
 
     /// [`Arena::lookup`] that also stops before a child whose subtree holds no rank below `best`
@@ -413,17 +406,30 @@ impl Arena {
         best: u32,
         check: &mut impl FnMut(u32) -> bool,
     ) -> u32 {
+        self.walk::<Z, true>(tree, k, best, check)
+    }
+
+    /// [`Arena::lookup`], pruning by `child_min` at every node when `PRUNE`.
+    #[inline(always)]
+    fn walk<const Z: bool, const PRUNE: bool>(
+        &self,
+        tree: Tree,
+        k: &Key,
+        best: u32,
+        check: &mut impl FnMut(u32) -> bool,
+    ) -> u32 {
         if tree.min_rank >= best {
             return best;
         }
         let mut c = tree.root;
         while c & LEAF == 0 {
-            let n = self.node_at(c);
-            let i = child_index::<Z>(&n.thr, k[(c & DIM_MASK) as usize]) & (FANOUT - 1);
-            let below =
-                self.child_min.get((c & NODE_OFFSET) as usize / size_of::<Node>()).map_or(0, |m| m[i]);
-            if u32::from(below) >= best {
-                return best;
+            let (n, i) = self.child_slot::<Z>(c, k);
+            if PRUNE {
+                let below =
+                    self.child_min.get((c & NODE_OFFSET) as usize / size_of::<Node>()).map_or(0, |m| m[i]);
+                if u32::from(below) >= best {
+                    return best;
+                }
             }
             c = n.kids[i];
         }
@@ -439,9 +445,15 @@ impl Arena {
     /// One step down from inner node `c`.
     #[inline(always)]
     fn step<const Z: bool>(&self, c: u32, k: &Key) -> u32 {
+        let (n, i) = self.child_slot::<Z>(c, k);
+        n.kids[i]
+    }
+
+    /// Inner node `c` and the child `k` goes down to.
+    #[inline(always)]
+    fn child_slot<const Z: bool>(&self, c: u32, k: &Key) -> (&Node, usize) {
         let n = self.node_at(c);
-        let v = k[(c & DIM_MASK) as usize];
-        n.kids[child_index::<Z>(&n.thr, v) & (FANOUT - 1)]
+        (n, child_index::<Z>(&n.thr, k[(c & DIM_MASK) as usize]) & (FANOUT - 1))
     }
 
     /// The node inner reference `c` points to.
