@@ -487,13 +487,7 @@ impl TcpState {
         if !(established(&p) && established(&q)) {
             return false;
         }
-        let (sws, dws) = if self.has(conn::LOOSE_SCALE) {
-            (MAX_WSCALE.into(), MAX_WSCALE.into())
-        } else if p.has(bits::WSCALE) && q.has(bits::WSCALE) {
-            (p.shift(), q.shift())
-        } else {
-            (0, 0)
-        };
+        let (sws, dws) = self.scale_shifts(&p, &q);
         let end = seg.seq.wrapping_add(u32::from(seg.payload_len));
         let (seq, eased_end) = if seg.payload_len == 0 { (p.seqlo, p.seqlo) } else { (seg.seq, end) };
         let ackskew = i64::from(seq_diff(q.seqlo, seg.ack));
@@ -533,13 +527,7 @@ impl TcpState {
             // That end never sent anything this tracker saw.
             return false;
         }
-        let dws = if self.has(conn::LOOSE_SCALE) {
-            MAX_WSCALE.into()
-        } else if p.has(bits::WSCALE) && q.has(bits::WSCALE) {
-            q.shift()
-        } else {
-            0
-        };
+        let (_, dws) = self.scale_shifts(p, q);
         let back = (u32::from(q.max_win) << dws).max(1);
         seq_geq(p.seqhi, seq) && seq_geq(seq, p.seqlo.wrapping_sub(back))
     }
@@ -745,10 +733,19 @@ impl TcpState {
 
     /// Window scale shifts `(sender, receiver)` for a segment from `x`.
     fn shifts(&self, x: Side, s: &Seg) -> (u32, u32) {
-        let (p, q) = (self.peer(x), self.peer(x.other()));
         if s.syn {
             (0, 0)
-        } else if self.has(conn::LOOSE_SCALE) {
+        } else {
+            self.scale_shifts(self.peer(x), self.peer(x.other()))
+        }
+    }
+
+    /// Window scale shifts `(sender, receiver)` between ends `p` (sending) and `q`, for a segment
+    /// without SYN: the largest when scaling was picked up loosely, the ends' own when both offered
+    /// it, none otherwise.
+    #[inline(always)]
+    fn scale_shifts(&self, p: &Peer, q: &Peer) -> (u32, u32) {
+        if self.has(conn::LOOSE_SCALE) {
             (MAX_WSCALE.into(), MAX_WSCALE.into())
         } else if p.has(bits::WSCALE) && q.has(bits::WSCALE) {
             (p.shift(), q.shift())
