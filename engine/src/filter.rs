@@ -723,9 +723,9 @@ fn is_untracked_icmp(pkt: &Packet) -> bool {
 /// its identifier in from anywhere. The rules decide it alone. (Linux and OVS conntrack hold such a
 /// reply invalid, since only a request opens an echo connection; pf would keep state for it.)
 fn is_echo_reply(pkt: &Packet) -> bool {
-    let proto = pkt.ip.map(|ip| ip.proto);
-    matches!((proto, pkt.l4), (Some(ipproto::ICMP), L4::Icmp(i)) if i.icmp_type == 0 && i.echo_id.is_some())
-        || matches!((proto, pkt.l4), (Some(ipproto::ICMPV6), L4::Icmp(i)) if i.icmp_type == 129 && i.echo_id.is_some())
+    // The parser gives an identifier to echo requests and replies only (ICMP 8 / 0, ICMPv6 128 / 129),
+    // so of those the reply types tell replies apart without asking which ICMP this is.
+    matches!(pkt.l4, L4::Icmp(i) if i.echo_id.is_some() && matches!(i.icmp_type, 0 | 129))
 }
 
 /// The classifier key of an IP packet.

@@ -419,24 +419,22 @@ pub fn reject_reply(link: crate::LinkType, frame: &[u8], pkt: &crate::Packet) ->
 /// Whether a datagram from `src` to `dst` (in `frame`, whose IP header starts at `l3`) may be answered
 /// with an error or a reset. Not when it was sent to (or from) a link-layer group address, or to an IP
 /// multicast or broadcast address, nor when its source names no single host (unspecified, loopback,
-/// multicast, the limited broadcast, IPv4 class E): RFC 1122 §3.2.2 and RFC 4443 §2.4 (e) for ICMP, and Linux's
-/// `REJECT` applies the same to its TCP resets. Otherwise one rejected multicast or broadcast datagram
+/// multicast, the limited broadcast, IPv4 class E): RFC 1122 §3.2.2 and RFC 4443 §2.4 (e) for ICMP,
+/// and Linux's `REJECT` applies the same to its TCP resets. Otherwise one rejected multicast or broadcast datagram
 /// would draw an answer from every filter that sees it, and a forged source would aim them anywhere.
 /// (A subnet's directed broadcast looks like a unicast address here: the filter does not know subnets.)
 fn answerable(frame: &[u8], l3: usize, src: std::net::IpAddr, dst: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
-    // The Ethernet destination's group bit (the link header starts with the destination MAC), and the
-    // source's: a group source address is invalid, and the reply would go to it.
-    if l3 > 0 && (frame.first().map_or(true, |b| b & 1 == 1) || frame.get(6).map_or(true, |b| b & 1 == 1)) {
+    // The group bits of the Ethernet destination and source (a link header is at least 14 bytes, and
+    // the caller checked the frame holds it): a group source address is invalid, and the reply would
+    // go to it.
+    if l3 > 0 && (frame[0] | frame[6]) & 1 == 1 {
         return false;
     }
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let single = !(s.is_unspecified()
-                || s.is_loopback()
-                || s.is_multicast()
-                || s.is_broadcast()
-                || s.octets()[0] >= 240);
+            // Class E (240/4) holds the limited broadcast too.
+            let single = !(s.is_unspecified() || s.is_loopback() || s.is_multicast() || s.octets()[0] >= 240);
             single && !(d.is_unspecified() || d.is_multicast() || d.is_broadcast())
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
