@@ -826,7 +826,7 @@ impl RuleIndex {
         let mut check = |c: u32| self.check(c, key, ms, md);
         let mut best = NONE;
         for &t in &view.rest {
-            best = self.arena.lookup::<Z>(t, &k, best, &mut check);
+            best = self.arena.lookup::<Z, false>(t, &k, best, &mut check);
         }
         self.rank_in_sets::<Z>(view, key, &k, ms, md, best)
     }
@@ -887,7 +887,7 @@ impl RuleIndex {
                 break;
             }
             if let Some(t) = trees.get(id as usize) {
-                let b = self.arena.lookup_pruned::<Z>(t.for_class(class), k, *best, check);
+                let b = self.arena.lookup::<Z, true>(t.for_class(class), k, *best, check);
                 if b != *best {
                     *best = b;
                     limit = self.sets_before(b);

@@ -205,7 +205,7 @@ fn child_of(thr: &[u32], v: u32) -> usize {
 pub(super) struct Arena {
     nodes: Vec<Node>,
     /// Per node (same index as `nodes`), per child: the best rank in the child's subtree, saturated
-    /// to `u16::MAX` (so a lower bound). Only [`Arena::lookup_pruned`] reads it, and it is kept only
+    /// to `u16::MAX` (so a lower bound). Only a pruning [`Arena::lookup`] reads it, and it is kept only
     /// when some tree is walked that way (see [`Arena::forget_child_min`]).
     child_min: Vec<[u16; FANOUT]>,
     /// `[start, end)` into `entries`.
@@ -383,35 +383,12 @@ impl Arena {
     }
 
     /// The smallest rank below `best` in `tree` whose box contains `k` and whose check (if any)
-    /// passes; `best` when there is none.
+    /// passes; `best` when there is none. With `PRUNE` the walk also stops before a child whose
+    /// subtree holds no rank below `best` (from `child_min`): for the small per-address-set trees,
+    /// where a walk that cannot improve on the answer would otherwise load a leaf only to find its
+    /// first entry ranked after it.
     #[inline(always)]
-    pub fn lookup<const Z: bool>(
-        &self,
-        tree: Tree,
-        k: &Key,
-        best: u32,
-        check: &mut impl FnMut(u32) -> bool,
-    ) -> u32 {
-        self.walk::<Z, false>(tree, k, best, check)
-    }
-
-    /// [`Arena::lookup`] that also stops before a child whose subtree holds no rank below `best`
-    /// (from `child_min`): for the small per-address-set trees, where a walk that cannot improve on
-    /// the answer would otherwise load a leaf only to find its first entry ranked after it.
-    #[inline(always)]
-    pub fn lookup_pruned<const Z: bool>(
-        &self,
-        tree: Tree,
-        k: &Key,
-        best: u32,
-        check: &mut impl FnMut(u32) -> bool,
-    ) -> u32 {
-        self.walk::<Z, true>(tree, k, best, check)
-    }
-
-    /// [`Arena::lookup`], pruning by `child_min` at every node when `PRUNE`.
-    #[inline(always)]
-    fn walk<const Z: bool, const PRUNE: bool>(
+    pub fn lookup<const Z: bool, const PRUNE: bool>(
         &self,
         tree: Tree,
         k: &Key,
@@ -436,7 +413,7 @@ impl Arena {
         self.scan(c, k, best, check)
     }
 
-    /// Drops what only [`Arena::lookup_pruned`] reads, once every tree is built and none is walked
+    /// Drops what only a pruning [`Arena::lookup`] reads, once every tree is built and none is walked
     /// that way (after this, it prunes by the trees' best ranks only).
     pub fn forget_child_min(&mut self) {
         self.child_min = Vec::new();
