@@ -163,21 +163,29 @@ fn live_daemon_enforces_policy_changes_between_namespaces() {
     assert!(ctl_ok(&sock, &["getflows", "-f", "server"]).contains(":8080 ESTABLISHED:ESTABLISHED"));
 
     // 3. ICMP follows its rules: echo to the server is allowed (rule 11), to the client it is not.
+    // Both echoes open a connection in the server's filter (one in, one out, each on a 2 s timer),
+    // and both are reclaimed once their timers have run out, by the dataplane's clock (which also
+    // moves while no frame comes). The count is read before the pings: timers run in whole seconds
+    // of that clock, so a 2 s connection can be gone a little over 1 s after its last frame, and
+    // the refused ping alone waits 1 s.
+    let expired = |stat: &serde_json::Value| stat["expired"].as_u64().expect("expired count");
+    let before = expired(&json(&sock, &["getfilterstat", "-f", "server"]));
     assert!(ping(&client, SERVER.parse().expect("ip")), "ping to the server was dropped");
     assert!(!ping(&server, CLIENT.parse().expect("ip")), "ping to the client passed");
-    // The echo's connection (a 2 s timer in the server's filter) is reclaimed once its timer has run
-    // out, by the dataplane's clock (which also moves while no frame comes).
-    let expired = |stat: &serde_json::Value| stat["expired"].as_u64().expect("expired count");
     // (Polled for up to 10 s rather than one look after 3.5 s: on a loaded machine the clock's
     // periodic move can come late.)
-    let before = expired(&json(&sock, &["getfilterstat", "-f", "server"]));
     let until = std::time::Instant::now() + Duration::from_secs(10);
     let mut stat = json(&sock, &["getfilterstat", "-f", "server"]);
-    while expired(&stat) <= before && std::time::Instant::now() < until {
+    while expired(&stat) < before + 2 && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(250));
         stat = json(&sock, &["getfilterstat", "-f", "server"]);
     }
-    assert!(expired(&stat) > before, "the echo's connection was not reclaimed within 10 s: {stat}");
+    assert_eq!(expired(&stat), before + 2, "the echoes' connections were not reclaimed within 10 s: {stat}");
+    // What is left is the TCP connection.
+    let flows = json(&sock, &["getflows", "-f", "server"]);
+    let left = flows["flows"].as_array().expect("flows");
+    assert_eq!(left.len(), 1, "{flows}");
+    assert_eq!(left[0]["dst"], format!("{SERVER}:8080"), "{flows}");
 
     // 4. A broken file changes nothing and every error is reported.
     let broken = dir.0.join("broken.dfw");
