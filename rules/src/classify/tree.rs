@@ -10,6 +10,13 @@
 //! at their 16-quantiles, and keep the dimension whose largest child is smallest (then the least
 //! replication). A rule that covers the whole region exactly hides every later rule there, so the
 //! rule list is cut after it: this is what keeps wildcard-heavy firewall sets from exploding.
+//!
+//! A large tree's build spreads the subtrees of its root over the machine's threads, each in an
+//! arena of its own, appended in order afterwards: the arena is the same as a sequential build's
+//! (unless the entry budget runs out, when which subtrees stop splitting depends on timing; every
+//! answer is still exact).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Number of dimensions: source address, destination address, source port, destination port, protocol.
 pub(super) const DIMS: usize = 5;
@@ -150,6 +157,23 @@ pub(super) struct Params {
     pub max_entries: usize,
 }
 
+/// Rules from which a tree's build spreads the subtrees of its root over threads (below it, thread
+/// start-up costs more than it saves).
+const PARALLEL_RULES: usize = 16_384;
+
+/// How many entries a build has placed, against [`Params::max_entries`]: shared by the threads of a
+/// parallel build, so it stops splitting at the same total as a sequential one.
+struct Budget {
+    placed: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    fn spent(&self) -> bool {
+        self.placed.load(Ordering::Relaxed) >= self.max
+    }
+}
+
 /// `#{t in thr : v > t}` for a node's sorted thresholds and a key value (both with [`BIAS`]): four
 /// vector compares and a population count, or with `Z` (AVX-512) one compare of all sixteen.
 ///
@@ -195,9 +219,128 @@ unsafe fn child_index_avx512(thr: &[u32; FANOUT], v: u32) -> usize {
     m.count_ones() as usize
 }
 
-/// The child of a node with thresholds `thr` that value `v` goes to.
+/// The child of a node with thresholds `thr` (sorted, distinct) that value `v` goes to.
 fn child_of(thr: &[u32], v: u32) -> usize {
-    thr.iter().filter(|&&t| v > t).count()
+    thr.partition_point(|&t| t < v)
+}
+
+/// Reorders `v` so that each index in `at` (ascending, each at least `base`; index `i` of `at` names
+/// `v[i - base]`) holds the value a full sort would put there. A split needs only its fifteen
+/// quantiles, not the whole order: selecting them costs about four passes over `v`, sorting it
+/// `log2 v.len()`.
+fn select_at(v: &mut [u32], at: &[usize], base: usize) {
+    if at.is_empty() {
+        return;
+    }
+    if v.len() <= 64 {
+        v.sort_unstable();
+        return;
+    }
+    let mid = at.len() / 2;
+    let k = at[mid] - base;
+    let (lo, _, hi) = v.select_nth_unstable(k);
+    // `at` is sorted: the indices before `mid` are at most `k`, those after at least `k`, and `k`
+    // itself is in place.
+    let left = &at[..mid];
+    select_at(lo, &left[..left.partition_point(|&i| i - base < k)], base);
+    let right = &at[mid + 1..];
+    select_at(hi, &right[right.partition_point(|&i| i - base <= k)..], base + k + 1);
+}
+
+/// The dimension and thresholds to split the rules `idx` at in region `reg` (`None` when no
+/// dimension separates any of them): for each dimension, the 16-quantiles of the rules' cut points
+/// inside the region; the dimension whose largest child is smallest wins, then the least
+/// replication, then the lowest dimension. `cuts` is scratch space.
+fn split(rules: &[Entry], idx: &[u32], reg: &Region, cuts: &mut Vec<u32>) -> Option<(usize, Vec<u32>)> {
+    let n = idx.len();
+    // (score: larger child, then total), dim, thresholds
+    let mut best: Option<((usize, usize), usize, Vec<u32>)> = None;
+    for d in 0..DIMS {
+        cuts.clear();
+        for &i in idx {
+            let r = &rules[i as usize];
+            if r.lo[d] > reg.lo[d] {
+                cuts.push(r.lo[d] - 1);
+            }
+            if r.hi(d) < reg.hi[d] {
+                cuts.push(r.hi(d));
+            }
+        }
+        if cuts.is_empty() {
+            continue;
+        }
+        // Thresholds at the 16-quantiles of the cut points (dense regions get more of them).
+        let len = cuts.len();
+        let at: [usize; THRESHOLDS] = std::array::from_fn(|q| (q + 1) * len / FANOUT);
+        select_at(cuts, &at, 0);
+        let mut thr: Vec<u32> = at.iter().map(|&i| cuts[i]).collect();
+        thr.dedup();
+        // Rules per child: each rule spans children `a..=b`, counted as +1 at `a` and -1 past `b`.
+        let mut edges = [0isize; FANOUT + 1];
+        for &i in idx {
+            let e = &rules[i as usize];
+            edges[child_of(&thr, e.lo[d])] += 1;
+            edges[child_of(&thr, e.hi(d)) + 1] -= 1;
+        }
+        let mut sizes = [0usize; FANOUT];
+        let mut open = 0isize;
+        for (s, &e) in sizes.iter_mut().zip(&edges) {
+            open += e;
+            *s = open as usize;
+        }
+        let sizes = &sizes[..=thr.len()];
+        let max = sizes.iter().copied().max().unwrap_or(0);
+        if sizes.iter().all(|&s| s == n) {
+            continue;
+        }
+        let score = (max, sizes.iter().sum::<usize>());
+        if best.as_ref().is_none_or(|(s, _, _)| score < *s) {
+            best = Some((score, d, thr));
+        }
+    }
+    best.map(|(_, d, thr)| (d, thr))
+}
+
+/// Where an arena appended by [`Arena::append`] lands in the one it joins.
+struct Bases {
+    /// Byte offset of its first node.
+    node: u32,
+    /// Index of its first entry.
+    entry: u32,
+    /// Added to its leaf indices (its leaf 0, the empty leaf, is not appended).
+    leaf: u32,
+}
+
+/// Reference `c` of an appended arena (`first_leaf`: its leaf table past the empty leaf) as a
+/// reference into the arena it joins: node offsets, entry starts and leaf indices move by `base`;
+/// a leaf whose start no longer fits inline goes through the leaf table, as [`Arena::leaf`] would
+/// have made it.
+fn relocate(c: u32, base: &Bases, first_leaf: &[[u32; 2]]) -> u32 {
+    if c & LEAF == 0 {
+        return c + base.node;
+    }
+    let len = (c >> LEN_SHIFT) & LEN_TABLE;
+    if len == 0 {
+        // The shared empty leaf.
+        return c;
+    }
+    if len == LEN_TABLE {
+        return LEAF | LEN_TABLE << LEN_SHIFT | ((c & START_MASK) + base.leaf);
+    }
+    let start = (c & START_MASK) + base.entry;
+    if start <= START_MASK {
+        LEAF | len << LEN_SHIFT | start
+    } else {
+        // Leaves are numbered in the order of their entries, and none is empty.
+        let at = first_leaf.partition_point(|&[s, _]| s < c & START_MASK) as u32 + 1;
+        LEAF | LEN_TABLE << LEN_SHIFT | (at + base.leaf)
+    }
+}
+
+/// A mutex's value, also after a thread panicked holding it (the value is then discarded whole by
+/// the caller's own panic).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Nodes, leaves and entries of every tree of a classifier.
@@ -231,14 +374,58 @@ impl Arena {
         if self.leaves.is_empty() {
             self.leaves.push([0, 0]);
         }
+        let threads = if rules.len() >= PARALLEL_RULES {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            1
+        };
+        self.build_on(rules, p, threads, min_rank)
+    }
+
+    /// [`Arena::build`] with the subtrees of the root spread over `threads` threads. Each subtree is
+    /// built in an arena of its own and appended in child order, so the arena ends up exactly as a
+    /// sequential build leaves it.
+    fn build_on(&mut self, rules: &[Entry], p: Params, threads: usize, min_rank: u32) -> Tree {
         let reg = Region { lo: [0; DIMS], hi: DOMAIN_HI };
         let all: Vec<u32> = (0..rules.len() as u32).collect();
         let mut scratch = Vec::new();
-        let root = self.node(rules, all, reg, 0, p, &mut scratch);
+        let budget = Budget { placed: AtomicUsize::new(self.entries.len()), max: p.max_entries };
+        let root = self.node(rules, all, reg, 0, p, &mut scratch, &budget, threads);
         Tree { root, min_rank }
     }
 
-    fn leaf(&mut self, rules: &[Entry], idx: &[u32]) -> u32 {
+    /// An arena for one subtree of a parallel build: only the shared empty leaf.
+    fn part() -> Arena {
+        Arena { leaves: vec![[0, 0]], ..Arena::default() }
+    }
+
+    /// Appends `other` (built by [`Arena::part`] and `node`) and returns `root`, a reference into
+    /// it, as a reference into `self`. Node offsets, entry starts and leaf indices move by what
+    /// `self` held; a leaf whose start no longer fits inline goes through the leaf table, as
+    /// [`Arena::leaf`] would have made it.
+    fn append(&mut self, other: Arena, root: u32) -> u32 {
+        // `other`'s leaf 0 is its empty leaf, not appended.
+        let first_leaf = &other.leaves[1..];
+        let base = Bases {
+            node: (self.nodes.len() * size_of::<Node>()) as u32,
+            entry: self.entries.len() as u32,
+            leaf: self.leaves.len() as u32 - 1,
+        };
+        assert!(
+            self.nodes.len() + other.nodes.len() <= (NODE_OFFSET as usize + 1) / size_of::<Node>(),
+            "too many tree nodes"
+        );
+        assert!(self.leaves.len() + first_leaf.len() <= START_MASK as usize, "too many leaves");
+        let moved = |c| relocate(c, &base, first_leaf);
+        self.nodes.extend(other.nodes.iter().map(|n| Node { thr: n.thr, kids: n.kids.map(moved) }));
+        self.child_min.extend_from_slice(&other.child_min);
+        self.leaves.extend(first_leaf.iter().map(|&[s, e]| [s + base.entry, e + base.entry]));
+        self.entries.extend_from_slice(&other.entries);
+        moved(root)
+    }
+
+    fn leaf(&mut self, rules: &[Entry], idx: &[u32], budget: &Budget) -> u32 {
+        budget.placed.fetch_add(idx.len(), Ordering::Relaxed);
         let start = self.entries.len() as u32;
         self.entries.extend(idx.iter().map(|&i| {
             let mut e = rules[i as usize];
@@ -275,6 +462,7 @@ impl Arena {
         unsafe { self.entries.get_unchecked(s..e) }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn node(
         &mut self,
         rules: &[Entry],
@@ -283,6 +471,8 @@ impl Arena {
         depth: u32,
         p: Params,
         cuts: &mut Vec<u32>,
+        budget: &Budget,
+        threads: usize,
     ) -> u32 {
         // An exact rule covering the whole region decides every key that reaches here.
         if let Some(at) = idx.iter().position(|&i| {
@@ -292,49 +482,11 @@ impl Arena {
             idx.truncate(at + 1);
         }
         let n = idx.len();
-        if n <= p.binth || depth >= MAX_DEPTH || self.entries.len() >= p.max_entries {
-            return self.leaf(rules, &idx);
+        if n <= p.binth || depth >= MAX_DEPTH || budget.spent() {
+            return self.leaf(rules, &idx, budget);
         }
-        // (score: larger child, then total), dim, thresholds
-        let mut best: Option<((usize, usize), usize, Vec<u32>)> = None;
-        for d in 0..DIMS {
-            cuts.clear();
-            for &i in &idx {
-                let r = &rules[i as usize];
-                if r.lo[d] > reg.lo[d] {
-                    cuts.push(r.lo[d] - 1);
-                }
-                if r.hi(d) < reg.hi[d] {
-                    cuts.push(r.hi(d));
-                }
-            }
-            if cuts.is_empty() {
-                continue;
-            }
-            cuts.sort_unstable();
-            // Thresholds at the 16-quantiles of the cut points (dense regions get more of them).
-            let mut thr: Vec<u32> = (1..FANOUT).map(|q| cuts[q * cuts.len() / FANOUT]).collect();
-            thr.dedup();
-            let mut sizes = [0usize; FANOUT];
-            for &i in &idx {
-                let e = &rules[i as usize];
-                let (a, b) = (child_of(&thr, e.lo[d]), child_of(&thr, e.hi(d)));
-                for s in &mut sizes[a..=b] {
-                    *s += 1;
-                }
-            }
-            let sizes = &sizes[..=thr.len()];
-            let max = sizes.iter().copied().max().unwrap_or(0);
-            if sizes.iter().all(|&s| s == n) {
-                continue;
-            }
-            let score = (max, sizes.iter().sum::<usize>());
-            if best.as_ref().is_none_or(|(s, _, _)| score < *s) {
-                best = Some((score, d, thr));
-            }
-        }
-        let Some((_, d, thr)) = best else {
-            return self.leaf(rules, &idx);
+        let Some((d, thr)) = split(rules, &idx, &reg, cuts) else {
+            return self.leaf(rules, &idx, budget);
         };
         let mut kids: Vec<Vec<u32>> = vec![Vec::new(); thr.len() + 1];
         for &i in &idx {
@@ -361,8 +513,7 @@ impl Arena {
                 .and_then(|k| k.first())
                 .map_or(u16::MAX, |&i| rules[i as usize].rank.min(u32::from(u16::MAX)) as u16)
         }));
-        let mut refs = [self.empty_leaf(); FANOUT];
-        for (j, k) in kids.into_iter().enumerate() {
+        let region = |j: usize| {
             let mut r = reg;
             if j > 0 {
                 r.lo[d] = thr[j - 1] + 1;
@@ -370,8 +521,46 @@ impl Arena {
             if j < thr.len() {
                 r.hi[d] = thr[j];
             }
-            refs[j] =
-                if k.is_empty() { self.empty_leaf() } else { self.node(rules, k, r, depth + 1, p, cuts) };
+            r
+        };
+        let mut refs = [self.empty_leaf(); FANOUT];
+        if threads > 1 {
+            // Each child in an arena of its own, the largest first, on `threads` threads; then
+            // appended in child order.
+            let mut order: Vec<usize> = (0..kids.len()).filter(|&j| !kids[j].is_empty()).collect();
+            order.sort_by_key(|&j| std::cmp::Reverse(kids[j].len()));
+            let next = AtomicUsize::new(0);
+            let kids: Vec<std::sync::Mutex<Vec<u32>>> = kids.into_iter().map(std::sync::Mutex::new).collect();
+            let built: Vec<std::sync::Mutex<Option<(Arena, u32)>>> =
+                (0..kids.len()).map(|_| std::sync::Mutex::new(None)).collect();
+            let work = || {
+                let mut cuts = Vec::new();
+                while let Some(&j) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let k = std::mem::take(&mut *lock(&kids[j]));
+                    let mut part = Arena::part();
+                    let root = part.node(rules, k, region(j), depth + 1, p, &mut cuts, budget, 1);
+                    *lock(&built[j]) = Some((part, root));
+                }
+            };
+            std::thread::scope(|scope| {
+                // This thread works too; should a thread fail to start, the others do its share.
+                for _ in 1..threads.min(order.len()) {
+                    let _ = std::thread::Builder::new().name("dfw-build".into()).spawn_scoped(scope, work);
+                }
+                work();
+            });
+            for (j, b) in built.into_iter().enumerate() {
+                let b = b.into_inner().unwrap_or_else(|e| e.into_inner());
+                if let Some((part, root)) = b {
+                    refs[j] = self.append(part, root);
+                }
+            }
+        } else {
+            for (j, k) in kids.into_iter().enumerate() {
+                if !k.is_empty() {
+                    refs[j] = self.node(rules, k, region(j), depth + 1, p, cuts, budget, 1);
+                }
+            }
         }
         self.nodes[at].kids = refs;
         (at * size_of::<Node>()) as u32 | d as u32
@@ -698,7 +887,8 @@ mod tests {
                 *s = t ^ BIAS;
             }
             let v = value(&mut rng);
-            let want = child_of(&thr, v);
+            let want = thr.iter().filter(|&&t| v > t).count();
+            assert_eq!(child_of(&thr, v), want, "binary search: {thr:?} value {v}");
             assert_eq!(child_index::<false>(&stored, v ^ BIAS), want, "thresholds {thr:?} value {v}");
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("popcnt") {
@@ -722,5 +912,103 @@ mod tests {
             e.lo = e.lo.map(|x| x ^ BIAS);
             assert_eq!(e.contains(&key(p)), want, "box {lo:?}..{hi:?} point {p:?}");
         }
+    }
+
+    #[test]
+    fn selected_quantiles_are_where_a_sort_puts_them() {
+        let mut rng = Rng::new(13);
+        for round in 0..2_000 {
+            let len = 1 + rng.below(if round % 4 == 0 { 5_000 } else { 300 });
+            // Few distinct values now and then: ties around the chosen places.
+            let spread = if rng.chance(0.3) { 4 } else { 1 << 30 };
+            let mut v: Vec<u32> = (0..len).map(|_| rng.below(spread) as u32).collect();
+            let mut sorted = v.clone();
+            sorted.sort_unstable();
+            let at: [usize; THRESHOLDS] = std::array::from_fn(|q| (q + 1) * len / FANOUT);
+            select_at(&mut v, &at, 0);
+            for &i in &at {
+                if i < len {
+                    assert_eq!(v[i], sorted[i], "len {len} index {i}");
+                }
+            }
+            v.sort_unstable();
+            assert_eq!(v, sorted, "selection lost or made up values");
+        }
+    }
+
+    /// Random boxes: prefixes and ranges with wildcards, some with checks, in rank order.
+    fn random_rules(rng: &mut Rng, n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|rank| {
+                let (mut lo, mut hi) = ([0; DIMS], DOMAIN_HI);
+                for d in 0..DIMS {
+                    if rng.chance(0.3) {
+                        continue;
+                    }
+                    if d < 2 {
+                        let len = 8 + rng.below(25) as u32;
+                        let mask = if len == 32 { u32::MAX } else { !(u32::MAX >> len) };
+                        lo[d] = value(rng) & mask;
+                        hi[d] = lo[d] | !mask;
+                    } else {
+                        let (a, b) =
+                            (rng.below(DOMAIN_HI[d] as usize + 1), rng.below(DOMAIN_HI[d] as usize + 1));
+                        (lo[d], hi[d]) = (a.min(b) as u32, a.max(b) as u32);
+                    }
+                }
+                Entry::new(lo, hi, rank as u32, if rng.chance(0.2) { 0 } else { NONE })
+            })
+            .collect()
+    }
+
+    fn same_arena(a: &Arena, b: &Arena) -> bool {
+        a.nodes.len() == b.nodes.len()
+            && a.nodes.iter().zip(&b.nodes).all(|(x, y)| x.thr == y.thr && x.kids == y.kids)
+            && a.child_min == b.child_min
+            && a.leaves == b.leaves
+            && a.entries == b.entries
+    }
+
+    #[test]
+    fn a_parallel_build_leaves_the_arena_of_a_sequential_one() {
+        let mut rng = Rng::new(14);
+        let p = Params { binth: 8, max_entries: 4 << 20 };
+        for (round, n) in [3_000, 700, 9_000, 1].into_iter().enumerate() {
+            let rules = random_rules(&mut rng, n);
+            // Into an arena that already holds a tree, so every offset moves.
+            let before = random_rules(&mut rng, 400);
+            let (mut seq, mut par) = (Arena::default(), Arena::default());
+            let t0 = seq.build_on(&before, p, 1, 0);
+            assert_eq!(par.build_on(&before, p, 1, 0), t0);
+            let ts = seq.build_on(&rules, p, 1, 0);
+            let tp = par.build_on(&rules, p, 2 + round % 2, 0);
+            assert_eq!(ts, tp, "{n} rules");
+            assert!(same_arena(&seq, &par), "{n} rules: the arenas differ");
+            assert!(seq.nodes.len() > 1 || n == 1, "{n} rules built no tree to speak of");
+            // And the parallel arena answers as a linear scan does.
+            for _ in 0..2_000 {
+                let k: Point = std::array::from_fn(|d| rng.below(DOMAIN_HI[d] as usize + 1) as u32);
+                let want = rules.iter().find(|r| (0..DIMS).all(|d| r.lo[d] <= k[d] && k[d] <= r.hi(d)));
+                let mut checks = |_| true;
+                let got = par.lookup::<false, false>(tp, &key(k), NONE, &mut checks);
+                assert_eq!(got, want.map_or(NONE, |r| r.rank), "key {k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_leaf_moved_past_the_inline_range_goes_through_the_table() {
+        // Appended leaves: [0, 3) and [3, 5), at table indices 1 and 2 of their arena.
+        let first_leaf = [[0, 3], [3, 5]];
+        let inline = |start: u32, len: u32| LEAF | len << LEN_SHIFT | start;
+        let near = Bases { node: 256, entry: START_MASK - 2, leaf: 40 };
+        assert_eq!(relocate(inline(0, 3), &near, &first_leaf), inline(START_MASK - 2, 3));
+        assert_eq!(relocate(inline(3, 2), &near, &first_leaf), LEAF | LEN_TABLE << LEN_SHIFT | 42);
+        assert_eq!(
+            relocate(LEAF | LEN_TABLE << LEN_SHIFT | 2, &near, &first_leaf),
+            LEAF | LEN_TABLE << LEN_SHIFT | 42
+        );
+        assert_eq!(relocate(LEAF, &near, &first_leaf), LEAF, "the shared empty leaf stays");
+        assert_eq!(relocate(128 | 3, &near, &first_leaf), 384 | 3, "node offset and dimension");
     }
 }
