@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -225,7 +225,16 @@ pub fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
     Ok(cred.uid)
 }
 
-/// Serves `listener` until `stop` turns true.
+/// Most control connections open at once; one more is told so and closed.
+pub const MAX_SESSIONS: usize = 16;
+
+/// A session's request, with where its answer goes.
+type Asked = (Request, Sender<Response>);
+
+/// Serves `listener` until `stop` turns true. Every connection has a thread of its own that reads its
+/// requests and writes the answers, so a client that connects and says nothing holds up no other;
+/// the requests themselves are answered here, one at a time, in the order they arrive (a change is
+/// never interleaved with another).
 pub fn serve(listener: UnixListener, mut ctl: Control, stop: Arc<AtomicBool>) {
     if let Err(e) = listener.set_nonblocking(true) {
         tracing::error!(error = %e, "control socket: cannot set non-blocking; control disabled");
@@ -233,6 +242,8 @@ pub fn serve(listener: UnixListener, mut ctl: Control, stop: Arc<AtomicBool>) {
     }
     // SAFETY: geteuid cannot fail and has no preconditions.
     let me = unsafe { libc::geteuid() };
+    let (asks, asked) = crossbeam_channel::unbounded::<Asked>();
+    let open = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((s, _)) => {
@@ -251,16 +262,79 @@ pub fn serve(listener: UnixListener, mut ctl: Control, stop: Arc<AtomicBool>) {
                         continue;
                     }
                 }
-                ctl.session(s);
+                if open.load(Ordering::Relaxed) >= MAX_SESSIONS {
+                    tracing::warn!("control: {MAX_SESSIONS} connections open; refused another");
+                    let _ = reply(
+                        &s,
+                        &Response::err(format!(
+                            "{MAX_SESSIONS} control connections are open; try again later"
+                        )),
+                    );
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let (asks, done) = (asks.clone(), Arc::clone(&open));
+                let started = std::thread::Builder::new().name("dfw-ctl-session".into()).spawn(move || {
+                    session(s, |req| {
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        asks.send((req, tx)).ok()?;
+                        rx.recv().ok()
+                    });
+                    done.fetch_sub(1, Ordering::Relaxed);
+                });
+                if let Err(e) = started {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "control: cannot start a session thread");
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20))
+                // Answer what sessions ask while waiting for the next connection.
+                if let Ok((req, back)) = asked.recv_timeout(Duration::from_millis(20)) {
+                    let _ = back.send(ctl.handle(req));
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "control: accept failed");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        while let Ok((req, back)) = asked.try_recv() {
+            let _ = back.send(ctl.handle(req));
+        }
+    }
+}
+
+/// Reads requests on one connection and writes what `answer` gives for each, until the peer closes
+/// it, is idle for 30 s, or `answer` gives nothing (the control thread has stopped).
+fn session(s: UnixStream, mut answer: impl FnMut(Request) -> Option<Response>) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(&s).take(MAX_REQUEST as u64);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.len() >= MAX_REQUEST && line.last() != Some(&b'\n') {
+            // The rest of the line would be read as more requests, each answered with a
+            // confusing error: say what happened once, and end the session.
+            let e = format!("request longer than the {} MiB limit; nothing was done", MAX_REQUEST >> 20);
+            let _ = reply(&s, &Response::err(e));
+            return;
+        }
+        let resp = match serde_json::from_slice::<Request>(&line) {
+            Ok(req) => match answer(req) {
+                Some(r) => r,
+                None => return,
+            },
+            Err(e) => Response::err(format!("bad request: {e}")),
+        };
+        if reply(&s, &resp).is_err() {
+            return;
+        }
+        reader.set_limit(MAX_REQUEST as u64);
     }
 }
 
@@ -271,36 +345,6 @@ fn reply(mut s: &UnixStream, r: &Response) -> std::io::Result<()> {
 }
 
 impl Control {
-    /// Answers requests on one connection until the peer closes it (or is idle for 30 s).
-    fn session(&mut self, s: UnixStream) {
-        let _ = s.set_nonblocking(false);
-        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-        let mut reader = BufReader::new(&s).take(MAX_REQUEST as u64);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line.len() >= MAX_REQUEST && line.last() != Some(&b'\n') {
-                // The rest of the line would be read as more requests, each answered with a
-                // confusing error: say what happened once, and end the session.
-                let e = format!("request longer than the {} MiB limit; nothing was done", MAX_REQUEST >> 20);
-                let _ = reply(&s, &Response::err(e));
-                return;
-            }
-            let resp = match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => self.handle(req),
-                Err(e) => Response::err(format!("bad request: {e}")),
-            };
-            if reply(&s, &resp).is_err() {
-                return;
-            }
-            reader.set_limit(MAX_REQUEST as u64);
-        }
-    }
-
     /// Answers one request.
     pub fn handle(&mut self, req: Request) -> Response {
         tracing::debug!(?req, "control request");
@@ -877,7 +921,7 @@ mod tests {
         let engine = Engine::new(&rules::parse_policy(SEED).unwrap()).unwrap();
         let (jobs, _) = crossbeam_channel::unbounded();
         let mut ctl = Control { engine, ports: Vec::new(), jobs };
-        (client, std::thread::spawn(move || ctl.session(server)))
+        (client, std::thread::spawn(move || session(server, |req| Some(ctl.handle(req)))))
     }
 
     fn answer(s: &UnixStream) -> Response {
@@ -917,6 +961,89 @@ mod tests {
         assert!(rest.is_empty(), "{} bytes after the error", rest.len());
         let _ = client.shutdown(std::net::Shutdown::Both);
         writer.join().unwrap();
+    }
+
+    /// The control thread serving a socket in a fresh directory, with nothing on the dataplane side.
+    struct Served {
+        dir: std::path::PathBuf,
+        path: std::path::PathBuf,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Served {
+        fn start(tag: &str) -> Served {
+            let dir = std::env::temp_dir().join(format!("dfw-ctl-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let path = dir.join("control.sock");
+            let listener = bind(&path).unwrap();
+            let engine = Engine::new(&rules::parse_policy(SEED).unwrap()).unwrap();
+            let (jobs, _) = crossbeam_channel::unbounded();
+            let ctl = Control { engine, ports: Vec::new(), jobs };
+            let stop = Arc::new(AtomicBool::new(false));
+            let st = Arc::clone(&stop);
+            let thread = Some(std::thread::spawn(move || serve(listener, ctl, st)));
+            Served { dir, path, stop, thread }
+        }
+    }
+
+    impl Drop for Served {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn filters_of(r: &Response) -> usize {
+        r.data["filters"].as_array().map_or(0, Vec::len)
+    }
+
+    #[test]
+    fn a_silent_client_holds_up_no_other() {
+        let served = Served::start("silent");
+        let idle = UnixStream::connect(&served.path).unwrap();
+        // Wait until the idle connection has been accepted (a session of its own is running).
+        std::thread::sleep(Duration::from_millis(200));
+        let t = std::time::Instant::now();
+        let r = request(&served.path, &Request::Getfilters).unwrap();
+        assert!(r.ok, "{r:?}");
+        assert_eq!(filters_of(&r), 3, "{r:?}");
+        // Before, the second client waited for the first one's 30 s idle timeout.
+        assert!(t.elapsed() < Duration::from_secs(10), "answered after {:?}", t.elapsed());
+        // The silent one is still served once it speaks, on the same connection.
+        (&idle).write_all(b"{\"cmd\":\"getfilters\"}\n").unwrap();
+        assert_eq!(filters_of(&answer(&idle)), 3);
+        (&idle).write_all(b"{\"cmd\":\"getrules\",\"filter\":\"nope\"}\n").unwrap();
+        assert!(answer(&idle).error.unwrap().contains("no filter"));
+    }
+
+    #[test]
+    fn connections_past_the_limit_are_told_and_closed() {
+        let served = Served::start("limit");
+        let held: Vec<UnixStream> =
+            (0..MAX_SESSIONS).map(|_| UnixStream::connect(&served.path).unwrap()).collect();
+        // Each held connection answers, so each has its session.
+        for c in &held {
+            (&*c).write_all(b"{\"cmd\":\"getfilters\"}\n").unwrap();
+            assert!(answer(c).ok);
+        }
+        let r = request(&served.path, &Request::Getfilters).unwrap();
+        assert!(!r.ok);
+        assert!(r.error.as_deref().unwrap().contains("16 control connections are open"), "{r:?}");
+        // One closes: its place is free again (once its session has seen the end).
+        drop(held.into_iter().next());
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let r = loop {
+            let r = request(&served.path, &Request::Getfilters).unwrap();
+            if r.ok || std::time::Instant::now() > until {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(r.ok, "{r:?}");
     }
 
     #[test]
