@@ -633,13 +633,13 @@ impl Control {
         let _ = writeln!(text, "  drop reasons: {}", if r.is_empty() { "none".into() } else { r.join(", ") });
         let _ = writeln!(
             text,
-            "  torn down {}  expired {}  rejects sent {}",
-            c.torn_down, c.expired, c.rejects_sent
+            "  torn down {}  expired {}  rejects sent {}  rejects over the ICMP error rate {}",
+            c.torn_down, c.expired, c.rejects_sent, c.rejects_limited
         );
         Ok(Response::ok(
             text,
             json!({"filter": filter, "families": fams, "drop_reasons": reasons, "torn_down": c.torn_down,
-                "expired": c.expired, "rejects_sent": c.rejects_sent}),
+                "expired": c.expired, "rejects_sent": c.rejects_sent, "rejects_limited": c.rejects_limited}),
         ))
     }
 

@@ -111,6 +111,10 @@ pub const FAST_CLASSIFIER_RULES: usize = 64;
 /// Default most connections one filter tracks.
 pub const DEFAULT_FILTER_CONNECTIONS: usize = 1 << 20;
 
+/// ICMP / ICMPv6 errors a filter's `reject` rules send per second unless `icmpErrorRate` says
+/// otherwise: Linux's default for the errors a host sends (`net.ipv4.icmp_msgs_per_sec`).
+pub const DEFAULT_ICMP_ERROR_RATE: u32 = 1000;
+
 /// One filter, compiled.
 #[derive(Debug)]
 pub struct FilterConfig {
@@ -126,6 +130,8 @@ pub struct FilterConfig {
     pub timeouts: Timeouts,
     /// Most connections tracked.
     pub max_connections: usize,
+    /// Most ICMP / ICMPv6 errors `reject` rules send per second (bursts of a twentieth of it).
+    pub icmp_error_rate: u32,
     /// Re-check established connections after a policy change?
     pub policy_change: PolicyChange,
     /// L2 rule set.
@@ -170,6 +176,7 @@ impl FilterConfig {
             && self.failure == other.failure
             && self.timeouts == other.timeouts
             && self.max_connections == other.max_connections
+            && self.icmp_error_rate == other.icmp_error_rate
             && self.policy_change == other.policy_change
             && sets(&self.l2, &other.l2)
             && sets(&self.l3, &other.l3)
@@ -358,6 +365,7 @@ impl<'a> Changes<'a> {
             && old.failure == spec.failure
             && old.timeouts == spec.timeouts
             && old.max_connections == spec.max_connections
+            && old.icmp_error_rate == spec.icmp_error_rate
             && old.policy_change == spec.policy_change
             && old.rulesets == spec.rulesets
             && old.addrsets == spec.addrsets;
@@ -442,6 +450,7 @@ fn compile_filter(
         failure: spec.failure,
         timeouts: Timeouts::with_overrides(&spec.timeouts),
         max_connections: spec.max_connections.map_or(DEFAULT_FILTER_CONNECTIONS, |n| n as usize),
+        icmp_error_rate: spec.icmp_error_rate.unwrap_or(DEFAULT_ICMP_ERROR_RATE),
         policy_change: spec.policy_change,
         l2: None,
         l3: None,

@@ -55,6 +55,8 @@ pub struct FilterCounters {
     pub expired: u64,
     /// Reject replies (TCP RST / ICMP unreachable) generated.
     pub rejects_sent: u64,
+    /// ICMP / ICMPv6 errors a `reject` rule did not send: over the filter's `icmpErrorRate`.
+    pub rejects_limited: u64,
 }
 
 impl FilterCounters {
@@ -154,6 +156,7 @@ impl FilterCounters {
         self.torn_down += o.torn_down;
         self.expired += o.expired;
         self.rejects_sent += o.rejects_sent;
+        self.rejects_limited += o.rejects_limited;
     }
 
     /// Frames passed.

@@ -188,6 +188,50 @@ pub struct FilterState {
     pub frags: FragTable,
     /// Counters.
     pub counters: FilterCounters,
+    /// What is left of the rate of ICMP errors `reject` rules may send.
+    errors: ErrorBucket,
+}
+
+/// A token bucket on the packet clock for the ICMP and ICMPv6 errors `reject` rules send: RFC 4443
+/// §2.4(f) requires a node to limit the rate of the ICMPv6 errors it originates, RFC 1812 §4.3.2.8
+/// asks the same of IPv4 routers, and Linux limits both (`icmp_msgs_per_sec` 1000, `icmp_msgs_burst`
+/// 50). Without it a `reject` rule answers a flood from forged sources one for one. TCP resets are
+/// not limited (nor are they by Linux's `REJECT --reject-with tcp-reset` or pf's `return-rst`).
+///
+/// Kept in exact integers: each nanosecond of the clock adds `rate` to the credit, each error costs
+/// one second's worth (10^9), and the credit holds at most `burst` errors. So workers that each hold
+/// their part of the rate and burst ([`Share::limit`]) never send more in any stretch of time than
+/// the whole bucket would have; when a part refuses, the whole might not have (see
+/// [`Shared::bounded_at`]).
+#[derive(Debug, Default)]
+struct ErrorBucket {
+    credit: u64,
+    /// The clock at the last error asked for (`None`: none yet; the bucket starts full).
+    last_ns: Option<u64>,
+}
+
+impl ErrorBucket {
+    /// Whether one more error may go at `now_ns`, at `rate` a second with bursts of up to `burst`;
+    /// if so, takes it. A clock that moves back adds nothing.
+    fn take(&mut self, rate: u64, burst: u64, now_ns: u64) -> bool {
+        let cap = burst.saturating_mul(NS);
+        let credit = match self.last_ns {
+            None => cap,
+            Some(last) => {
+                self.credit.saturating_add(now_ns.saturating_sub(last).saturating_mul(rate)).min(cap)
+            }
+        };
+        self.last_ns = Some(self.last_ns.map_or(now_ns, |l| l.max(now_ns)));
+        let sent = rate > 0 && credit >= NS;
+        self.credit = if sent { credit - NS } else { credit };
+        sent
+    }
+}
+
+/// The burst of ICMP errors a filter's `reject` rules may send at once at `rate` a second: a
+/// twentieth of it, at least one (Linux: 50 of 1000).
+fn error_burst(rate: u32) -> usize {
+    (rate as usize / 20).max(1)
 }
 
 impl FilterState {
@@ -198,7 +242,12 @@ impl FilterState {
             share.limit(crate::frag::MAX_DATAGRAMS),
             share.limit(crate::frag::MAX_HELD_BYTES),
         );
-        FilterState { conns: FlowTable::new(limit), frags, counters: FilterCounters::default() }
+        FilterState {
+            conns: FlowTable::new(limit),
+            frags,
+            counters: FilterCounters::default(),
+            errors: ErrorBucket::default(),
+        }
     }
 
     /// Removes every connection (TERM lines for logged ones) and held fragment (dropped).
@@ -626,8 +675,22 @@ impl FilterState {
         let (verdict, state, reason) = if rule.action != Action::Accept {
             if rule.action == Action::Reject {
                 if let Some(reply) = pktio::build::reject_reply(frame.link, frame.bytes, pkt) {
-                    self.counters.rejects_sent += 1;
-                    sink.reply(frame.number, reply);
+                    // This worker's part of the filter's rate and burst.
+                    let (rate, burst) = (
+                        shared.share.limit(cfg.icmp_error_rate as usize),
+                        shared.share.limit(error_burst(cfg.icmp_error_rate)),
+                    );
+                    if matches!(pkt.l4, L4::Tcp(_))
+                        || self.errors.take(rate as u64, burst as u64, frame.now_ns)
+                    {
+                        self.counters.rejects_sent += 1;
+                        sink.reply(frame.number, reply);
+                    } else {
+                        self.counters.rejects_limited += 1;
+                        if shared.share.of > 1 {
+                            shared.bounded_at(frame.number);
+                        }
+                    }
                 }
             }
             (verdict, ConnState::New, Reason::Match)

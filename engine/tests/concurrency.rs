@@ -1059,6 +1059,49 @@ fn a_replay_whose_tables_never_fill_runs_once_on_every_worker_count() {
     }
 }
 
+/// A filter's ICMP error rate holds however many workers replay, and which rejected datagrams are
+/// answered does not depend on the number of workers: each worker holds its part of the rate and the
+/// burst, and once a part refuses an error the replay runs again on one worker from there.
+#[test]
+fn the_icmp_error_rate_holds_across_workers() {
+    let policy = parse_policy(
+        "filter vm { vnic mac 02:00:00:00:00:01; icmpErrorRate 100;\n\
+           ruleset mainrs { rule 1 at 1 out protocol udp from any to any reject; } }",
+    )
+    .unwrap();
+    // 60 flows, three rounds a millisecond apart: 180 rejected datagrams within 3 ms, against a
+    // burst of 5 and 100 errors a second.
+    let cap = udp_flows(60, 3);
+    let run = |workers: usize| {
+        let mut engine = Engine::new(&policy).unwrap();
+        let mut answered = Vec::new();
+        let s = replay_chunked(&cap, &mut engine, &[], workers, true, 5, |ev| {
+            if let Event::Reply { frame, .. } = ev {
+                answered.push(frame);
+            }
+        })
+        .unwrap();
+        (answered, totals(&s), s.one_worker_from)
+    };
+    let (one, totals_one, from) = run(1);
+    assert_eq!(one, [1, 2, 3, 4, 5], "the burst, then nothing within 3 ms");
+    let c = &totals_one_counters(&cap, &policy);
+    assert_eq!((c.rejects_sent, c.rejects_limited), (5, 175));
+    assert_eq!(from, None);
+    for workers in 2..=4 {
+        let (many, t, from) = run(workers);
+        assert_eq!((&many, &t), (&one, &totals_one), "{workers} workers");
+        assert!(from.is_some(), "{workers} workers: a part of a burst of 5 must have refused");
+    }
+}
+
+/// The filter's counters after one worker replays `cap` through `policy`.
+fn totals_one_counters(cap: &Capture, policy: &rules::Policy) -> engine::FilterCounters {
+    let mut engine = Engine::new(policy).unwrap();
+    let s = replay_chunked(cap, &mut engine, &[], 1, false, 4096, |_| {}).unwrap();
+    s.counters.into_iter().next().expect("one filter")
+}
+
 /// The fragment table's bounds (datagrams, held bytes) are held in parts too, and what meets them does
 /// not depend on the number of workers.
 #[test]

@@ -282,6 +282,64 @@ fn reject_answers_with_a_reset_and_logged_rules_write_pkt_and_term_lines() {
 }
 
 /// An IPv4 fragment of a UDP datagram id `id` from A to B: `offset` in bytes, `payload` its data.
+/// Rejected UDP to B, and rejected telnet.
+const REJECTS: &str = "    rule 5 at 1 in protocol udp from any to any reject;\n    rule 6 at 2 in protocol tcp from any to any port 23 reject;";
+
+#[test]
+fn reject_sends_icmp_errors_at_most_at_the_filter_rate_and_resets_always() {
+    // The default: 1,000 a second in bursts of 50.
+    let mut l = lab(REJECTS, "");
+    for i in 0..80 {
+        assert_eq!(l.send(&udp_v4(&A, &B, 1, 4000 + i, 53, b"q"), 1.0).verdict, Verdict::Reject);
+    }
+    assert_eq!((l.rec.replies.len(), l.counters().rejects_sent, l.counters().rejects_limited), (50, 50, 30));
+    // Resets are not limited.
+    for i in 0..20 {
+        assert_eq!(l.send(&seg(&A, &B, 7000 + i, 23, 10, 0, SYN), 1.0).verdict, Verdict::Reject);
+    }
+    assert_eq!(l.rec.replies.len(), 70);
+    // A millisecond and a half later: one error's worth of credit.
+    for i in 0..3 {
+        l.send(&udp_v4(&A, &B, 1, 5000 + i, 53, b"q"), 1.0015);
+    }
+    assert_eq!((l.counters().rejects_sent, l.counters().rejects_limited), (71, 32));
+    // A second on, the bucket is full again, and holds no more than the burst.
+    for i in 0..60 {
+        l.send(&udp_v4(&A, &B, 1, 6000 + i, 53, b"q"), 3.0);
+    }
+    assert_eq!((l.counters().rejects_sent, l.counters().rejects_limited), (121, 42));
+    // Every answer is an ICMP unreachable back to A, or a reset.
+    let icmp = l.rec.replies.iter().filter(|r| {
+        let p = parse_frame(LinkType::Ethernet, r, r.len() as u32).unwrap();
+        matches!(p.l4, pktio::L4::Icmp(_)) && p.dst_mac.0 == A.mac
+    });
+    assert_eq!(icmp.count(), 101);
+}
+
+#[test]
+fn the_icmp_error_rate_is_set_per_filter_and_zero_sends_none() {
+    let mut l = lab(REJECTS, "  icmpErrorRate 100;");
+    for i in 0..10 {
+        l.send(&udp_v4(&A, &B, 1, 4000 + i, 53, b"q"), 1.0);
+    }
+    // Bursts of a twentieth: 5.
+    assert_eq!((l.counters().rejects_sent, l.counters().rejects_limited), (5, 5));
+    // 11 ms is one error at 100 a second (and a tenth of the next).
+    l.send(&udp_v4(&A, &B, 1, 5000, 53, b"q"), 1.011);
+    l.send(&udp_v4(&A, &B, 1, 5001, 53, b"q"), 1.011);
+    assert_eq!((l.counters().rejects_sent, l.counters().rejects_limited), (6, 6));
+
+    let mut none = lab(REJECTS, "  icmpErrorRate 0;");
+    for i in 0..10 {
+        assert_eq!(
+            none.send(&udp_v4(&A, &B, 1, 4000 + i, 53, b"q"), 1.0 + f64::from(i)).verdict,
+            Verdict::Reject
+        );
+    }
+    none.send(&seg(&A, &B, 7000, 23, 10, 0, SYN), 20.0);
+    assert_eq!((none.counters().rejects_sent, none.counters().rejects_limited), (1, 10), "only the reset");
+}
+
 fn fragment(id: u16, offset: u16, more: bool, payload: &[u8]) -> Vec<u8> {
     pktio::build::ipv4_fragment(&A, &B, 17, id, offset, more, payload)
 }

@@ -103,6 +103,9 @@ pub struct FilterSpec {
     pub timeouts: Vec<(String, u32)>,
     /// `maxConnections N;`: the most connections this filter tracks.
     pub max_connections: Option<u32>,
+    /// `icmpErrorRate N;`: the most ICMP / ICMPv6 errors this filter's `reject` rules send per
+    /// second (0: none).
+    pub icmp_error_rate: Option<u32>,
     /// `policyChange revalidate|keep;`.
     pub policy_change: PolicyChange,
     /// The filter's own rule sets.
@@ -124,6 +127,7 @@ impl FilterSpec {
             failure: FailurePolicy::default(),
             timeouts: Vec::new(),
             max_connections: None,
+            icmp_error_rate: None,
             policy_change: PolicyChange::default(),
             rulesets: Vec::new(),
             addrsets: Vec::new(),
@@ -472,6 +476,10 @@ fn filter_block(
                 spec.inner_comments.extend(comments);
                 number_line(p, "a connection count").map(|n| spec.max_connections = Some(n))
             }
+            Tok::Word("icmpErrorRate") => {
+                spec.inner_comments.extend(comments);
+                number_line(p, "errors per second").map(|n| spec.icmp_error_rate = Some(n))
+            }
             Tok::Word("policyChange") => {
                 spec.inner_comments.extend(comments);
                 policy_change_line(p).map(|c| spec.policy_change = c)
@@ -509,8 +517,17 @@ fn filter_block(
     Ok(spec)
 }
 
-const FILTER_ITEMS: &[&str] =
-    &["vnic", "failurePolicy", "timeout", "maxConnections", "policyChange", "ruleset", "addrset", "}"];
+const FILTER_ITEMS: &[&str] = &[
+    "vnic",
+    "failurePolicy",
+    "timeout",
+    "maxConnections",
+    "icmpErrorRate",
+    "policyChange",
+    "ruleset",
+    "addrset",
+    "}",
+];
 
 fn timeout_line(p: &mut Parser<'_>) -> Result<(String, u32, Span), Diagnostic> {
     let (name, span) = p.word("a timer name")?;
@@ -630,6 +647,9 @@ impl std::fmt::Display for Policy {
             }
             if let Some(n) = spec.max_connections {
                 writeln!(f, "  maxConnections {n};")?;
+            }
+            if let Some(n) = spec.icmp_error_rate {
+                writeln!(f, "  icmpErrorRate {n};")?;
             }
             if spec.policy_change != PolicyChange::default() {
                 writeln!(f, "  policyChange {};", spec.policy_change.as_str())?;

@@ -222,6 +222,7 @@ fn filter(i: usize, ip_ids: Vec<String>, mac_ids: Vec<String>) -> impl Strategy<
                 vec![]
             },
             max_connections: open.then_some(1000),
+            icmp_error_rate: (!comments.is_empty()).then_some(if open { 0 } else { 250 }),
             policy_change: if open { PolicyChange::Keep } else { PolicyChange::Revalidate },
             rulesets: l3.into_iter().chain(l2).collect(),
             addrsets: vec![own],

@@ -125,6 +125,7 @@ struct FilterReport {
     connections: usize,
     torn_down: u64,
     rejects_sent: u64,
+    rejects_limited: u64,
 }
 
 /// The replay summary.
@@ -189,6 +190,7 @@ impl Report {
                     connections: s.connections.get(f.slot).copied().unwrap_or(0),
                     torn_down: c.torn_down,
                     rejects_sent: c.rejects_sent,
+                    rejects_limited: c.rejects_limited,
                 }
             })
             .collect();
