@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use rules::{CompiledRuleSet, FailurePolicy, FilterSpec, Policy, PolicyChange, Vnic};
+use rules::{AddrSet, CompiledRuleSet, FailurePolicy, FilterSpec, Policy, PolicyChange, Vnic};
 
 use crate::LoadError;
 
@@ -301,7 +301,15 @@ impl Snapshot {
                     continue;
                 }
             }
-            let mut cfg = compile_filter(policy, spec, slot, generation, now_ns, &mut cache)?;
+            // A filter with a fast classifier takes member changes in place.
+            let prev = match (old, prev_policy, &changes) {
+                (Some(old), Some(old_policy), Some(ch)) if old.l3_fast.is_some() => ch
+                    .old_specs
+                    .get(spec.name.as_str())
+                    .map(|s| Prev { cfg: old, sets: old_policy.addrsets_for(s) }),
+                _ => None,
+            };
+            let mut cfg = compile_filter(policy, spec, slot, generation, now_ns, &mut cache, prev)?;
             if let Some(old) = old {
                 if old.same_policy(&cfg) {
                     filters.push(Arc::clone(old));
@@ -434,6 +442,47 @@ fn index_vnic(
     Ok(())
 }
 
+/// What a filter compiled to in the version before (with the address sets it saw then), so that a
+/// change of address-set members only applies them to its fast classifier instead of building it anew.
+struct Prev<'a> {
+    cfg: &'a FilterConfig,
+    sets: Vec<&'a AddrSet>,
+}
+
+impl Prev<'_> {
+    /// The fast classifier for rule set `rs` over `sets`, made from the one before by applying the
+    /// member changes, when `rs` is the rule set it was built from and the sets are the same ones
+    /// (only their members differ); `None` otherwise.
+    fn members_changed(&self, rs: &rules::RuleSet, sets: &[&AddrSet]) -> Option<rules::classify::Snapshot> {
+        let (old_l3, old_fast) = (self.cfg.l3.as_ref()?, self.cfg.l3_fast.as_ref()?);
+        if old_l3.source != *rs {
+            return None;
+        }
+        // The first set of an id is the one rules see (a filter's own before the shared ones).
+        let (old, new) = (first_by_id(&self.sets), first_by_id(sets));
+        if old.len() != new.len() {
+            return None;
+        }
+        let mut changes = Vec::new();
+        for (id, n) in &new {
+            let o = old.get(id)?;
+            if o != n {
+                changes.extend(rules::classify::set_changes(o, n));
+            }
+        }
+        old_fast.with_changes(&changes).ok()
+    }
+}
+
+/// Sets by id, the first of each id.
+fn first_by_id<'a>(list: &[&'a AddrSet]) -> AHashMap<&'a str, &'a AddrSet> {
+    let mut m = AHashMap::with_capacity(list.len());
+    for s in list {
+        m.entry(s.id.as_str()).or_insert(*s);
+    }
+    m
+}
+
 fn compile_filter(
     policy: &Policy,
     spec: &FilterSpec,
@@ -441,6 +490,7 @@ fn compile_filter(
     generation: u64,
     now_ns: u64,
     cache: &mut rules::SetCache,
+    prev: Option<Prev<'_>>,
 ) -> Result<FilterConfig, LoadError> {
     let sets = policy.addrsets_for(spec);
     let mut cfg = FilterConfig {
@@ -473,9 +523,12 @@ fn compile_filter(
         }
         *slot = Some(c);
         if !rs.is_l2() && rs.rules.len() > FAST_CLASSIFIER_RULES {
-            let fast = rules::classify::Classifier::build(rs, &sets)
-                .map_err(|source| LoadError::UndefinedSet { filter: spec.name.clone(), source })?;
-            cfg.l3_fast = Some(fast.snapshot());
+            cfg.l3_fast = Some(match prev.as_ref().and_then(|p| p.members_changed(rs, &sets)) {
+                Some(fast) => fast,
+                None => rules::classify::Classifier::build(rs, &sets)
+                    .map_err(|source| LoadError::UndefinedSet { filter: spec.name.clone(), source })?
+                    .snapshot(),
+            });
         }
     }
     Ok(cfg)

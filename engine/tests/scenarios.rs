@@ -639,6 +639,71 @@ fn large_rule_sets_use_the_fast_classifier_with_the_same_answers() {
     }
 }
 
+/// A filter with the fast classifier takes address-set member changes in place (its rule structure is
+/// kept, the member table changed), and answers as a filter built afresh from the new policy and as
+/// the linear scan do.
+#[test]
+fn member_changes_reach_the_fast_classifier_without_a_rebuild() {
+    let mut rules = String::new();
+    for i in 0..80u32 {
+        let (side, action) = if i % 2 == 0 {
+            ("from addrset web to any", "accept")
+        } else {
+            ("from any to addrset db", "drop")
+        };
+        rules.push_str(&format!(
+            "    rule {} at {} in protocol tcp {side} port {} {action};\n",
+            100 + i,
+            i + 1,
+            1000 + i
+        ));
+    }
+    rules.push_str("    rule 99 at 90 in protocol any from not addrset web to any drop;\n");
+    let sets = |web: &[u8], db: &[u8]| {
+        let list = |xs: &[u8]| xs.iter().map(|x| format!("ip 10.1.0.{x}, ")).collect::<String>();
+        format!("addrset web {{ {} }}\naddrset db {{ {} }}\n", list(web), list(db))
+    };
+    let policy = |web: &[u8], db: &[u8]| {
+        let text = format!(
+            "{}filter b {{\n  vnic mac 02:00:00:00:00:02 ip 10.0.0.2;\n  ruleset mainrs {{\n{rules}  }}\n}}\n",
+            sets(web, db)
+        );
+        parse_policy(&text).unwrap_or_else(|d| panic!("{}", d.one_line("lab")))
+    };
+    let mut engine = Engine::new(&policy(&[1, 2, 3], &[7, 8])).unwrap();
+    let mut x = 99u64;
+    let mut step = |web: &[u8], db: &[u8], engine: &mut Engine| {
+        let before = engine.snapshot();
+        let p = policy(web, db);
+        engine.load(&p, 0).unwrap();
+        let snap = engine.snapshot();
+        let (old, cfg) =
+            (before.filters[0].l3_fast.as_ref().unwrap(), snap.filters[0].l3_fast.as_ref().unwrap());
+        assert!(old.same_rules(cfg), "the rule structure was built anew");
+        let fresh = Engine::new(&p).unwrap().snapshot();
+        let fresh = &fresh.filters[0];
+        for _ in 0..4_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let host = |v: u64| std::net::IpAddr::V4(Ipv4Addr::new(10, 1, 0, (v % 12) as u8));
+            let key = rules::L3Key {
+                dir: rules::Direction::In,
+                src: host(x >> 8),
+                dst: host(x >> 20),
+                proto: 6,
+                ports: Some((40000, 995 + ((x >> 40) % 90) as u16)),
+                icmp: None,
+            };
+            let want = fresh.l3.as_ref().unwrap().first_match_l3(&key);
+            assert_eq!(snap.filters[0].first_match_l3(&key), want, "{key:?} web {web:?} db {db:?}");
+            assert_eq!(fresh.first_match_l3(&key), want, "{key:?}");
+        }
+    };
+    step(&[1, 2, 3, 4], &[7, 8], &mut engine);
+    step(&[2, 4], &[7, 8, 9, 10], &mut engine);
+    step(&[], &[], &mut engine);
+    step(&[1, 5, 6, 11], &[3], &mut engine);
+}
+
 #[test]
 fn an_address_set_change_recompiles_only_the_filters_that_use_the_set() {
     let text = "addrset used { ip 10.0.0.1, }\naddrset other { ip 10.9.9.9, }\n\

@@ -148,18 +148,24 @@ impl CompiledRuleSet {
         cache: &mut SetCache,
     ) -> Result<CompiledRuleSet, UndefinedSet> {
         let mut sets = Vec::new();
-        let mut set_ids: Vec<&str> = Vec::new();
+        // Sets used so far, by id, and every set by id (the first of an id wins): hashed, since an NSX
+        // rule set refers to thousands of sets tens of thousands of times.
+        let mut set_ids: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
+        let mut by_id: ahash::AHashMap<&str, &AddrSet> = ahash::AHashMap::with_capacity(addrsets.len());
+        for a in addrsets {
+            by_id.entry(a.id.as_str()).or_insert(a);
+        }
         let mut resolve = |id: &str, negated: bool, rule: &Rule| -> Result<Side, UndefinedSet> {
-            if let Some(idx) = set_ids.iter().position(|s| *s == id) {
+            if let Some(&idx) = set_ids.get(id) {
                 return Ok(Side::Set { idx, negated });
             }
-            let found = addrsets.iter().find(|a| a.id == id).ok_or_else(|| UndefinedSet {
+            let found = by_id.get(id).copied().ok_or_else(|| UndefinedSet {
                 ruleset: set.name.clone(),
                 rule: rule.id,
                 set: id.to_string(),
             })?;
             sets.push(cache.index(found));
-            set_ids.push(&found.id);
+            set_ids.insert(&found.id, sets.len() - 1);
             Ok(Side::Set { idx: sets.len() - 1, negated })
         };
         let mut sides = Vec::with_capacity(set.rules.len());

@@ -391,8 +391,22 @@ fn check_rules(set: &RuleSet, site: &RuleSetSite, diags: &mut Vec<Diagnostic>) {
 }
 
 fn check_refs(refs: &[SetRef], sets: &[&AddrSet], filter: Option<&str>, diags: &mut Vec<Diagnostic>) {
+    // Many references into many sets (an NSX rule set): look sets up by id (the first of an id wins,
+    // as the scan below does).
+    let by_id: Option<ahash::AHashMap<&str, &AddrSet>> = (refs.len().saturating_mul(sets.len()) > 1 << 14)
+        .then(|| {
+            let mut m = ahash::AHashMap::with_capacity(sets.len());
+            for s in sets {
+                m.entry(s.id.as_str()).or_insert(*s);
+            }
+            m
+        });
+    let find = |id: &str| match &by_id {
+        Some(m) => m.get(id).copied(),
+        None => sets.iter().copied().find(|s| s.id == id),
+    };
     for r in refs {
-        let Some(set) = sets.iter().find(|s| s.id == r.id) else {
+        let Some(set) = find(&r.id) else {
             let scope = filter.map_or("the shared rule sets".to_string(), |f| format!("filter '{f}'"));
             diags.push(
                 Diagnostic::new(r.span, format!("address set '{}' is not defined for {scope}", r.id))

@@ -184,6 +184,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether both versions share one rule structure (one built it, the other came from it by member
+    /// changes).
+    pub fn same_rules(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.index, &other.index)
+    }
+
+    /// This version with `changes` applied in order, as [`Classifier::apply`] would publish it: a new
+    /// member table, the rule structure shared. (How the engine takes a member change without building
+    /// anew: its filters hold snapshots.)
+    pub fn with_changes(&self, changes: &[MemberChange<'_>]) -> Result<Snapshot, UnknownSet> {
+        let resolved = self.index.resolve(changes)?;
+        Ok(Snapshot { index: Arc::clone(&self.index), sets: Arc::new(self.sets.apply(&resolved)) })
+    }
+
     /// Same as [`Classifier::first_match`], against this version.
     #[inline]
     pub fn first_match(&self, key: &L3Key) -> Option<usize> {
@@ -259,18 +273,7 @@ impl Classifier {
     /// Nothing is published when a change names a set the classifier was not built with. Changes to
     /// sets no rule refers to are accepted and have no effect.
     pub fn apply(&self, changes: &[MemberChange<'_>]) -> Result<u64, UnknownSet> {
-        let mut resolved = Vec::with_capacity(changes.len());
-        for c in changes {
-            let (id, net, add) = match *c {
-                MemberChange::Add(id, net) => (id, net, true),
-                MemberChange::Remove(id, net) => (id, net, false),
-            };
-            match self.index.set_ids.get(id) {
-                Some(&set) => resolved.push(Change { set, key: MemberKey::of(net), add }),
-                None if self.index.unused.contains(id) => {}
-                None => return Err(UnknownSet { set: id.to_string() }),
-            }
-        }
+        let resolved = self.index.resolve(changes)?;
         // Writers take turns so that none loses another's change; readers never take this lock.
         let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let next = self.sets.load().apply(&resolved);
@@ -567,6 +570,24 @@ impl Isa {
 }
 
 impl RuleIndex {
+    /// `changes` in terms of set numbers: an error for a set the index was not built with, nothing for
+    /// a set no rule refers to.
+    fn resolve(&self, changes: &[MemberChange<'_>]) -> Result<Vec<Change>, UnknownSet> {
+        let mut resolved = Vec::with_capacity(changes.len());
+        for c in changes {
+            let (id, net, add) = match *c {
+                MemberChange::Add(id, net) => (id, net, true),
+                MemberChange::Remove(id, net) => (id, net, false),
+            };
+            match self.set_ids.get(id) {
+                Some(&set) => resolved.push(Change { set, key: MemberKey::of(net), add }),
+                None if self.unused.contains(id) => {}
+                None => return Err(UnknownSet { set: id.to_string() }),
+            }
+        }
+        Ok(resolved)
+    }
+
     fn build(set: &RuleSet, addrsets: &[&AddrSet]) -> Result<(RuleIndex, SetTable), UndefinedSet> {
         let mut by_id: AHashMap<&str, &AddrSet> = AHashMap::with_capacity(addrsets.len());
         for a in addrsets {
