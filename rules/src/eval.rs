@@ -148,18 +148,27 @@ impl CompiledRuleSet {
         cache: &mut SetCache,
     ) -> Result<CompiledRuleSet, UndefinedSet> {
         let mut sets = Vec::new();
-        // Sets used so far, by id, and every set by id (the first of an id wins): hashed, since an NSX
-        // rule set refers to thousands of sets tens of thousands of times.
+        // Sets used so far, by id; and, when there are many references into many sets (an NSX rule set
+        // refers to thousands of sets tens of thousands of times), every set by id (the first of an id
+        // wins, as the scan does). A filter of a few rules among many sets scans instead: hashing every
+        // set for each of thousands of such filters cost more than it saved.
         let mut set_ids: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
-        let mut by_id: ahash::AHashMap<&str, &AddrSet> = ahash::AHashMap::with_capacity(addrsets.len());
-        for a in addrsets {
-            by_id.entry(a.id.as_str()).or_insert(a);
-        }
+        let by_id = many_lookups(2 * set.rules.len(), addrsets.len()).then(|| {
+            let mut m: ahash::AHashMap<&str, &AddrSet> = ahash::AHashMap::with_capacity(addrsets.len());
+            for a in addrsets {
+                m.entry(a.id.as_str()).or_insert(a);
+            }
+            m
+        });
         let mut resolve = |id: &str, negated: bool, rule: &Rule| -> Result<Side, UndefinedSet> {
             if let Some(&idx) = set_ids.get(id) {
                 return Ok(Side::Set { idx, negated });
             }
-            let found = by_id.get(id).copied().ok_or_else(|| UndefinedSet {
+            let found = match &by_id {
+                Some(m) => m.get(id).copied(),
+                None => addrsets.iter().copied().find(|a| a.id == id),
+            };
+            let found = found.ok_or_else(|| UndefinedSet {
                 ruleset: set.name.clone(),
                 rule: rule.id,
                 set: id.to_string(),
@@ -290,4 +299,10 @@ pub(crate) fn icmp_ok(rule: IcmpMatch, icmp: Option<(u8, u8)>) -> bool {
         (IcmpMatch::TypeCode(t, c), Some((pt, pc))) => t == pt && c == pc,
         _ => false,
     }
+}
+
+/// Whether `lookups` searches among `sets` address sets are many enough to hash the sets by id first
+/// (about where a scan per lookup costs more than hashing every set once).
+pub(crate) fn many_lookups(lookups: usize, sets: usize) -> bool {
+    lookups.saturating_mul(sets) > 1 << 16
 }

@@ -393,7 +393,7 @@ fn check_rules(set: &RuleSet, site: &RuleSetSite, diags: &mut Vec<Diagnostic>) {
 fn check_refs(refs: &[SetRef], sets: &[&AddrSet], filter: Option<&str>, diags: &mut Vec<Diagnostic>) {
     // Many references into many sets (an NSX rule set): look sets up by id (the first of an id wins,
     // as the scan below does).
-    let by_id: Option<ahash::AHashMap<&str, &AddrSet>> = (refs.len().saturating_mul(sets.len()) > 1 << 14)
+    let by_id: Option<ahash::AHashMap<&str, &AddrSet>> = crate::eval::many_lookups(refs.len(), sets.len())
         .then(|| {
             let mut m = ahash::AHashMap::with_capacity(sets.len());
             for s in sets {
