@@ -844,9 +844,10 @@ impl RuleIndex {
         let view = &self.view_data[self.views[usize::from(key.dir == Direction::Out) * 2 + usize::from(v6)]];
         let (ms, md) = match sets {
             Some(t) if view.sets => {
-                // Both hash probes in flight at once.
-                t.prefetch(key.dst);
-                (t.members(key.src), t.members(key.dst))
+                // Both hash probes in flight before either is read, each address's shard found once
+                // (`members` of the source searched its prefixes before its probe started).
+                let (ps, pd) = (t.start_probe(key.src), t.start_probe(key.dst));
+                (t.members_at(key.src, ps), t.members_at(key.dst, pd))
             }
             _ => (Members::NONE, Members::NONE),
         };
