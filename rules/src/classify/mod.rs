@@ -167,14 +167,6 @@ pub struct Classifier {
     writer: Mutex<()>,
 }
 
-/// A thread's first handle to the member table of a classifier (out of line: once per classifier
-/// and thread).
-#[cold]
-#[inline(never)]
-fn new_cache(sets: &Arc<ArcSwap<SetTable>>) -> SetsCache {
-    Cache::new(Arc::clone(sets))
-}
-
 /// A cached handle to a classifier's member table: [`Cache::load`] is one plain load and compare while
 /// the table is unchanged, and a full load only after a change.
 type SetsCache = Cache<Arc<ArcSwap<SetTable>>, Arc<SetTable>>;
@@ -307,7 +299,7 @@ impl Classifier {
             // same address while it lives: same address, same classifier.
             match &mut *c {
                 Some(cache) if std::ptr::eq(cache.arc_swap(), &*self.sets) => Some(f(cache.load())),
-                other => Some(f(other.insert(new_cache(&self.sets)).load())),
+                other => Some(f(other.insert(Cache::new(Arc::clone(&self.sets))).load())),
             }
         });
         match cached {
