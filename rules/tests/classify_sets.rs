@@ -73,29 +73,6 @@ fn a_snapshot_keeps_its_version_while_new_versions_are_published() {
     assert_eq!(c.first_match(&wget), Some(0));
 }
 
-/// Single lookups keep the member table they last used per thread (see `Classifier::first_match`):
-/// alternating two classifiers on one thread, and a change published by another thread, must each
-/// be seen at the next lookup.
-#[test]
-fn single_lookups_see_the_current_table_of_each_classifier() {
-    let ((_, a), (_, b)) = (article(), article());
-    let wget = tcp(Direction::In, "172.15.0.2", "172.15.0.4", 80);
-    b.add_member(SRC, IpNet::host(ip("172.15.0.2"))).unwrap();
-    for _ in 0..3 {
-        assert_eq!(a.first_match(&wget), Some(1));
-        assert_eq!(b.first_match(&wget), Some(0));
-    }
-    std::thread::scope(|s| {
-        s.spawn(|| a.add_member(SRC, IpNet::host(ip("172.15.0.2"))).unwrap()).join().unwrap();
-    });
-    assert_eq!(a.first_match(&wget), Some(0));
-    b.remove_member(SRC, IpNet::host(ip("172.15.0.2"))).unwrap();
-    assert_eq!(b.first_match(&wget), Some(1));
-    drop(a);
-    let (_, c) = article();
-    assert_eq!(c.first_match(&wget), Some(1));
-}
-
 #[test]
 fn member_changes_are_idempotent_and_all_or_nothing() {
     let (_, c) = article();

@@ -100,13 +100,12 @@ mod sets;
 pub mod synth;
 mod tree;
 
-use std::cell::RefCell;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use ahash::{AHashMap, AHashSet};
-use arc_swap::{ArcSwap, Cache};
+use arc_swap::ArcSwap;
 
 #[cfg(doc)]
 use crate::eval::CompiledRuleSet;
@@ -161,24 +160,8 @@ pub fn set_changes<'a>(old: &AddrSet, new: &'a AddrSet) -> Vec<MemberChange<'a>>
 /// members); member changes are serialized among writers and published atomically.
 pub struct Classifier {
     index: Arc<RuleIndex>,
-    /// The current member table. In an `Arc` so that a thread's [`LAST_SETS`] can keep the one it
-    /// last looked up in.
-    sets: Arc<ArcSwap<SetTable>>,
+    sets: ArcSwap<SetTable>,
     writer: Mutex<()>,
-}
-
-/// A cached handle to a classifier's member table: [`Cache::load`] is one plain load and compare while
-/// the table is unchanged, and a full load only after a change.
-type SetsCache = Cache<Arc<ArcSwap<SetTable>>, Arc<SetTable>>;
-
-thread_local! {
-    /// The member table this thread's last single lookup ran against (of the last classifier it
-    /// looked up in), so that [`Classifier::first_match`] need not take a fresh guard per key:
-    /// `ArcSwap::load` costs two atomic read-modify-writes (taking and returning a debt slot), about
-    /// 75 instructions, and those are full barriers on x86, so no lookup's cache misses overlapped
-    /// the next one's. The price: a thread keeps the last version it looked up in alive until its
-    /// next single lookup in a newer version or another classifier, or until it exits.
-    static LAST_SETS: RefCell<Option<SetsCache>> = const { RefCell::new(None) };
 }
 
 impl fmt::Debug for Classifier {
@@ -256,11 +239,7 @@ impl Classifier {
     /// given id wins, as in [`CompiledRuleSet::compile`]). L2 rules are ignored.
     pub fn build(set: &RuleSet, addrsets: &[&AddrSet]) -> Result<Classifier, UndefinedSet> {
         let (index, table) = RuleIndex::build(set, addrsets)?;
-        Ok(Classifier {
-            index: Arc::new(index),
-            sets: Arc::new(ArcSwap::from_pointee(table)),
-            writer: Mutex::new(()),
-        })
+        Ok(Classifier { index: Arc::new(index), sets: ArcSwap::from_pointee(table), writer: Mutex::new(()) })
     }
 
     /// The first rule (by position) matching `key`, as an index into the rule set's `rules`: exactly
@@ -272,7 +251,7 @@ impl Classifier {
     #[inline]
     pub fn first_match(&self, key: &L3Key) -> Option<usize> {
         if self.index.uses_sets {
-            self.with_sets(|sets| self.index.first_match(key, Some(sets)))
+            self.index.first_match(key, Some(&self.sets.load()))
         } else {
             self.index.first_match(key, None)
         }
@@ -286,25 +265,6 @@ impl Classifier {
             self.index.first_match_batch(keys, Some(&self.sets.load()), out);
         } else {
             self.index.first_match_batch(keys, None, out);
-        }
-    }
-
-    /// `f` of the current member table, through this thread's [`LAST_SETS`] (or a fresh guard when
-    /// it is in use or gone: a call from a thread-local destructor).
-    #[inline(always)]
-    fn with_sets<R>(&self, mut f: impl FnMut(&SetTable) -> R) -> R {
-        let cached = LAST_SETS.try_with(|c| {
-            let mut c = c.try_borrow_mut().ok()?;
-            // The cache holds an `Arc` of the `ArcSwap` it was made for, so no other can sit at the
-            // same address while it lives: same address, same classifier.
-            match &mut *c {
-                Some(cache) if std::ptr::eq(cache.arc_swap(), &*self.sets) => Some(f(cache.load())),
-                other => Some(f(other.insert(Cache::new(Arc::clone(&self.sets))).load())),
-            }
-        });
-        match cached {
-            Ok(Some(r)) => r,
-            _ => f(&self.sets.load()),
         }
     }
 
