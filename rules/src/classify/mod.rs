@@ -244,10 +244,6 @@ impl Classifier {
 
     /// The first rule (by position) matching `key`, as an index into the rule set's `rules`: exactly
     /// [`CompiledRuleSet::first_match_l3`] over the current members.
-    ///
-    /// Each thread keeps a handle to the member table its last lookup used (checked against the
-    /// current one with a plain load), so an old version stays alive until the thread's next lookup
-    /// in a newer one or in another classifier, or until the thread exits.
     #[inline]
     pub fn first_match(&self, key: &L3Key) -> Option<usize> {
         if self.index.uses_sets {
