@@ -9,6 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
+use rules::classify::Snapshot;
 use rules::{
     AddrEntry, AddrSet, Classifier, CompiledRuleSet, Direction, Endpoint, Family, IcmpMatch, IpMatch, IpNet,
     L3Key, MemberChange, Ports, Protocol, Rule, RuleDir, RuleSet,
@@ -142,13 +143,15 @@ fn key(b: &mut Bytes<'_>) -> L3Key {
     }
 }
 
-/// Every key's answer from the classifier, single and batched, equals the linear scan's.
-fn agree(c: &Classifier, set: &RuleSet, sets: &[AddrSet], keys: &[L3Key], when: &str) {
+/// Every key's answer from the classifier, single and batched, and from `snap` (a snapshot carried
+/// along by `Snapshot::with_changes`), equals the linear scan's.
+fn agree(c: &Classifier, snap: &Snapshot, set: &RuleSet, sets: &[AddrSet], keys: &[L3Key], when: &str) {
     let refs: Vec<&AddrSet> = sets.iter().collect();
     let linear = CompiledRuleSet::compile(set, &refs).expect("every set a rule names exists");
     let want: Vec<Option<usize>> = keys.iter().map(|k| linear.first_match_l3(k)).collect();
     for (k, w) in keys.iter().zip(&want) {
         assert_eq!(c.first_match(k), *w, "{when}: single lookup of {k:?}");
+        assert_eq!(snap.first_match(k), *w, "{when}: snapshot's lookup of {k:?}");
     }
     let mut out = vec![None; keys.len()];
     c.first_match_batch(keys, &mut out);
@@ -183,7 +186,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let c = Classifier::build(&set, &refs).expect("every set a rule names exists");
-    agree(&c, &set, &sets, &keys, "built");
+    let mut snap = c.snapshot();
+    agree(&c, &snap, &set, &sets, &keys, "built");
     if nsets == 0 {
         return;
     }
@@ -198,10 +202,12 @@ fuzz_target!(|data: &[u8]| {
         if present {
             sets[s].entries.retain(|e| !matches!(e, AddrEntry::Ip(n) if n.network() == net));
             c.apply(&[MemberChange::Remove(&id, net)]).expect("the set exists");
+            snap = snap.with_changes(&[MemberChange::Remove(&id, net)]).expect("the set exists");
         } else {
             sets[s].entries.push(AddrEntry::Ip(net));
             c.apply(&[MemberChange::Add(&id, net)]).expect("the set exists");
+            snap = snap.with_changes(&[MemberChange::Add(&id, net)]).expect("the set exists");
         }
-        agree(&c, &set, &sets, &keys, &format!("after change {i}"));
+        agree(&c, &snap, &set, &sets, &keys, &format!("after change {i}"));
     }
 });
