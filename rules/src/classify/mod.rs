@@ -799,6 +799,14 @@ impl RuleIndex {
             // `first_match_avx2` requires. (Single lookups have no AVX-512 build: see `Isa`.)
             return unsafe { self.first_match_avx2(key, sets) };
         }
+        self.first_match_base(key, sets)
+    }
+
+    /// [`RuleIndex::first_match_impl`] for CPUs without AVX2, out of line so that callers which
+    /// inline [`RuleIndex::first_match`] (`Classifier::first_match` into its per-thread closure)
+    /// stay small.
+    #[inline(never)]
+    fn first_match_base(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
         self.first_match_impl::<false>(key, sets)
     }
 
