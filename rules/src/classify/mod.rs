@@ -803,8 +803,8 @@ impl RuleIndex {
     }
 
     /// [`RuleIndex::first_match_impl`] for CPUs without AVX2, out of line so that callers which
-    /// inline [`RuleIndex::first_match`] (`Classifier::first_match` into its per-thread closure)
-    /// stay small.
+    /// inline [`RuleIndex::first_match`] (`Classifier::first_match`, `Snapshot::first_match`) stay
+    /// small.
     #[inline(never)]
     fn first_match_base(&self, key: &L3Key, sets: Option<&SetTable>) -> Option<usize> {
         self.first_match_impl::<false>(key, sets)
