@@ -450,6 +450,21 @@ struct Prev<'a> {
 }
 
 impl Prev<'_> {
+    /// Hands `cache` the membership indexes of the previous version for the sets in `sets` that did
+    /// not change, so that compiling the rule sets again builds only the changed sets' indexes.
+    fn reuse_indexes(&self, sets: &[&AddrSet], cache: &mut rules::SetCache) {
+        let (old, new) = (first_by_id(&self.sets), first_by_id(sets));
+        for compiled in self.cfg.l2.iter().chain(&self.cfg.l3) {
+            for (id, index) in compiled.set_indexes() {
+                if let (Some(o), Some(n)) = (old.get(id), new.get(id)) {
+                    if o == n {
+                        cache.reuse(n, Arc::clone(index));
+                    }
+                }
+            }
+        }
+    }
+
     /// The fast classifier for rule set `rs` over `sets`, made from the one before by applying the
     /// member changes, when `rs` is the rule set it was built from and the sets are the same ones
     /// (only their members differ); `None` otherwise.
@@ -509,6 +524,9 @@ fn compile_filter(
         realized_ns: now_ns,
         hash: filter_hash(&spec.name),
     };
+    if let Some(p) = &prev {
+        p.reuse_indexes(&sets, cache);
+    }
     for rs in policy.rulesets_for(spec) {
         let c = CompiledRuleSet::compile_cached(rs, &sets, cache)
             .map_err(|source| LoadError::UndefinedSet { filter: spec.name.clone(), source })?;

@@ -674,12 +674,27 @@ fn member_changes_reach_the_fast_classifier_without_a_rebuild() {
     let mut x = 99u64;
     let mut step = |web: &[u8], db: &[u8], engine: &mut Engine| {
         let before = engine.snapshot();
+        let old_sets = engine.policy().addrsets.clone();
         let p = policy(web, db);
         engine.load(&p, 0).unwrap();
         let snap = engine.snapshot();
         let (old, cfg) =
             (before.filters[0].l3_fast.as_ref().unwrap(), snap.filters[0].l3_fast.as_ref().unwrap());
         assert!(old.same_rules(cfg), "the rule structure was built anew");
+        // The membership index of a set that did not change is the one before, not a new one.
+        let indexes = |s: &engine::config::Snapshot| {
+            s.filters[0]
+                .l3
+                .as_ref()
+                .unwrap()
+                .set_indexes()
+                .map(|(id, i)| (id.to_string(), i.clone()))
+                .collect::<Vec<_>>()
+        };
+        for ((id, was), (_, now)) in indexes(&before).iter().zip(&indexes(&snap)) {
+            let unchanged = old_sets.iter().find(|s| s.id == *id) == p.addrsets.iter().find(|s| s.id == *id);
+            assert_eq!(std::sync::Arc::ptr_eq(was, now), unchanged, "set {id}");
+        }
         let fresh = Engine::new(&p).unwrap().snapshot();
         let fresh = &fresh.filters[0];
         for _ in 0..4_000 {

@@ -118,6 +118,8 @@ pub struct CompiledRuleSet {
     /// Resolved (src, dst) per rule, parallel to `source.rules`.
     sides: Vec<(Side, Side)>,
     sets: Vec<Arc<SetIndex>>,
+    /// The id of each of `sets`.
+    set_ids: Vec<String>,
 }
 
 /// Membership indexes already built, keyed by the address of the [`AddrSet`] they index: filters that
@@ -129,6 +131,13 @@ pub struct SetCache {
 }
 
 impl SetCache {
+    /// Takes `index` as the index of `set` (which it must index exactly: say, one built for an equal
+    /// set of the policy before).
+    pub fn reuse(&mut self, set: &AddrSet, index: Arc<SetIndex>) {
+        debug_assert!(*index == SetIndex::new(set));
+        self.built.insert(set as *const AddrSet as usize, index);
+    }
+
     fn index(&mut self, set: &AddrSet) -> Arc<SetIndex> {
         let key = set as *const AddrSet as usize;
         Arc::clone(self.built.entry(key).or_insert_with(|| Arc::new(SetIndex::new(set))))
@@ -153,6 +162,7 @@ impl CompiledRuleSet {
         // wins, as the scan does). A filter of a few rules among many sets scans instead: hashing every
         // set for each of thousands of such filters cost more than it saved.
         let mut set_ids: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
+        let mut ids = Vec::new();
         let by_id = many_lookups(2 * set.rules.len(), addrsets.len()).then(|| {
             let mut m: ahash::AHashMap<&str, &AddrSet> = ahash::AHashMap::with_capacity(addrsets.len());
             for a in addrsets {
@@ -175,6 +185,7 @@ impl CompiledRuleSet {
             })?;
             sets.push(cache.index(found));
             set_ids.insert(&found.id, sets.len() - 1);
+            ids.push(found.id.clone());
             Ok(Side::Set { idx: sets.len() - 1, negated })
         };
         let mut sides = Vec::with_capacity(set.rules.len());
@@ -200,7 +211,7 @@ impl CompiledRuleSet {
         }
         let mut order: Vec<usize> = (0..set.rules.len()).collect();
         order.sort_by_key(|&i| set.rules[i].position);
-        Ok(CompiledRuleSet { source: set.clone(), order, sides, sets })
+        Ok(CompiledRuleSet { source: set.clone(), order, sides, sets, set_ids: ids })
     }
 
     /// True when both decide every packet alike for the same reasons: same rules (comments and
@@ -213,6 +224,11 @@ impl CompiledRuleSet {
                     == (b.id, b.position, b.dir, &b.body, b.stateless, b.action, b.log)
             })
             && self.sets == other.sets
+    }
+
+    /// The membership index of each address set the rules use, by set id.
+    pub fn set_indexes(&self) -> impl Iterator<Item = (&str, &Arc<SetIndex>)> {
+        self.set_ids.iter().map(String::as_str).zip(&self.sets)
     }
 
     /// The rule set's name.
