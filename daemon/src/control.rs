@@ -915,12 +915,18 @@ mod tests {
         assert_eq!(n.rulesets_for(other).iter().find(|r| r.name == "mainrs").unwrap().rules.len(), 4);
     }
 
-    /// A control session on one end of a socket pair, with nothing on the dataplane side.
-    fn session_pair() -> (UnixStream, std::thread::JoinHandle<()>) {
-        let (client, server) = UnixStream::pair().unwrap();
+    /// A control thread's state for the seed policy, with nothing on the dataplane side (a request
+    /// that needs it is answered with an error).
+    fn seed_control() -> Control {
         let engine = Engine::new(&rules::parse_policy(SEED).unwrap()).unwrap();
         let (jobs, _) = crossbeam_channel::unbounded();
-        let mut ctl = Control { engine, ports: Vec::new(), jobs };
+        Control { engine, ports: Vec::new(), jobs }
+    }
+
+    /// A control session on one end of a socket pair.
+    fn session_pair() -> (UnixStream, std::thread::JoinHandle<()>) {
+        let (client, server) = UnixStream::pair().unwrap();
+        let mut ctl = seed_control();
         (client, std::thread::spawn(move || session(server, |req| Some(ctl.handle(req)))))
     }
 
@@ -963,7 +969,7 @@ mod tests {
         writer.join().unwrap();
     }
 
-    /// The control thread serving a socket in a fresh directory, with nothing on the dataplane side.
+    /// The control thread serving a socket in a fresh directory ([`seed_control`]).
     struct Served {
         dir: std::path::PathBuf,
         path: std::path::PathBuf,
@@ -977,9 +983,7 @@ mod tests {
             let _ = std::fs::remove_dir_all(&dir);
             let path = dir.join("control.sock");
             let listener = bind(&path).unwrap();
-            let engine = Engine::new(&rules::parse_policy(SEED).unwrap()).unwrap();
-            let (jobs, _) = crossbeam_channel::unbounded();
-            let ctl = Control { engine, ports: Vec::new(), jobs };
+            let ctl = seed_control();
             let stop = Arc::new(AtomicBool::new(false));
             let st = Arc::clone(&stop);
             let thread = Some(std::thread::spawn(move || serve(listener, ctl, st)));

@@ -306,7 +306,7 @@ impl Snapshot {
                 (Some(old), Some(old_policy), Some(ch)) if old.l3_fast.is_some() => ch
                     .old_specs
                     .get(spec.name.as_str())
-                    .map(|s| Prev { cfg: old, sets: old_policy.addrsets_for(s) }),
+                    .map(|s| Prev { cfg: old, sets: rules::sets_by_id(&old_policy.addrsets_for(s)) }),
                 _ => None,
             };
             let mut cfg = compile_filter(policy, spec, slot, generation, now_ns, &mut cache, prev)?;
@@ -446,17 +446,20 @@ fn index_vnic(
 /// change of address-set members only applies them to its fast classifier instead of building it anew.
 struct Prev<'a> {
     cfg: &'a FilterConfig,
-    sets: Vec<&'a AddrSet>,
+    /// The address sets the filter's rules saw then, by id ([`rules::sets_by_id`]).
+    sets: AHashMap<&'a str, &'a AddrSet>,
 }
 
+/// A filter's address sets by id, as its rules see them.
+type SetsById<'a> = AHashMap<&'a str, &'a AddrSet>;
+
 impl Prev<'_> {
-    /// Hands `cache` the membership indexes of the previous version for the sets in `sets` that did
+    /// Hands `cache` the membership indexes of the previous version for the sets in `now` that did
     /// not change, so that compiling the rule sets again builds only the changed sets' indexes.
-    fn reuse_indexes(&self, sets: &[&AddrSet], cache: &mut rules::SetCache) {
-        let (old, new) = (first_by_id(&self.sets), first_by_id(sets));
+    fn reuse_indexes(&self, now: &SetsById<'_>, cache: &mut rules::SetCache) {
         for compiled in self.cfg.l2.iter().chain(&self.cfg.l3) {
             for (id, index) in compiled.set_indexes() {
-                if let (Some(o), Some(n)) = (old.get(id), new.get(id)) {
+                if let (Some(o), Some(n)) = (self.sets.get(id), now.get(id)) {
                     if o == n {
                         cache.reuse(n, Arc::clone(index));
                     }
@@ -465,37 +468,23 @@ impl Prev<'_> {
         }
     }
 
-    /// The fast classifier for rule set `rs` over `sets`, made from the one before by applying the
-    /// member changes, when `rs` is the rule set it was built from and the sets are the same ones
+    /// The fast classifier for rule set `rs` over the sets `now`, made from the one before by applying
+    /// the member changes, when `rs` is the rule set it was built from and the sets are the same ones
     /// (only their members differ); `None` otherwise.
-    fn members_changed(&self, rs: &rules::RuleSet, sets: &[&AddrSet]) -> Option<rules::classify::Snapshot> {
+    fn members_changed(&self, rs: &rules::RuleSet, now: &SetsById<'_>) -> Option<rules::classify::Snapshot> {
         let (old_l3, old_fast) = (self.cfg.l3.as_ref()?, self.cfg.l3_fast.as_ref()?);
-        if old_l3.source != *rs {
-            return None;
-        }
-        // The first set of an id is the one rules see (a filter's own before the shared ones).
-        let (old, new) = (first_by_id(&self.sets), first_by_id(sets));
-        if old.len() != new.len() {
+        if old_l3.source != *rs || self.sets.len() != now.len() {
             return None;
         }
         let mut changes = Vec::new();
-        for (id, n) in &new {
-            let o = old.get(id)?;
+        for (id, n) in now {
+            let o = self.sets.get(id)?;
             if o != n {
                 changes.extend(rules::classify::set_changes(o, n));
             }
         }
         old_fast.with_changes(&changes).ok()
     }
-}
-
-/// Sets by id, the first of each id.
-fn first_by_id<'a>(list: &[&'a AddrSet]) -> AHashMap<&'a str, &'a AddrSet> {
-    let mut m = AHashMap::with_capacity(list.len());
-    for s in list {
-        m.entry(s.id.as_str()).or_insert(*s);
-    }
-    m
 }
 
 fn compile_filter(
@@ -524,8 +513,10 @@ fn compile_filter(
         realized_ns: now_ns,
         hash: filter_hash(&spec.name),
     };
-    if let Some(p) = &prev {
-        p.reuse_indexes(&sets, cache);
+    // With a version before: the sets as the rules see them now, to compare with those then.
+    let now = prev.as_ref().map(|p| (p, rules::sets_by_id(&sets)));
+    if let Some((p, now)) = &now {
+        p.reuse_indexes(now, cache);
     }
     for rs in policy.rulesets_for(spec) {
         let c = CompiledRuleSet::compile_cached(rs, &sets, cache)
@@ -541,7 +532,7 @@ fn compile_filter(
         }
         *slot = Some(c);
         if !rs.is_l2() && rs.rules.len() > FAST_CLASSIFIER_RULES {
-            cfg.l3_fast = Some(match prev.as_ref().and_then(|p| p.members_changed(rs, &sets)) {
+            cfg.l3_fast = Some(match now.as_ref().and_then(|(p, now)| p.members_changed(rs, now)) {
                 Some(fast) => fast,
                 None => rules::classify::Classifier::build(rs, &sets)
                     .map_err(|source| LoadError::UndefinedSet { filter: spec.name.clone(), source })?

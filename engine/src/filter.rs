@@ -687,9 +687,7 @@ impl FilterState {
                         sink.reply(frame.number, reply);
                     } else {
                         self.counters.rejects_limited += 1;
-                        if shared.share.of > 1 {
-                            shared.bounded_at(frame.number);
-                        }
+                        shared.bounded_at(frame.number);
                     }
                 }
             }

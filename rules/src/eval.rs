@@ -157,28 +157,15 @@ impl CompiledRuleSet {
         cache: &mut SetCache,
     ) -> Result<CompiledRuleSet, UndefinedSet> {
         let mut sets = Vec::new();
-        // Sets used so far, by id; and, when there are many references into many sets (an NSX rule set
-        // refers to thousands of sets tens of thousands of times), every set by id (the first of an id
-        // wins, as the scan does). A filter of a few rules among many sets scans instead: hashing every
-        // set for each of thousands of such filters cost more than it saved.
+        // Sets used so far, by id (their places in `sets` and `ids`).
         let mut set_ids: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
         let mut ids = Vec::new();
-        let by_id = many_lookups(2 * set.rules.len(), addrsets.len()).then(|| {
-            let mut m: ahash::AHashMap<&str, &AddrSet> = ahash::AHashMap::with_capacity(addrsets.len());
-            for a in addrsets {
-                m.entry(a.id.as_str()).or_insert(a);
-            }
-            m
-        });
+        let finder = SetFinder::new(addrsets, 2 * set.rules.len());
         let mut resolve = |id: &str, negated: bool, rule: &Rule| -> Result<Side, UndefinedSet> {
             if let Some(&idx) = set_ids.get(id) {
                 return Ok(Side::Set { idx, negated });
             }
-            let found = match &by_id {
-                Some(m) => m.get(id).copied(),
-                None => addrsets.iter().copied().find(|a| a.id == id),
-            };
-            let found = found.ok_or_else(|| UndefinedSet {
+            let found = finder.find(id).ok_or_else(|| UndefinedSet {
                 ruleset: set.name.clone(),
                 rule: rule.id,
                 set: id.to_string(),
@@ -317,8 +304,35 @@ pub(crate) fn icmp_ok(rule: IcmpMatch, icmp: Option<(u8, u8)>) -> bool {
     }
 }
 
-/// Whether `lookups` searches among `sets` address sets are many enough to hash the sets by id first
-/// (about where a scan per lookup costs more than hashing every set once).
-pub(crate) fn many_lookups(lookups: usize, sets: usize) -> bool {
-    lookups.saturating_mul(sets) > 1 << 16
+/// Address sets by id, the first of each id: the one rules see (a filter's own sets come before the
+/// shared ones in [`crate::Policy::addrsets_for`]).
+pub fn sets_by_id<'a>(sets: &[&'a AddrSet]) -> ahash::AHashMap<&'a str, &'a AddrSet> {
+    let mut m = ahash::AHashMap::with_capacity(sets.len());
+    for s in sets {
+        m.entry(s.id.as_str()).or_insert(*s);
+    }
+    m
+}
+
+/// Finds address sets by id among a list (the first of an id, as [`sets_by_id`]) for a known number
+/// of lookups: hashed when lookups × sets is large (an NSX rule set refers to thousands of sets tens
+/// of thousands of times), else a scan per lookup (hashing every set for each of thousands of small
+/// filters cost more than it saved).
+pub(crate) struct SetFinder<'s, 'a> {
+    sets: &'s [&'a AddrSet],
+    by_id: Option<ahash::AHashMap<&'a str, &'a AddrSet>>,
+}
+
+impl<'s, 'a> SetFinder<'s, 'a> {
+    pub(crate) fn new(sets: &'s [&'a AddrSet], lookups: usize) -> SetFinder<'s, 'a> {
+        let by_id = (lookups.saturating_mul(sets.len()) > 1 << 16).then(|| sets_by_id(sets));
+        SetFinder { sets, by_id }
+    }
+
+    pub(crate) fn find(&self, id: &str) -> Option<&'a AddrSet> {
+        match &self.by_id {
+            Some(m) => m.get(id).copied(),
+            None => self.sets.iter().copied().find(|s| s.id == id),
+        }
+    }
 }

@@ -24,7 +24,7 @@ pub mod text;
 
 pub use classify::{Classifier, MemberChange};
 pub use diag::{Diagnostic, Diagnostics, Severity, Span};
-pub use eval::{CompiledRuleSet, L2Key, L3Key, SetCache, SetIndex, UndefinedSet};
+pub use eval::{sets_by_id, CompiledRuleSet, L2Key, L3Key, SetCache, SetIndex, UndefinedSet};
 pub use model::*;
 pub use policy::{
     check_policy, parse_policy, Checked, FailurePolicy, FilterSpec, Policy, PolicyChange, Vnic, TIMER_NAMES,

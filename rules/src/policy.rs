@@ -391,22 +391,9 @@ fn check_rules(set: &RuleSet, site: &RuleSetSite, diags: &mut Vec<Diagnostic>) {
 }
 
 fn check_refs(refs: &[SetRef], sets: &[&AddrSet], filter: Option<&str>, diags: &mut Vec<Diagnostic>) {
-    // Many references into many sets (an NSX rule set): look sets up by id (the first of an id wins,
-    // as the scan below does).
-    let by_id: Option<ahash::AHashMap<&str, &AddrSet>> = crate::eval::many_lookups(refs.len(), sets.len())
-        .then(|| {
-            let mut m = ahash::AHashMap::with_capacity(sets.len());
-            for s in sets {
-                m.entry(s.id.as_str()).or_insert(*s);
-            }
-            m
-        });
-    let find = |id: &str| match &by_id {
-        Some(m) => m.get(id).copied(),
-        None => sets.iter().copied().find(|s| s.id == id),
-    };
+    let finder = crate::eval::SetFinder::new(sets, refs.len());
     for r in refs {
-        let Some(set) = find(&r.id) else {
+        let Some(set) = finder.find(&r.id) else {
             let scope = filter.map_or("the shared rule sets".to_string(), |f| format!("filter '{f}'"));
             diags.push(
                 Diagnostic::new(r.span, format!("address set '{}' is not defined for {scope}", r.id))

@@ -589,10 +589,7 @@ impl RuleIndex {
     }
 
     fn build(set: &RuleSet, addrsets: &[&AddrSet]) -> Result<(RuleIndex, SetTable), UndefinedSet> {
-        let mut by_id: AHashMap<&str, &AddrSet> = AHashMap::with_capacity(addrsets.len());
-        for a in addrsets {
-            by_id.entry(a.id.as_str()).or_insert(a);
-        }
+        let by_id = crate::eval::sets_by_id(addrsets);
         // Resolve set references in text order (src, then dst), as CompiledRuleSet::compile does, so
         // the same reference is reported as undefined.
         let mut set_ids: AHashMap<String, u32> = AHashMap::new();
