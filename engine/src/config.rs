@@ -235,6 +235,17 @@ impl Snapshot {
         }
     }
 
+    /// The MACs of the vNICs (as [`mac_word`]s) and their filters, when they are few and every vNIC is
+    /// known by MAC alone (so [`Snapshot::vnic_small`] answers for every MAC).
+    #[inline]
+    pub(crate) fn few_macs(&self) -> Option<&[(u64, usize)]> {
+        if self.mac_only {
+            self.small_macs.as_deref()
+        } else {
+            None
+        }
+    }
+
     /// The vNIC with MAC `m` by a linear scan (`Some(None)`: none), when there are few MACs.
     #[inline]
     fn scan_small(&self, m: [u8; 6]) -> Option<Option<usize>> {

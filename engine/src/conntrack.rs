@@ -6,7 +6,7 @@
 //! is tracked by identifier. The expiry time lives in the table's dense expiry array (packet-clock
 //! seconds), so an entry stays small: a million fit in under 100 MiB with the index.
 
-use pktio::packet::{tcpflags, L4};
+use pktio::packet::{tcpflags, TcpInfo, L4};
 use pktio::Packet;
 
 use crate::config::Timeouts;
@@ -130,15 +130,12 @@ impl Conn {
         t: &Timeouts,
         expires: &mut crate::table::Expiry<'_>,
     ) -> Tracked {
-        let side = self.side(from_lo);
-        if let (ProtoState::Tcp(state), L4::Tcp(tcp)) = (&mut self.proto, l4) {
-            if state.track_established(side, tcp) {
-                // Both ends stay established, so the timer is the established one.
-                self.count(side, wire_len);
-                expires.set(now_s.saturating_add(t.tcp_established));
+        if let L4::Tcp(tcp) = l4 {
+            if self.track_ack(tcp, wire_len, from_lo, now_s, t, expires) {
                 return Tracked::Ok;
             }
         }
+        let side = self.side(from_lo);
         let result = match (&mut self.proto, l4) {
             (ProtoState::Tcp(state), L4::Tcp(tcp)) => match state.track_full(side, tcp) {
                 TcpOutcome::Accept => Tracked::Ok,
@@ -164,6 +161,30 @@ impl Conn {
         self.count(side, wire_len);
         expires.set(now_s.saturating_add(self.timeout(t)));
         result
+    }
+
+    /// [`Conn::track`]'s common case, done in place: a TCP segment [`TcpState::track_established`]
+    /// accepts (a plain ACK between two established ends, inside the windows). False, having changed
+    /// nothing, for every other segment and connection.
+    #[inline(always)]
+    pub fn track_ack(
+        &mut self,
+        tcp: &TcpInfo,
+        wire_len: u32,
+        from_lo: bool,
+        now_s: u32,
+        t: &Timeouts,
+        expires: &mut crate::table::Expiry<'_>,
+    ) -> bool {
+        let side = self.side(from_lo);
+        let ProtoState::Tcp(state) = &mut self.proto else { return false };
+        if !state.track_established(side, tcp) {
+            return false;
+        }
+        // Both ends stay established, so the timer is the established one.
+        self.count(side, wire_len);
+        expires.set(now_s.saturating_add(t.tcp_established));
+        true
     }
 
     /// Counts a packet of `len` bytes from `side`.

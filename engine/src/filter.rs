@@ -401,15 +401,7 @@ impl FilterState {
         sink: &mut impl Sink,
     ) -> Option<Decision> {
         let now_s = secs(frame.now_ns);
-        // (Overdue fragments cannot hold it up: the worker's clock moved to this frame first.)
-        if cfg.l2.is_some() || cfg.l3.is_none() {
-            return None;
-        }
-        let (conn, mut expires) = self.conns.get_mut_hinted(key, hash, hint)?;
-        let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
-        if expires.get() <= now_s || stale || conn.logged {
-            return None;
-        }
+        let (conn, mut expires) = live_conn(&mut self.conns, cfg, key, hash, hint, now_s)?;
         let (verdict, state, reason) =
             match conn.track(seen.l4, seen.wire_len, from_lo, now_s, &cfg.timeouts, &mut expires) {
                 Tracked::Ok => (Verdict::Pass, ConnState::Established, Reason::State),
@@ -436,6 +428,44 @@ impl FilterState {
         }
         sink.decision(&d, cfg);
         Some(d)
+    }
+
+    /// [`FilterState::decide_fast`] for the commonest frame, with the least work: a plain TCP frame
+    /// on the lean lane ([`crate::Lean`], through filter `index`, frame number and packet-clock second
+    /// given) whose segment [`Conn::track_ack`] accepts. Makes exactly the changes and sink calls `decide_fast` makes for it; false, having
+    /// changed nothing, for every other frame (the caller then tries `decide_fast`).
+    #[inline(always)]
+    pub(crate) fn decide_ack(
+        &mut self,
+        cfg: &FilterConfig,
+        index: usize,
+        lean: &crate::Lean,
+        (number, now_s): (u64, u32),
+        sink: &mut impl Sink,
+    ) -> bool {
+        let key = Probe::Packed(lean.key);
+        let Some((conn, mut expires)) = live_conn(&mut self.conns, cfg, key, lean.hash, lean.hint(), now_s)
+        else {
+            return false;
+        };
+        if !conn.track_ack(&lean.tcp(), lean.wire_len, lean.from_lo, now_s, &cfg.timeouts, &mut expires) {
+            return false;
+        }
+        let id = conn.rule;
+        // A plain TCP frame is IPv4 (family 0).
+        self.counters.count_tracked(lean.dir, 0, id, u64::from(lean.wire_len));
+        let d = Decision {
+            frame: number,
+            filter: index,
+            dir: lean.dir,
+            verdict: Verdict::Pass,
+            state: ConnState::Established,
+            reason: Reason::State,
+            rule: Some(RuleRef { l2: false, id }),
+            generation: cfg.generation,
+        };
+        sink.decision(&d, cfg);
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -763,6 +793,30 @@ impl FilterState {
 
 /// Nanoseconds in a second of the packet clock.
 pub const NS: u64 = 1_000_000_000;
+
+/// The entry of a live connection the fast paths may decide a frame on, through filter `cfg`: one
+/// without L2 rules and with L3 rules, unexpired at `now_s`, unlogged and admitted under the filter's
+/// current policy (or kept across changes). `None` otherwise.
+/// (Overdue fragments cannot hold a frame up: the worker's clock moved to the frame first.)
+#[inline(always)]
+fn live_conn<'t>(
+    conns: &'t mut FlowTable<Conn>,
+    cfg: &FilterConfig,
+    key: Probe<'_>,
+    hash: u64,
+    hint: Option<usize>,
+    now_s: u32,
+) -> Option<(&'t mut Conn, crate::table::Expiry<'t>)> {
+    if cfg.l2.is_some() || cfg.l3.is_none() {
+        return None;
+    }
+    let (conn, expires) = conns.get_mut_hinted(key, hash, hint)?;
+    let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
+    if expires.get() <= now_s || stale || conn.logged {
+        return None;
+    }
+    Some((conn, expires))
+}
 
 /// Packet-clock seconds (absolute UNIX seconds fit a u32 until 2106).
 pub fn secs(now_ns: u64) -> u32 {

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pktio::packet::ipproto;
 use pktio::{Packet, L4};
 use rules::{AddrEntry, Direction, Policy};
 
@@ -165,6 +166,14 @@ impl Route {
         one_filter(self.sender, self.receiver)
     }
 
+    /// What the lean lane reads of a frame's bytes ([`Lean::read`], the one step it takes instead of
+    /// [`pktio::PlainTcp::read`] and [`Route::of_plain`]): the route and the segment (without its
+    /// options, which the tracker does not read). For tests, which hold it to those two.
+    #[doc(hidden)]
+    pub fn of_bytes(snap: &Snapshot, data: &[u8], wire_len: u32) -> Option<(Route, pktio::TcpInfo)> {
+        Lean::read(snap, data, wire_len).map(|l| (l.route(), l.tcp()))
+    }
+
     /// The route [`Route::of`] gives a plain TCP frame, worked out from its fields, when it is the
     /// common kind: unicast, through exactly one filter, under a snapshot whose few vNICs are all
     /// known by MAC. `None` otherwise (the frame then takes the general path).
@@ -197,8 +206,14 @@ fn one_filter(sender: Option<usize>, receiver: Option<usize>) -> Option<(usize, 
 /// it was read, in one small record (its route is the [`Route::of_plain`] one: exactly one filter).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lean {
-    /// The segment.
-    pub tcp: pktio::TcpInfo,
+    /// The segment's sequence and acknowledgement numbers.
+    pub seq: u32,
+    pub ack: u32,
+    /// Its raw window and payload length.
+    pub window: u16,
+    pub payload_len: u16,
+    /// Its flag byte.
+    pub flags: u8,
     /// The connection key (direction-independent), packed as the table holds it.
     pub key: table::PackedKey,
     /// The key's hash.
@@ -216,7 +231,7 @@ pub(crate) struct Lean {
 }
 
 impl Lean {
-    const NO_HINT: u32 = u32::MAX;
+    pub(crate) const NO_HINT: u32 = u32::MAX;
 
     /// The lean record of `p` when [`Route::of_plain`] would route it.
     #[inline]
@@ -234,7 +249,11 @@ impl Lean {
         let (key, from_lo) = table::PackedKey::v4(pktio::ipproto::TCP, src, dst);
         let hash = key.hash();
         Some(Lean {
-            tcp: p.tcp,
+            seq: p.tcp.seq,
+            ack: p.tcp.ack,
+            window: p.tcp.window,
+            payload_len: p.tcp.payload_len,
+            flags: p.tcp.flags,
             key,
             hash,
             wire_len: p.wire_len,
@@ -244,6 +263,113 @@ impl Lean {
             dir,
         })
     }
+
+    /// [`pktio::PlainTcp::read`] and [`Lean::of`] in one step, reading only what the lean lane keeps:
+    /// the same frames get the same record (`tests::lean_read_agrees` holds the two together).
+    #[inline(always)]
+    pub fn read(snap: &Snapshot, data: &[u8], wire_len: u32) -> Option<Lean> {
+        const ETH: usize = 14;
+        let macs = snap.few_macs()?;
+        let h = data.first_chunk::<54>()?;
+        let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        // Ethernet II carrying IPv4 with a 20-byte header; not a fragment (MF clear, offset 0); TCP.
+        if word(12) >> 8 != 0x00_08_00_45 || word(20) & 0x3fff_00ff != ipproto::TCP.into() {
+            return None;
+        }
+        let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
+        let hl = usize::from(h[46] >> 4) * 4;
+        // The bytes the frame had on the wire after the link header (as `parse_any` counts them).
+        let room = (wire_len as usize).max(data.len()) - ETH;
+        if total < 20 + hl || total > room {
+            return None;
+        }
+        match hl {
+            20 => {}
+            // `NOP NOP TS`, captured in full.
+            32 if data.get(54..66).is_some_and(|o| o[..4] == [1, 1, 8, 10]) => {}
+            _ => return None,
+        }
+        // As `config::mac_word` has them.
+        let mac = |at: usize| {
+            u64::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3], h[at + 4], h[at + 5], 0, 0])
+        };
+        let (dst_mac, src_mac) = (mac(0), mac(6));
+        if dst_mac & 1 == 1 {
+            return None;
+        }
+        // An all-zero MAC names no vNIC.
+        let vnic = |w: u64| if w == 0 { None } else { macs.iter().find(|(x, _)| *x == w).map(|&(_, i)| i) };
+        let sender = vnic(src_mac);
+        let receiver = vnic(dst_mac).filter(|i| Some(*i) != sender);
+        let (filter, dir) = one_filter(sender, receiver)?;
+        let port = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+        let (src, dst) = ((word(26), port(34)), (word(30), port(36)));
+        let (key, from_lo) = table::PackedKey::v4(ipproto::TCP, src, dst);
+        Some(Lean {
+            seq: word(38),
+            ack: word(42),
+            window: port(48),
+            // `total` is at most 65535.
+            payload_len: (total - 20 - hl) as u16,
+            flags: h[47],
+            key,
+            hash: key.hash(),
+            wire_len,
+            filter: u32::try_from(filter).ok()?,
+            hint: Lean::NO_HINT,
+            from_lo,
+            dir,
+        })
+    }
+
+    /// The segment as the tracker reads it. Its options are left out: the tracker reads only the
+    /// window-scale option, which a plain segment never carries (its only option is a timestamp).
+    #[inline(always)]
+    pub fn tcp(&self) -> pktio::TcpInfo {
+        let (lo, hi) = self.key.ports();
+        let (sport, dport) = if self.from_lo { (lo, hi) } else { (hi, lo) };
+        pktio::TcpInfo {
+            sport,
+            dport,
+            seq: self.seq,
+            ack: self.ack,
+            flags: self.flags,
+            window: self.window,
+            payload_len: self.payload_len,
+            options: pktio::TcpOptions::default(),
+        }
+    }
+
+    /// Where the connection's entry probably is.
+    #[inline(always)]
+    pub fn hint(&self) -> Option<usize> {
+        (self.hint != Lean::NO_HINT).then_some(self.hint as usize)
+    }
+
+    /// [`Worker::prefetch_entry`] for a frame on the lean lane, with its filter's table `conns`.
+    #[inline(always)]
+    pub(crate) fn prefetch_entry(&mut self, conns: &table::FlowTable<conntrack::Conn>) {
+        self.hint = match conns.prefetch_entry(self.hash) {
+            Some(pos) => u32::try_from(pos).unwrap_or(Lean::NO_HINT),
+            None => Lean::NO_HINT,
+        };
+    }
+
+    /// A record for places not filled yet (never read).
+    pub(crate) const PLACEHOLDER: Lean = Lean {
+        seq: 0,
+        ack: 0,
+        window: 0,
+        payload_len: 0,
+        flags: 0,
+        key: table::PackedKey::PLACEHOLDER,
+        hash: 0,
+        wire_len: 0,
+        filter: 0,
+        hint: Lean::NO_HINT,
+        from_lo: false,
+        dir: Direction::Out,
+    };
 
     /// The same frame's [`Route`].
     pub fn route(&self) -> Route {
@@ -597,17 +723,63 @@ impl Worker {
     ) -> FrameOutcome {
         self.sync(snap);
         if self.fast_paths() {
-            let l4 = L4::Tcp(lean.tcp);
+            // (The batch has tried this frame's commonest step already, in a run: `express_run`.)
+            let i = lean.filter as usize;
+            let l4 = L4::Tcp(lean.tcp());
             let seen = filter::Seen { l4: &l4, wire_len: lean.wire_len, family: 0 };
-            let hint = (lean.hint != Lean::NO_HINT).then_some(lean.hint as usize);
             let keyed = (table::Probe::Packed(lean.key), lean.from_lo, lean.hash);
-            if let Some(outcome) =
-                self.fast_one(snap, lean.filter as usize, lean.dir, seen, keyed, hint, frame, sink)
-            {
+            if let Some(outcome) = self.fast_one(snap, i, lean.dir, seen, keyed, lean.hint(), frame, sink) {
                 return outcome;
             }
         }
         self.plain_full(snap, lean.wire_len, &lean.route(), frame, sink)
+    }
+
+    /// Decides, in order, the leading frames of `leans` (lean records of the frames `frames`) that the
+    /// fast path's commonest step takes ([`filter::FilterState::decide_ack`]: a plain ACK on an
+    /// established connection, through the same filter as the first, in the second the worker's
+    /// clock stands at), calling `after` once each is decided (each passed); how many it decided. The
+    /// filter's state is looked up once for the whole run rather than once per frame. Exactly what
+    /// [`Worker::tick`] and [`Worker::process_lean`] do frame by frame for these frames: no tick is
+    /// due within the clock's second, and the snapshot is the same throughout.
+    #[inline(always)]
+    pub(crate) fn express_run<S: Sink>(
+        &mut self,
+        snap: &Snapshot,
+        leans: &[Lean],
+        frames: &[FrameRef<'_>],
+        sink: &mut S,
+        mut after: impl FnMut(&mut S, u64),
+    ) -> usize {
+        let Some(first) = leans.first() else { return 0 };
+        self.sync(snap);
+        if !self.fast_paths() {
+            return 0;
+        }
+        let f = first.filter;
+        let cfg = &snap.filters[f as usize];
+        let clock = self.clock_ns;
+        let Some(state) = self.states.get_mut(cfg.slot) else { return 0 };
+        // Every frame of a run is in the second the clock stands at, and none is in the last second
+        // of the clock's range: then each one's packet-clock second is the first frame's. (The clock
+        // is at a second's start, `clock` to `clock + NS` then does not wrap and the seconds agree; or
+        // it is `u64::MAX`, no second yet, and each frame is within the first second of the epoch.)
+        let now_s = frames.first().map_or(0, |fr| filter::secs(fr.now_ns));
+        let mut n = 0;
+        for (lean, frame) in leans.iter().zip(frames) {
+            if lean.filter != f
+                || in_other_second(frame.now_ns, clock)
+                || frame.now_ns > u64::MAX - filter::NS
+            {
+                break;
+            }
+            if !state.decide_ack(cfg, f as usize, lean, (frame.number, now_s), sink) {
+                break;
+            }
+            after(sink, frame.number);
+            n += 1;
+        }
+        n
     }
 
     /// A plain TCP frame the fast path did not decide: parsed again (its bytes are still in cache),
@@ -728,14 +900,6 @@ impl Worker {
         }
     }
 
-    /// [`Worker::prefetch_index`] for a frame on the lean lane.
-    #[inline]
-    pub(crate) fn prefetch_lean_index(&self, snap: &Snapshot, lean: &Lean) {
-        if let Some(conns) = self.conns_of(snap, lean.filter as usize) {
-            conns.prefetch(lean.hash);
-        }
-    }
-
     /// Starts loading the entry of one route's connection, whose index line was requested earlier
     /// ([`Worker::prefetch_index`]), and remembers where it is.
     #[inline]
@@ -747,20 +911,9 @@ impl Worker {
         }
     }
 
-    /// [`Worker::prefetch_entry`] for a frame on the lean lane.
-    #[inline]
-    pub(crate) fn prefetch_lean_entry(&self, snap: &Snapshot, lean: &mut Lean) {
-        if let Some(conns) = self.conns_of(snap, lean.filter as usize) {
-            lean.hint = match conns.prefetch_entry(lean.hash) {
-                Some(pos) => u32::try_from(pos).unwrap_or(Lean::NO_HINT),
-                None => Lean::NO_HINT,
-            };
-        }
-    }
-
     /// This worker's connection table for filter `i` of `snap`, if it has one yet.
     #[inline]
-    fn conns_of(&self, snap: &Snapshot, i: usize) -> Option<&table::FlowTable<conntrack::Conn>> {
+    pub(crate) fn conns_of(&self, snap: &Snapshot, i: usize) -> Option<&table::FlowTable<conntrack::Conn>> {
         self.states.get(snap.filters[i].slot).map(|s| &s.conns)
     }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use pktio::capture::{Capture, CaptureError, CaptureFrame, Frames};
-use pktio::{LinkType, Packet, ParseError, PlainTcp};
+use pktio::{LinkType, Packet, ParseError};
 use rules::Policy;
 
 use crate::config::{FilterConfig, Snapshot};
@@ -30,7 +30,7 @@ use crate::filter::{FrameRef, Share, Sink};
 use crate::flow::{peek_route_hash, route_hash};
 use crate::log::LogRecord;
 use crate::verdict::{Decision, Reason};
-use crate::{Engine, FrameOutcome, Lean, LoadError, Route, Worker};
+use crate::{table, Engine, FrameOutcome, Lean, LoadError, Route, Worker};
 
 /// When a policy switch happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,14 +381,20 @@ struct InlineBatch<'a> {
     /// Per frame: how it was read (the first `frames.len()` are this batch's; fixed size, so a frame's
     /// record is written straight into its place).
     slots: Box<[Read; BATCH_INLINE]>,
+    /// Lean frames' records, by position in the batch (a [`Read::Lean`] slot's record).
+    leans: Box<[Lean; BATCH_INLINE]>,
     /// Parsed frames' summaries, by position in the batch (reused).
     pkts: Vec<Packet>,
+    /// The index of the last lean frame's filter's table, as it stood when this batch began to fill
+    /// (no frame is decided while a batch fills, so it stays where it is).
+    index: Option<(u32, table::IndexView)>,
 }
 
 /// How a frame of a batch was read.
 enum Read {
-    /// A plain TCP frame through one filter, on the lean lane (no [`Packet`]).
-    Lean(Lean),
+    /// A plain TCP frame through one filter, on the lean lane (no [`Packet`]): its record is in the
+    /// batch's `leans` at the same position.
+    Lean,
     /// Parsed into the batch's `pkts` at the same position, and routed.
     Parsed(Route),
     /// It did not parse.
@@ -403,7 +409,9 @@ impl<'a> InlineBatch<'a> {
             frames: Vec::with_capacity(BATCH_INLINE),
             // Placeholders: a batch reads only the places its frames have filled.
             slots: Box::new(std::array::from_fn(|_| Read::Parsed(Route::default()))),
+            leans: Box::new([Lean::PLACEHOLDER; BATCH_INLINE]),
             pkts: vec![Packet::default(); BATCH_INLINE],
+            index: None,
         }
     }
 
@@ -418,9 +426,20 @@ impl<'a> InlineBatch<'a> {
         let i = self.frames.len();
         self.frames.push(f);
         if f.link == LinkType::Ethernet && worker.fast_paths() {
-            if let Some(lean) = PlainTcp::read(f.bytes, wire_len).and_then(|p| Lean::of(snap, &p)) {
-                worker.prefetch_lean_index(snap, &lean);
-                self.slots[i] = Read::Lean(lean);
+            if let Some(lean) = Lean::read(snap, f.bytes, wire_len) {
+                let index = match self.index {
+                    Some((f, index)) if f == lean.filter => Some(index),
+                    _ => {
+                        let index = worker.conns_of(snap, lean.filter as usize).map(|c| c.index_view());
+                        self.index = index.map(|v| (lean.filter, v));
+                        index
+                    }
+                };
+                if let Some(index) = index {
+                    index.prefetch(lean.hash);
+                }
+                self.leans[i] = lean;
+                self.slots[i] = Read::Lean;
                 return;
             }
         }
@@ -441,9 +460,23 @@ impl<'a> InlineBatch<'a> {
     /// came in). All in one tight loop: the CPU overlaps the index-line reads that locating them takes
     /// (measured faster than requesting each a few frames ahead of its use).
     fn prefetch_entries(&mut self, worker: &Worker, snap: &Snapshot) {
-        for slot in &mut self.slots[..self.frames.len()] {
+        // The table of the last lean frame's filter (most frames of a batch cross the same one).
+        let mut last = None;
+        for (slot, lean) in self.slots[..self.frames.len()].iter_mut().zip(self.leans.iter_mut()) {
             match slot {
-                Read::Lean(lean) => worker.prefetch_lean_entry(snap, lean),
+                Read::Lean => {
+                    let conns = match last {
+                        Some((f, conns)) if f == lean.filter => conns,
+                        _ => {
+                            let conns = worker.conns_of(snap, lean.filter as usize);
+                            last = Some((lean.filter, conns));
+                            conns
+                        }
+                    };
+                    if let Some(conns) = conns {
+                        lean.prefetch_entry(conns);
+                    }
+                }
                 Read::Parsed(route) => worker.prefetch_entry(snap, route),
                 Read::Malformed(_) | Read::Tick => {}
             }
@@ -462,11 +495,32 @@ impl<'a> InlineBatch<'a> {
     ) -> Result<Option<FrameOutcome>, &ParseError> {
         let f = self.frames[i];
         match &self.slots[i] {
-            Read::Lean(lean) => Ok(Some(worker.process_lean(snap, lean, f, sink))),
+            Read::Lean => Ok(Some(worker.process_lean(snap, &self.leans[i], f, sink))),
             Read::Parsed(route) => Ok(Some(worker.process_routed(snap, &self.pkts[i], route, f, sink))),
             Read::Malformed(e) => Err(e),
             Read::Tick => Ok(None),
         }
+    }
+
+    /// Decides the run of lean frames from frame `i` on that [`Worker::express_run`] takes, calling
+    /// `after` for each (every one passed); how many it decided (0 when frame `i` is not one).
+    #[inline(always)]
+    fn express_run<S: Sink>(
+        &self,
+        i: usize,
+        worker: &mut Worker,
+        snap: &Snapshot,
+        sink: &mut S,
+        after: impl FnMut(&mut S, u64),
+    ) -> usize {
+        let n = self.len();
+        // The run is the lean frames from `i` on.
+        let lean_from_i = self.slots[i..n].iter().take_while(|s| matches!(s, Read::Lean)).count();
+        if lean_from_i == 0 {
+            return 0;
+        }
+        let end = i + lean_from_i;
+        worker.express_run(snap, &self.leans[i..end], &self.frames[i..end], sink, after)
     }
 
     /// Adds a tick at frame `f` (a frame another worker decides) to the next slot.
@@ -478,6 +532,8 @@ impl<'a> InlineBatch<'a> {
 
     fn clear(&mut self) {
         self.frames.clear();
+        // Deciding may have moved the tables' indexes.
+        self.index = None;
     }
 }
 
@@ -523,7 +579,22 @@ fn run_batch(
 ) {
     let snap = Arc::clone(&collect.snap);
     batch.prefetch_entries(worker, &snap);
-    for i in 0..batch.len() {
+    let mut i = 0;
+    while i < batch.len() {
+        // A run of the commonest frames, decided with the filter's state looked up once.
+        i += batch.express_run(i, worker, &snap, collect, |c, _| {
+            summary.outcome(FrameOutcome::Passed);
+            for (_, o) in c.events.done.drain(..) {
+                summary.outcome(o);
+            }
+            if want_events {
+                deliver(&c.events, on_event);
+                c.events = FrameEvents::default();
+            }
+        });
+        if i == batch.len() {
+            break;
+        }
         if worker.tick(&snap, batch.frames[i].now_ns, collect) {
             // What the packet clock reclaimed comes before the frame's own events.
             for (_, o) in collect.events.done.drain(..) {
@@ -551,6 +622,7 @@ fn run_batch(
             }
             Err(e) => malformed(summary, batch.frames[i].number, e, on_event),
         }
+        i += 1;
     }
     batch.clear();
 }
@@ -1049,22 +1121,26 @@ impl<'a> Walker<'a> {
             .collect();
         let (mut last, mut end, mut second) = (None, false, u64::MAX);
         let first = c * self.chunk + 1;
+        let pcap = self.reader.pcap_reader();
         for number in first..first + self.chunk {
             if number > self.limit {
                 end = true;
                 break;
             }
-            let frame = match self.reader.next() {
-                Some(Ok(frame)) => frame,
-                Some(Err(e)) => {
-                    self.error = Some(e);
-                    end = true;
-                    break;
-                }
-                None => {
-                    end = true;
-                    break;
-                }
+            let frame = match pcap.and_then(|r| self.reader.next_record(r)) {
+                Some(frame) => frame,
+                None => match self.reader.next() {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        self.error = Some(e);
+                        end = true;
+                        break;
+                    }
+                    None => {
+                        end = true;
+                        break;
+                    }
+                },
             };
             last = Some((number, frame.ts_nanos));
             let owner = match peek_route_hash(frame.link, frame.data) {
@@ -1175,9 +1251,26 @@ fn flush(
         return;
     }
     batch.prefetch_entries(w, snap);
-    for i in 0..batch.len() {
+    let mut i = 0;
+    while i < batch.len() {
+        // A run of the commonest frames, decided with the filter's state looked up once.
+        i += batch.express_run(i, w, snap, collect, |c, number| {
+            if want_events {
+                out.frames.push((number, FrameOutcome::Passed, std::mem::take(&mut c.events)));
+            } else {
+                counts.outcome(FrameOutcome::Passed);
+                for (_, o) in c.events.done.drain(..) {
+                    counts.outcome(o);
+                }
+            }
+        });
+        if i == batch.len() {
+            break;
+        }
         let number = batch.frames[i].number;
-        if w.tick(snap, batch.frames[i].now_ns, collect) {
+        let at = i;
+        i += 1;
+        if w.tick(snap, batch.frames[at].now_ns, collect) {
             let reclaimed = std::mem::take(&mut collect.events);
             if want_events {
                 out.ticks.push((number, reclaimed));
@@ -1187,7 +1280,7 @@ fn flush(
                 }
             }
         }
-        let outcome = match batch.decide(i, w, snap, collect) {
+        let outcome = match batch.decide(at, w, snap, collect) {
             Ok(Some(outcome)) => outcome,
             Ok(None) => continue,
             Err(e) => {

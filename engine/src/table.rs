@@ -61,6 +61,9 @@ pub struct PackedKey {
 const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 impl PackedKey {
+    /// A key for places not filled yet.
+    pub(crate) const PLACEHOLDER: PackedKey = PackedKey { addrs: 0, rest: 0 };
+
     /// The key of an IPv4 flow between endpoints `a` and `b` (address as a number, port), and whether
     /// `a` is its `lo` side: the same key and side [`FlowKey::new`] gives for the two endpoints.
     #[inline]
@@ -94,6 +97,12 @@ impl PackedKey {
     }
 
     /// The full key of an IPv4 one.
+    /// The `lo` and `hi` ports of an IPv4 key.
+    #[inline]
+    pub fn ports(&self) -> (u16, u16) {
+        ((self.rest >> 48) as u16, (self.rest >> 32) as u16)
+    }
+
     pub fn unpack(&self) -> FlowKey {
         debug_assert!(!self.is_wide());
         let ep = |a: u32, port: u64| {
@@ -278,6 +287,13 @@ impl<V> FlowTable<V> {
         if !self.buckets.is_empty() {
             prefetch(&self.buckets[self.home(hash)]);
         }
+    }
+
+    /// Where the index is, for asking for its lines ([`IndexView::prefetch`]) without going through
+    /// the table for each.
+    #[inline]
+    pub fn index_view(&self) -> IndexView {
+        IndexView { at: self.buckets.as_ptr(), len: self.buckets.len() }
     }
 
     /// Asks the CPU to start loading the entry for `key` (whose index line should be loaded already).
@@ -639,6 +655,27 @@ fn advise_huge_pages<T>(v: &Vec<T>) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (from, to);
+}
+
+/// Where a table's index was when [`FlowTable::index_view`] was asked: enough to ask for the line of a
+/// hash's home bucket ([`FlowTable::prefetch`] does the same through the table). Only a hint: once the
+/// index has grown the lines asked for are no longer the index's, which costs a useless load and
+/// nothing else.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexView {
+    at: *const u64,
+    len: usize,
+}
+
+impl IndexView {
+    /// Asks for the index line of `hash`'s home bucket (nothing for an empty index).
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        if self.len != 0 {
+            let home = (((hash >> 32) * self.len as u64) >> 32) as usize;
+            prefetch_ptr(self.at.wrapping_add(home) as *const u8);
+        }
+    }
 }
 
 /// Hints the CPU to load the cache line holding address `p` (which need not be valid).

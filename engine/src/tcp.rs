@@ -482,12 +482,12 @@ impl TcpState {
             return false;
         }
         let (xi, yi) = (x.index(), x.other().index());
-        let (mut p, mut q) = (self.peers[xi], self.peers[yi]);
+        let (p, q) = (&self.peers[xi], &self.peers[yi]);
         let established = |e: &Peer| e.state == PeerState::Established && e.seen();
-        if !(established(&p) && established(&q)) {
+        if !(established(p) && established(q)) {
             return false;
         }
-        let (sws, dws) = self.scale_shifts(&p, &q);
+        let (sws, dws) = self.scale_shifts(p, q);
         let end = seg.seq.wrapping_add(u32::from(seg.payload_len));
         let (seq, eased_end) = if seg.payload_len == 0 { (p.seqlo, p.seqlo) } else { (seg.seq, end) };
         let ackskew = i64::from(seq_diff(q.seqlo, seg.ack));
@@ -497,6 +497,13 @@ impl TcpState {
         if !(seq_ok && ack_ok) {
             return false;
         }
+        // Changed in place, field by field (the ends are read above, before any change).
+        let hi = seg.ack.wrapping_add((u32::from(seg.window) << sws).max(1));
+        let q = &mut self.peers[yi];
+        if seq_geq(hi, q.seqhi) {
+            q.seqhi = hi;
+        }
+        let p = &mut self.peers[xi];
         if seg.window > p.max_win {
             p.max_win = seg.window;
         }
@@ -507,12 +514,6 @@ impl TcpState {
             p.max_ack = seg.ack;
             p.bits |= bits::ACKED;
         }
-        let hi = seg.ack.wrapping_add((u32::from(seg.window) << sws).max(1));
-        if seq_geq(hi, q.seqhi) {
-            q.seqhi = hi;
-        }
-        self.peers[xi] = p;
-        self.peers[yi] = q;
         true
     }
 

@@ -316,7 +316,17 @@ fn lean_routes_agree_with_the_general_path() {
                 link: LinkType::Ethernet,
                 interface: 0,
             };
-            let Some(p) = pktio::PlainTcp::read(f.data, f.wire_len) else { continue };
+            // The lean lane's own reading of the bytes agrees with the plain-TCP reader and routing,
+            // on every frame (plain or not) and every snapshot.
+            let plain_tcp = pktio::PlainTcp::read(f.data, f.wire_len);
+            for snap in &snaps {
+                let expected = plain_tcp.and_then(|p| {
+                    let tcp = pktio::TcpInfo { options: pktio::TcpOptions::default(), ..p.tcp };
+                    engine::Route::of_plain(snap, &p).map(|r| (r, tcp))
+                });
+                assert_eq!(engine::Route::of_bytes(snap, f.data, f.wire_len), expected, "{path}");
+            }
+            let Some(p) = plain_tcp else { continue };
             plain += 1;
             assert_eq!(Ok(p.packet()), parse_frame(f.link, f.data, f.wire_len), "{path}");
             if snaps.len() == 1 {
@@ -1171,4 +1181,162 @@ fn the_parts_of_a_connection_limit_add_up_to_it() {
         }
     }
     assert_eq!(Share::WHOLE.limit(12345), 12345);
+}
+
+/// A logged connection falls idle while another keeps sending plain ACKs, ten a second, past the
+/// logged one's timer: its TERM line comes out before the first frame of the second in which it
+/// expired, as the packet clock reclaims it there, whether the ACKs are decided one by one (no fast
+/// paths) or in runs (the fast path holds a filter's state for a run of them, and must stop each run
+/// where the clock enters another second). On one and two workers, with and without the fast paths.
+#[test]
+fn runs_of_tracked_frames_stop_where_the_packet_clock_enters_another_second() {
+    use pktio::build::{tcp_v4, TcpSeg};
+    use pktio::capture::{PcapWriter, TsResolution};
+    use pktio::packet::tcpflags::{ACK, SYN};
+    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+    let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(172, 16, 0, 9) };
+    let policy = parse_policy(
+        "filter vm { vnic mac 02:00:00:00:00:01; timeout tcp.established 3;\n\
+           ruleset mainrs { rule 1 at 1 out protocol tcp from any to any port 22 accept with log;\n\
+                            rule 2 at 2 out protocol tcp from any to any port 80 accept;\n\
+                            rule 3 at 3 inout protocol any from any to any drop; } }",
+    )
+    .unwrap();
+    let mut frames = Vec::new();
+    let t0 = 1_700_000_000_250_000_000u64;
+    // Two handshakes at t0: port 22 (logged) and port 80.
+    for (i, port) in [22u16, 80].into_iter().enumerate() {
+        let sport = 40_000 + i as u16;
+        let out = |seq, ack, flags| TcpSeg {
+            sport,
+            dport: port,
+            seq,
+            ack,
+            flags,
+            window: 65_535,
+            mss: None,
+            payload: &[],
+        };
+        let back = |seq, ack, flags| TcpSeg {
+            sport: port,
+            dport: sport,
+            seq,
+            ack,
+            flags,
+            window: 65_535,
+            mss: None,
+            payload: &[],
+        };
+        frames.push((t0, tcp_v4(&vm, &far, 1, &out(100, 0, SYN))));
+        frames.push((t0, tcp_v4(&far, &vm, 1, &back(900, 101, SYN | ACK))));
+        frames.push((t0, tcp_v4(&vm, &far, 2, &out(101, 901, ACK))));
+    }
+    // Then only the port-80 connection, ten plain ACKs a second for eight seconds.
+    for n in 0..80u64 {
+        let seg = TcpSeg {
+            sport: 40_001,
+            dport: 80,
+            seq: 101,
+            ack: 901,
+            flags: ACK,
+            window: 65_535,
+            mss: None,
+            payload: &[],
+        };
+        frames.push((t0 + (n + 1) * 100_000_000, tcp_v4(&vm, &far, n as u16, &seg)));
+    }
+    let mut w =
+        PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
+    for (ts, bytes) in &frames {
+        w.write_frame(*ts, bytes, bytes.len() as u32).unwrap();
+    }
+    let cap = Capture::from_bytes(w.into_inner(), "runs.pcap").unwrap();
+    let run = |workers: usize, fast: bool| {
+        let mut engine = Engine::new(&policy).unwrap();
+        engine.set_fast_paths(fast);
+        let mut lines = Vec::new();
+        let s = replay_chunked(&cap, &mut engine, &[], workers, true, 7, |ev| match ev {
+            Event::Decision { decision: d, filter } => lines.push(decision_line(d, filter)),
+            Event::Log(rec) if rec.to_string().contains("TERM") => lines.push("TERM".to_string()),
+            _ => {}
+        })
+        .unwrap();
+        (lines, s.counters.clone())
+    };
+    let reference = run(1, false);
+    // The TERM line comes just before the first frame at or after t0 + 3 s whole seconds later.
+    let term = reference.0.iter().position(|l| l == "TERM").expect("the logged connection ends");
+    assert!(term + 1 < reference.0.len(), "the TERM line came only at the end: {:?}", reference.0);
+    for (workers, fast) in [(1, true), (2, true), (2, false)] {
+        let other = run(workers, fast);
+        assert_eq!(other.0, reference.0, "{workers} workers, fast paths {fast}");
+        assert_eq!(other.1, reference.1, "{workers} workers, fast paths {fast}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// The lean lane's reading of a frame ([`engine::Route::of_bytes`]) agrees with the plain-TCP
+    /// reader and its routing on TCP frames with their header bytes damaged at random (ethertype,
+    /// version and header length, fragment bits, protocol, lengths, data offset, options, MACs), cut
+    /// short, or claiming another length on the wire, under snapshots whose vNIC is the sender, the
+    /// receiver, both, or an IP-only one.
+    #[test]
+    fn the_lean_lanes_reading_agrees_with_the_plain_tcp_reader(
+        flags in proptest::prelude::any::<u8>(),
+        ts in proptest::prelude::any::<bool>(),
+        payload in 0..40usize,
+        damage in proptest::collection::vec((0..70usize, proptest::prelude::any::<u8>()), 0..3),
+        cut in proptest::option::of(0..80usize),
+        wire in proptest::option::of(0..200u32),
+        zero_mac in proptest::option::of(proptest::prelude::any::<bool>()),
+    ) {
+        use pktio::build::{tcp_v4, TcpSeg};
+        let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+        let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(172, 16, 0, 9) };
+        let body = [7u8; 40];
+        let seg = TcpSeg { sport: 40_000, dport: 80, seq: 5, ack: 9, flags, window: 512, mss: None, payload: &body[..payload] };
+        let mut bytes = tcp_v4(&vm, &far, 1, &seg);
+        if ts {
+            // Make room for `NOP NOP TS` (data offset 8) and fix the IP length.
+            let mut with = bytes[..54].to_vec();
+            with.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+            with.extend_from_slice(&bytes[54..]);
+            with[46] = 0x80;
+            let total = u16::from_be_bytes([with[16], with[17]]) + 12;
+            with[16..18].copy_from_slice(&total.to_be_bytes());
+            bytes = with;
+        }
+        for (at, b) in damage {
+            if at < bytes.len() {
+                bytes[at] = b;
+            }
+        }
+        // An all-zero MAC names no vNIC, not even one configured with it.
+        if let Some(src) = zero_mac {
+            let at = if src { 6 } else { 0 };
+            bytes[at..at + 6].fill(0);
+        }
+        if let Some(n) = cut {
+            bytes.truncate(n);
+        }
+        let wire_len = wire.unwrap_or(bytes.len() as u32);
+        let snap = |text: &str| Engine::new(&parse_policy(text).unwrap()).unwrap().snapshot();
+        let snaps = [
+            snap("filter a { vnic mac 02:00:00:00:00:01; }"),
+            snap("filter b { vnic mac 02:00:00:00:09:09; }"),
+            snap("filter a { vnic mac 02:00:00:00:00:01; }\nfilter b { vnic mac 02:00:00:00:09:09; }"),
+            snap("filter a { vnic mac 02:00:00:00:00:01; }\nfilter c { vnic ip 10.9.9.9; }"),
+            snap("filter a { vnic mac 02:00:00:00:00:01; }\nfilter z { vnic mac 00:00:00:00:00:00; }"),
+            snap("filter b { vnic mac 02:00:00:00:09:09; }\nfilter z { vnic mac 00:00:00:00:00:00; }"),
+        ];
+        for snap in &snaps {
+            let expected = pktio::PlainTcp::read(&bytes, wire_len).and_then(|p| {
+                let tcp = pktio::TcpInfo { options: pktio::TcpOptions::default(), ..p.tcp };
+                engine::Route::of_plain(snap, &p).map(|r| (r, tcp))
+            });
+            proptest::prop_assert_eq!(engine::Route::of_bytes(snap, &bytes, wire_len), expected);
+        }
+    }
 }

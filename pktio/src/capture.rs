@@ -493,7 +493,36 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
+/// How to read the records of a pcap file quickly ([`Frames::pcap_reader`]): its link type, timestamp
+/// unit and byte order, worked out once rather than per record.
+#[derive(Debug, Clone, Copy)]
+pub struct PcapReader {
+    link: LinkType,
+    nanos: bool,
+    be: bool,
+}
+
 impl<'a> Frames<'a> {
+    /// For a pcap file, what [`Frames::next_record`] needs to read its records; `None` for pcapng.
+    pub fn pcap_reader(&self) -> Option<PcapReader> {
+        match self.state {
+            State::Pcap { link, nanos, be } => Some(PcapReader { link, nanos, be }),
+            State::Pcapng { .. } => None,
+        }
+    }
+
+    /// The next frame when it is a whole pcap record, read as [`Iterator::next`] would; `None` at the
+    /// end of the file, before a damaged record and after an error, where the caller turns to `next`
+    /// (which reports them). For a loop that reads most records itself without `next`'s checks of the
+    /// format on every record.
+    #[inline(always)]
+    pub fn next_record(&mut self, r: PcapReader) -> Option<CaptureFrame<'a>> {
+        if self.done {
+            return None;
+        }
+        self.pcap_record(r.link, r.nanos, r.be)
+    }
+
     /// Moves past up to `count` frames without handing them out, as `count` calls of `next` would,
     /// and returns how many it passed: fewer at the end of the capture or where it is damaged (a
     /// damaged pcap record is left for `next` to report; pcapng damage ends the iteration unreported).

@@ -45,7 +45,8 @@ pub use sys::link_up;
 pub use tap::{Offloads, Tap, TapConfig};
 
 pub use capture::{
-    BlockDefect, Capture, CaptureError, CaptureFormat, CaptureFrame, Frames, PcapWriter, TsResolution,
+    BlockDefect, Capture, CaptureError, CaptureFormat, CaptureFrame, Frames, PcapReader, PcapWriter,
+    TsResolution,
 };
 pub use link::LinkType;
 pub use packet::{

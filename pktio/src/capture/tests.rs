@@ -456,3 +456,45 @@ fn skip_passes_the_frames_next_would_give() {
     assert_eq!(it.next().unwrap().unwrap().ts_nanos, 3000);
     assert_eq!(it.skip_frames(1), 0);
 }
+
+/// Reads every item the way a fast loop does: a whole pcap record through `next_record`, anything else
+/// (the end, damage, pcapng) through `next`.
+fn read_fast(cap: &Capture) -> Vec<Result<CaptureFrame<'_>, String>> {
+    let mut it = cap.frames();
+    let pcap = it.pcap_reader();
+    let mut out = Vec::new();
+    loop {
+        match pcap.and_then(|r| it.next_record(r)) {
+            Some(f) => out.push(Ok(f)),
+            None => match it.next() {
+                Some(item) => out.push(item.map_err(|e| e.to_string())),
+                None => return out,
+            },
+        }
+    }
+}
+
+#[test]
+fn next_record_gives_what_next_gives() {
+    let records: Vec<(u32, u32, &[u8], u32)> =
+        (0..7).map(|i| (i, 1000 * i, if i % 2 == 0 { FRAME_A } else { FRAME_B }, 60)).collect();
+    for (magic, be) in [(0xa1b2_c3d4, false), (0xa1b2_c3d4, true), (0xa1b2_3c4d, false), (0xa1b2_3c4d, true)]
+    {
+        let whole = pcap(magic, be, 1, &records);
+        // Whole, cut inside a record's header, cut inside a record's data.
+        for cut in [0, 10, 30] {
+            let cap = Capture::from_bytes(whole[..whole.len() - cut].to_vec(), "r.pcap").unwrap();
+            let slow: Vec<_> = cap.frames().map(|item| item.map_err(|e| e.to_string())).collect();
+            assert_eq!(read_fast(&cap), slow, "magic {magic:x}, big-endian {be}, cut {cut}");
+            assert_eq!(slow.iter().filter(|f| f.is_err()).count(), usize::from(cut > 0));
+        }
+    }
+    // pcapng has no pcap reader: every frame comes through `next`.
+    let mut ng = Ng::new(false);
+    ng.idb(1, &[]);
+    ng.epb(0, 1, FRAME_A, 60);
+    ng.epb(0, 2, FRAME_B, 42);
+    let cap = Capture::from_bytes(ng.out, "r.pcapng").unwrap();
+    assert!(cap.frames().pcap_reader().is_none());
+    assert_eq!(read_fast(&cap).len(), 2);
+}
