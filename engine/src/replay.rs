@@ -336,9 +336,16 @@ fn replay_inline(
     let mut collect = Collect { snap: engine.snapshot(), events: FrameEvents::default(), keep: want_events };
     let mut pipe = Pipeline::new();
     let result = (|| {
-        for (n, frame) in capture.frames().enumerate() {
-            let frame = frame?;
-            let number = n as u64 + 1;
+        let mut frames = capture.frames();
+        let pcap = frames.pcap_reader();
+        for number in 1.. {
+            let frame = match pcap.and_then(|r| frames.next_record(r)) {
+                Some(frame) => frame,
+                None => match frames.next() {
+                    Some(frame) => frame?,
+                    None => break,
+                },
+            };
             last_ts = frame.ts_nanos;
             let due = switches.get(next_switch).is_some_and(|sw| match sw.at {
                 SwitchPoint::Frame(f) => number >= f,
