@@ -1207,9 +1207,9 @@ fn runs_of_tracked_frames_stop_where_the_packet_clock_enters_another_second() {
     // Two handshakes at t0: port 22 (logged) and port 80.
     for (i, port) in [22u16, 80].into_iter().enumerate() {
         let sport = 40_000 + i as u16;
-        let out = |seq, ack, flags| TcpSeg {
+        let seg = |(sport, dport), seq, ack, flags| TcpSeg {
             sport,
-            dport: port,
+            dport,
             seq,
             ack,
             flags,
@@ -1217,19 +1217,10 @@ fn runs_of_tracked_frames_stop_where_the_packet_clock_enters_another_second() {
             mss: None,
             payload: &[],
         };
-        let back = |seq, ack, flags| TcpSeg {
-            sport: port,
-            dport: sport,
-            seq,
-            ack,
-            flags,
-            window: 65_535,
-            mss: None,
-            payload: &[],
-        };
-        frames.push((t0, tcp_v4(&vm, &far, 1, &out(100, 0, SYN))));
-        frames.push((t0, tcp_v4(&far, &vm, 1, &back(900, 101, SYN | ACK))));
-        frames.push((t0, tcp_v4(&vm, &far, 2, &out(101, 901, ACK))));
+        let (out, back) = ((sport, port), (port, sport));
+        frames.push((t0, tcp_v4(&vm, &far, 1, &seg(out, 100, 0, SYN))));
+        frames.push((t0, tcp_v4(&far, &vm, 1, &seg(back, 900, 101, SYN | ACK))));
+        frames.push((t0, tcp_v4(&vm, &far, 2, &seg(out, 101, 901, ACK))));
     }
     // Then only the port-80 connection, ten plain ACKs a second for eight seconds.
     for n in 0..80u64 {
