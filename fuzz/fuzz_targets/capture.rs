@@ -1,17 +1,38 @@
-//! Any bytes as a capture file: reading stops with a typed error or yields frames, never panics.
+//! Any bytes as a capture file: reading stops with a typed error or yields frames, never panics; and a
+//! loop that reads whole pcap records itself (`Frames::next_record`, falling back to `next`) gets
+//! exactly the items `next` alone gives.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(cap) = pktio::Capture::from_bytes(data.to_vec(), "fuzz.pcap") {
+        let mut slow = Vec::new();
         for frame in cap.frames() {
             match frame {
                 Ok(f) => {
                     let _ = pktio::parse_frame(f.link, f.data, f.wire_len);
+                    slow.push(Ok(f));
                 }
-                Err(_) => break,
+                Err(e) => {
+                    slow.push(Err(e.to_string()));
+                    break;
+                }
             }
         }
+        let mut fast = Vec::new();
+        let mut it = cap.frames();
+        let pcap = it.pcap_reader();
+        loop {
+            match pcap.and_then(|r| it.next_record(r)) {
+                Some(f) => fast.push(Ok(f)),
+                None => match it.next() {
+                    Some(Ok(f)) => fast.push(Ok(f)),
+                    Some(Err(e)) => fast.push(Err(e.to_string())),
+                    None => break,
+                },
+            }
+        }
+        assert_eq!(fast, slow);
     }
 });
