@@ -265,7 +265,9 @@ impl Lean {
     }
 
     /// [`pktio::PlainTcp::read`] and [`Lean::of`] in one step, reading only what the lean lane keeps:
-    /// the same frames get the same record (`tests::lean_read_agrees` holds the two together).
+    /// the same frames get the same record (`lean_routes_agree_with_the_general_path` and
+    /// `the_lean_lanes_reading_agrees_with_the_plain_tcp_reader` in `engine/tests/concurrency.rs` hold the
+    /// two together, through [`Route::of_bytes`]).
     #[inline(always)]
     pub fn read(snap: &Snapshot, data: &[u8], wire_len: u32) -> Option<Lean> {
         const ETH: usize = 14;
