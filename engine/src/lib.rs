@@ -270,8 +270,19 @@ impl Lean {
     /// two together, through [`Route::of_bytes`]).
     #[inline(always)]
     pub fn read(snap: &Snapshot, data: &[u8], wire_len: u32) -> Option<Lean> {
+        Lean::read_with(snap, data, wire_len, &mut MacRoutes::default())
+    }
+
+    /// [`Lean::read`], remembering in `routes` the route of the last pair of MACs (most frames in a row
+    /// go between the same two).
+    #[inline(always)]
+    pub(crate) fn read_with(
+        snap: &Snapshot,
+        data: &[u8],
+        wire_len: u32,
+        routes: &mut MacRoutes,
+    ) -> Option<Lean> {
         const ETH: usize = 14;
-        let macs = snap.few_macs()?;
         let h = data.first_chunk::<54>()?;
         let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         // Ethernet II carrying IPv4 with a 20-byte header; not a fragment (MF clear, offset 0); TCP.
@@ -295,15 +306,15 @@ impl Lean {
         let mac = |at: usize| {
             u64::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3], h[at + 4], h[at + 5], 0, 0])
         };
-        let (dst_mac, src_mac) = (mac(0), mac(6));
-        if dst_mac & 1 == 1 {
-            return None;
-        }
-        // An all-zero MAC names no vNIC.
-        let vnic = |w: u64| if w == 0 { None } else { macs.iter().find(|(x, _)| *x == w).map(|&(_, i)| i) };
-        let sender = vnic(src_mac);
-        let receiver = vnic(dst_mac).filter(|i| Some(*i) != sender);
-        let (filter, dir) = one_filter(sender, receiver)?;
+        let pair = (mac(0), mac(6));
+        let (filter, dir) = match routes.last {
+            Some((generation, p, route)) if p == pair && generation == snap.generation => route,
+            _ => {
+                let route = mac_route(snap, pair);
+                routes.last = Some((snap.generation, pair, route));
+                route
+            }
+        }?;
         let port = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
         let (src, dst) = ((word(26), port(34)), (word(30), port(36)));
         let (key, from_lo) = table::PackedKey::v4(ipproto::TCP, src, dst);
@@ -385,6 +396,28 @@ impl Lean {
             hint: None,
         }
     }
+}
+
+/// The route of the last pair of MACs [`Lean::read_with`] read, with the generation of the snapshot
+/// it was worked out under.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct MacRoutes {
+    last: Option<(u64, (u64, u64), Option<(usize, Direction)>)>,
+}
+
+/// The one filter and direction of a unicast frame to MAC `dst` from `src` (as `config::mac_word` has
+/// them) under `snap`, when its few vNICs are all known by MAC; `None` otherwise.
+#[inline]
+fn mac_route(snap: &Snapshot, (dst, src): (u64, u64)) -> Option<(usize, Direction)> {
+    let macs = snap.few_macs()?;
+    if dst & 1 == 1 {
+        return None;
+    }
+    // An all-zero MAC names no vNIC.
+    let vnic = |w: u64| if w == 0 { None } else { macs.iter().find(|(x, _)| *x == w).map(|&(_, i)| i) };
+    let sender = vnic(src);
+    let receiver = vnic(dst).filter(|i| Some(*i) != sender);
+    one_filter(sender, receiver)
 }
 
 /// Wraps a sink to catch fragments released during a frame, so they can continue their path.

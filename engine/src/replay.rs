@@ -395,6 +395,8 @@ struct InlineBatch<'a> {
     /// The index of the last lean frame's filter's table, as it stood when this batch began to fill
     /// (no frame is decided while a batch fills, so it stays where it is).
     index: Option<(u32, table::IndexView)>,
+    /// The route of the last pair of MACs read.
+    routes: crate::MacRoutes,
 }
 
 /// How a frame of a batch was read.
@@ -419,6 +421,7 @@ impl<'a> InlineBatch<'a> {
             leans: Box::new([Lean::PLACEHOLDER; BATCH_INLINE]),
             pkts: vec![Packet::default(); BATCH_INLINE],
             index: None,
+            routes: crate::MacRoutes::default(),
         }
     }
 
@@ -433,7 +436,7 @@ impl<'a> InlineBatch<'a> {
         let i = self.frames.len();
         self.frames.push(f);
         if f.link == LinkType::Ethernet && worker.fast_paths() {
-            if let Some(lean) = Lean::read(snap, f.bytes, wire_len) {
+            if let Some(lean) = Lean::read_with(snap, f.bytes, wire_len, &mut self.routes) {
                 let index = match self.index {
                     Some((f, index)) if f == lean.filter => Some(index),
                     _ => {
