@@ -1331,3 +1331,68 @@ proptest::proptest! {
         }
     }
 }
+
+/// A policy switch that gives a vNIC's MAC to another filter (and another filter to the other vNIC)
+/// in the middle of a conversation: frames after the switch are decided by the filter the new policy
+/// names, with and without the fast paths, on one and two workers, though the lean lane remembers the
+/// route of the MAC pair it read last.
+#[test]
+fn a_switch_that_moves_a_vnic_to_another_filter_routes_the_next_frames_anew() {
+    use engine::replay::{Switch, SwitchPoint};
+    use pktio::build::{tcp_v4, TcpSeg};
+    use pktio::capture::{PcapWriter, TsResolution};
+    use pktio::packet::tcpflags::{ACK, SYN};
+    let vm = Host { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 1) };
+    let far = Host { mac: [2, 0, 0, 0, 9, 9], ip: Ipv4Addr::new(172, 16, 0, 9) };
+    // Two filters, the vNIC's first or second.
+    let text = |vm_first: bool| {
+        let filter = |name: &str, mac: u8, rule: u8| {
+            format!(
+                "filter {name} {{ vnic mac 02:00:00:00:00:0{mac};\n\
+                   ruleset r{rule} {{ rule {rule} at 1 inout protocol tcp from any to any port 80 accept; }} }}\n"
+            )
+        };
+        let (vm, other) = (filter("vm", 1, 1), filter("other", 2, 2));
+        let text = if vm_first { vm + &other } else { other + &vm };
+        parse_policy(&text).unwrap()
+    };
+    let seg = |seq, ack, flags, out: bool| {
+        let (sport, dport) = if out { (40_000, 80) } else { (80, 40_000) };
+        TcpSeg { sport, dport, seq, ack, flags, window: 65_535, mss: None, payload: &[] }
+    };
+    let t0 = 1_700_000_000_000_000_000u64;
+    let mut frames = vec![
+        tcp_v4(&vm, &far, 1, &seg(100, 0, SYN, true)),
+        tcp_v4(&far, &vm, 1, &seg(900, 101, SYN | ACK, false)),
+    ];
+    for n in 0..200u16 {
+        frames.push(tcp_v4(&vm, &far, n, &seg(101, 901, ACK, true)));
+    }
+    let mut w =
+        PcapWriter::with_resolution(Vec::new(), LinkType::Ethernet, 65_535, TsResolution::Nanos).unwrap();
+    for (n, bytes) in frames.iter().enumerate() {
+        w.write_frame(t0 + n as u64 * 1000, bytes, bytes.len() as u32).unwrap();
+    }
+    let cap = Capture::from_bytes(w.into_inner(), "moved.pcap").unwrap();
+    // The same two filters in the other order: the vNIC's filter is now the second one.
+    let switches = [Switch { at: SwitchPoint::Frame(77), policy: text(false), label: "moved".into() }];
+    let run = |workers: usize, fast: bool| {
+        let mut engine = Engine::new(&text(true)).unwrap();
+        engine.set_fast_paths(fast);
+        let mut lines = Vec::new();
+        replay_chunked(&cap, &mut engine, &switches, workers, true, 5, |ev| {
+            if let Event::Decision { decision: d, filter } = ev {
+                lines.push(decision_line(d, filter));
+            }
+        })
+        .unwrap();
+        lines
+    };
+    let reference = run(1, false);
+    // Decided by filter `vm` throughout (by its rule 1), first as the first filter, then as the second.
+    assert!(reference.iter().all(|l| l.contains(" vm ")), "{reference:?}");
+    assert_eq!(reference.len(), frames.len());
+    for (workers, fast) in [(1, true), (2, true)] {
+        assert_eq!(run(workers, fast), reference, "{workers} workers, fast paths {fast}");
+    }
+}
