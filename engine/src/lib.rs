@@ -402,8 +402,11 @@ impl Lean {
 /// it was worked out under.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct MacRoutes {
-    last: Option<(u64, (u64, u64), Option<(usize, Direction)>)>,
+    last: Option<MacRoute>,
 }
+
+/// A snapshot's generation, a pair of MACs (destination, source) and their route under it.
+type MacRoute = (u64, (u64, u64), Option<(usize, Direction)>);
 
 /// The one filter and direction of a unicast frame to MAC `dst` from `src` (as `config::mac_word` has
 /// them) under `snap`, when its few vNICs are all known by MAC; `None` otherwise.
