@@ -36,8 +36,9 @@ fn every_frame_is_decided_wholly_by_one_policy_version_while_another_thread_swap
     let handle = engine.snapshot_handle();
     let mut worker = engine.new_worker();
     let stop = Arc::new(AtomicBool::new(false));
+    let swapped = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let swapper = {
-        let stop = Arc::clone(&stop);
+        let (stop, swapped) = (Arc::clone(&stop), Arc::clone(&swapped));
         std::thread::spawn(move || {
             // Swaps until the worker is done (bounded in time), so it cannot run out of swaps
             // before a worker that started late has seen both versions.
@@ -47,6 +48,7 @@ fn every_frame_is_decided_wholly_by_one_policy_version_while_another_thread_swap
                 let p = if swaps.is_multiple_of(2) { &v2 } else { &v1 };
                 engine.load(p, 0).unwrap();
                 swaps += 1;
+                swapped.store(swaps, Ordering::Relaxed);
             }
             swaps
         })
@@ -56,11 +58,14 @@ fn every_frame_is_decided_wholly_by_one_policy_version_while_another_thread_swap
     let frame = udp_v4(&a, &b, 1, 1000, 2000, b"x");
     let pkt = parse_frame(LinkType::Ethernet, &frame, frame.len() as u32).unwrap();
     let (mut old, mut new) = (0, 0);
-    // At least 20,000 frames, and on until both versions were seen (the swapper may start late on a
-    // busy machine), within a time bound.
+    // At least 20,000 frames, and on until both versions were seen and the swapper has swapped more
+    // than ten times while frames were decided (it may start late on a busy machine, and a worker
+    // that decides 20,000 frames in a few milliseconds could otherwise finish first), within a time
+    // bound.
     let mut n = 0u64;
     let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while n < 20_000 || ((old == 0 || new == 0) && std::time::Instant::now() < until) {
+    let more = |old: u64, new: u64| old == 0 || new == 0 || swapped.load(Ordering::Relaxed) <= 10;
+    while n < 20_000 || (more(old, new) && std::time::Instant::now() < until) {
         n += 1;
         // The worker loads the snapshot once per frame, as the live dataplane does.
         let snap = handle.load_full();
