@@ -208,7 +208,7 @@ pub struct Snapshot {
 const SMALL: usize = 16;
 
 #[inline]
-fn mac_word(m: [u8; 6]) -> u64 {
+pub(crate) fn mac_word(m: [u8; 6]) -> u64 {
     let [a, b, c, d, e, f] = m;
     u64::from(u32::from_le_bytes([a, b, c, d])) | u64::from(u16::from_le_bytes([e, f])) << 32
 }
@@ -458,7 +458,7 @@ fn index_vnic(
 struct Prev<'a> {
     cfg: &'a FilterConfig,
     /// The address sets the filter's rules saw then, by id ([`rules::sets_by_id`]).
-    sets: AHashMap<&'a str, &'a AddrSet>,
+    sets: SetsById<'a>,
 }
 
 /// A filter's address sets by id, as its rules see them.

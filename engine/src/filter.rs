@@ -419,21 +419,28 @@ impl FilterState {
             rule: Some(RuleRef { l2: false, id: conn.rule }),
             generation: cfg.generation,
         };
-        let (family, len) = (seen.family, u64::from(seen.wire_len));
+        self.tracked(cfg, &d, seen.family, seen.wire_len, sink);
+        Some(d)
+    }
+
+    /// Counts and reports decision `d` of the fast paths about a frame of `family` index and `len`
+    /// bytes on a tracked connection.
+    #[inline(always)]
+    fn tracked(&mut self, cfg: &FilterConfig, d: &Decision, family: usize, len: u32, sink: &mut impl Sink) {
         match d.rule {
             Some(RuleRef { l2: false, id }) if d.verdict == Verdict::Pass => {
-                self.counters.count_tracked(dir, family, id, len)
+                self.counters.count_tracked(d.dir, family, id, u64::from(len))
             }
-            _ => self.counters.count_raw(&d, family, len),
+            _ => self.counters.count_raw(d, family, u64::from(len)),
         }
-        sink.decision(&d, cfg);
-        Some(d)
+        sink.decision(d, cfg);
     }
 
     /// [`FilterState::decide_fast`] for the commonest frame, with the least work: a plain TCP frame
     /// on the lean lane ([`crate::Lean`], through filter `index`, frame number and packet-clock second
-    /// given) whose segment [`Conn::track_ack`] accepts. Makes exactly the changes and sink calls `decide_fast` makes for it; false, having
-    /// changed nothing, for every other frame (the caller then tries `decide_fast`).
+    /// given) whose segment [`Conn::track_ack`] accepts. Makes exactly the changes and sink calls
+    /// `decide_fast` makes for it; false, having changed nothing, for every other frame (the caller
+    /// then tries `decide_fast`).
     #[inline(always)]
     pub(crate) fn decide_ack(
         &mut self,
@@ -451,9 +458,6 @@ impl FilterState {
         if !conn.track_ack(&lean.tcp(), lean.wire_len, lean.from_lo, now_s, &cfg.timeouts, &mut expires) {
             return false;
         }
-        let id = conn.rule;
-        // A plain TCP frame is IPv4 (family 0).
-        self.counters.count_tracked(lean.dir, 0, id, u64::from(lean.wire_len));
         let d = Decision {
             frame: number,
             filter: index,
@@ -461,10 +465,11 @@ impl FilterState {
             verdict: Verdict::Pass,
             state: ConnState::Established,
             reason: Reason::State,
-            rule: Some(RuleRef { l2: false, id }),
+            rule: Some(RuleRef { l2: false, id: conn.rule }),
             generation: cfg.generation,
         };
-        sink.decision(&d, cfg);
+        // A plain TCP frame is IPv4 (family 0).
+        self.tracked(cfg, &d, 0, lean.wire_len, sink);
         true
     }
 

@@ -236,15 +236,7 @@ impl Lean {
     /// The lean record of `p` when [`Route::of_plain`] would route it.
     #[inline]
     pub fn of(snap: &Snapshot, p: &pktio::PlainTcp) -> Option<Lean> {
-        if p.dst_mac[0] & 1 == 1 {
-            return None;
-        }
-        // As in `Route::of`, an all-zero MAC names no vNIC (and with no vNIC known by IP, none).
-        let vnic =
-            |m: [u8; 6]| if m == [0; 6] { snap.vnic_small(m).map(|_| None) } else { snap.vnic_small(m) };
-        let sender = vnic(p.src_mac)?;
-        let receiver = vnic(p.dst_mac)?.filter(|i| Some(*i) != sender);
-        let (filter, dir) = one_filter(sender, receiver)?;
+        let (filter, dir) = mac_route(snap, (config::mac_word(p.dst_mac), config::mac_word(p.src_mac)))?;
         let (src, dst) = ((u32::from(p.src), p.tcp.sport), (u32::from(p.dst), p.tcp.dport));
         let (key, from_lo) = table::PackedKey::v4(pktio::ipproto::TCP, src, dst);
         let hash = key.hash();
@@ -773,7 +765,7 @@ impl Worker {
         self.plain_full(snap, lean.wire_len, &lean.route(), frame, sink)
     }
 
-    /// Decides, in order, the leading frames of `leans` (lean records of the frames `frames`) that the
+    /// Decides, in order, the leading frames of `leans` (lean records, each with its frame) that the
     /// fast path's commonest step takes ([`filter::FilterState::decide_ack`]: a plain ACK on an
     /// established connection, through the same filter as the first, in the second the worker's
     /// clock stands at), calling `after` once each is decided (each passed); how many it decided. The
@@ -781,15 +773,15 @@ impl Worker {
     /// [`Worker::tick`] and [`Worker::process_lean`] do frame by frame for these frames: no tick is
     /// due within the clock's second, and the snapshot is the same throughout.
     #[inline(always)]
-    pub(crate) fn express_run<S: Sink>(
+    pub(crate) fn express_run<'l, 'f: 'l, S: Sink>(
         &mut self,
         snap: &Snapshot,
-        leans: &[Lean],
-        frames: &[FrameRef<'_>],
+        leans: impl IntoIterator<Item = (&'l Lean, &'l FrameRef<'f>)>,
         sink: &mut S,
         mut after: impl FnMut(&mut S, u64),
     ) -> usize {
-        let Some(first) = leans.first() else { return 0 };
+        let mut leans = leans.into_iter().peekable();
+        let Some(&(first, first_frame)) = leans.peek() else { return 0 };
         self.sync(snap);
         if !self.fast_paths() {
             return 0;
@@ -802,9 +794,9 @@ impl Worker {
         // of the clock's range: then each one's packet-clock second is the first frame's. (The clock
         // is at a second's start, `clock` to `clock + NS` then does not wrap and the seconds agree; or
         // it is `u64::MAX`, no second yet, and each frame is within the first second of the epoch.)
-        let now_s = frames.first().map_or(0, |fr| filter::secs(fr.now_ns));
+        let now_s = filter::secs(first_frame.now_ns);
         let mut n = 0;
-        for (lean, frame) in leans.iter().zip(frames) {
+        for (lean, frame) in leans {
             if lean.filter != f
                 || in_other_second(frame.now_ns, clock)
                 || frame.now_ns > u64::MAX - filter::NS

@@ -339,13 +339,8 @@ fn replay_inline(
         let mut frames = capture.frames();
         let pcap = frames.pcap_reader();
         for number in 1.. {
-            let frame = match pcap.and_then(|r| frames.next_record(r)) {
-                Some(frame) => frame,
-                None => match frames.next() {
-                    Some(frame) => frame?,
-                    None => break,
-                },
-            };
+            let Some(frame) = frames.next_from(pcap) else { break };
+            let frame = frame?;
             last_ts = frame.ts_nanos;
             let due = switches.get(next_switch).is_some_and(|sw| match sw.at {
                 SwitchPoint::Frame(f) => number >= f,
@@ -524,13 +519,13 @@ impl<'a> InlineBatch<'a> {
         after: impl FnMut(&mut S, u64),
     ) -> usize {
         let n = self.len();
-        // The run is the lean frames from `i` on.
-        let lean_from_i = self.slots[i..n].iter().take_while(|s| matches!(s, Read::Lean)).count();
-        if lean_from_i == 0 {
-            return 0;
-        }
-        let end = i + lean_from_i;
-        worker.express_run(snap, &self.leans[i..end], &self.frames[i..end], sink, after)
+        // The run is among the lean frames from `i` on.
+        let lean = self.slots[i..n]
+            .iter()
+            .zip(&self.leans[i..n])
+            .zip(&self.frames[i..n])
+            .map_while(|((slot, lean), frame)| matches!(slot, Read::Lean).then_some((lean, frame)));
+        worker.express_run(snap, lean, sink, after)
     }
 
     /// Adds a tick at frame `f` (a frame another worker decides) to the next slot.
@@ -593,14 +588,7 @@ fn run_batch(
     while i < batch.len() {
         // A run of the commonest frames, decided with the filter's state looked up once.
         i += batch.express_run(i, worker, &snap, collect, |c, _| {
-            summary.outcome(FrameOutcome::Passed);
-            for (_, o) in c.events.done.drain(..) {
-                summary.outcome(o);
-            }
-            if want_events {
-                deliver(&c.events, on_event);
-                c.events = FrameEvents::default();
-            }
+            decided(summary, c, FrameOutcome::Passed, want_events, on_event)
         });
         if i == batch.len() {
             break;
@@ -618,23 +606,34 @@ fn run_batch(
         }
         match batch.decide(i, worker, &snap, collect) {
             Ok(None) => {}
-            Ok(Some(outcome)) => {
-                summary.outcome(outcome);
-                if !collect.events.done.is_empty() {
-                    for (_, o) in collect.events.done.drain(..) {
-                        summary.outcome(o);
-                    }
-                }
-                if want_events {
-                    deliver(&collect.events, on_event);
-                    collect.events = FrameEvents::default();
-                }
-            }
+            Ok(Some(outcome)) => decided(summary, collect, outcome, want_events, on_event),
             Err(e) => malformed(summary, batch.frames[i].number, e, on_event),
         }
         i += 1;
     }
     batch.clear();
+}
+
+/// Accounts a frame [`run_batch`] decided: its outcome, those of the held fragments it released, and
+/// with `want_events` its events.
+#[inline(always)]
+fn decided(
+    summary: &mut ReplaySummary,
+    collect: &mut Collect,
+    outcome: FrameOutcome,
+    want_events: bool,
+    on_event: &mut impl FnMut(Event<'_>),
+) {
+    summary.outcome(outcome);
+    if !collect.events.done.is_empty() {
+        for (_, o) in collect.events.done.drain(..) {
+            summary.outcome(o);
+        }
+    }
+    if want_events {
+        deliver(&collect.events, on_event);
+        collect.events = FrameEvents::default();
+    }
 }
 
 /// What a worker reports for a batch: per frame, its outcome and events.
@@ -1137,20 +1136,17 @@ impl<'a> Walker<'a> {
                 end = true;
                 break;
             }
-            let frame = match pcap.and_then(|r| self.reader.next_record(r)) {
-                Some(frame) => frame,
-                None => match self.reader.next() {
-                    Some(Ok(frame)) => frame,
-                    Some(Err(e)) => {
-                        self.error = Some(e);
-                        end = true;
-                        break;
-                    }
-                    None => {
-                        end = true;
-                        break;
-                    }
-                },
+            let frame = match self.reader.next_from(pcap) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    self.error = Some(e);
+                    end = true;
+                    break;
+                }
+                None => {
+                    end = true;
+                    break;
+                }
             };
             last = Some((number, frame.ts_nanos));
             let owner = match peek_route_hash(frame.link, frame.data) {
@@ -1265,14 +1261,7 @@ fn flush(
     while i < batch.len() {
         // A run of the commonest frames, decided with the filter's state looked up once.
         i += batch.express_run(i, w, snap, collect, |c, number| {
-            if want_events {
-                out.frames.push((number, FrameOutcome::Passed, std::mem::take(&mut c.events)));
-            } else {
-                counts.outcome(FrameOutcome::Passed);
-                for (_, o) in c.events.done.drain(..) {
-                    counts.outcome(o);
-                }
-            }
+            report(counts, out, c, number, FrameOutcome::Passed, want_events)
         });
         if i == batch.len() {
             break;
@@ -1298,21 +1287,35 @@ fn flush(
                 continue;
             }
         };
-        if want_events {
-            out.frames.push((number, outcome, std::mem::take(&mut collect.events)));
-        } else {
-            counts.outcome(outcome);
-            if !collect.events.done.is_empty() {
-                for (_, o) in collect.events.done.drain(..) {
-                    counts.outcome(o);
-                }
-            }
-        }
+        report(counts, out, collect, number, outcome, want_events);
     }
     if let Some(last) = batch.frames.last() {
         out.upto = out.upto.max(last.number);
     }
     batch.clear();
+}
+
+/// Accounts frame `number`, which [`flush`] decided: with `want_events`, its outcome and events go to
+/// the calling thread; otherwise its outcome and those of the held fragments it released are counted.
+#[inline(always)]
+fn report(
+    counts: &mut ReplaySummary,
+    out: &mut Done,
+    collect: &mut Collect,
+    number: u64,
+    outcome: FrameOutcome,
+    want_events: bool,
+) {
+    if want_events {
+        out.frames.push((number, outcome, std::mem::take(&mut collect.events)));
+    } else {
+        counts.outcome(outcome);
+        if !collect.events.done.is_empty() {
+            for (_, o) in collect.events.done.drain(..) {
+                counts.outcome(o);
+            }
+        }
+    }
 }
 
 /// Counts a frame that did not parse and reports it for the calling thread.

@@ -217,6 +217,12 @@ pub struct FlowTable<V> {
     scheduled: Vec<u32>,
 }
 
+/// The home bucket of `hash` in an index of `len` buckets (multiply-shift of the hash's high half).
+#[inline(always)]
+fn home(hash: u64, len: usize) -> usize {
+    (((hash >> 32) * len as u64) >> 32) as usize
+}
+
 fn tag(hash: u64) -> u64 {
     (hash >> 32) << 32
 }
@@ -269,7 +275,7 @@ impl<V> FlowTable<V> {
     /// back on removal never touch the slab.
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        (((hash >> 32) * self.buckets.len() as u64) >> 32) as usize
+        home(hash, self.buckets.len())
     }
 
     #[inline]
@@ -672,8 +678,7 @@ impl IndexView {
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
         if self.len != 0 {
-            let home = (((hash >> 32) * self.len as u64) >> 32) as usize;
-            prefetch_ptr(self.at.wrapping_add(home) as *const u8);
+            prefetch_ptr(self.at.wrapping_add(home(hash, self.len)) as *const u8);
         }
     }
 }

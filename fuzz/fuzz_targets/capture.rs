@@ -1,5 +1,5 @@
 //! Any bytes as a capture file: reading stops with a typed error or yields frames, never panics; and a
-//! loop that reads whole pcap records itself (`Frames::next_record`, falling back to `next`) gets
+//! loop that reads whole pcap records itself (`Frames::next_from`) gets
 //! exactly the items `next` alone gives.
 #![no_main]
 
@@ -20,19 +20,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let mut fast = Vec::new();
         let mut it = cap.frames();
         let pcap = it.pcap_reader();
-        loop {
-            match pcap.and_then(|r| it.next_record(r)) {
-                Some(f) => fast.push(Ok(f)),
-                None => match it.next() {
-                    Some(Ok(f)) => fast.push(Ok(f)),
-                    Some(Err(e)) => fast.push(Err(e.to_string())),
-                    None => break,
-                },
-            }
-        }
+        let fast: Vec<_> = std::iter::from_fn(|| it.next_from(pcap)).map(|f| f.map_err(|e| e.to_string())).collect();
         assert_eq!(fast, slow);
     }
 });

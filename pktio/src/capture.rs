@@ -493,7 +493,7 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
-/// How to read the records of a pcap file quickly ([`Frames::pcap_reader`]): its link type, timestamp
+/// How to read the records of a pcap file quickly ([`Frames::next_from`]): its link type, timestamp
 /// unit and byte order, worked out once rather than per record.
 #[derive(Debug, Clone, Copy)]
 pub struct PcapReader {
@@ -503,7 +503,7 @@ pub struct PcapReader {
 }
 
 impl<'a> Frames<'a> {
-    /// For a pcap file, what [`Frames::next_record`] needs to read its records; `None` for pcapng.
+    /// For a pcap file, what [`Frames::next_from`] needs to read its records; `None` for pcapng.
     pub fn pcap_reader(&self) -> Option<PcapReader> {
         match self.state {
             State::Pcap { link, nanos, be } => Some(PcapReader { link, nanos, be }),
@@ -512,15 +512,23 @@ impl<'a> Frames<'a> {
     }
 
     /// The next frame when it is a whole pcap record, read as [`Iterator::next`] would; `None` at the
-    /// end of the file, before a damaged record and after an error, where the caller turns to `next`
-    /// (which reports them). For a loop that reads most records itself without `next`'s checks of the
-    /// format on every record.
+    /// end of the file, before a damaged record and after an error (where `next` reports them).
     #[inline(always)]
-    pub fn next_record(&mut self, r: PcapReader) -> Option<CaptureFrame<'a>> {
+    fn next_record(&mut self, r: PcapReader) -> Option<CaptureFrame<'a>> {
         if self.done {
             return None;
         }
         self.pcap_record(r.link, r.nanos, r.be)
+    }
+
+    /// The next item exactly as [`Iterator::next`] gives it, a whole pcap record read through `pcap`
+    /// ([`Frames::pcap_reader`], worked out once by the caller) without `next`'s check of the format.
+    #[inline(always)]
+    pub fn next_from(&mut self, pcap: Option<PcapReader>) -> Option<Result<CaptureFrame<'a>, CaptureError>> {
+        match pcap.and_then(|r| self.next_record(r)) {
+            Some(frame) => Some(Ok(frame)),
+            None => self.next(),
+        }
     }
 
     /// Moves past up to `count` frames without handing them out, as `count` calls of `next` would,

@@ -53,4 +53,4 @@ pub use packet::{
     ethertype, ipproto, tcpflags, FragInfo, IcmpInfo, IpInfo, MacAddr, Packet, QuotedHeader, TcpInfo,
     TcpOptions, L4,
 };
-pub use parse::{parse_frame, parse_into, peek_addresses, Layer, ParseError, PlainTcp};
+pub use parse::{parse_frame, parse_into, peek_addresses, peek_plain_v4, Layer, ParseError, PlainTcp};

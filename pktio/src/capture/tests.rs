@@ -457,25 +457,16 @@ fn skip_passes_the_frames_next_would_give() {
     assert_eq!(it.skip_frames(1), 0);
 }
 
-/// Reads every item the way a fast loop does: a whole pcap record through `next_record`, anything else
-/// (the end, damage, pcapng) through `next`.
+/// Reads every item the way a fast loop does ([`Frames::next_from`]): a whole pcap record through
+/// `next_record`, anything else (the end, damage, pcapng) through `next`.
 fn read_fast(cap: &Capture) -> Vec<Result<CaptureFrame<'_>, String>> {
     let mut it = cap.frames();
     let pcap = it.pcap_reader();
-    let mut out = Vec::new();
-    loop {
-        match pcap.and_then(|r| it.next_record(r)) {
-            Some(f) => out.push(Ok(f)),
-            None => match it.next() {
-                Some(item) => out.push(item.map_err(|e| e.to_string())),
-                None => return out,
-            },
-        }
-    }
+    std::iter::from_fn(|| it.next_from(pcap)).map(|item| item.map_err(|e| e.to_string())).collect()
 }
 
 #[test]
-fn next_record_gives_what_next_gives() {
+fn next_from_gives_what_next_gives() {
     let records: Vec<(u32, u32, &[u8], u32)> =
         (0..7).map(|i| (i, 1000 * i, if i % 2 == 0 { FRAME_A } else { FRAME_B }, 60)).collect();
     for (magic, be) in [(0xa1b2_c3d4, false), (0xa1b2_c3d4, true), (0xa1b2_3c4d, false), (0xa1b2_3c4d, true)]

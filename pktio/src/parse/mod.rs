@@ -387,6 +387,19 @@ fn parse_plain_tcp(data: &[u8], wire_len: u32, out: &mut Packet) -> bool {
     }
 }
 
+/// [`peek_addresses`] for the usual frame, untagged Ethernet II carrying IPv4: the addresses (as
+/// numbers) and the protocol field, read at fixed offsets; `None` for every other frame (which
+/// `peek_addresses` may still read).
+#[inline]
+pub fn peek_plain_v4(data: &[u8]) -> Option<(u32, u32, u8)> {
+    let h = data.first_chunk::<34>()?;
+    if h[12..14] != ethertype::IPV4.to_be_bytes() || h[14] >> 4 != 4 {
+        return None;
+    }
+    let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    Some((word(26), word(30), h[23]))
+}
+
 /// The IP addresses and protocol field of an Ethernet frame (any stack of VLAN tags) carrying IPv4 or
 /// IPv6, read straight from the IP header without checking anything else: enough to tell which worker
 /// owns a frame without parsing it. `None` for other link types and ethertypes, a wrong IP version, or
@@ -398,12 +411,8 @@ pub fn peek_addresses(link: LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr, u8
         return None;
     }
     // The usual frame in one step: untagged Ethernet II carrying IPv4, fields at fixed offsets.
-    if let Some(h) = data.first_chunk::<34>() {
-        if h[12..14] == ethertype::IPV4.to_be_bytes() && h[14] >> 4 == 4 {
-            let src = [h[26], h[27], h[28], h[29]];
-            let dst = [h[30], h[31], h[32], h[33]];
-            return Some((IpAddr::from(src), IpAddr::from(dst), h[23]));
-        }
+    if let Some((src, dst, proto)) = peek_plain_v4(data) {
+        return Some((IpAddr::V4(src.into()), IpAddr::V4(dst.into()), proto));
     }
     let mut at = 12;
     let mut ethertype = u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]);
