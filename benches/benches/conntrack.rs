@@ -3,7 +3,10 @@
 //!
 //! `cargo bench -p dfw-benches --bench conntrack`
 //!
-//! Prints one JSON object per measurement (medians of `RUNS` runs).
+//! Prints one JSON object per measurement (medians of `RUNS` runs). Each run is a fresh process (this
+//! program again, with `DFW_BENCH_CHILD` set), so the resident memory a run adds does not depend on what
+//! earlier runs left in the allocator's heap: in one process, the second and third runs met the pages
+//! the first one freed, and their growth swung by over 20 MiB with the heap's layout.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -76,9 +79,31 @@ fn run(rules: usize, pkts: &[Packet]) -> (f64, usize, u64) {
     (pkts.len() as f64 / secs, state.conns.memory_bytes(), rss)
 }
 
+/// Set in a child: the policy size of its one run.
+const CHILD: &str = "DFW_BENCH_CHILD";
+
+/// One run in a fresh process: its rate, table bytes and resident growth (KiB).
+fn run_child(rules: usize) -> (f64, usize, u64) {
+    let exe = std::env::current_exe().expect("own path");
+    let out = std::process::Command::new(exe)
+        .arg("--bench")
+        .env(CHILD, rules.to_string())
+        .output()
+        .expect("run the child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut words = text.split_whitespace().map(|w| w.parse::<f64>().expect("child's figures"));
+    let mut next = || words.next().expect("three figures");
+    (next(), next() as usize, next() as u64)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is expected.
-    let pkts = syns(CONNS);
+    if let Some(rules) = std::env::var(CHILD).ok().and_then(|r| r.parse().ok()) {
+        let (rate, mem, rss) = run(rules, &syns(CONNS));
+        println!("{rate} {mem} {rss}");
+        return;
+    }
     // DFW_BENCH_RULES=1,1000 picks the policy sizes (default 1, 1000, 10000).
     let sizes: Vec<usize> = std::env::var("DFW_BENCH_RULES")
         .ok()
@@ -89,7 +114,7 @@ fn main() {
         let mut mem = 0;
         let mut rss = 0;
         for _ in 0..RUNS {
-            let (r, m, s) = run(rules, &pkts);
+            let (r, m, s) = run_child(rules);
             rates.push(r);
             mem = m;
             rss = rss.max(s);

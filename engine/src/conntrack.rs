@@ -3,8 +3,9 @@
 //! The entry lives in the filter's [`crate::table::FlowTable`] under a direction-independent
 //! [`FlowKey`]; `initiator_lo` tells which side opened it. TCP uses the window-tracking state machine
 //! of [`crate::tcp`]; UDP and other protocols follow pf's first / single / multiple timers; ICMP echo
-//! is tracked by identifier. The expiry time lives in the table's dense expiry array (packet-clock
-//! seconds), so an entry stays small: a million fit in under 100 MiB with the index.
+//! is tracked by identifier. The expiry time (packet-clock seconds) lives in the table's slot beside the
+//! entry, which stays at 72 bytes: a million connections take 107.9 MiB with the table's index and
+//! expiry schedule.
 
 use pktio::packet::{tcpflags, TcpInfo, L4};
 use pktio::Packet;

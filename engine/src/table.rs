@@ -1,21 +1,22 @@
-//! A bounded flow table: a slab of entries, a dense array of their expiry times, and an
-//! open-addressing index of slab positions.
+//! A bounded flow table: a slab of entries and an open-addressing index of slab positions.
 //!
 //! Entries live in one `Vec` (the slab); the index is an array of 8-byte buckets, each holding 32 bits
 //! of the key's hash and the entry's slab position, probed linearly. It doubles while it is at most
 //! half full (a miss, which every new connection is, probes about 2.5 buckets at half load and 8.5 at
 //! three quarters), but never beyond what the limit needs at seven-eighths load, so a full table's
-//! index costs about 9 bytes per entry. A lookup reads one index cache line and one slab entry, and both can be
-//! prefetched ahead of time ([`FlowTable::prefetch`], [`FlowTable::prefetch_entry`]) so a batch of
-//! frames overlaps its cache misses, as VPP does. Removal shifts later buckets back (no tombstones).
-//! A million connections cost the entry size plus about 25 bytes each (index, expiry second, and the
-//! expiry schedule below: 108.3 MiB for IPv4 flows, measured by the `conntrack` bench).
+//! index costs about 9 bytes per entry. A lookup reads one index cache line and the entry's two slab
+//! lines, and both can be prefetched ahead of time ([`FlowTable::prefetch`],
+//! [`FlowTable::prefetch_entry`]) so a batch of frames overlaps its cache misses, as VPP does. Removal
+//! shifts later buckets back (no tombstones). A million IPv4 connections cost the slot size plus about
+//! 17 bytes each (index and the expiry schedule below): 107.9 MiB, measured by the `conntrack` bench.
 //!
 //! The slab keeps an IPv4 flow's key in place in 16 bytes (two addresses, two ports, the protocol)
 //! rather than the 38 of a [`FlowKey`], which holds IPv6-sized addresses; an IPv6 flow's key lives in a
-//! side arena and its slot holds the arena index. So an IPv4 connection entry is 88 bytes instead of
-//! 112 (a million of them took 96.5 MiB with the index, measured before the schedule), and a lookup touches 2.25 slab cache
-//! lines on average instead of 2.6 (by arithmetic, for slots at 8-byte-aligned places).
+//! side arena and its slot holds the arena index. A slot also holds the entry's expiry second and the
+//! second of its live schedule item, so an IPv4 connection's slot is 96 bytes: slots start 32 bytes
+//! apart, and each spans exactly two cache lines. (The two seconds used to live in dense arrays beside
+//! 88-byte slots: a lookup then touched 2.25 slab lines on average plus the expiry
+//! array's line, for the same memory.)
 //!
 //! The table never holds more than its limit: an insert into a full table fails with [`TableFull`]
 //! and the caller drops the packet (`state-limit`). Expired entries are reclaimed by the packet clock
@@ -186,15 +187,18 @@ impl Expiry<'_> {
     }
 }
 
-/// A slab slot: the packed key and the value.
+/// A slab slot: the packed key, the value, the packet-clock second the entry expires at and the
+/// second of its live item on the expiry schedule (0: none). Slots start 32 bytes apart: an IPv4
+/// connection's (96 bytes) then always spans exactly two cache lines, and a lookup touches those two
+/// and its index line, nothing else.
 #[derive(Debug, Clone)]
+#[repr(align(32))]
 struct Slot<V> {
     key: PackedKey,
     value: V,
+    expires: u32,
+    scheduled: u32,
 }
-
-/// Expiry marking a free slab position.
-const FREE: u32 = 0;
 
 /// A bounded flow table (see the module doc).
 #[derive(Debug, Clone)]
@@ -205,16 +209,12 @@ pub struct FlowTable<V> {
     /// The keys of IPv6 flows, by the index their wide [`PackedKey`] holds, and the free indexes.
     wide: Vec<FlowKey>,
     wide_free: Vec<u32>,
-    /// Packet-clock second each slot expires at; [`FREE`] for free slots.
-    expires: Vec<u32>,
     free: Vec<u32>,
     len: usize,
     limit: usize,
     /// Expiry schedule: (second, slot), earliest first; items whose second is not the slot's
-    /// `scheduled` one are stale.
+    /// `scheduled` one (or whose slot is free) are stale.
     due: BinaryHeap<Reverse<(u32, u32)>>,
-    /// Per slot, the second its live heap item is for (0: none).
-    scheduled: Vec<u32>,
 }
 
 /// The home bucket of `hash` in an index of `len` buckets (multiply-shift of the hash's high half).
@@ -235,12 +235,10 @@ impl<V> FlowTable<V> {
             slots: Vec::new(),
             wide: Vec::new(),
             wide_free: Vec::new(),
-            expires: Vec::new(),
             free: Vec::new(),
             len: 0,
             limit,
             due: BinaryHeap::new(),
-            scheduled: Vec::new(),
         }
     }
 
@@ -308,15 +306,22 @@ impl<V> FlowTable<V> {
     pub fn prefetch_entry(&self, hash: u64) -> Option<usize> {
         let found = self.find_tag(hash);
         if let Some(pos) = found {
-            // An entry spans two (sometimes three) cache lines: load each once.
-            let p = &self.slots[pos] as *const Option<Slot<V>> as usize;
+            // An entry spans two (sometimes three) cache lines: ask for each.
+            let p = self.slots.as_ptr().wrapping_add(pos) as *const u8;
             let size = std::mem::size_of::<Option<Slot<V>>>();
-            let mut line = p & !63;
-            while line < p + size {
-                prefetch_ptr(line as *const u8);
-                line += 64;
+            if size <= 128 {
+                // Its first byte, the one 64 bytes on and its last byte are on every line it spans
+                // (a line asked for twice costs one more hint, not a load).
+                prefetch_ptr(p);
+                prefetch_ptr(p.wrapping_add(64.min(size - 1)));
+                prefetch_ptr(p.wrapping_add(size - 1));
+            } else {
+                let mut line = p as usize & !63;
+                while line < p as usize + size {
+                    prefetch_ptr(line as *const u8);
+                    line += 64;
+                }
             }
-            prefetch(&self.expires[pos]);
         }
         found
     }
@@ -392,14 +397,8 @@ impl<V> FlowTable<V> {
             Some(p) if self.holds(p, resolved) => p,
             _ => self.find(resolved, hash)?,
         };
-        let slot = self.slots[pos].as_mut()?;
-        let expiry = Expiry {
-            at: &mut self.expires[pos],
-            scheduled: &mut self.scheduled[pos],
-            due: &mut self.due,
-            pos: pos as u32,
-        };
-        Some((&mut slot.value, expiry))
+        let Slot { value, expires, scheduled, .. } = self.slots[pos].as_mut()?;
+        Some((value, Expiry { at: expires, scheduled, due: &mut self.due, pos: pos as u32 }))
     }
 
     /// The value for `key` and its expiry second, if present (expired or not: the caller decides).
@@ -441,26 +440,22 @@ impl<V> FlowTable<V> {
                     // Grow by doubling, but never past the limit: a full table costs what its limit says.
                     let want = (self.slots.capacity() * 2).max(64).min(self.limit.max(1));
                     regrow(&mut self.slots, want);
-                    regrow(&mut self.expires, want);
-                    regrow(&mut self.scheduled, want);
                     let mut due = std::mem::take(&mut self.due).into_vec();
                     regrow(&mut due, want);
                     self.due = BinaryHeap::from(due);
                 }
                 self.slots.push(None);
-                self.expires.push(FREE);
-                self.scheduled.push(0);
                 self.slots.len() - 1
             }
         };
         self.place(hash, pos);
         self.len += 1;
-        // An expiry of 0 would read as free: entries expire no earlier than second 1.
+        // Entries expire no earlier than second 1 (a scheduled second of 0 means none).
         let expires_s = expires_s.max(1);
-        self.expires[pos] = expires_s;
-        self.schedule(pos, expires_s);
         let packed = PackedKey::of(&key).unwrap_or_else(|| self.put_wide(key));
-        Ok(&mut self.slots[pos].insert(Slot { key: packed, value }).value)
+        self.slots[pos] = Some(Slot { key: packed, value, expires: expires_s, scheduled: 0 });
+        self.schedule(pos, expires_s);
+        Ok(&mut self.slots[pos].as_mut().expect("just filled").value)
     }
 
     /// Stores an IPv6 flow's key in the arena; its wide packed key.
@@ -533,8 +528,6 @@ impl<V> FlowTable<V> {
 
     fn take(&mut self, pos: usize) -> Option<Entry<V>> {
         let slot = self.slots[pos].take()?;
-        self.expires[pos] = FREE;
-        self.scheduled[pos] = 0;
         self.free.push(pos as u32);
         self.len -= 1;
         let key = self.unpack(slot.key);
@@ -545,16 +538,19 @@ impl<V> FlowTable<V> {
         Some(Entry { key, value: slot.value })
     }
 
-    /// Puts slot `pos` on the schedule at second `at`, its only live heap item from now on.
+    /// Puts slot `pos` (a full one) on the schedule at second `at`, its only live heap item from now on.
     fn schedule(&mut self, pos: usize, at: u32) {
-        self.scheduled[pos] = at;
+        if let Some(slot) = self.slots[pos].as_mut() {
+            slot.scheduled = at;
+        }
         self.due.push(Reverse((at, pos as u32)));
         // Stale items (of entries removed or rescheduled since) leave the heap when their second
         // comes; should removals outpace that, rebuild it from the live ones, so it stays within a
         // few times the table's size.
         if self.due.len() > 2 * self.len + 1024 {
-            let live = self.scheduled.iter().enumerate().filter(|(_, &at)| at != 0);
-            self.due = live.map(|(pos, &at)| Reverse((at, pos as u32))).collect();
+            let live =
+                self.slots.iter().enumerate().filter_map(|(pos, s)| Some((pos, s.as_ref()?.scheduled)));
+            self.due = live.filter(|&(_, at)| at != 0).map(|(pos, at)| Reverse((at, pos as u32))).collect();
         }
     }
 
@@ -574,13 +570,13 @@ impl<V> FlowTable<V> {
             }
             self.due.pop();
             let pos = pos as usize;
-            if self.scheduled[pos] != at {
+            let Some(slot) = self.slots[pos].as_ref().filter(|s| s.scheduled == at) else {
                 continue;
-            }
-            let exp = self.expires[pos];
+            };
+            let exp = slot.expires;
             if exp <= now_s {
-                let key = self.slots[pos].as_ref().map(|s| self.unpack(s.key));
-                if let Some(e) = key.and_then(|k| self.remove(&k)) {
+                let key = self.unpack(slot.key);
+                if let Some(e) = self.remove(&key) {
                     gone.push(e);
                 }
             } else {
@@ -604,22 +600,19 @@ impl<V> FlowTable<V> {
 
     /// Every entry (key and value) with its expiry second.
     pub fn iter(&self) -> impl Iterator<Item = (Entry<&V>, u32)> {
-        self.slots
-            .iter()
-            .zip(&self.expires)
-            .filter_map(|(s, e)| s.as_ref().map(|s| (Entry { key: self.unpack(s.key), value: &s.value }, *e)))
+        self.slots.iter().filter_map(|s| {
+            s.as_ref().map(|s| (Entry { key: self.unpack(s.key), value: &s.value }, s.expires))
+        })
     }
 
-    /// Bytes held by the slab, the IPv6 key arena, the expiry array and the index (not counting
+    /// Bytes held by the slab, the IPv6 key arena, the index and the expiry schedule (not counting
     /// allocator overhead).
     pub fn memory_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Option<Slot<V>>>()
             + self.wide.capacity() * std::mem::size_of::<FlowKey>()
             + self.wide_free.capacity() * 4
-            + self.expires.capacity() * 4
             + self.buckets.capacity() * 8
             + self.free.capacity() * 4
-            + self.scheduled.capacity() * 4
             + self.due.capacity() * 8
     }
 }
@@ -717,6 +710,18 @@ mod tests {
 
     use super::*;
     use crate::flow::Endpoint;
+
+    #[test]
+    fn a_connection_slot_spans_exactly_two_cache_lines() {
+        // 96 bytes, 32 apart: every slot of the slab starts at 0 or 32 in its first line.
+        type S = Option<Slot<crate::conntrack::Conn>>;
+        assert_eq!((std::mem::size_of::<S>(), std::mem::align_of::<S>()), (96, 32));
+        let slab: Vec<S> = (0..8).map(|_| None).collect();
+        for s in &slab {
+            let at = s as *const S as usize;
+            assert_eq!((at + 95) / 64 - at / 64, 1, "slot at {at:#x} spans other than two lines");
+        }
+    }
 
     /// Distinct keys for distinct `n`: IPv4 flows, and every third one IPv6 (held in the side arena),
     /// so both slot kinds come and go together.
