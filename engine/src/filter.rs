@@ -450,6 +450,10 @@ impl FilterState {
         (number, now_s): (u64, u32),
         sink: &mut impl Sink,
     ) -> bool {
+        // Only a plain ACK can be taken: any other segment is passed over without a lookup.
+        if !crate::tcp::plain_ack(lean.flags) {
+            return false;
+        }
         let key = Probe::Packed(lean.key);
         let Some((conn, mut expires)) = live_conn(&mut self.conns, cfg, key, lean.hash, lean.hint(), now_s)
         else {

@@ -433,6 +433,13 @@ pub fn flags_error(flags: u8) -> Option<InvalidReason> {
     (syn_with_rst_or_fin || neither_syn_ack_nor_rst || needs_ack).then_some(InvalidReason::BadFlags)
 }
 
+/// A plain ACK (PSH allowed, no other flag): the only segment [`TcpState::track_established`] takes, so
+/// a caller can pass over any other without looking its connection up.
+#[inline(always)]
+pub fn plain_ack(flags: u8) -> bool {
+    flags & !tcpflags::PSH == tcpflags::ACK
+}
+
 impl TcpState {
     /// State for a connection whose first segment (from the initiator) is `seg`. A SYN starts a
     /// normal handshake; anything else is a loose mid-stream pickup (the caller enforces `strict`
@@ -475,10 +482,7 @@ impl TcpState {
     /// applies is [`TcpTimer::Established`].
     #[inline(always)]
     pub fn track_established(&mut self, x: Side, seg: &TcpInfo) -> bool {
-        if seg.flags & !tcpflags::PSH != tcpflags::ACK
-            || self.pending != Pending::None
-            || self.has(conn::RESET)
-        {
+        if !plain_ack(seg.flags) || self.pending != Pending::None || self.has(conn::RESET) {
             return false;
         }
         let (xi, yi) = (x.index(), x.other().index());
