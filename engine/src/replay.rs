@@ -379,7 +379,9 @@ const BATCH_INLINE: usize = 32;
 /// Frames parsed in place into reused summary slots and routed as they arrive (starting the load of
 /// each one's connection-index line), then decided together so their cache misses overlap.
 struct InlineBatch<'a> {
-    frames: Vec<FrameRef<'a>>,
+    /// The batch's frames: the first `len` (fixed size, so a frame is written straight into its place).
+    frames: Box<[FrameRef<'a>; BATCH_INLINE]>,
+    len: usize,
     /// Per frame: how it was read (the first `frames.len()` are this batch's; fixed size, so a frame's
     /// record is written straight into its place).
     slots: Box<[Read; BATCH_INLINE]>,
@@ -410,7 +412,10 @@ enum Read {
 impl<'a> InlineBatch<'a> {
     fn new() -> InlineBatch<'a> {
         InlineBatch {
-            frames: Vec::with_capacity(BATCH_INLINE),
+            frames: Box::new(
+                [FrameRef { number: 0, link: LinkType::Ethernet, bytes: &[], now_ns: 0 }; BATCH_INLINE],
+            ),
+            len: 0,
             // Placeholders: a batch reads only the places its frames have filled.
             slots: Box::new(std::array::from_fn(|_| Read::Parsed(Route::default()))),
             leans: Box::new([Lean::PLACEHOLDER; BATCH_INLINE]),
@@ -421,15 +426,28 @@ impl<'a> InlineBatch<'a> {
     }
 
     fn len(&self) -> usize {
-        self.frames.len()
+        self.len
+    }
+
+    /// The batch's frames.
+    fn frames(&self) -> &[FrameRef<'a>] {
+        &self.frames[..self.len]
+    }
+
+    /// Puts `f` in the next place (the batch is never pushed past full); its position.
+    #[inline(always)]
+    fn put(&mut self, f: FrameRef<'a>) -> usize {
+        let i = self.len;
+        self.frames[i] = f;
+        self.len = i + 1;
+        i
     }
 
     /// Parses and routes one frame into the next slot. A plain TCP frame through one filter takes the
     /// lean lane: routed from its fields, without a [`Packet`].
     #[inline]
     fn push(&mut self, worker: &mut Worker, snap: &Snapshot, f: FrameRef<'a>, wire_len: u32) {
-        let i = self.frames.len();
-        self.frames.push(f);
+        let i = self.put(f);
         if f.link == LinkType::Ethernet && worker.fast_paths() {
             if let Some(lean) = Lean::read_with(snap, f.bytes, wire_len, &mut self.routes) {
                 let index = match self.index {
@@ -467,7 +485,7 @@ impl<'a> InlineBatch<'a> {
     fn prefetch_entries(&mut self, worker: &Worker, snap: &Snapshot) {
         // The table of the last lean frame's filter (most frames of a batch cross the same one).
         let mut last = None;
-        for (slot, lean) in self.slots[..self.frames.len()].iter_mut().zip(self.leans.iter_mut()) {
+        for (slot, lean) in self.slots[..self.len].iter_mut().zip(self.leans.iter_mut()) {
             match slot {
                 Read::Lean => {
                     let conns = match last {
@@ -530,13 +548,12 @@ impl<'a> InlineBatch<'a> {
 
     /// Adds a tick at frame `f` (a frame another worker decides) to the next slot.
     fn push_tick(&mut self, f: FrameRef<'a>) {
-        let i = self.frames.len();
-        self.frames.push(f);
+        let i = self.put(f);
         self.slots[i] = Read::Tick;
     }
 
     fn clear(&mut self) {
-        self.frames.clear();
+        self.len = 0;
         // Deciding may have moved the tables' indexes.
         self.index = None;
     }
@@ -1289,7 +1306,7 @@ fn flush(
         };
         report(counts, out, collect, number, outcome, want_events);
     }
-    if let Some(last) = batch.frames.last() {
+    if let Some(last) = batch.frames().last() {
         out.upto = out.upto.max(last.number);
     }
     batch.clear();
