@@ -83,13 +83,45 @@ impl Conn {
             L4::Icmp(_) => ProtoState::Icmp { replied: false },
             _ => ProtoState::Datagram { replied: false, repeated: false },
         };
+        Conn::opened(proto, pkt.wire_len, from_lo, rule, generation, logged, now_s, t)
+    }
+
+    /// [`Conn::open`] for a TCP segment `tcp` of `wire_len` bytes (what `open` reads of a TCP packet).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn open_tcp(
+        tcp: &TcpInfo,
+        wire_len: u32,
+        from_lo: bool,
+        rule: u32,
+        generation: u64,
+        logged: bool,
+        now_s: u32,
+        t: &Timeouts,
+    ) -> (Conn, u32) {
+        let proto = ProtoState::Tcp(TcpState::new(tcp));
+        Conn::opened(proto, wire_len, from_lo, rule, generation, logged, now_s, t)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn opened(
+        proto: ProtoState,
+        wire_len: u32,
+        from_lo: bool,
+        rule: u32,
+        generation: u64,
+        logged: bool,
+        now_s: u32,
+        t: &Timeouts,
+    ) -> (Conn, u32) {
         let c = Conn {
             initiator_lo: from_lo,
             proto,
             rule,
             generation: generation as u32,
             packets: [1, 0],
-            bytes_lo: [pkt.wire_len, 0],
+            bytes_lo: [wire_len, 0],
             bytes_hi: [0, 0],
             logged,
         };
@@ -241,5 +273,11 @@ impl Conn {
 
 /// True for a TCP packet that could open a connection under `strict` (SYN without ACK).
 pub fn is_syn(pkt: &Packet) -> bool {
-    matches!(pkt.l4, L4::Tcp(t) if t.flags & (tcpflags::SYN | tcpflags::ACK | tcpflags::RST) == tcpflags::SYN)
+    matches!(pkt.l4, L4::Tcp(t) if syn_flags(t.flags))
+}
+
+/// TCP `flags` that could open a connection under `strict` (SYN without ACK or RST).
+#[inline]
+pub fn syn_flags(flags: u8) -> bool {
+    flags & (tcpflags::SYN | tcpflags::ACK | tcpflags::RST) == tcpflags::SYN
 }

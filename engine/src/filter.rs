@@ -22,6 +22,7 @@
 //! [`FilterState`] is one worker's share of a filter's state; the rules come from the immutable
 //! [`FilterConfig`] of the snapshot the frame is decided under.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pktio::packet::{ipproto, L4};
@@ -29,7 +30,7 @@ use pktio::{LinkType, Packet};
 use rules::{Action, Direction, FailurePolicy, L2Key, L3Key, PolicyChange, Rule, RuleBody};
 
 use crate::config::FilterConfig;
-use crate::conntrack::{is_syn, Conn, Tracked};
+use crate::conntrack::{is_syn, syn_flags, Conn, Tracked};
 use crate::counters::FilterCounters;
 use crate::flow::FlowKey;
 use crate::frag::{DatagramKey, FragTable, FragVerdict, Held, Later};
@@ -477,6 +478,94 @@ impl FilterState {
         true
     }
 
+    /// [`FilterState::decide`] for a plain TCP frame on the lean lane ([`crate::Lean`], through filter
+    /// `index`) of no tracked connection, through a filter without L2 rules and with L3 rules: the
+    /// rules decide it in place, from its record, without a [`Packet`] (a connection's first frames,
+    /// and frames the policy drops). The full path finds no entry for it (step 1 of `decide_ip`) and
+    /// no connection it quotes (step 2: it is not an ICMP error), so the rules decide (step 3); this
+    /// makes exactly the changes, counts and sink calls that step makes, and `decide` after it.
+    /// `None`, having changed nothing, for every other frame, and where the first matching rule
+    /// rejects or logs (a reply or a log line is built from the packet): the full path decides those.
+    /// The worker's clock has moved to the frame ([`crate::Worker::tick`]).
+    pub(crate) fn decide_new(
+        &mut self,
+        cfg: &FilterConfig,
+        index: usize,
+        shared: &Shared,
+        lean: &crate::Lean,
+        frame: FrameRef<'_>,
+        sink: &mut impl Sink,
+    ) -> Option<Decision> {
+        let (None, Some(l3)) = (&cfg.l2, &cfg.l3) else { return None };
+        // Any entry, even an expired one (the full path reclaims it, with its TERM line), is not ours.
+        if self.conns.get_mut_hinted(Probe::Packed(lean.key), lean.hash, lean.hint()).is_some() {
+            return None;
+        }
+        let tcp = lean.tcp();
+        let (lo, hi) = lean.key.addresses();
+        let (src, dst) = if lean.from_lo { (lo, hi) } else { (hi, lo) };
+        let key = L3Key {
+            dir: lean.dir,
+            src: IpAddr::V4(src.into()),
+            dst: IpAddr::V4(dst.into()),
+            proto: ipproto::TCP,
+            ports: Some((tcp.sport, tcp.dport)),
+            icmp: None,
+        };
+        let (verdict, state, reason, rule) = match cfg.first_match_l3(&key) {
+            None => (Verdict::Drop, ConnState::New, Reason::NoMatch, None),
+            Some(i) => {
+                let rule: &Rule = l3.rule(i);
+                if rule.log || rule.action == Action::Reject {
+                    return None;
+                }
+                let (verdict, state, reason) = if rule.action != Action::Accept {
+                    (action_verdict(rule.action), ConnState::New, Reason::Match)
+                } else if rule.stateless {
+                    (Verdict::Pass, ConnState::None, Reason::Match)
+                } else if matches!(&rule.body, RuleBody::Ip(m) if m.strict) && !syn_flags(tcp.flags) {
+                    (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch)
+                } else {
+                    let now_s = secs(frame.now_ns);
+                    let t = &cfg.timeouts;
+                    let opened = Conn::open_tcp(
+                        &tcp,
+                        lean.wire_len,
+                        lean.from_lo,
+                        rule.id,
+                        cfg.generation,
+                        false,
+                        now_s,
+                        t,
+                    );
+                    let admitted = self.admit(cfg, shared, (lean.key.unpack(), lean.hash), opened);
+                    if admitted.2 == Reason::StateLimit {
+                        shared.bounded_at(frame.number);
+                    }
+                    admitted
+                };
+                (verdict, state, reason, Some(RuleRef { l2: false, id: rule.id }))
+            }
+        };
+        let d = Decision {
+            frame: frame.number,
+            filter: index,
+            dir: lean.dir,
+            verdict,
+            state,
+            reason,
+            rule,
+            generation: cfg.generation,
+        };
+        if self.frags.take_bounded() {
+            shared.bounded_at(frame.number);
+        }
+        // A plain TCP frame is IPv4 (family 0).
+        self.counters.count_raw(&d, 0, u64::from(lean.wire_len));
+        sink.decision(&d, cfg);
+        Some(d)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn decide_inner(
         &mut self,
@@ -742,7 +831,8 @@ impl FilterState {
         {
             (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch)
         } else {
-            let admitted = self.admit(cfg, shared, (key, hash), from_lo, pkt, rule, now_s);
+            let opened = Conn::open(pkt, from_lo, rule.id, cfg.generation, rule.log, now_s, &cfg.timeouts);
+            let admitted = self.admit(cfg, shared, (key, hash), opened);
             if admitted.2 == Reason::StateLimit {
                 shared.bounded_at(frame.number);
             }
@@ -768,17 +858,14 @@ impl FilterState {
         d
     }
 
-    /// Inserts a new connection, within the filter's and the engine's limits.
-    #[allow(clippy::too_many_arguments)]
+    /// Inserts a new connection (`conn`, expiring at `expires`), within the filter's and the engine's
+    /// limits.
     fn admit(
         &mut self,
         cfg: &FilterConfig,
         shared: &Shared,
         (key, hash): (FlowKey, u64),
-        from_lo: bool,
-        pkt: &Packet,
-        rule: &Rule,
-        now_s: u32,
+        (conn, expires): (Conn, u32),
     ) -> (Verdict, ConnState, Reason) {
         if shared.total.fetch_add(1, Ordering::Relaxed) >= shared.max_total {
             shared.total.fetch_sub(1, Ordering::Relaxed);
@@ -788,8 +875,6 @@ impl FilterState {
         if self.conns.limit() != limit {
             self.conns.set_limit(limit);
         }
-        let (conn, expires) =
-            Conn::open(pkt, from_lo, rule.id, cfg.generation, rule.log, now_s, &cfg.timeouts);
         match self.conns.insert_hashed(key, hash, conn, expires) {
             Ok(_) => (Verdict::Pass, ConnState::New, Reason::Match),
             Err(_) => {

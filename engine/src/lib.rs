@@ -761,6 +761,11 @@ impl Worker {
             if let Some(outcome) = self.fast_one(snap, i, lean.dir, seen, keyed, lean.hint(), frame, sink) {
                 return outcome;
             }
+            // A frame of no tracked connection: the rules, in place.
+            let cfg = &snap.filters[i];
+            if let Some(d) = self.states[cfg.slot].decide_new(cfg, i, &self.shared, lean, frame, sink) {
+                return if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed };
+            }
         }
         self.plain_full(snap, lean.wire_len, &lean.route(), frame, sink)
     }

@@ -97,13 +97,19 @@ impl PackedKey {
         Some(PackedKey::narrow(word(lo), word(hi), key.lo.port, key.hi.port, key.proto))
     }
 
-    /// The full key of an IPv4 one.
+    /// The `lo` and `hi` addresses of an IPv4 key.
+    #[inline]
+    pub fn addresses(&self) -> (u32, u32) {
+        ((self.addrs >> 32) as u32, self.addrs as u32)
+    }
+
     /// The `lo` and `hi` ports of an IPv4 key.
     #[inline]
     pub fn ports(&self) -> (u16, u16) {
         ((self.rest >> 48) as u16, (self.rest >> 32) as u16)
     }
 
+    /// The full key of an IPv4 one.
     pub fn unpack(&self) -> FlowKey {
         debug_assert!(!self.is_wide());
         let ep = |a: u32, port: u64| {
