@@ -354,10 +354,8 @@ impl Lean {
     /// [`Worker::prefetch_entry`] for a frame on the lean lane, with its filter's table `conns`.
     #[inline(always)]
     pub(crate) fn prefetch_entry(&mut self, conns: &table::FlowTable<conntrack::Conn>) {
-        self.hint = match conns.prefetch_entry(self.hash) {
-            Some(pos) => u32::try_from(pos).unwrap_or(Lean::NO_HINT),
-            None => Lean::NO_HINT,
-        };
+        // Slab positions are below `u32::MAX` (the index keeps each plus one in 32 bits).
+        self.hint = conns.prefetch_entry(self.hash).map_or(Lean::NO_HINT, |pos| pos as u32);
     }
 
     /// A record for places not filled yet (never read).
