@@ -423,6 +423,9 @@ impl<S: Sink> Sink for Tap<'_, S> {
     fn decision(&mut self, d: &Decision, filter: &FilterConfig) {
         self.inner.decision(d, filter);
     }
+    fn wants_decisions(&self) -> bool {
+        self.inner.wants_decisions()
+    }
     fn log(&mut self, rec: log::LogRecord) {
         self.inner.log(rec);
     }

@@ -177,6 +177,10 @@ impl Sink for Collect {
             self.keep_decision(d, filter);
         }
     }
+    #[inline(always)]
+    fn wants_decisions(&self) -> bool {
+        self.keep
+    }
     fn log(&mut self, rec: LogRecord) {
         if self.keep {
             self.events.logs.push(rec);
