@@ -83,29 +83,14 @@ impl Conn {
             L4::Icmp(_) => ProtoState::Icmp { replied: false },
             _ => ProtoState::Datagram { replied: false, repeated: false },
         };
-        Conn::opened(proto, pkt.wire_len, from_lo, rule, generation, logged, now_s, t)
+        Conn::open_with(proto, pkt.wire_len, from_lo, rule, generation, logged, now_s, t)
     }
 
-    /// [`Conn::open`] for a TCP segment `tcp` of `wire_len` bytes (what `open` reads of a TCP packet).
+    /// [`Conn::open`] with the protocol state made already from the first packet (of `wire_len` bytes):
+    /// what `open` makes of a packet's transport header, or of a lean lane record's TCP segment.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    pub fn open_tcp(
-        tcp: &TcpInfo,
-        wire_len: u32,
-        from_lo: bool,
-        rule: u32,
-        generation: u64,
-        logged: bool,
-        now_s: u32,
-        t: &Timeouts,
-    ) -> (Conn, u32) {
-        let proto = ProtoState::Tcp(TcpState::new(tcp));
-        Conn::opened(proto, wire_len, from_lo, rule, generation, logged, now_s, t)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    fn opened(
+    pub(crate) fn open_with(
         proto: ProtoState,
         wire_len: u32,
         from_lo: bool,

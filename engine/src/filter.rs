@@ -30,12 +30,13 @@ use pktio::{LinkType, Packet};
 use rules::{Action, Direction, FailurePolicy, L2Key, L3Key, PolicyChange, Rule, RuleBody};
 
 use crate::config::FilterConfig;
-use crate::conntrack::{is_syn, syn_flags, Conn, Tracked};
+use crate::conntrack::{is_syn, syn_flags, Conn, ProtoState, Tracked};
 use crate::counters::FilterCounters;
 use crate::flow::FlowKey;
 use crate::frag::{DatagramKey, FragTable, FragVerdict, Held, Later};
 use crate::log::{tcp_flags, LogFlow, LogRecord, TermCause};
 use crate::table::{Entry, FlowTable, Probe};
+use crate::tcp::TcpState;
 use crate::verdict::{ConnState, Decision, Reason, RuleRef, Verdict};
 
 /// Where a filter's by-products go: decisions, log lines, generated replies, late fragment verdicts.
@@ -535,18 +536,11 @@ impl FilterState {
                 } else if matches!(&rule.body, RuleBody::Ip(m) if m.strict) && !syn_flags(tcp.flags) {
                     (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch)
                 } else {
-                    let now_s = secs(frame.now_ns);
-                    let t = &cfg.timeouts;
-                    let opened = Conn::open_tcp(
-                        &tcp,
-                        lean.wire_len,
-                        lean.from_lo,
-                        rule.id,
-                        cfg.generation,
-                        false,
-                        now_s,
-                        t,
-                    );
+                    let (now_s, t) = (secs(frame.now_ns), &cfg.timeouts);
+                    let proto = ProtoState::Tcp(TcpState::new(&tcp));
+                    let (from_lo, len) = (lean.from_lo, lean.wire_len);
+                    let opened =
+                        Conn::open_with(proto, len, from_lo, rule.id, cfg.generation, false, now_s, t);
                     let admitted = self.admit(cfg, shared, (lean.key.unpack(), lean.hash), opened);
                     if admitted.2 == Reason::StateLimit {
                         shared.bounded_at(frame.number);
