@@ -34,6 +34,17 @@ pub enum ProtoState {
     },
 }
 
+impl ProtoState {
+    /// The state a connection starts in whose first packet carries `l4`.
+    pub fn first(l4: &L4) -> ProtoState {
+        match l4 {
+            L4::Tcp(tcp) => ProtoState::Tcp(TcpState::new(tcp)),
+            L4::Icmp(_) => ProtoState::Icmp { replied: false },
+            _ => ProtoState::Datagram { replied: false, repeated: false },
+        }
+    }
+}
+
 /// One tracked connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conn {
@@ -68,29 +79,12 @@ pub enum Tracked {
 }
 
 impl Conn {
-    /// A connection opened by `pkt` (from the `lo` side when `from_lo`), and the second it expires.
-    pub fn open(
-        pkt: &Packet,
-        from_lo: bool,
-        rule: u32,
-        generation: u64,
-        logged: bool,
-        now_s: u32,
-        t: &Timeouts,
-    ) -> (Conn, u32) {
-        let proto = match pkt.l4 {
-            L4::Tcp(tcp) => ProtoState::Tcp(TcpState::new(&tcp)),
-            L4::Icmp(_) => ProtoState::Icmp { replied: false },
-            _ => ProtoState::Datagram { replied: false, repeated: false },
-        };
-        Conn::open_with(proto, pkt.wire_len, from_lo, rule, generation, logged, now_s, t)
-    }
-
-    /// [`Conn::open`] with the protocol state made already from the first packet (of `wire_len` bytes):
-    /// what `open` makes of a packet's transport header, or of a lean lane record's TCP segment.
+    /// A connection whose first packet (`wire_len` bytes, from the `lo` side when `from_lo`) gave it
+    /// the protocol state `proto` ([`ProtoState::first`]), admitted by rule `rule` of policy
+    /// generation `generation`; and the second it expires.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    pub(crate) fn open_with(
+    pub fn open(
         proto: ProtoState,
         wire_len: u32,
         from_lo: bool,

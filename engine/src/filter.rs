@@ -36,7 +36,6 @@ use crate::flow::FlowKey;
 use crate::frag::{DatagramKey, FragTable, FragVerdict, Held, Later};
 use crate::log::{tcp_flags, LogFlow, LogRecord, TermCause};
 use crate::table::{Entry, FlowTable, Probe};
-use crate::tcp::TcpState;
 use crate::verdict::{ConnState, Decision, Reason, RuleRef, Verdict};
 
 /// Where a filter's by-products go: decisions, log lines, generated replies, late fragment verdicts.
@@ -492,8 +491,9 @@ impl FilterState {
     /// `index`) of no tracked connection, through a filter without L2 rules and with L3 rules: the
     /// rules decide it in place, from its record, without a [`Packet`] (a connection's first frames,
     /// and frames the policy drops). The full path finds no entry for it (step 1 of `decide_ip`) and
-    /// no connection it quotes (step 2: it is not an ICMP error), so the rules decide (step 3); this
-    /// makes exactly the changes, counts and sink calls that step makes, and `decide` after it.
+    /// no connection it quotes (step 2: it is not an ICMP error), so the rules decide (step 3, through
+    /// the same [`by_rule`] and admission); this makes exactly the changes, counts and sink calls that
+    /// step makes, and `decide` after it.
     /// `None`, having changed nothing, for every other frame, and where the first matching rule
     /// rejects or logs (a reply or a log line is built from the packet): the full path decides those.
     /// The worker's clock has moved to the frame ([`crate::Worker::tick`]).
@@ -529,24 +529,15 @@ impl FilterState {
                 if rule.log || rule.action == Action::Reject {
                     return None;
                 }
-                let (verdict, state, reason) = if rule.action != Action::Accept {
-                    (action_verdict(rule.action), ConnState::New, Reason::Match)
-                } else if rule.stateless {
-                    (Verdict::Pass, ConnState::None, Reason::Match)
-                } else if matches!(&rule.body, RuleBody::Ip(m) if m.strict) && !syn_flags(tcp.flags) {
-                    (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch)
-                } else {
-                    let (now_s, t) = (secs(frame.now_ns), &cfg.timeouts);
-                    let proto = ProtoState::Tcp(TcpState::new(&tcp));
-                    let (from_lo, len) = (lean.from_lo, lean.wire_len);
-                    let opened =
-                        Conn::open_with(proto, len, from_lo, rule.id, cfg.generation, false, now_s, t);
-                    let admitted = self.admit(cfg, shared, (lean.key.unpack(), lean.hash), opened);
-                    if admitted.2 == Reason::StateLimit {
-                        shared.bounded_at(frame.number);
-                    }
-                    admitted
-                };
+                let (verdict, state, reason) =
+                    by_rule(rule, false, !syn_flags(tcp.flags)).unwrap_or_else(|| {
+                        let (now_s, t) = (secs(frame.now_ns), &cfg.timeouts);
+                        let proto = ProtoState::first(&L4::Tcp(tcp));
+                        let (from_lo, len) = (lean.from_lo, lean.wire_len);
+                        let opened =
+                            Conn::open(proto, len, from_lo, rule.id, cfg.generation, false, now_s, t);
+                        self.admit(cfg, shared, (lean.key.unpack(), lean.hash), opened, frame.number)
+                    });
                 (verdict, state, reason, Some(RuleRef { l2: false, id: rule.id }))
             }
         };
@@ -560,9 +551,7 @@ impl FilterState {
             rule,
             generation: cfg.generation,
         };
-        if self.frags.take_bounded() {
-            shared.bounded_at(frame.number);
-        }
+        // (Unlike `decide`, nothing to take from the fragment table: a lean frame is no fragment.)
         // A plain TCP frame is IPv4 (family 0).
         self.counters.count_raw(&d, 0, u64::from(lean.wire_len));
         sink.decision(&d, cfg);
@@ -802,45 +791,33 @@ impl FilterState {
         };
         let rule: &Rule = l3.rule(i);
         let r = Some(RuleRef { l2: false, id: rule.id });
-        let verdict = action_verdict(rule.action);
-        let (verdict, state, reason) = if rule.action != Action::Accept {
-            if rule.action == Action::Reject {
-                if let Some(reply) = pktio::build::reject_reply(frame.link, frame.bytes, pkt) {
-                    // This worker's part of the filter's rate and burst.
-                    let (rate, burst) = (
-                        shared.share.limit(cfg.icmp_error_rate as usize),
-                        shared.share.limit(error_burst(cfg.icmp_error_rate)),
-                    );
-                    if matches!(pkt.l4, L4::Tcp(_))
-                        || self.errors.take(rate as u64, burst as u64, frame.now_ns)
-                    {
-                        self.counters.rejects_sent += 1;
-                        sink.reply(frame.number, reply);
-                    } else {
-                        self.counters.rejects_limited += 1;
-                        shared.bounded_at(frame.number);
-                    }
+        if rule.action == Action::Reject {
+            if let Some(reply) = pktio::build::reject_reply(frame.link, frame.bytes, pkt) {
+                // This worker's part of the filter's rate and burst.
+                let (rate, burst) = (
+                    shared.share.limit(cfg.icmp_error_rate as usize),
+                    shared.share.limit(error_burst(cfg.icmp_error_rate)),
+                );
+                if matches!(pkt.l4, L4::Tcp(_)) || self.errors.take(rate as u64, burst as u64, frame.now_ns) {
+                    self.counters.rejects_sent += 1;
+                    sink.reply(frame.number, reply);
+                } else {
+                    self.counters.rejects_limited += 1;
+                    shared.bounded_at(frame.number);
                 }
             }
-            (verdict, ConnState::New, Reason::Match)
-        } else if rule.stateless || is_untracked_icmp(pkt) || is_echo_reply(pkt) {
-            // Stateless rules, ICMP other than echo (errors are never the start of a connection;
-            // other messages are not tracked) and echo replies that answer no tracked request pass
-            // alone.
-            (Verdict::Pass, if rule.stateless { ConnState::None } else { ConnState::New }, Reason::Match)
-        } else if matches!(&rule.body, RuleBody::Ip(m) if m.strict)
-            && matches!(pkt.l4, L4::Tcp(_))
-            && !is_syn(pkt)
-        {
-            (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch)
-        } else {
-            let opened = Conn::open(pkt, from_lo, rule.id, cfg.generation, rule.log, now_s, &cfg.timeouts);
-            let admitted = self.admit(cfg, shared, (key, hash), opened);
-            if admitted.2 == Reason::StateLimit {
-                shared.bounded_at(frame.number);
-            }
-            admitted
-        };
+        }
+        // ICMP other than echo (errors are never the start of a connection; other messages are not
+        // tracked) and echo replies that answer no tracked request pass alone.
+        let alone = is_untracked_icmp(pkt) || is_echo_reply(pkt);
+        let not_syn = matches!(pkt.l4, L4::Tcp(_)) && !is_syn(pkt);
+        let (verdict, state, reason) = by_rule(rule, alone, not_syn).unwrap_or_else(|| {
+            let proto = ProtoState::first(&pkt.l4);
+            let t = &cfg.timeouts;
+            let opened =
+                Conn::open(proto, pkt.wire_len, from_lo, rule.id, cfg.generation, rule.log, now_s, t);
+            self.admit(cfg, shared, (key, hash), opened, frame.number)
+        });
         let d = decided(verdict, state, reason, r);
         if rule.log {
             if let Some(flow) = LogFlow::of(pkt) {
@@ -861,18 +838,22 @@ impl FilterState {
         d
     }
 
-    /// Inserts a new connection (`conn`, expiring at `expires`), within the filter's and the engine's
-    /// limits.
+    /// Inserts a new connection (`conn`, expiring at `expires`) opened by frame `number`, within the
+    /// filter's and the engine's limits; where a limit refuses it, notes the frame
+    /// ([`Shared::bounded_at`]: a worker holds only its part of each limit).
     fn admit(
         &mut self,
         cfg: &FilterConfig,
         shared: &Shared,
         (key, hash): (FlowKey, u64),
         (conn, expires): (Conn, u32),
+        number: u64,
     ) -> (Verdict, ConnState, Reason) {
+        let refused = (Verdict::Drop, ConnState::New, Reason::StateLimit);
         if shared.total.fetch_add(1, Ordering::Relaxed) >= shared.max_total {
             shared.total.fetch_sub(1, Ordering::Relaxed);
-            return (Verdict::Drop, ConnState::New, Reason::StateLimit);
+            shared.bounded_at(number);
+            return refused;
         }
         let limit = shared.share.limit(cfg.max_connections);
         if self.conns.limit() != limit {
@@ -882,10 +863,28 @@ impl FilterState {
             Ok(_) => (Verdict::Pass, ConnState::New, Reason::Match),
             Err(_) => {
                 shared.total.fetch_sub(1, Ordering::Relaxed);
-                (Verdict::Drop, ConnState::New, Reason::StateLimit)
+                shared.bounded_at(number);
+                refused
             }
         }
     }
+}
+
+/// What the first matching L3 rule `rule` does with a frame of no tracked connection (step 3 of
+/// `decide_ip`), unless it lets the frame open one (`None`: admit it). `alone`: an ICMP message that
+/// passes without a connection; `not_syn`: a TCP segment that is no SYN, which `strict` refuses.
+fn by_rule(rule: &Rule, alone: bool, not_syn: bool) -> Option<(Verdict, ConnState, Reason)> {
+    if rule.action != Action::Accept {
+        return Some((action_verdict(rule.action), ConnState::New, Reason::Match));
+    }
+    if rule.stateless || alone {
+        let state = if rule.stateless { ConnState::None } else { ConnState::New };
+        return Some((Verdict::Pass, state, Reason::Match));
+    }
+    if not_syn && matches!(&rule.body, RuleBody::Ip(m) if m.strict) {
+        return Some((Verdict::Drop, ConnState::Invalid, Reason::StateMismatch));
+    }
+    None
 }
 
 /// Nanoseconds in a second of the packet clock.

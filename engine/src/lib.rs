@@ -119,6 +119,18 @@ pub enum FrameOutcome {
     Held,
 }
 
+impl FrameOutcome {
+    /// The outcome of a frame that the only filter on its path decided as `d`.
+    #[inline(always)]
+    fn of(d: &Decision) -> FrameOutcome {
+        if d.verdict.is_drop() {
+            FrameOutcome::Dropped
+        } else {
+            FrameOutcome::Passed
+        }
+    }
+}
+
 /// Where a frame goes and which connection it belongs to, worked out once per frame (and used both to
 /// prefetch its connection entry and to decide it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -765,7 +777,7 @@ impl Worker {
             // A frame of no tracked connection: the rules, in place.
             let cfg = &snap.filters[i];
             if let Some(d) = self.states[cfg.slot].decide_new(cfg, i, &self.shared, lean, frame, sink) {
-                return if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed };
+                return FrameOutcome::of(&d);
             }
         }
         self.plain_full(snap, lean.wire_len, &lean.route(), frame, sink)
@@ -876,7 +888,7 @@ impl Worker {
     ) -> Option<FrameOutcome> {
         let cfg = &snap.filters[i];
         let d = self.states[cfg.slot].decide_fast(cfg, i, seen, keyed, hint, dir, frame, sink)?;
-        Some(if d.verdict.is_drop() { FrameOutcome::Dropped } else { FrameOutcome::Passed })
+        Some(FrameOutcome::of(&d))
     }
 
     /// Every frame the fast path did not decide: each filter on its path in full, then the held

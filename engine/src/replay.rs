@@ -386,8 +386,7 @@ struct InlineBatch<'a> {
     /// The batch's frames: the first `len` (fixed size, so a frame is written straight into its place).
     frames: Box<[FrameRef<'a>; BATCH_INLINE]>,
     len: usize,
-    /// Per frame: how it was read (the first `frames.len()` are this batch's; fixed size, so a frame's
-    /// record is written straight into its place).
+    /// Per frame: how it was read (the first `len` are this batch's).
     slots: Box<[Read; BATCH_INLINE]>,
     /// Lean frames' records, by position in the batch (a [`Read::Lean`] slot's record).
     leans: Box<[Lean; BATCH_INLINE]>,
@@ -988,7 +987,7 @@ impl<'v, 'a> Lane<'v, 'a> {
         }
     }
 
-    /// Frame `number` is another worker's: when it starts another second, this worker's packet clock
+    /// Frame `f` is another worker's: when it starts another second, this worker's packet clock
     /// still moves to its time ([`Worker::tick`]), in frame order (through the pipeline).
     #[inline(always)]
     fn tick(&mut self, f: FrameRef<'a>) {

@@ -312,7 +312,8 @@ impl<V> FlowTable<V> {
     pub fn prefetch_entry(&self, hash: u64) -> Option<usize> {
         let found = self.find_tag(hash);
         if let Some(pos) = found {
-            // An entry spans two (sometimes three) cache lines: ask for each.
+            // An entry spans two cache lines (an IPv4 connection's always: 96 bytes, 32-byte aligned;
+            // a larger value may span more): ask for each.
             let p = self.slots.as_ptr().wrapping_add(pos) as *const u8;
             let size = std::mem::size_of::<Option<Slot<V>>>();
             if size <= 128 {

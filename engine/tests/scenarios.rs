@@ -179,6 +179,19 @@ fn strict_rules_refuse_mid_stream_pickup_loose_ones_accept_it() {
     assert_eq!(l.send(&seg(&B, &A, 80, 5000, 1, 1, ACK), 0.0).state, ConnState::Established);
 }
 
+/// A stateless rule decides each frame by itself: state `none`, and no connection; a stateful rule's
+/// first frame is `new` and opens one.
+#[test]
+fn stateless_rules_pass_frames_alone_stateful_ones_open_connections() {
+    let mut l = lab("    rule 1 at 1 in protocol tcp stateless from any to any port 22 accept;\n    rule 2 at 2 in protocol tcp from any to any port 80 accept;", "");
+    let d = l.send(&seg(&A, &B, 5000, 22, 1, 0, SYN), 0.0);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Pass, ConnState::None, Reason::Match));
+    assert_eq!(l.engine.worker_ref().connections(0), 0);
+    let d = l.send(&seg(&A, &B, 5001, 80, 1, 0, SYN), 0.0);
+    assert_eq!((d.verdict, d.state, d.reason), (Verdict::Pass, ConnState::New, Reason::Match));
+    assert_eq!(l.engine.worker_ref().connections(0), 1);
+}
+
 #[test]
 fn timers_expire_connections_on_the_packet_clock() {
     let mut l = lab(
