@@ -454,12 +454,7 @@ impl<V> FlowTable<V> {
             Some(p) => p as usize,
             None => {
                 if self.slots.len() == self.slots.capacity() {
-                    // Grow by doubling, but never past the limit: a full table costs what its limit says.
-                    let want = (self.slots.capacity() * 2).max(64).min(self.limit.max(1));
-                    regrow(&mut self.slots, want);
-                    let mut due = std::mem::take(&mut self.due).into_vec();
-                    regrow(&mut due, want);
-                    self.due = BinaryHeap::from(due);
+                    self.grow_slab();
                 }
                 self.slots.push(None);
                 self.slots.len() - 1
@@ -473,6 +468,22 @@ impl<V> FlowTable<V> {
         self.slots[pos] = Some(Slot { key: packed, value, expires: expires_s, scheduled: 0 });
         self.schedule(pos, expires_s);
         Ok(&mut self.slots[pos].as_mut().expect("just filled").value)
+    }
+
+    /// Makes room for more slots (and as many schedule items): doubling while the slab is small, then
+    /// at once room for the whole limit ([`RESERVE_FROM`]), never past the limit.
+    #[cold]
+    fn grow_slab(&mut self) {
+        let cap = self.slots.capacity();
+        let limit = self.limit.max(1);
+        let doubled = (cap * 2).max(64).min(limit);
+        let mut due = std::mem::take(&mut self.due).into_vec();
+        // Where the address space cannot be had (a limit far beyond the machine), keep doubling.
+        if cap < RESERVE_FROM || !(regrow(&mut self.slots, limit) && regrow(&mut due, limit)) {
+            regrow(&mut self.slots, doubled);
+            regrow(&mut due, doubled);
+        }
+        self.due = BinaryHeap::from(due);
     }
 
     /// Stores an IPv6 flow's key in the arena; its wide packed key.
@@ -634,18 +645,31 @@ impl<V> FlowTable<V> {
     }
 }
 
+/// The slab size (in slots) from which a growing table reserves room for its whole limit at once
+/// instead of doubling again. The room is address space: the kernel backs a page with memory only when
+/// a slot on it is first written, and slots fill from the start, so the memory in use follows the
+/// connections as before. What it saves is the rest of the doublings: each allocated a fresh slab,
+/// had its pages zeroed as they were first touched and copied every slot over (at 100,000 connections,
+/// about 25 MiB zeroed and 12 MiB copied for a 10 MiB slab, a good part of the time new connections
+/// took). Small tables (most filters of a large policy) never reach it.
+const RESERVE_FROM: usize = 16 << 10;
+
 /// Gives `v` room for `want` items in a fresh allocation advised for huge pages before anything is
 /// copied into it. (`reserve` lets the allocator move the old pages with `mremap`, which keeps them 4 KiB
 /// pages: replaying 100,000 connections, 2-4 MiB of the table's ~16 MiB ended on huge pages, against
-/// 8-12 MiB this way.)
-fn regrow<T>(v: &mut Vec<T>, want: usize) {
+/// 8-12 MiB this way.) False, leaving `v` as it was, where the allocator cannot give the room.
+fn regrow<T>(v: &mut Vec<T>, want: usize) -> bool {
     if want <= v.capacity() {
-        return;
+        return true;
     }
-    let mut fresh = Vec::with_capacity(want);
+    let mut fresh = Vec::new();
+    if fresh.try_reserve_exact(want).is_err() {
+        return false;
+    }
     advise_huge_pages(&fresh);
     fresh.append(v);
     *v = fresh;
+    true
 }
 
 /// Asks the kernel to back the not-yet-touched part of `v`'s allocation with 2 MiB pages where whole
@@ -738,6 +762,56 @@ mod tests {
             let at = s as *const S as usize;
             assert_eq!((at + 95) / 64 - at / 64, 1, "slot at {at:#x} spans other than two lines");
         }
+    }
+
+    /// Distinct IPv4 keys for distinct `n`.
+    fn v4_key(n: u32) -> FlowKey {
+        let ep = |a: u32, port: u16| Endpoint::new(std::net::Ipv4Addr::from(a).into(), port);
+        FlowKey::new(6, ep(0x0a00_0000 | n >> 16, n as u16), ep(0x0a01_0001, 80)).0
+    }
+
+    /// Fills a table of `limit` with `n` entries (expiring at their number), removes every third and
+    /// checks what is left, then refills to `n`: what the slab's growth (doubling, then the jump to the
+    /// whole limit, or doubling on where the room cannot be had) must never change.
+    fn fill_past_the_reserve(limit: usize, n: u32) -> FlowTable<u32> {
+        let mut t = FlowTable::new(limit);
+        for i in 0..n {
+            t.insert(v4_key(i), i, i + 10).expect("room");
+        }
+        for i in (0..n).step_by(3) {
+            assert_eq!(t.remove(&v4_key(i)).map(|e| e.value), Some(i));
+        }
+        for i in 0..n {
+            let want = (i % 3 != 0).then_some((i, i + 10));
+            assert_eq!(t.get_mut(&v4_key(i)).map(|(v, exp)| (*v, exp.get())), want, "key {i}");
+        }
+        for i in (0..n).step_by(3) {
+            t.insert(v4_key(i), i, i + 10).expect("room");
+        }
+        assert_eq!(t.len(), n as usize);
+        // Every entry expires when due, once.
+        assert_eq!(t.reclaim(n / 2 + 9).len(), n as usize / 2);
+        assert_eq!(t.len(), n as usize - n as usize / 2);
+        t
+    }
+
+    #[test]
+    fn a_growing_slab_reserves_its_whole_limit_once_past_the_reserve_size() {
+        let n = RESERVE_FROM as u32 * 2 + 5;
+        let t = fill_past_the_reserve(1 << 20, n);
+        // Past the reserve size the slab took room for the whole limit at once.
+        assert_eq!(t.slots.capacity(), 1 << 20);
+        // Below it, the slab doubles as before.
+        let small = fill_past_the_reserve(1 << 20, RESERVE_FROM as u32 / 2 + 1);
+        assert_eq!(small.slots.capacity(), RESERVE_FROM);
+    }
+
+    #[test]
+    fn a_limit_beyond_the_address_space_keeps_the_slab_doubling() {
+        // No allocator can give room for this many slots: the slab grows by doubling instead.
+        let t = fill_past_the_reserve(usize::MAX / 2, RESERVE_FROM as u32 * 2 + 5);
+        assert_eq!(t.slots.capacity(), RESERVE_FROM * 4);
+        assert_eq!(t.limit(), usize::MAX / 2);
     }
 
     /// Endpoints drawn from a few addresses and ports, so equal addresses, equal ports and equal
