@@ -31,7 +31,7 @@ use rules::{Action, Direction, FailurePolicy, L2Key, L3Key, PolicyChange, Rule, 
 
 use crate::config::FilterConfig;
 use crate::conntrack::{is_syn, syn_flags, Conn, ProtoState, Tracked};
-use crate::counters::FilterCounters;
+use crate::counters::{FilterCounters, TrackedRun};
 use crate::flow::FlowKey;
 use crate::frag::{DatagramKey, FragTable, FragVerdict, Held, Later};
 use crate::log::{tcp_flags, LogFlow, LogRecord, TermCause};
@@ -447,6 +447,9 @@ impl FilterState {
     /// given) whose segment [`Conn::track_ack`] accepts. Makes exactly the changes and sink calls `decide_fast` makes for it (the decision is
     /// built only for a sink that [wants it](Sink::wants_decisions)); false, having changed nothing, for
     /// every other frame (the caller then tries `decide_fast`).
+    /// The filter has no L2 rules and has L3 rules ([`FilterState::keeps_tracked`]); its counts go to
+    /// `run`, which the caller adds to the filter's counters once its run of frames ends.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(crate) fn decide_ack(
         &mut self,
@@ -454,14 +457,16 @@ impl FilterState {
         index: usize,
         lean: &crate::Lean,
         (number, now_s): (u64, u32),
+        run: &mut TrackedRun,
         sink: &mut impl Sink,
     ) -> bool {
+        debug_assert!(keeps_tracked(cfg));
         // Only a plain ACK can be taken: any other segment is passed over without a lookup.
         if !crate::tcp::plain_ack(lean.flags) {
             return false;
         }
         let key = Probe::Packed(lean.key);
-        let Some((conn, mut expires)) = live_conn(&mut self.conns, cfg, key, lean.hash, lean.hint(), now_s)
+        let Some((conn, mut expires)) = live_entry(&mut self.conns, cfg, key, lean.hash, lean.hint(), now_s)
         else {
             return false;
         };
@@ -470,7 +475,7 @@ impl FilterState {
         }
         // A plain TCP frame is IPv4 (family 0).
         let rule = conn.rule;
-        self.counters.count_tracked(lean.dir, 0, rule, u64::from(lean.wire_len));
+        run.add(&mut self.counters, lean.dir, rule, u64::from(lean.wire_len));
         if sink.wants_decisions() {
             let d = Decision {
                 frame: number,
@@ -903,9 +908,29 @@ fn live_conn<'t>(
     hint: Option<usize>,
     now_s: u32,
 ) -> Option<(&'t mut Conn, crate::table::Expiry<'t>)> {
-    if cfg.l2.is_some() || cfg.l3.is_none() {
+    if !keeps_tracked(cfg) {
         return None;
     }
+    live_entry(conns, cfg, key, hash, hint, now_s)
+}
+
+/// Whether tracked frames through the filter of `cfg` can take the fast paths: it has no L2 rules (which
+/// every frame must pass first) and has L3 rules (without them it fails open or closed, table or not).
+#[inline(always)]
+pub(crate) fn keeps_tracked(cfg: &FilterConfig) -> bool {
+    cfg.l2.is_none() && cfg.l3.is_some()
+}
+
+/// [`live_conn`] for a filter that [keeps tracked frames](keeps_tracked).
+#[inline(always)]
+fn live_entry<'t>(
+    conns: &'t mut FlowTable<Conn>,
+    cfg: &FilterConfig,
+    key: Probe<'_>,
+    hash: u64,
+    hint: Option<usize>,
+    now_s: u32,
+) -> Option<(&'t mut Conn, crate::table::Expiry<'t>)> {
     let (conn, expires) = conns.get_mut_hinted(key, hash, hint)?;
     let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
     if expires.get() <= now_s || stale || conn.logged {

@@ -783,29 +783,33 @@ impl Worker {
         self.plain_full(snap, lean.wire_len, &lean.route(), frame, sink)
     }
 
-    /// Decides, in order, the leading frames of `leans` (lean records, each with its frame) that the
+    /// Decides, in order, the leading frames of `leans` (lean records) with their `frames` that the
     /// fast path's commonest step takes ([`filter::FilterState::decide_ack`]: a plain ACK on an
     /// established connection, through the same filter as the first, in the second the worker's
     /// clock stands at), calling `after` once each is decided (each passed); how many it decided. The
-    /// filter's state is looked up once for the whole run rather than once per frame. Exactly what
-    /// [`Worker::tick`] and [`Worker::process_lean`] do frame by frame for these frames: no tick is
-    /// due within the clock's second, and the snapshot is the same throughout.
+    /// filter's state is looked up once for the whole run rather than once per frame, and its counts
+    /// are added at the run's end. Exactly what [`Worker::tick`] and [`Worker::process_lean`] do frame
+    /// by frame for these frames: no tick is due within the clock's second, and the snapshot is the
+    /// same throughout.
     #[inline(always)]
-    pub(crate) fn express_run<'l, 'f: 'l, S: Sink>(
+    pub(crate) fn express_run<S: Sink>(
         &mut self,
         snap: &Snapshot,
-        leans: impl IntoIterator<Item = (&'l Lean, &'l FrameRef<'f>)>,
+        leans: &[Lean],
+        frames: &[FrameRef<'_>],
         sink: &mut S,
         mut after: impl FnMut(&mut S, u64),
     ) -> usize {
-        let mut leans = leans.into_iter().peekable();
-        let Some(&(first, first_frame)) = leans.peek() else { return 0 };
+        let (Some(first), Some(first_frame)) = (leans.first(), frames.first()) else { return 0 };
         self.sync(snap);
         if !self.fast_paths() {
             return 0;
         }
         let f = first.filter;
         let cfg = &snap.filters[f as usize];
+        if !filter::keeps_tracked(cfg) {
+            return 0;
+        }
         let clock = self.clock_ns;
         let Some(state) = self.states.get_mut(cfg.slot) else { return 0 };
         // Every frame of a run is in the second the clock stands at, and none is in the last second
@@ -813,20 +817,22 @@ impl Worker {
         // is at a second's start, `clock` to `clock + NS` then does not wrap and the seconds agree; or
         // it is `u64::MAX`, no second yet, and each frame is within the first second of the epoch.)
         let now_s = filter::secs(first_frame.now_ns);
+        let mut run = counters::TrackedRun::default();
         let mut n = 0;
-        for (lean, frame) in leans {
+        for (lean, frame) in leans.iter().zip(frames) {
             if lean.filter != f
                 || in_other_second(frame.now_ns, clock)
                 || frame.now_ns > u64::MAX - filter::NS
             {
                 break;
             }
-            if !state.decide_ack(cfg, f as usize, lean, (frame.number, now_s), sink) {
+            if !state.decide_ack(cfg, f as usize, lean, (frame.number, now_s), &mut run, sink) {
                 break;
             }
             after(sink, frame.number);
             n += 1;
         }
+        state.counters.add_run(&run);
         n
     }
 

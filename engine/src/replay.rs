@@ -379,6 +379,8 @@ fn replay_inline(
 
 /// Frames decided together so their connection-table cache misses overlap.
 const BATCH_INLINE: usize = 32;
+// A batch's lean frames are marked in one 64-bit word.
+const _: () = assert!(BATCH_INLINE <= 64);
 
 /// Frames parsed in place into reused summary slots and routed as they arrive (starting the load of
 /// each one's connection-index line), then decided together so their cache misses overlap.
@@ -390,6 +392,8 @@ struct InlineBatch<'a> {
     slots: Box<[Read; BATCH_INLINE]>,
     /// Lean frames' records, by position in the batch (a [`Read::Lean`] slot's record).
     leans: Box<[Lean; BATCH_INLINE]>,
+    /// Bit `i` set: slot `i` is a [`Read::Lean`] one (so a run of them is found in one step).
+    lean_mask: u64,
     /// Parsed frames' summaries, by position in the batch (reused).
     pkts: Vec<Packet>,
     /// The index of the last lean frame's filter's table, as it stood when this batch began to fill
@@ -422,6 +426,7 @@ impl<'a> InlineBatch<'a> {
             // Placeholders: a batch reads only the places its frames have filled.
             slots: Box::new(std::array::from_fn(|_| Read::Parsed(Route::default()))),
             leans: Box::new([Lean::PLACEHOLDER; BATCH_INLINE]),
+            lean_mask: 0,
             pkts: vec![Packet::default(); BATCH_INLINE],
             index: None,
             routes: crate::MacRoutes::default(),
@@ -466,6 +471,7 @@ impl<'a> InlineBatch<'a> {
                 }
                 self.leans[i] = lean;
                 self.slots[i] = Read::Lean;
+                self.lean_mask |= 1 << i;
                 return;
             }
         }
@@ -539,14 +545,9 @@ impl<'a> InlineBatch<'a> {
         sink: &mut S,
         after: impl FnMut(&mut S, u64),
     ) -> usize {
-        let n = self.len();
         // The run is among the lean frames from `i` on.
-        let lean = self.slots[i..n]
-            .iter()
-            .zip(&self.leans[i..n])
-            .zip(&self.frames[i..n])
-            .map_while(|((slot, lean), frame)| matches!(slot, Read::Lean).then_some((lean, frame)));
-        worker.express_run(snap, lean, sink, after)
+        let end = (i + (self.lean_mask >> i).trailing_ones() as usize).min(self.len);
+        worker.express_run(snap, &self.leans[i..end], &self.frames[i..end], sink, after)
     }
 
     /// Adds a tick at frame `f` (a frame another worker decides) to the next slot.
@@ -557,6 +558,7 @@ impl<'a> InlineBatch<'a> {
 
     fn clear(&mut self) {
         self.len = 0;
+        self.lean_mask = 0;
         // Deciding may have moved the tables' indexes.
         self.index = None;
     }
@@ -606,10 +608,18 @@ fn run_batch(
     batch.prefetch_entries(worker, &snap);
     let mut i = 0;
     while i < batch.len() {
-        // A run of the commonest frames, decided with the filter's state looked up once.
-        i += batch.express_run(i, worker, &snap, collect, |c, _| {
-            decided(summary, c, FrameOutcome::Passed, want_events, on_event)
-        });
+        // A run of the commonest frames, decided with the filter's state looked up once. Without
+        // events they are only counted, together: each passed, and none released a held fragment.
+        i += if want_events {
+            batch.express_run(i, worker, &snap, collect, |c, _| {
+                decided(summary, c, FrameOutcome::Passed, want_events, on_event)
+            })
+        } else {
+            let n = batch.express_run(i, worker, &snap, collect, |_, _| {});
+            debug_assert!(collect.events.done.is_empty());
+            summary.passed += n as u64;
+            n
+        };
         if i == batch.len() {
             break;
         }
@@ -1293,10 +1303,18 @@ fn flush(
     batch.prefetch_entries(w, snap);
     let mut i = 0;
     while i < batch.len() {
-        // A run of the commonest frames, decided with the filter's state looked up once.
-        i += batch.express_run(i, w, snap, collect, |c, number| {
-            report(counts, out, c, number, FrameOutcome::Passed, want_events)
-        });
+        // A run of the commonest frames, decided with the filter's state looked up once. Without
+        // events they are only counted, together: each passed, and none released a held fragment.
+        i += if want_events {
+            batch.express_run(i, w, snap, collect, |c, number| {
+                report(counts, out, c, number, FrameOutcome::Passed, want_events)
+            })
+        } else {
+            let n = batch.express_run(i, w, snap, collect, |_, _| {});
+            debug_assert!(collect.events.done.is_empty());
+            counts.passed += n as u64;
+            n
+        };
         if i == batch.len() {
             break;
         }

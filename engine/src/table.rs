@@ -381,11 +381,8 @@ impl<V> FlowTable<V> {
     /// True when slot `pos` holds the key `resolved` ([`Probe::resolve`]).
     #[inline]
     fn holds(&self, pos: usize, resolved: Probe<'_>) -> bool {
-        match (self.slots.get(pos), resolved) {
-            (Some(Some(slot)), Probe::Packed(p)) => slot.key == p,
-            (Some(Some(slot)), Probe::Full(full)) => {
-                slot.key.is_wide() && self.wide[slot.key.addrs as usize] == *full
-            }
+        match self.slots.get(pos) {
+            Some(Some(slot)) => slot_holds(slot.key, &self.wide, resolved),
             _ => false,
         }
     }
@@ -410,10 +407,14 @@ impl<V> FlowTable<V> {
         hint: Option<usize>,
     ) -> Option<(&mut V, Expiry<'_>)> {
         let resolved = key.resolve();
-        let pos = match hint {
-            Some(p) if self.holds(p, resolved) => p,
-            _ => self.find(resolved, hash)?,
-        };
+        // The hinted slot when it holds the key (the usual case), taken on its own path so the
+        // compiler sees the slot it checked is the one it hands out.
+        if let Some(p) = hint.filter(|&p| self.holds(p, resolved)) {
+            let FlowTable { slots, due, .. } = self;
+            let Slot { value, expires, scheduled, .. } = slots.get_mut(p)?.as_mut()?;
+            return Some((value, Expiry { at: expires, scheduled, due, pos: p as u32 }));
+        }
+        let pos = self.find(resolved, hash)?;
         let Slot { value, expires, scheduled, .. } = self.slots[pos].as_mut()?;
         Some((value, Expiry { at: expires, scheduled, due: &mut self.due, pos: pos as u32 }))
     }
@@ -642,6 +643,16 @@ impl<V> FlowTable<V> {
             + self.buckets.capacity() * 8
             + self.free.capacity() * 4
             + self.due.capacity() * 8
+    }
+}
+
+/// True when a slot whose key is `key` holds the key `resolved` ([`Probe::resolve`]); `wide`: the
+/// table's arena of IPv6 keys.
+#[inline(always)]
+fn slot_holds(key: PackedKey, wide: &[FlowKey], resolved: Probe<'_>) -> bool {
+    match resolved {
+        Probe::Packed(p) => key == p,
+        Probe::Full(full) => key.is_wide() && wide.get(key.addrs as usize) == Some(full),
     }
 }
 
