@@ -801,6 +801,11 @@ impl Worker {
         mut after: impl FnMut(&mut S, u64),
     ) -> usize {
         let (Some(first), Some(first_frame)) = (leans.first(), frames.first()) else { return 0 };
+        // Only a plain ACK can start a run (`decide_ack` takes nothing else): a connection's first
+        // frames are passed over before any set-up.
+        if !tcp::plain_ack(first.flags) {
+            return 0;
+        }
         self.sync(snap);
         if !self.fast_paths() {
             return 0;
@@ -832,7 +837,9 @@ impl Worker {
             after(sink, frame.number);
             n += 1;
         }
-        state.counters.add_run(&run);
+        if n != 0 {
+            state.counters.add_run(&run);
+        }
         n
     }
 
