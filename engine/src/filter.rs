@@ -373,7 +373,7 @@ impl FilterState {
             (try_fast && shared.fast_paths.load(Ordering::Relaxed), Seen::of(pkt), key)
         {
             let keyed = (Probe::Full(k), *from_lo, *hash);
-            if let Some(d) = self.decide_fast(cfg, index, seen, keyed, None, dir, frame, sink) {
+            if let Ok(d) = self.decide_fast(cfg, index, seen, keyed, None, dir, frame, sink) {
                 return Some(d);
             }
         }
@@ -405,7 +405,7 @@ impl FilterState {
         dir: Direction,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
-    ) -> Option<Decision> {
+    ) -> Result<Decision, Missed> {
         let now_s = secs(frame.now_ns);
         let (conn, mut expires) = live_conn(&mut self.conns, cfg, key, hash, hint, now_s)?;
         let (verdict, state, reason) =
@@ -413,7 +413,7 @@ impl FilterState {
                 Tracked::Ok => (Verdict::Pass, ConnState::Established, Reason::State),
                 Tracked::Invalid(_) => (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch),
                 // Nothing changed; the full path ends the old connection.
-                Tracked::Reopen => return None,
+                Tracked::Reopen => return Err(Missed::Declined),
             };
         let d = Decision {
             frame: frame.number,
@@ -426,7 +426,7 @@ impl FilterState {
             generation: cfg.generation,
         };
         self.tracked(cfg, &d, seen.family, seen.wire_len, sink);
-        Some(d)
+        Ok(d)
     }
 
     /// Counts and reports decision `d` of the fast paths about a frame of `family` index and `len`
@@ -466,7 +466,7 @@ impl FilterState {
             return false;
         }
         let key = Probe::Packed(lean.key);
-        let Some((conn, mut expires)) = live_entry(&mut self.conns, cfg, key, lean.hash, lean.hint(), now_s)
+        let Ok((conn, mut expires)) = live_entry(&mut self.conns, cfg, key, lean.hash, lean.hint(), now_s)
         else {
             return false;
         };
@@ -502,18 +502,23 @@ impl FilterState {
     /// `None`, having changed nothing, for every other frame, and where the first matching rule
     /// rejects or logs (a reply or a log line is built from the packet): the full path decides those.
     /// The worker's clock has moved to the frame ([`crate::Worker::tick`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn decide_new(
         &mut self,
         cfg: &FilterConfig,
         index: usize,
         shared: &Shared,
         lean: &crate::Lean,
+        missed: Missed,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> Option<Decision> {
         let (None, Some(l3)) = (&cfg.l2, &cfg.l3) else { return None };
         // Any entry, even an expired one (the full path reclaims it, with its TERM line), is not ours.
-        if self.conns.get_mut_hinted(Probe::Packed(lean.key), lean.hash, lean.hint()).is_some() {
+        // (The fast path has just looked the connection up when it found none.)
+        if missed != Missed::Absent
+            && self.conns.get_mut_hinted(Probe::Packed(lean.key), lean.hash, lean.hint()).is_some()
+        {
             return None;
         }
         let tcp = lean.tcp();
@@ -907,9 +912,9 @@ fn live_conn<'t>(
     hash: u64,
     hint: Option<usize>,
     now_s: u32,
-) -> Option<(&'t mut Conn, crate::table::Expiry<'t>)> {
+) -> Result<(&'t mut Conn, crate::table::Expiry<'t>), Missed> {
     if !keeps_tracked(cfg) {
-        return None;
+        return Err(Missed::Declined);
     }
     live_entry(conns, cfg, key, hash, hint, now_s)
 }
@@ -930,13 +935,23 @@ fn live_entry<'t>(
     hash: u64,
     hint: Option<usize>,
     now_s: u32,
-) -> Option<(&'t mut Conn, crate::table::Expiry<'t>)> {
-    let (conn, expires) = conns.get_mut_hinted(key, hash, hint)?;
+) -> Result<(&'t mut Conn, crate::table::Expiry<'t>), Missed> {
+    let (conn, expires) = conns.get_mut_hinted(key, hash, hint).ok_or(Missed::Absent)?;
     let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
     if expires.get() <= now_s || stale || conn.logged {
-        return None;
+        return Err(Missed::Declined);
     }
-    Some((conn, expires))
+    Ok((conn, expires))
+}
+
+/// Why the fast path for tracked frames did not take a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missed {
+    /// The filter's table holds no entry for the frame's connection, live or not (it was looked up).
+    Absent,
+    /// Anything else: the entry is expired, stale or logged, the segment is not one the fast path
+    /// takes, or the filter's frames do not take it at all.
+    Declined,
 }
 
 /// Packet-clock seconds (absolute UNIX seconds fit a u32 until 2106).

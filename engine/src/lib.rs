@@ -771,12 +771,14 @@ impl Worker {
             let l4 = L4::Tcp(lean.tcp());
             let seen = filter::Seen { l4: &l4, wire_len: lean.wire_len, family: 0 };
             let keyed = (table::Probe::Packed(lean.key), lean.from_lo, lean.hash);
-            if let Some(outcome) = self.fast_one(snap, i, lean.dir, seen, keyed, lean.hint(), frame, sink) {
-                return outcome;
-            }
+            let missed = match self.fast_one(snap, i, lean.dir, seen, keyed, lean.hint(), frame, sink) {
+                Ok(outcome) => return outcome,
+                Err(missed) => missed,
+            };
             // A frame of no tracked connection: the rules, in place.
             let cfg = &snap.filters[i];
-            if let Some(d) = self.states[cfg.slot].decide_new(cfg, i, &self.shared, lean, frame, sink) {
+            let state = &mut self.states[cfg.slot];
+            if let Some(d) = state.decide_new(cfg, i, &self.shared, lean, missed, frame, sink) {
                 return FrameOutcome::of(&d);
             }
         }
@@ -883,6 +885,7 @@ impl Worker {
         let (key, from_lo, hash) = route.key.as_ref()?;
         // The hint is the entry's place in this filter's table (the route's only filter).
         self.fast_one(snap, i, dir, seen, (table::Probe::Full(key), *from_lo, *hash), route.hint, frame, sink)
+            .ok()
     }
 
     /// The fast path through filter `i` alone ([`FilterState::decide_fast`]), as a frame outcome.
@@ -898,10 +901,10 @@ impl Worker {
         hint: Option<usize>,
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
-    ) -> Option<FrameOutcome> {
+    ) -> Result<FrameOutcome, filter::Missed> {
         let cfg = &snap.filters[i];
         let d = self.states[cfg.slot].decide_fast(cfg, i, seen, keyed, hint, dir, frame, sink)?;
-        Some(FrameOutcome::of(&d))
+        Ok(FrameOutcome::of(&d))
     }
 
     /// Every frame the fast path did not decide: each filter on its path in full, then the held

@@ -351,7 +351,35 @@ impl<V> FlowTable<V> {
     /// The slab position of the key `resolved` ([`Probe::resolve`]) whose hash is `hash`.
     #[inline]
     fn find(&self, resolved: Probe<'_>, hash: u64) -> Option<usize> {
-        self.probe(hash, |pos| self.holds(pos, resolved)).map(|(_, pos)| pos)
+        match resolved {
+            Probe::Packed(key) => self.find_packed(key, hash),
+            Probe::Full(_) => self.probe(hash, |pos| self.holds(pos, resolved)).map(|(_, pos)| pos),
+        }
+    }
+
+    /// [`FlowTable::find`] for a packed key: the probe loop with the key compare in it (most lookups
+    /// that miss the hint are a connection's first frames, one or two of them for each connection).
+    /// Out of line: the hinted lookups it backs are the hot path.
+    #[inline(never)]
+    fn find_packed(&self, key: PackedKey, hash: u64) -> Option<usize> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let t = tag(hash);
+        let mut i = self.home(hash);
+        loop {
+            let b = self.buckets[i];
+            if b == 0 {
+                return None;
+            }
+            if b & 0xffff_ffff_0000_0000 == t {
+                let pos = (b & 0xffff_ffff) as usize - 1;
+                if matches!(self.slots.get(pos), Some(Some(slot)) if slot.key == key) {
+                    return Some(pos);
+                }
+            }
+            i = self.next(i);
+        }
     }
 
     /// Walks the probe run of `hash` and returns the first bucket with a matching tag whose slab
