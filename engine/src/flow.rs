@@ -147,7 +147,8 @@ fn hash_parts(lo: u128, hi: u128, lo_port: u16, hi_port: u16, proto: u8) -> u64 
     const V4_MAPPED: u128 = 0xffff_u128 << 32;
     const HIGH_96: u128 = !0xffff_ffff_u128;
     if lo & HIGH_96 == V4_MAPPED && hi & HIGH_96 == V4_MAPPED {
-        return hash_v4(lo as u32, hi as u32, lo_port, hi_port, proto);
+        let word = |addr: u128, port: u16| u64::from(addr as u32) << 16 | u64::from(port);
+        return hash_v4(word(lo, lo_port), word(hi, hi_port) | u64::from(proto) << 48);
     }
     let mut h = seed();
     for x in [(lo >> 64) as u64, lo as u64, (hi >> 64) as u64, hi as u64, tail(lo_port, hi_port, proto)] {
@@ -156,11 +157,11 @@ fn hash_parts(lo: u128, hi: u128, lo_port: u16, hi_port: u16, proto: u8) -> u64 
     h
 }
 
-/// [`hash_parts`] of a key between two IPv4 endpoints, from the addresses as numbers.
+/// [`hash_parts`] of a key between two IPv4 endpoints, from its two words as a packed key holds them
+/// (`lo`: the `lo` address above its port; `hi`: the same for `hi`, with the protocol in bits 48..56).
 #[inline]
-pub(crate) fn hash_v4(lo: u32, hi: u32, lo_port: u16, hi_port: u16, proto: u8) -> u64 {
-    let words = u64::from(lo) << 32 | u64::from(hi);
-    fold(fold(seed() ^ words, FOLD) ^ tail(lo_port, hi_port, proto), FOLD)
+pub(crate) fn hash_v4(lo: u64, hi: u64) -> u64 {
+    fold(fold(seed() ^ lo, FOLD) ^ hi, FOLD)
 }
 
 /// The multiplier of every fold.

@@ -45,17 +45,19 @@ pub struct Entry<V> {
     pub value: V,
 }
 
-/// A flow key as the slab holds it, 16 bytes: an IPv4 flow's addresses, ports and protocol in place;
-/// for an IPv6 flow (a *wide* key) the index of its full key in the table's arena. Only the table
-/// makes wide ones; [`PackedKey::v4`] and [`PackedKey::of`] make IPv4 ones.
+/// A flow key as the slab holds it, 16 bytes: an IPv4 flow's endpoints and protocol in place; for an
+/// IPv6 flow (a *wide* key) the index of its full key in the table's arena. Only the table makes wide
+/// ones; [`PackedKey::v4`] and [`PackedKey::of`] make IPv4 ones.
+///
+/// An IPv4 endpoint is one 48-bit word, the address above the port, so the words order as the
+/// endpoints do: packing a flow is a minimum and a maximum, comparing keys is two compares, and the
+/// table's hash folds the two words as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackedKey {
-    /// The `lo` address in the high half, the `hi` one in the low half (for a wide key: the arena
-    /// index).
-    addrs: u64,
-    /// The `lo` port (bits 48..64), the `hi` port (32..48), the protocol (8..16) and whether the key is
-    /// wide (bit 0): two words, so comparing keys is two compares.
-    rest: u64,
+    /// The `lo` endpoint's word (for a wide key: the arena index).
+    lo: u64,
+    /// The `hi` endpoint's word, the protocol in bits 48..56, and [`PackedKey::WIDE`] for a wide key.
+    hi: u64,
 }
 
 /// The first twelve bytes of an IPv4-mapped address (`::ffff:a.b.c.d`).
@@ -63,37 +65,34 @@ const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 impl PackedKey {
     /// A key for places not filled yet.
-    pub(crate) const PLACEHOLDER: PackedKey = PackedKey { addrs: 0, rest: 0 };
+    pub(crate) const PLACEHOLDER: PackedKey = PackedKey { lo: 0, hi: 0 };
+
+    /// The bit of a wide key's `hi` word (never set in an IPv4 key's, whose top byte is 0).
+    const WIDE: u64 = 1 << 63;
 
     /// The key of an IPv4 flow between endpoints `a` and `b` (address as a number, port), and whether
     /// `a` is its `lo` side: the same key and side [`FlowKey::new`] gives for the two endpoints.
     #[inline]
     pub fn v4(proto: u8, a: (u32, u16), b: (u32, u16)) -> (PackedKey, bool) {
-        // Each endpoint as one word (address, then port: the tuples' order), so the two are ordered
-        // by a minimum and a maximum, without a branch: which side is `lo` is as good as random from
-        // one frame to the next (half of a connection's frames go each way), and a branch on it
-        // would be mispredicted every other frame.
-        let word = |(addr, port): (u32, u16)| u64::from(addr) << 16 | u64::from(port);
+        // The endpoints ordered by a minimum and a maximum, without a branch: which side is `lo` is as
+        // good as random from one frame to the next (half of a connection's frames go each way), and
+        // a branch on it would be mispredicted every other frame.
         let (wa, wb) = (word(a), word(b));
-        let (lo, hi) = (wa.min(wb), wa.max(wb));
-        let key = PackedKey {
-            addrs: (lo >> 16) << 32 | hi >> 16,
-            rest: (lo & 0xffff) << 48 | (hi & 0xffff) << 32 | u64::from(proto) << 8,
-        };
+        let key = PackedKey { lo: wa.min(wb), hi: wa.max(wb) | u64::from(proto) << 48 };
         (key, wa <= wb)
     }
 
-    fn narrow(lo: u32, hi: u32, lo_port: u16, hi_port: u16, proto: u8) -> PackedKey {
-        let rest = u64::from(lo_port) << 48 | u64::from(hi_port) << 32 | u64::from(proto) << 8;
-        PackedKey { addrs: u64::from(lo) << 32 | u64::from(hi), rest }
-    }
-
     fn wide(index: u32, proto: u8) -> PackedKey {
-        PackedKey { addrs: u64::from(index), rest: u64::from(proto) << 8 | 1 }
+        PackedKey { lo: u64::from(index), hi: u64::from(proto) << 48 | PackedKey::WIDE }
     }
 
     fn is_wide(&self) -> bool {
-        self.rest & 1 == 1
+        self.hi & PackedKey::WIDE != 0
+    }
+
+    /// The arena index of a wide key.
+    fn arena_index(&self) -> usize {
+        self.lo as usize
     }
 
     /// `key` packed, when both its addresses are IPv4.
@@ -103,51 +102,47 @@ impl PackedKey {
         if lo[..12] != V4_MAPPED || hi[..12] != V4_MAPPED {
             return None;
         }
-        let word = |a: &[u8; 16]| u32::from_be_bytes([a[12], a[13], a[14], a[15]]);
-        Some(PackedKey::narrow(word(lo), word(hi), key.lo.port, key.hi.port, key.proto))
+        let addr = |a: &[u8; 16]| u32::from_be_bytes([a[12], a[13], a[14], a[15]]);
+        let (lo, hi) = (word((addr(lo), key.lo.port)), word((addr(hi), key.hi.port)));
+        Some(PackedKey { lo, hi: hi | u64::from(key.proto) << 48 })
     }
 
     /// The `lo` and `hi` addresses of an IPv4 key.
     #[inline]
     pub fn addresses(&self) -> (u32, u32) {
-        ((self.addrs >> 32) as u32, self.addrs as u32)
+        ((self.lo >> 16) as u32, (self.hi >> 16) as u32)
     }
 
     /// The `lo` and `hi` ports of an IPv4 key.
     #[inline]
     pub fn ports(&self) -> (u16, u16) {
-        ((self.rest >> 48) as u16, (self.rest >> 32) as u16)
+        (self.lo as u16, self.hi as u16)
     }
 
     /// The full key of an IPv4 one.
     pub fn unpack(&self) -> FlowKey {
         debug_assert!(!self.is_wide());
-        let ep = |a: u32, port: u64| {
+        let ep = |a: u32, port: u16| {
             let mut addr = [0; 16];
             addr[..12].copy_from_slice(&V4_MAPPED);
             addr[12..].copy_from_slice(&a.to_be_bytes());
-            Endpoint { addr, port: port as u16 }
+            Endpoint { addr, port }
         };
-        let (lo, hi) = ((self.addrs >> 32) as u32, self.addrs as u32);
-        FlowKey {
-            lo: ep(lo, self.rest >> 48),
-            hi: ep(hi, self.rest >> 32 & 0xffff),
-            proto: (self.rest >> 8) as u8,
-        }
+        let ((lo, hi), (lo_port, hi_port)) = (self.addresses(), self.ports());
+        FlowKey { lo: ep(lo, lo_port), hi: ep(hi, hi_port), proto: (self.hi >> 48) as u8 }
     }
 
     /// The table's hash of an IPv4 key: [`FlowTable::hash`] of its full key.
     #[inline]
     pub fn hash(&self) -> u64 {
-        let (lo, hi) = ((self.addrs >> 32) as u32, self.addrs as u32);
-        crate::flow::hash_v4(
-            lo,
-            hi,
-            (self.rest >> 48) as u16,
-            (self.rest >> 32) as u16,
-            (self.rest >> 8) as u8,
-        )
+        crate::flow::hash_v4(self.lo, self.hi)
     }
+}
+
+/// An IPv4 endpoint (address as a number, port) as one word: the address above the port.
+#[inline(always)]
+fn word((addr, port): (u32, u16)) -> u64 {
+    u64::from(addr) << 16 | u64::from(port)
 }
 
 /// A key to look up: packed already (an IPv4 flow), or a full key.
@@ -418,7 +413,7 @@ impl<V> FlowTable<V> {
     /// The full key of a stored one.
     fn unpack(&self, p: PackedKey) -> FlowKey {
         if p.is_wide() {
-            self.wide[p.addrs as usize]
+            self.wide[p.arena_index()]
         } else {
             p.unpack()
         }
@@ -590,7 +585,7 @@ impl<V> FlowTable<V> {
         let key = self.unpack(slot.key);
         if slot.key.is_wide() {
             // Wide keys hold an arena index, which fits a u32 as slab positions do.
-            self.wide_free.push(slot.key.addrs as u32);
+            self.wide_free.push(slot.key.arena_index() as u32);
         }
         Some(Entry { key, value: slot.value })
     }
@@ -680,7 +675,7 @@ impl<V> FlowTable<V> {
 fn slot_holds(key: PackedKey, wide: &[FlowKey], resolved: Probe<'_>) -> bool {
     match resolved {
         Probe::Packed(p) => key == p,
-        Probe::Full(full) => key.is_wide() && wide.get(key.addrs as usize) == Some(full),
+        Probe::Full(full) => key.is_wide() && wide.get(key.arena_index()) == Some(full),
     }
 }
 
@@ -853,6 +848,11 @@ mod tests {
         assert_eq!(t.limit(), usize::MAX / 2);
     }
 
+    /// The IPv4 address of an endpoint of a key, as a number.
+    fn full_addr(e: &Endpoint) -> u32 {
+        u32::from_be_bytes([e.addr[12], e.addr[13], e.addr[14], e.addr[15]])
+    }
+
     /// Endpoints drawn from a few addresses and ports, so equal addresses, equal ports and equal
     /// endpoints all come up often.
     fn v4_endpoint() -> impl Strategy<Value = (u32, u16)> {
@@ -874,6 +874,8 @@ mod tests {
             prop_assert_eq!(Some(packed), PackedKey::of(&full));
             prop_assert_eq!(packed_a_lo, a_lo);
             prop_assert_eq!(packed.unpack(), full);
+            prop_assert_eq!(packed.hash(), full.hash64());
+            prop_assert_eq!((packed.addresses(), packed.ports()), ((full_addr(&full.lo), full_addr(&full.hi)), (full.lo.port, full.hi.port)));
         }
     }
 
