@@ -494,23 +494,29 @@ impl<'a> InlineBatch<'a> {
     fn prefetch_entries(&mut self, worker: &Worker, snap: &Snapshot) {
         // The table of the last lean frame's filter (most frames of a batch cross the same one).
         let mut last = None;
-        for (slot, lean) in self.slots[..self.len].iter_mut().zip(self.leans.iter_mut()) {
-            match slot {
-                Read::Lean => {
-                    let conns = match last {
-                        Some((f, conns)) if f == lean.filter => conns,
-                        _ => {
-                            let conns = worker.conns_of(snap, lean.filter as usize);
-                            last = Some((lean.filter, conns));
-                            conns
-                        }
-                    };
-                    if let Some(conns) = conns {
-                        lean.prefetch_entry(conns);
-                    }
+        // The lean frames, found from their bits (most of a batch's frames).
+        let mut leans = self.lean_mask;
+        while leans != 0 {
+            let lean = &mut self.leans[leans.trailing_zeros() as usize];
+            leans &= leans - 1;
+            let conns = match last {
+                Some((f, conns)) if f == lean.filter => conns,
+                _ => {
+                    let conns = worker.conns_of(snap, lean.filter as usize);
+                    last = Some((lean.filter, conns));
+                    conns
                 }
-                Read::Parsed(route) => worker.prefetch_entry(snap, route),
-                Read::Malformed(_) | Read::Tick => {}
+            };
+            if let Some(conns) = conns {
+                lean.prefetch_entry(conns);
+            }
+        }
+        // The others.
+        if self.lean_mask.count_ones() as usize != self.len {
+            for slot in &mut self.slots[..self.len] {
+                if let Read::Parsed(route) = slot {
+                    worker.prefetch_entry(snap, route);
+                }
             }
         }
     }

@@ -321,7 +321,14 @@ impl<V> FlowTable<V> {
             // a larger value may span more): ask for each.
             let p = self.slots.as_ptr().wrapping_add(pos) as *const u8;
             let size = std::mem::size_of::<Option<Slot<V>>>();
-            if size <= 128 {
+            // The most lines a slot spans: it starts at most `64 - align` bytes into a line.
+            let align = std::mem::align_of::<Option<Slot<V>>>().min(64);
+            let lines = (64 - align + size - 1) / 64 + 1;
+            if lines <= 2 {
+                // Its first and last bytes are on every line it spans.
+                prefetch_ptr(p);
+                prefetch_ptr(p.wrapping_add(size - 1));
+            } else if size <= 128 {
                 // Its first byte, the one 64 bytes on and its last byte are on every line it spans
                 // (a line asked for twice costs one more hint, not a load).
                 prefetch_ptr(p);
