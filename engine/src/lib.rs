@@ -214,6 +214,12 @@ fn one_filter(sender: Option<usize>, receiver: Option<usize>) -> Option<(usize, 
     }
 }
 
+/// The frames of a batch decided between two requests for the next batch's connection entries (as
+/// many of its frames as that): see [`Worker::express_run`] and the replay's batches. Requesting a
+/// whole batch's entries at once asks for more lines than the core can have in flight, and the
+/// requests then wait for each other; a few at a time between decisions overlap with the work.
+pub(crate) const ENTRY_SEGMENT: usize = 8;
+
 /// A plain TCP frame ([`pktio::PlainTcp`]) on the lean lane: what deciding it takes, worked out when
 /// it was read, in one small record (its route is the [`Route::of_plain`] one: exactly one filter).
 #[derive(Debug, Clone, Copy)]
@@ -792,15 +798,20 @@ impl Worker {
     /// filter's state is looked up once for the whole run rather than once per frame, and its counts
     /// are added at the run's end. Exactly what [`Worker::tick`] and [`Worker::process_lean`] do frame
     /// by frame for these frames: no tick is due within the clock's second, and the snapshot is the
-    /// same throughout.
+    /// same throughout. `base` is the first frame's place in its batch; before deciding the frame at
+    /// each multiple of [`ENTRY_SEGMENT`], `between` gets that place, the filter and its table (to
+    /// request the next batch's entries a few at a time; it changes nothing here).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn express_run<S: Sink>(
         &mut self,
         snap: &Snapshot,
         leans: &[Lean],
         frames: &[FrameRef<'_>],
+        base: usize,
         sink: &mut S,
         mut after: impl FnMut(&mut S, u64),
+        mut between: impl FnMut(usize, u32, &table::FlowTable<conntrack::Conn>),
     ) -> usize {
         let (Some(first), Some(first_frame)) = (leans.first(), frames.first()) else { return 0 };
         // Only a plain ACK can start a run (`decide_ack` takes nothing else): a connection's first
@@ -832,6 +843,9 @@ impl Worker {
                 || frame.now_ns > u64::MAX - filter::NS
             {
                 break;
+            }
+            if (base + n).is_multiple_of(ENTRY_SEGMENT) {
+                between(base + n, f, &state.conns);
             }
             if !state.decide_ack(cfg, f as usize, lean, (frame.number, now_s), &mut run, sink) {
                 break;

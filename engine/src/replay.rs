@@ -25,11 +25,14 @@ use pktio::{LinkType, Packet, ParseError};
 use rules::Policy;
 
 use crate::config::{FilterConfig, Snapshot};
+use crate::conntrack::Conn;
 use crate::counters::FilterCounters;
 use crate::filter::{FrameRef, Share, Sink};
 use crate::flow::{peek_route_hash, route_hash};
 use crate::log::LogRecord;
+use crate::table::FlowTable;
 use crate::verdict::{Decision, Reason};
+use crate::ENTRY_SEGMENT;
 use crate::{table, Engine, FrameOutcome, Lean, LoadError, Route, Worker};
 
 /// When a policy switch happens.
@@ -351,18 +354,22 @@ fn replay_inline(
                 SwitchPoint::Time(t) => frame.ts_nanos >= t,
             });
             if due {
-                pipe.drain(|b| run_batch(&mut worker, b, &mut collect, summary, want_events, on_event));
+                pipe.drain(|b, next| {
+                    run_batch(&mut worker, b, next, &mut collect, summary, want_events, on_event)
+                });
                 due_switches(engine, switches, &mut next_switch, number, frame.ts_nanos, summary, on_event)?;
                 collect.snap = engine.snapshot();
             }
             summary.frames += 1;
             let f = as_ref(number, &frame);
             pipe.filling.push(&mut worker, &collect.snap, f, frame.wire_len);
-            pipe.advance(|b| run_batch(&mut worker, b, &mut collect, summary, want_events, on_event));
+            pipe.advance(|b, next| {
+                run_batch(&mut worker, b, next, &mut collect, summary, want_events, on_event)
+            });
         }
         Ok::<(), ReplayError>(())
     })();
-    pipe.drain(|b| run_batch(&mut worker, b, &mut collect, summary, want_events, on_event));
+    pipe.drain(|b, next| run_batch(&mut worker, b, next, &mut collect, summary, want_events, on_event));
     let snap = Arc::clone(&collect.snap);
     worker.finish(&snap, last_ts, &mut collect);
     for (_, o) in collect.events.done.drain(..) {
@@ -380,7 +387,7 @@ fn replay_inline(
 /// Frames decided together so their connection-table cache misses overlap.
 const BATCH_INLINE: usize = 32;
 // A batch's lean frames are marked in one 64-bit word.
-const _: () = assert!(BATCH_INLINE <= 64);
+const _: () = assert!(BATCH_INLINE <= 64 && ENTRY_SEGMENT < 64);
 
 /// Frames parsed in place into reused summary slots and routed as they arrive (starting the load of
 /// each one's connection-index line), then decided together so their cache misses overlap.
@@ -394,6 +401,8 @@ struct InlineBatch<'a> {
     leans: Box<[Lean; BATCH_INLINE]>,
     /// Bit `i` set: slot `i` is a [`Read::Lean`] one (so a run of them is found in one step).
     lean_mask: u64,
+    /// Bit `i` set: the connection entry of frame `i` has been requested ([`InlineBatch::request`]).
+    asked: u64,
     /// Parsed frames' summaries, by position in the batch (reused).
     pkts: Vec<Packet>,
     /// The index of the last lean frame's filter's table, as it stood when this batch began to fill
@@ -427,6 +436,7 @@ impl<'a> InlineBatch<'a> {
             slots: Box::new(std::array::from_fn(|_| Read::Parsed(Route::default()))),
             leans: Box::new([Lean::PLACEHOLDER; BATCH_INLINE]),
             lean_mask: 0,
+            asked: 0,
             pkts: vec![Packet::default(); BATCH_INLINE],
             index: None,
             routes: crate::MacRoutes::default(),
@@ -488,14 +498,19 @@ impl<'a> InlineBatch<'a> {
         }
     }
 
-    /// Starts loading the batch's connection entries (their index lines were requested as the frames
-    /// came in). All in one tight loop: the CPU overlaps the index-line reads that locating them takes
-    /// (measured faster than requesting each a few frames ahead of its use).
-    fn prefetch_entries(&mut self, worker: &Worker, snap: &Snapshot) {
-        // The table of the last lean frame's filter (most frames of a batch cross the same one).
+    /// Starts loading the connection entries of the batch's frames in `mask` (one bit per frame) not
+    /// requested yet (their index lines were requested as the frames came in).
+    fn request(&mut self, worker: &Worker, snap: &Snapshot, mask: u64) {
+        let filled = if self.len == 64 { u64::MAX } else { (1 << self.len) - 1 };
+        let todo = mask & filled & !self.asked;
+        if todo == 0 {
+            return;
+        }
+        self.asked |= todo;
+        // The lean frames, found from their bits: the table of the last one's filter is kept (most
+        // frames of a batch cross the same one).
         let mut last = None;
-        // The lean frames, found from their bits (most of a batch's frames).
-        let mut leans = self.lean_mask;
+        let mut leans = todo & self.lean_mask;
         while leans != 0 {
             let lean = &mut self.leans[leans.trailing_zeros() as usize];
             leans &= leans - 1;
@@ -511,12 +526,28 @@ impl<'a> InlineBatch<'a> {
                 lean.prefetch_entry(conns);
             }
         }
-        // The others.
-        if self.lean_mask.count_ones() as usize != self.len {
-            for slot in &mut self.slots[..self.len] {
-                if let Read::Parsed(route) = slot {
-                    worker.prefetch_entry(snap, route);
-                }
+        let mut others = todo & !self.lean_mask;
+        while others != 0 {
+            let slot = &mut self.slots[others.trailing_zeros() as usize];
+            others &= others - 1;
+            if let Read::Parsed(route) = slot {
+                worker.prefetch_entry(snap, route);
+            }
+        }
+    }
+
+    /// [`InlineBatch::request`] for the lean frames in `mask` through filter `filter`, whose table is
+    /// `conns` (the others wait for a later request).
+    #[inline(always)]
+    fn request_with(&mut self, mask: u64, filter: u32, conns: &FlowTable<Conn>) {
+        let mut todo = mask & self.lean_mask & !self.asked;
+        while todo != 0 {
+            let i = todo.trailing_zeros() as usize;
+            todo &= todo - 1;
+            let lean = &mut self.leans[i];
+            if lean.filter == filter {
+                lean.prefetch_entry(conns);
+                self.asked |= 1 << i;
             }
         }
     }
@@ -543,6 +574,7 @@ impl<'a> InlineBatch<'a> {
     /// Decides the run of lean frames from frame `i` on that [`Worker::express_run`] takes, calling
     /// `after` for each (every one passed); how many it decided (0 when frame `i` is not one).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn express_run<S: Sink>(
         &self,
         i: usize,
@@ -550,10 +582,11 @@ impl<'a> InlineBatch<'a> {
         snap: &Snapshot,
         sink: &mut S,
         after: impl FnMut(&mut S, u64),
+        between: impl FnMut(usize, u32, &FlowTable<Conn>),
     ) -> usize {
         // The run is among the lean frames from `i` on.
         let end = (i + (self.lean_mask >> i).trailing_ones() as usize).min(self.len);
-        worker.express_run(snap, &self.leans[i..end], &self.frames[i..end], sink, after)
+        worker.express_run(snap, &self.leans[i..end], &self.frames[i..end], i, sink, after, between)
     }
 
     /// Adds a tick at frame `f` (a frame another worker decides) to the next slot.
@@ -565,14 +598,17 @@ impl<'a> InlineBatch<'a> {
     fn clear(&mut self) {
         self.len = 0;
         self.lean_mask = 0;
+        self.asked = 0;
         // Deciding may have moved the tables' indexes.
         self.index = None;
     }
 }
 
 /// Two batches in a pipeline: while `filling` takes frames (each parsed, routed and its index line
-/// requested), the one filled before it waits, so by the time a batch is decided its index lines have
-/// had a whole batch's time to arrive and its entries can be located without stalling.
+/// requested), the one filled before it waits. Once `filling` is full, the waiting batch is decided,
+/// and the full one's connection entries are requested a few frames at a time as it goes
+/// ([`ENTRY_SEGMENT`]): its index lines have had a whole batch's time to arrive, and its entries have
+/// a whole batch's time too before it is decided in turn.
 struct Pipeline<'a> {
     filling: InlineBatch<'a>,
     ready: InlineBatch<'a>,
@@ -583,45 +619,57 @@ impl<'a> Pipeline<'a> {
         Pipeline { filling: InlineBatch::new(), ready: InlineBatch::new() }
     }
 
-    /// Once `filling` is full: `decide` the waiting batch, and the full one takes its place.
+    /// Once `filling` is full: `decide` the waiting batch (requesting the full one's entries on the
+    /// way), and the full one takes its place.
     #[inline]
-    fn advance(&mut self, decide: impl FnOnce(&mut InlineBatch<'a>)) {
+    fn advance(&mut self, decide: impl FnOnce(&mut InlineBatch<'a>, Option<&mut InlineBatch<'a>>)) {
         if self.filling.len() == BATCH_INLINE {
-            decide(&mut self.ready);
+            decide(&mut self.ready, Some(&mut self.filling));
             std::mem::swap(&mut self.filling, &mut self.ready);
         }
     }
 
     /// Decides every frame held, in frame order (before a policy switch, and at the end).
-    fn drain(&mut self, mut decide: impl FnMut(&mut InlineBatch<'a>)) {
-        decide(&mut self.ready);
-        decide(&mut self.filling);
+    fn drain(&mut self, mut decide: impl FnMut(&mut InlineBatch<'a>, Option<&mut InlineBatch<'a>>)) {
+        decide(&mut self.ready, Some(&mut self.filling));
+        decide(&mut self.filling, None);
     }
 }
 
-/// Decides a batch of parsed frames in order, after prefetching their connection entries. Kept out of
-/// line: one body, called from several places, with the per-frame path inlined into it.
+/// Decides a batch of parsed frames in order (its connection entries requested first, unless they
+/// were while the batch before it was decided), requesting the entries of `next`, the batch after it,
+/// a segment at a time on the way. Kept out of line: one body, called from several places, with the
+/// per-frame path inlined into it.
 #[inline(never)]
 fn run_batch(
     worker: &mut Worker,
     batch: &mut InlineBatch<'_>,
+    mut next: Option<&mut InlineBatch<'_>>,
     collect: &mut Collect,
     summary: &mut ReplaySummary,
     want_events: bool,
     on_event: &mut impl FnMut(Event<'_>),
 ) {
     let snap = Arc::clone(&collect.snap);
-    batch.prefetch_entries(worker, &snap);
+    batch.request(worker, &snap, u64::MAX);
     let mut i = 0;
     while i < batch.len() {
-        // A run of the commonest frames, decided with the filter's state looked up once. Without
-        // events they are only counted, together: each passed, and none released a held fragment.
+        if let Some(next) = next.as_deref_mut() {
+            next.request(worker, &snap, segment(i));
+        }
+        // A run of the commonest frames, decided with the filter's state looked up once (the next
+        // batch's entries requested on the way). Without events they are only counted, together:
+        // each passed, and none released a held fragment.
+        let between = |k: usize, filter, conns: &FlowTable<Conn>| {
+            if let Some(next) = next.as_deref_mut() {
+                next.request_with(segment(k), filter, conns);
+            }
+        };
         i += if want_events {
-            batch.express_run(i, worker, &snap, collect, |c, _| {
-                decided(summary, c, FrameOutcome::Passed, want_events, on_event)
-            })
+            let after = |c: &mut Collect, _| decided(summary, c, FrameOutcome::Passed, want_events, on_event);
+            batch.express_run(i, worker, &snap, collect, after, between)
         } else {
-            let n = batch.express_run(i, worker, &snap, collect, |_, _| {});
+            let n = batch.express_run(i, worker, &snap, collect, |_, _| {}, between);
             debug_assert!(collect.events.done.is_empty());
             summary.passed += n as u64;
             n
@@ -647,7 +695,16 @@ fn run_batch(
         }
         i += 1;
     }
+    if let Some(next) = next {
+        next.request(worker, &snap, u64::MAX);
+    }
     batch.clear();
+}
+
+/// The bits of the [`ENTRY_SEGMENT`] frames of a batch that frame `i` is among.
+#[inline(always)]
+fn segment(i: usize) -> u64 {
+    ((1 << ENTRY_SEGMENT) - 1) << (i / ENTRY_SEGMENT * ENTRY_SEGMENT)
 }
 
 /// Accounts a frame [`run_batch`] decided: its outcome, those of the held fragments it released, and
@@ -981,7 +1038,7 @@ impl<'v, 'a> Lane<'v, 'a> {
         let due = versions.iter().rposition(|ver| ver.from <= number).unwrap_or(*v);
         if due > *v {
             let snap = &versions[*v].snap;
-            pipe.drain(|b| flush(w, b, snap, collect, counts, out, *want_events));
+            pipe.drain(|b, next| flush(w, b, next, snap, collect, counts, out, *want_events));
             *v = due;
             collect.snap = Arc::clone(&versions[due].snap);
         }
@@ -994,7 +1051,7 @@ impl<'v, 'a> Lane<'v, 'a> {
         let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
         let snap = &versions[*v].snap;
         pipe.filling.push(w, snap, f, wire_len);
-        pipe.advance(|b| flush(w, b, snap, collect, counts, out, *want_events));
+        pipe.advance(|b, next| flush(w, b, next, snap, collect, counts, out, *want_events));
         if crate::in_other_second(f.now_ns, self.second_ns) {
             self.second_ns = f.now_ns - f.now_ns % crate::filter::NS;
         }
@@ -1018,7 +1075,7 @@ impl<'v, 'a> Lane<'v, 'a> {
         let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
         let snap = &versions[*v].snap;
         pipe.filling.push_tick(f);
-        pipe.advance(|b| flush(w, b, snap, collect, counts, out, *want_events));
+        pipe.advance(|b, next| flush(w, b, next, snap, collect, counts, out, *want_events));
         self.second_ns = f.now_ns - f.now_ns % crate::filter::NS;
     }
 
@@ -1028,7 +1085,7 @@ impl<'v, 'a> Lane<'v, 'a> {
         if self.want_events {
             let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
             let snap = &versions[*v].snap;
-            pipe.drain(|b| flush(w, b, snap, collect, counts, out, *want_events));
+            pipe.drain(|b, next| flush(w, b, next, snap, collect, counts, out, *want_events));
             self.out.upto = number;
             self.send();
         }
@@ -1052,7 +1109,7 @@ impl<'v, 'a> Lane<'v, 'a> {
     fn finish(mut self, seen: u64, last_ts: u64, error: Option<CaptureError>, stopped: bool) -> Finished {
         let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = &mut self;
         let snap = &versions[*v].snap;
-        pipe.drain(|b| flush(w, b, snap, collect, counts, out, *want_events));
+        pipe.drain(|b, next| flush(w, b, next, snap, collect, counts, out, *want_events));
         let snap = Arc::clone(&collect.snap);
         w.finish(&snap, last_ts, collect);
         for (_, o) in collect.events.done.drain(..) {
@@ -1292,31 +1349,38 @@ fn owner(h: u64, n: usize) -> usize {
     ((u128::from(h) * n as u128) >> 64) as usize
 }
 
-/// Decides a worker's batch in order after prefetching, counting outcomes or keeping events.
+/// Decides a worker's batch in order as [`run_batch`] does (requesting `next`'s entries on the way),
+/// counting outcomes or keeping events.
+#[allow(clippy::too_many_arguments)]
 #[inline(never)]
 fn flush(
     w: &mut Worker,
     batch: &mut InlineBatch<'_>,
+    mut next: Option<&mut InlineBatch<'_>>,
     snap: &Snapshot,
     collect: &mut Collect,
     counts: &mut ReplaySummary,
     out: &mut Done,
     want_events: bool,
 ) {
-    if batch.len() == 0 {
-        return;
-    }
-    batch.prefetch_entries(w, snap);
+    batch.request(w, snap, u64::MAX);
     let mut i = 0;
     while i < batch.len() {
-        // A run of the commonest frames, decided with the filter's state looked up once. Without
-        // events they are only counted, together: each passed, and none released a held fragment.
+        if let Some(next) = next.as_deref_mut() {
+            next.request(w, snap, segment(i));
+        }
+        // A run of the commonest frames, as in `run_batch`.
+        let between = |k: usize, filter, conns: &FlowTable<Conn>| {
+            if let Some(next) = next.as_deref_mut() {
+                next.request_with(segment(k), filter, conns);
+            }
+        };
         i += if want_events {
-            batch.express_run(i, w, snap, collect, |c, number| {
-                report(counts, out, c, number, FrameOutcome::Passed, want_events)
-            })
+            let after =
+                |c: &mut Collect, number| report(counts, out, c, number, FrameOutcome::Passed, want_events);
+            batch.express_run(i, w, snap, collect, after, between)
         } else {
-            let n = batch.express_run(i, w, snap, collect, |_, _| {});
+            let n = batch.express_run(i, w, snap, collect, |_, _| {}, between);
             debug_assert!(collect.events.done.is_empty());
             counts.passed += n as u64;
             n
@@ -1346,6 +1410,9 @@ fn flush(
             }
         };
         report(counts, out, collect, number, outcome, want_events);
+    }
+    if let Some(next) = next {
+        next.request(w, snap, u64::MAX);
     }
     if let Some(last) = batch.frames().last() {
         out.upto = out.upto.max(last.number);
