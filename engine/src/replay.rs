@@ -16,7 +16,7 @@
 //! refused when a connection limit is reached).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -900,6 +900,7 @@ fn run_lanes(
     // With one worker every table is whole: nothing it decides can differ.
     let parts = n > 1;
     let mut bounded = u64::MAX;
+    let ends = Arc::new(ChunkEnds::new());
     let stop = AtomicBool::new(false);
     let stop = &stop;
     let finished = std::thread::scope(|scope| {
@@ -907,8 +908,9 @@ fn run_lanes(
         for (me, ((w, tx), (to, from))) in workers.into_iter().zip(to.into_iter().zip(from)).enumerate() {
             // The lane's batches are allocated on the worker's own thread, so no line of them sits
             // beside another worker's (they are written for every frame).
+            let ends = Arc::clone(&ends);
             handles.push(scope.spawn(move || {
-                let walker = Walker::new(capture, me, Parallel { n, chunk }, frames, to);
+                let walker = Walker::new(capture, me, Parallel { n, chunk }, frames, to, ends);
                 walk(Lane::new(w, me, versions, want_events, tx), walker, from, stop)
             }));
         }
@@ -1155,10 +1157,56 @@ struct Chunk<'a> {
     end: bool,
 }
 
+/// Where each walked chunk ended, for the workers that skip it: a ring of 64 words, chunk `c` at
+/// `c % 64`, each the byte offset where the next chunk starts (or [`ChunkEnds::ENDED`]: the capture
+/// ends in the chunk) below 48 bits and `c / 64` above, to tell it from the ring's other chunks.
+/// (The workers are never more than a few chunks apart.) One word each, so a reader never sees half
+/// of one chunk's end and half of another's.
+struct ChunkEnds {
+    ring: Vec<AtomicU64>,
+}
+
+impl ChunkEnds {
+    const LEN: u64 = 64;
+    const OFFSET: u64 = (1 << 48) - 1;
+    const ENDED: u64 = ChunkEnds::OFFSET;
+
+    fn new() -> ChunkEnds {
+        // Tag 0 with an offset of 0 would claim chunk 0 ended at the file's start: start them all at
+        // a tag no chunk has yet.
+        ChunkEnds { ring: (0..ChunkEnds::LEN).map(|_| AtomicU64::new(u64::MAX)).collect() }
+    }
+
+    /// Chunk `c` ended where the next one starts, at `next` (`None`: the capture ends in it).
+    fn publish(&self, c: u64, next: Option<usize>) {
+        let offset = match next {
+            Some(o) if (o as u64) < ChunkEnds::ENDED => o as u64,
+            // An offset past 48 bits is not published: the other workers read their way past.
+            Some(_) => return,
+            None => ChunkEnds::ENDED,
+        };
+        let tag = (c / ChunkEnds::LEN) & 0xffff;
+        self.ring[(c % ChunkEnds::LEN) as usize].store(tag << 48 | offset, Ordering::Relaxed);
+    }
+
+    /// Where chunk `c` ended, if its walker has said so yet: `Some(None)` when the capture ends in it.
+    fn get(&self, c: u64) -> Option<Option<usize>> {
+        let word = self.ring[(c % ChunkEnds::LEN) as usize].load(Ordering::Relaxed);
+        if word >> 48 != (c / ChunkEnds::LEN) & 0xffff || word == u64::MAX {
+            return None;
+        }
+        let offset = word & ChunkEnds::OFFSET;
+        Some((offset != ChunkEnds::ENDED).then_some(offset as usize))
+    }
+}
+
 /// A worker's reader of the capture: it walks the worker's own chunks (every `n`th, from the `me`th)
-/// and skips the others, which cost it only a read of each record's length.
+/// and passes over the others: straight to where their walker said the next chunk starts (a pcap
+/// file), or reading only each record's length.
 struct Walker<'a> {
     reader: Frames<'a>,
+    /// Where every worker's walked chunks ended.
+    ends: Arc<ChunkEnds>,
     /// The chunk the reader stands at the start of.
     at: u64,
     me: usize,
@@ -1181,20 +1229,31 @@ impl<'a> Walker<'a> {
         Parallel { n, chunk }: Parallel,
         limit: u64,
         to: Vec<Option<Sender<Chunk<'a>>>>,
+        ends: Arc<ChunkEnds>,
     ) -> Walker<'a> {
         let reader = capture.frames();
-        Walker { reader, at: 0, me, n, chunk, limit, to, scratch: Packet::default(), error: None }
+        Walker { reader, ends, at: 0, me, n, chunk, limit, to, scratch: Packet::default(), error: None }
     }
 
     /// Walks chunk `c` (this worker's), sends every other worker its part and returns this worker's.
     /// `None` when the capture ends before chunk `c` (whoever walks the chunk it ends in says so).
     fn own(&mut self, c: u64, lane: &mut Lane<'_, 'a>) -> Option<Chunk<'a>> {
-        let skip = (c - self.at) * self.chunk;
-        if self.reader.skip_frames(skip) < skip {
-            return None;
+        // Chunk `c` starts where the one before it ended, once its walker has said where.
+        let jumped = match (c > self.at).then(|| self.ends.get(c - 1)).flatten() {
+            Some(None) => return None,
+            Some(Some(offset)) => self.reader.seek(offset),
+            None => false,
+        };
+        if !jumped {
+            let skip = (c - self.at) * self.chunk;
+            if self.reader.skip_frames(skip) < skip {
+                return None;
+            }
         }
         let parts = self.walk(c, lane);
         self.at = c + 1;
+        let end = parts.first().is_some_and(|p| p.end);
+        self.ends.publish(c, (!end).then(|| self.reader.position()));
         let mut mine = None;
         for (part, to) in parts.into_iter().zip(&self.to) {
             match to {
@@ -1570,5 +1629,31 @@ impl Reorder {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChunkEnds;
+
+    #[test]
+    fn chunk_ends_are_told_apart_by_chunk_and_never_claimed_before_they_are_published() {
+        let ends = ChunkEnds::new();
+        // Nothing published yet: not even chunk 0 (whose tag is 0).
+        for c in [0, 1, 63, 64, 1000] {
+            assert_eq!(ends.get(c), None, "chunk {c}");
+        }
+        ends.publish(0, Some(4096));
+        ends.publish(1, None);
+        assert_eq!(ends.get(0), Some(Some(4096)));
+        assert_eq!(ends.get(1), Some(None));
+        // The same place in the ring for chunk 64 is not chunk 0's.
+        assert_eq!(ends.get(64), None);
+        ends.publish(64, Some(0));
+        assert_eq!(ends.get(64), Some(Some(0)));
+        assert_eq!(ends.get(0), None);
+        // An offset that does not fit is not published: the others read their way past.
+        ends.publish(2, Some(1 << 48));
+        assert_eq!(ends.get(2), None);
     }
 }

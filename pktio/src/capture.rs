@@ -531,6 +531,23 @@ impl<'a> Frames<'a> {
         }
     }
 
+    /// Where the next record starts, in bytes from the start of the file.
+    pub fn position(&self) -> usize {
+        self.offset
+    }
+
+    /// Moves a pcap file's reader to `offset`, where a record starts: a [`Frames::position`] a reader
+    /// of the same capture stood at (so another reader's walk can be skipped without reading it).
+    /// False, having moved nothing, for a pcapng file (whose blocks carry state a reader must see)
+    /// and for an offset past the end of the file.
+    pub fn seek(&mut self, offset: usize) -> bool {
+        if !matches!(self.state, State::Pcap { .. }) || offset > self.data.len() {
+            return false;
+        }
+        self.offset = offset;
+        true
+    }
+
     /// Moves past up to `count` frames without handing them out, as `count` calls of `next` would,
     /// and returns how many it passed: fewer at the end of the capture or where it is damaged (a
     /// damaged pcap record is left for `next` to report; pcapng damage ends the iteration unreported).

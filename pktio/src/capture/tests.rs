@@ -457,6 +457,42 @@ fn skip_passes_the_frames_next_would_give() {
     assert_eq!(it.skip_frames(1), 0);
 }
 
+#[test]
+fn a_pcap_reader_seeks_to_where_another_reader_stood() {
+    let records: Vec<(u32, u32, &[u8], u32)> =
+        (0..7).map(|i| (i, 0, if i % 2 == 0 { FRAME_A } else { FRAME_B }, 60)).collect();
+    let cap = Capture::from_bytes(pcap(0xa1b2_c3d4, false, 1, &records), "s.pcap").unwrap();
+    let all = frames(&cap);
+    for first in 0..=7usize {
+        // One reader walks `first` frames; another jumps to where it stands and reads the rest.
+        let mut walker = cap.frames();
+        assert_eq!(walker.skip_frames(first as u64), first as u64);
+        let mut other = cap.frames();
+        assert!(other.seek(walker.position()));
+        let rest: Vec<_> = other.map(Result::unwrap).collect();
+        assert_eq!(rest, all[first..], "after {first} frames");
+    }
+    // Not past the end of the file.
+    let mut it = cap.frames();
+    let end = {
+        let mut w = cap.frames();
+        w.skip_frames(7);
+        w.position()
+    };
+    assert!(!it.seek(end + 1));
+    assert_eq!(it.next().unwrap().unwrap(), all[0]);
+    // A pcapng reader does not seek (its blocks carry state the reader must see).
+    let mut ng = Ng::new(false);
+    ng.idb(1, &[]);
+    ng.epb(0, 1, FRAME_A, 60);
+    ng.epb(0, 2, FRAME_B, 42);
+    let cap = Capture::from_bytes(ng.out, "s.pcapng").unwrap();
+    let mut it = cap.frames();
+    let at = it.position();
+    assert!(!it.seek(at));
+    assert_eq!(it.next().unwrap().unwrap().ts_nanos, 1000);
+}
+
 /// Reads every item the way a fast loop does ([`Frames::next_from`]): a whole pcap record through
 /// `next_record`, anything else (the end, damage, pcapng) through `next`.
 fn read_fast(cap: &Capture) -> Vec<Result<CaptureFrame<'_>, String>> {
