@@ -395,11 +395,12 @@ struct InlineBatch<'a> {
     /// The batch's frames: the first `len` (fixed size, so a frame is written straight into its place).
     frames: Box<[FrameRef<'a>; BATCH_INLINE]>,
     len: usize,
-    /// Per frame: how it was read (the first `len` are this batch's).
+    /// Per frame not on the lean lane: how it was read (a lean frame's slot is left as it was).
     slots: Box<[Read; BATCH_INLINE]>,
-    /// Lean frames' records, by position in the batch (a [`Read::Lean`] slot's record).
+    /// Lean frames' records, by position in the batch.
     leans: Box<[Lean; BATCH_INLINE]>,
-    /// Bit `i` set: slot `i` is a [`Read::Lean`] one (so a run of them is found in one step).
+    /// Bit `i` set: frame `i` is on the lean lane, its record in `leans` (so a run of them is found in
+    /// one step, and a lean frame does not write its slot: slots are large, a line or two each).
     lean_mask: u64,
     /// Bit `i` set: the connection entry of frame `i` has been requested ([`InlineBatch::request`]).
     asked: u64,
@@ -412,11 +413,9 @@ struct InlineBatch<'a> {
     routes: crate::MacRoutes,
 }
 
-/// How a frame of a batch was read.
+/// How a frame of a batch not on the lean lane was read (a lean frame, a plain TCP frame through
+/// one filter, has its record in the batch's `leans` and its bit in `lean_mask` instead).
 enum Read {
-    /// A plain TCP frame through one filter, on the lean lane (no [`Packet`]): its record is in the
-    /// batch's `leans` at the same position.
-    Lean,
     /// Parsed into the batch's `pkts` at the same position, and routed.
     Parsed(Route),
     /// It did not parse.
@@ -480,7 +479,6 @@ impl<'a> InlineBatch<'a> {
                     index.prefetch(lean.hash);
                 }
                 self.leans[i] = lean;
-                self.slots[i] = Read::Lean;
                 self.lean_mask |= 1 << i;
                 return;
             }
@@ -563,8 +561,10 @@ impl<'a> InlineBatch<'a> {
         sink: &mut impl Sink,
     ) -> Result<Option<FrameOutcome>, &ParseError> {
         let f = self.frames[i];
+        if self.lean_mask >> i & 1 == 1 {
+            return Ok(Some(worker.process_lean(snap, &self.leans[i], f, sink)));
+        }
         match &self.slots[i] {
-            Read::Lean => Ok(Some(worker.process_lean(snap, &self.leans[i], f, sink))),
             Read::Parsed(route) => Ok(Some(worker.process_routed(snap, &self.pkts[i], route, f, sink))),
             Read::Malformed(e) => Err(e),
             Read::Tick => Ok(None),
