@@ -406,6 +406,9 @@ impl FilterState {
         frame: FrameRef<'_>,
         sink: &mut impl Sink,
     ) -> Result<Decision, Missed> {
+        if !keeps_tracked(cfg) {
+            return Err(Missed::Declined);
+        }
         let now_s = secs(frame.now_ns);
         let (conn, mut expires) = live_conn(&mut self.conns, cfg, key, hash, hint, now_s)?;
         let (verdict, state, reason) =
@@ -466,7 +469,7 @@ impl FilterState {
             return false;
         }
         let key = Probe::Packed(lean.key);
-        let Ok((conn, mut expires)) = live_entry(&mut self.conns, cfg, key, lean.hash, lean.hint(), now_s)
+        let Ok((conn, mut expires)) = live_conn(&mut self.conns, cfg, key, lean.hash, lean.hint(), now_s)
         else {
             return false;
         };
@@ -900,25 +903,6 @@ fn by_rule(rule: &Rule, alone: bool, not_syn: bool) -> Option<(Verdict, ConnStat
 /// Nanoseconds in a second of the packet clock.
 pub const NS: u64 = 1_000_000_000;
 
-/// The entry of a live connection the fast paths may decide a frame on, through filter `cfg`: one
-/// without L2 rules and with L3 rules, unexpired at `now_s`, unlogged and admitted under the filter's
-/// current policy (or kept across changes). `None` otherwise.
-/// (Overdue fragments cannot hold a frame up: the worker's clock moved to the frame first.)
-#[inline(always)]
-fn live_conn<'t>(
-    conns: &'t mut FlowTable<Conn>,
-    cfg: &FilterConfig,
-    key: Probe<'_>,
-    hash: u64,
-    hint: Option<usize>,
-    now_s: u32,
-) -> Result<(&'t mut Conn, crate::table::Expiry<'t>), Missed> {
-    if !keeps_tracked(cfg) {
-        return Err(Missed::Declined);
-    }
-    live_entry(conns, cfg, key, hash, hint, now_s)
-}
-
 /// Whether tracked frames through the filter of `cfg` can take the fast paths: it has no L2 rules (which
 /// every frame must pass first) and has L3 rules (without them it fails open or closed, table or not).
 #[inline(always)]
@@ -926,9 +910,12 @@ pub(crate) fn keeps_tracked(cfg: &FilterConfig) -> bool {
     cfg.l2.is_none() && cfg.l3.is_some()
 }
 
-/// [`live_conn`] for a filter that [keeps tracked frames](keeps_tracked).
+/// The entry of a live connection the fast paths may decide a frame on, through a filter `cfg` that
+/// [keeps tracked frames](keeps_tracked): unexpired at `now_s`, unlogged and admitted under the filter's
+/// current policy (or kept across changes); why not otherwise.
+/// (Overdue fragments cannot hold a frame up: the worker's clock moved to the frame first.)
 #[inline(always)]
-fn live_entry<'t>(
+fn live_conn<'t>(
     conns: &'t mut FlowTable<Conn>,
     cfg: &FilterConfig,
     key: Probe<'_>,

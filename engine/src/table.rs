@@ -364,24 +364,8 @@ impl<V> FlowTable<V> {
     /// Out of line: the hinted lookups it backs are the hot path.
     #[inline(never)]
     fn find_packed(&self, key: PackedKey, hash: u64) -> Option<usize> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        let t = tag(hash);
-        let mut i = self.home(hash);
-        loop {
-            let b = self.buckets[i];
-            if b == 0 {
-                return None;
-            }
-            if b & 0xffff_ffff_0000_0000 == t {
-                let pos = (b & 0xffff_ffff) as usize - 1;
-                if matches!(self.slots.get(pos), Some(Some(slot)) if slot.key == key) {
-                    return Some(pos);
-                }
-            }
-            i = self.next(i);
-        }
+        let holds = |pos: usize| matches!(self.slots.get(pos), Some(Some(slot)) if slot.key == key);
+        self.probe(hash, holds).map(|(_, pos)| pos)
     }
 
     /// Walks the probe run of `hash` and returns the first bucket with a matching tag whose slab
