@@ -503,8 +503,10 @@ impl<V> FlowTable<V> {
         Ok(&mut self.slots[pos].as_mut().expect("just filled").value)
     }
 
-    /// Makes room for more slots (and as many schedule items): doubling while the slab is small, then
-    /// at once room for the whole limit ([`RESERVE_FROM`]), never past the limit.
+    /// Makes room for more slots: doubling while the slab is small, then at once room for the whole
+    /// limit ([`RESERVE_FROM`]), never past the limit. The schedule's heap doubles with the slab and
+    /// grows on its own once the slab has its room (reserving it whole too left 7.6 MiB more resident
+    /// at 1,000,000 connections in the `conntrack` bench, 122.4 against 114.8 MiB).
     #[cold]
     fn grow_slab(&mut self) {
         let cap = self.slots.capacity();
@@ -512,10 +514,10 @@ impl<V> FlowTable<V> {
         let doubled = (cap * 2).max(64).min(limit);
         let mut due = std::mem::take(&mut self.due).into_vec();
         // Where the address space cannot be had (a limit far beyond the machine), keep doubling.
-        if cap < RESERVE_FROM || !(regrow(&mut self.slots, limit) && regrow(&mut due, limit)) {
+        if cap < RESERVE_FROM || !regrow(&mut self.slots, limit) {
             regrow(&mut self.slots, doubled);
-            regrow(&mut due, doubled);
         }
+        regrow(&mut due, doubled);
         self.due = BinaryHeap::from(due);
     }
 
