@@ -572,22 +572,37 @@ impl<'a> InlineBatch<'a> {
         }
     }
 
-    /// Decides the run of lean frames from frame `i` on that [`Worker::express_run`] takes, calling
-    /// `after` for each (every one passed); how many it decided (0 when frame `i` is not one).
+    /// Frame `i`'s turn in deciding the batch: requests the entries of `next` (the batch after this
+    /// one) for frame `i`'s segment, then decides the run of lean frames from frame `i` on that
+    /// [`Worker::express_run`] takes, requesting `next`'s entries for each segment the run enters.
+    /// With `after`, each decided frame (every one passed) goes to it; without, the caller only
+    /// counts them (none released a held fragment). How many it decided (0 when frame `i` is not one).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn express_run<S: Sink>(
+    fn run_from<S: Sink>(
         &self,
         i: usize,
+        next: &mut Option<&mut InlineBatch<'_>>,
         worker: &mut Worker,
         snap: &Snapshot,
         sink: &mut S,
-        after: impl FnMut(&mut S, u64),
-        between: impl FnMut(usize, u32, &FlowTable<Conn>),
+        after: Option<impl FnMut(&mut S, u64)>,
     ) -> usize {
+        if let Some(next) = next.as_deref_mut() {
+            next.request(worker, snap, segment(i));
+        }
+        let between = |k: usize, filter, conns: &FlowTable<Conn>| {
+            if let Some(next) = next.as_deref_mut() {
+                next.request_with(segment(k), filter, conns);
+            }
+        };
         // The run is among the lean frames from `i` on.
         let end = (i + (self.lean_mask >> i).trailing_ones() as usize).min(self.len);
-        worker.express_run(snap, &self.leans[i..end], &self.frames[i..end], i, sink, after, between)
+        let (leans, frames) = (&self.leans[i..end], &self.frames[i..end]);
+        match after {
+            Some(after) => worker.express_run(snap, leans, frames, i, sink, after, between),
+            None => worker.express_run(snap, leans, frames, i, sink, |_, _| {}, between),
+        }
     }
 
     /// Adds a tick at frame `f` (a frame another worker decides) to the next slot.
@@ -655,26 +670,15 @@ fn run_batch(
     batch.request(worker, &snap, u64::MAX);
     let mut i = 0;
     while i < batch.len() {
-        if let Some(next) = next.as_deref_mut() {
-            next.request(worker, &snap, segment(i));
-        }
         // A run of the commonest frames, decided with the filter's state looked up once (the next
-        // batch's entries requested on the way). Without events they are only counted, together:
-        // each passed, and none released a held fragment.
-        let between = |k: usize, filter, conns: &FlowTable<Conn>| {
-            if let Some(next) = next.as_deref_mut() {
-                next.request_with(segment(k), filter, conns);
-            }
-        };
-        i += if want_events {
-            let after = |c: &mut Collect, _| decided(summary, c, FrameOutcome::Passed, want_events, on_event);
-            batch.express_run(i, worker, &snap, collect, after, between)
-        } else {
-            let n = batch.express_run(i, worker, &snap, collect, |_, _| {}, between);
+        // batch's entries requested on the way). Without events they are only counted, together.
+        let after = |c: &mut Collect, _| decided(summary, c, FrameOutcome::Passed, want_events, on_event);
+        let n = batch.run_from(i, &mut next, worker, &snap, collect, want_events.then_some(after));
+        if !want_events {
             debug_assert!(collect.events.done.is_empty());
             summary.passed += n as u64;
-            n
-        };
+        }
+        i += n;
         if i == batch.len() {
             break;
         }
@@ -1426,25 +1430,15 @@ fn flush(
     batch.request(w, snap, u64::MAX);
     let mut i = 0;
     while i < batch.len() {
-        if let Some(next) = next.as_deref_mut() {
-            next.request(w, snap, segment(i));
-        }
         // A run of the commonest frames, as in `run_batch`.
-        let between = |k: usize, filter, conns: &FlowTable<Conn>| {
-            if let Some(next) = next.as_deref_mut() {
-                next.request_with(segment(k), filter, conns);
-            }
-        };
-        i += if want_events {
-            let after =
-                |c: &mut Collect, number| report(counts, out, c, number, FrameOutcome::Passed, want_events);
-            batch.express_run(i, w, snap, collect, after, between)
-        } else {
-            let n = batch.express_run(i, w, snap, collect, |_, _| {}, between);
+        let after =
+            |c: &mut Collect, number| report(counts, out, c, number, FrameOutcome::Passed, want_events);
+        let n = batch.run_from(i, &mut next, w, snap, collect, want_events.then_some(after));
+        if !want_events {
             debug_assert!(collect.events.done.is_empty());
             counts.passed += n as u64;
-            n
-        };
+        }
+        i += n;
         if i == batch.len() {
             break;
         }
