@@ -221,6 +221,12 @@ pub fn peek_route_hash(link: pktio::LinkType, data: &[u8]) -> Option<u64> {
         .then(|| pair_hash(addr_word(src), addr_word(dst)))
 }
 
+/// [`route_hash`] of an IPv4 frame between addresses `a` and `b` (as numbers, in either order).
+#[inline]
+pub(crate) fn route_hash_v4(a: u32, b: u32) -> u64 {
+    pair_hash(u64::from(a), u64::from(b))
+}
+
 fn mac_word(m: [u8; 6]) -> u64 {
     u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
 }

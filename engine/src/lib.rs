@@ -363,6 +363,13 @@ impl Lean {
         }
     }
 
+    /// The frame's [`flow::route_hash`] (which worker owns it), from its key's addresses.
+    #[inline(always)]
+    pub(crate) fn route_hash(&self) -> u64 {
+        let (lo, hi) = self.key.addresses();
+        flow::route_hash_v4(lo, hi)
+    }
+
     /// Where the connection's entry probably is.
     #[inline(always)]
     pub fn hint(&self) -> Option<usize> {
