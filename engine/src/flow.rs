@@ -241,13 +241,12 @@ fn addr_word(ip: IpAddr) -> u64 {
     }
 }
 
-/// Symmetric mix of two words (order-independent), then a finalizer so low bits are well spread.
+/// Symmetric mix of two words (order-independent: their exclusive or and their sum), multiplied so the
+/// high bits, which pick the worker, depend on every bit of both.
+#[inline]
 fn pair_hash(a: u64, b: u64) -> u64 {
-    let (x, y) = if a <= b { (a, b) } else { (b, a) };
-    let mut h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y.rotate_left(29).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
-    h ^ (h >> 33)
+    let h = ((a ^ b).rotate_left(32) ^ a.wrapping_add(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 32)
 }
 
 #[cfg(test)]

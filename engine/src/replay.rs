@@ -514,6 +514,65 @@ impl<'a> InlineBatch<'a> {
         self.lean_mask |= 1 << i;
     }
 
+    /// Takes `frames` into the next places: those whose bit is set in `lean_bits` (the first frame's
+    /// in bit 0) on the lean lane, read as `leans` has them (by the same position), their index lines
+    /// requested. The others' places are filled afterwards ([`InlineBatch::parse_at`],
+    /// [`InlineBatch::tick_at`]). The position of the first.
+    #[inline]
+    fn extend(
+        &mut self,
+        worker: &Worker,
+        snap: &Snapshot,
+        frames: &[FrameRef<'a>],
+        leans: &[Lean],
+        lean_bits: u64,
+    ) -> usize {
+        let at = self.len;
+        let end = at + frames.len();
+        self.frames[at..end].copy_from_slice(frames);
+        self.leans[at..end].copy_from_slice(leans);
+        self.len = end;
+        self.lean_mask |= lean_bits << at;
+        let mut bits = lean_bits << at;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let filter = self.leans[i].filter;
+            let index = match self.index {
+                Some((f, index)) if f == filter => Some(index),
+                _ => {
+                    let index = worker.conns_of(snap, filter as usize).map(|c| c.index_view());
+                    self.index = index.map(|v| (filter, v));
+                    index
+                }
+            };
+            if let Some(index) = index {
+                index.prefetch(self.leans[i].hash);
+            }
+        }
+        at
+    }
+
+    /// Parses and routes the frame at place `i` (put there, not on the lean lane; `wire_len` bytes on
+    /// the wire).
+    fn parse_at(&mut self, i: usize, worker: &Worker, snap: &Snapshot, wire_len: u32) {
+        let f = self.frames[i];
+        let slot = &mut self.pkts[i];
+        self.slots[i] = match pktio::parse_into(f.link, f.bytes, wire_len, slot) {
+            Ok(()) => {
+                let route = Route::of(snap, slot);
+                worker.prefetch_index(snap, &route);
+                Read::Parsed(route)
+            }
+            Err(e) => Read::Malformed(e),
+        };
+    }
+
+    /// The frame at place `i` (put there) only moves the packet clock.
+    fn tick_at(&mut self, i: usize) {
+        self.slots[i] = Read::Tick;
+    }
+
     /// Starts loading the connection entries of the batch's frames in `mask` (one bit per frame) not
     /// requested yet (their index lines were requested as the frames came in).
     fn request(&mut self, worker: &Worker, snap: &Snapshot, mask: u64) {
@@ -1092,6 +1151,64 @@ impl<'v, 'a> Lane<'v, 'a> {
         }
     }
 
+    /// Takes the frames of a walked chunk, in order. Without a policy switch among them, they go into
+    /// the batches in whole runs, as the walker laid them out; otherwise one by one.
+    fn take(&mut self, chunk: &Chunk<'a>) {
+        let Some(last) = chunk.frames.last() else { return };
+        if last.number >= self.next_switch {
+            return self.take_each(chunk);
+        }
+        // (A tick in the second the worker's clock stands at moves nothing: `Worker::tick`.)
+        let mut k = 0;
+        let mut others = chunk.others.iter().peekable();
+        let n = chunk.frames.len();
+        while k < n {
+            let Lane { w, versions, v, collect, pipe, counts, out, want_events, .. } = self;
+            let snap = &versions[*v].snap;
+            let batch = &mut pipe.filling;
+            let take = (BATCH_INLINE - batch.len()).min(n - k);
+            let (frames, leans) = (&chunk.frames[k..k + take], &chunk.leans[k..k + take]);
+            let at = batch.extend(w, snap, frames, leans, chunk.lean_bits(k, take));
+            while let Some(&&(i, other)) = others.peek() {
+                let i = i as usize;
+                if i >= k + take {
+                    break;
+                }
+                match other {
+                    Other::Own { wire_len } => batch.parse_at(at + i - k, w, snap, wire_len),
+                    Other::Tick => batch.tick_at(at + i - k),
+                }
+                others.next();
+            }
+            k += take;
+            pipe.advance(|b, next| flush(w, b, next, snap, collect, counts, out, *want_events));
+            if self.want_events && self.out.frames.len() >= 256 {
+                self.send();
+            }
+        }
+        if crate::in_other_second(last.now_ns, self.second_ns) {
+            self.second_ns = last.now_ns - last.now_ns % crate::filter::NS;
+        }
+    }
+
+    /// [`Lane::take`] one frame at a time, each under the version in force at it.
+    fn take_each(&mut self, chunk: &Chunk<'a>) {
+        let mut others = chunk.others.iter().peekable();
+        for (i, (&f, lean)) in chunk.frames.iter().zip(&chunk.leans).enumerate() {
+            match others.next_if(|&&(at, _)| at as usize == i) {
+                None => {
+                    self.switch_before(f.number);
+                    self.push_lean(f, lean);
+                }
+                Some(&(_, Other::Own { wire_len })) => {
+                    self.switch_before(f.number);
+                    self.push(f, wire_len);
+                }
+                Some(&(_, Other::Tick)) => self.tick(f),
+            }
+        }
+    }
+
     /// Takes frame `f`, read for the lean lane as `lean` under the version in force at it.
     #[inline(always)]
     fn push_lean(&mut self, f: FrameRef<'a>, lean: &Lean) {
@@ -1174,33 +1291,71 @@ impl<'v, 'a> Lane<'v, 'a> {
 /// holding many.)
 const CHUNK: u64 = 4096;
 
-/// One frame of a walked chunk, as one worker is to take it.
-struct Item<'a> {
-    /// The frame, as a worker takes it.
-    frame: FrameRef<'a>,
-    what: Take,
-}
-
-/// What a worker is to do with a frame of a walked chunk.
-enum Take {
-    /// Decide it on the lean lane: the walker read it already ([`Lean::read_with`], under the policy
-    /// version in force at the frame), so the worker does not read the frame's bytes again.
-    Lean(Lean),
-    /// Decide it, parsing it first (`wire_len` bytes on the wire).
-    Own { wire_len: u32 },
-    /// Only move the worker's packet clock to its time: the frame is another worker's (or did not
-    /// parse) and may start a second.
-    Tick,
-}
-
 /// What the walker of a chunk hands one worker: its frames of the chunk, and the frames that may start
-/// a second, in frame order.
+/// a second, in frame order, laid out as the worker's batches hold them so it copies them in whole
+/// runs ([`Lane::take`]).
 struct Chunk<'a> {
-    items: Vec<Item<'a>>,
+    /// The frames, as a worker takes them.
+    frames: Vec<FrameRef<'a>>,
+    /// By the same position: the record of each frame on the lean lane (a placeholder for the rest).
+    /// The walker read those frames already ([`Lean::read_with`], under the policy version in force
+    /// at each), so the worker does not read their bytes, which sit in the walker's cache, again.
+    leans: Vec<Lean>,
+    /// Bit `i % 64` of word `i / 64`: frame `i` is on the lean lane.
+    lean_bits: Vec<u64>,
+    /// The others, by position, in order.
+    others: Vec<(u32, Other)>,
     /// The number and timestamp of the chunk's last frame, if it has any.
     last: Option<(u64, u64)>,
     /// The capture ends in this chunk: at its end, at a damaged record, or at the frame limit.
     end: bool,
+}
+
+/// What a worker is to do with a frame of a walked chunk that is not on the lean lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Other {
+    /// Decide it, parsing it first (`wire_len` bytes on the wire).
+    Own { wire_len: u32 },
+    /// Only move the worker's packet clock to its time: the frame is another worker's (or did not
+    /// parse) and starts a second for this worker.
+    Tick,
+}
+
+impl<'a> Chunk<'a> {
+    fn with_capacity(frames: usize) -> Chunk<'a> {
+        Chunk {
+            frames: Vec::with_capacity(frames),
+            leans: Vec::with_capacity(frames),
+            lean_bits: vec![0; frames.div_ceil(64)],
+            others: Vec::new(),
+            last: None,
+            end: false,
+        }
+    }
+
+    fn push_lean(&mut self, f: FrameRef<'a>, lean: Lean) {
+        let i = self.frames.len();
+        self.frames.push(f);
+        self.leans.push(lean);
+        self.lean_bits[i / 64] |= 1 << (i % 64);
+    }
+
+    fn push_other(&mut self, f: FrameRef<'a>, other: Other) {
+        let i = self.frames.len();
+        self.frames.push(f);
+        self.leans.push(Lean::PLACEHOLDER);
+        self.others.push((i as u32, other));
+    }
+
+    /// The lean bits of frames `at..at + n` (`n` at most 63), frame `at` in bit 0.
+    fn lean_bits(&self, at: usize, n: usize) -> u64 {
+        let (word, shift) = (at / 64, at % 64);
+        let mut bits = self.lean_bits[word] >> shift;
+        if shift + n > 64 {
+            bits |= self.lean_bits[word + 1] << (64 - shift);
+        }
+        bits & ((1 << n) - 1)
+    }
 }
 
 /// Where each walked chunk ended, for the workers that skip it: a ring of 64 words, chunk `c` at
@@ -1342,10 +1497,8 @@ impl<'a> Walker<'a> {
     /// frame or its tick).
     fn walk(&mut self, c: u64, lane: &mut Lane<'_, 'a>) -> Vec<Chunk<'a>> {
         let n = self.n;
-        let mut parts: Vec<Chunk<'a>> = (0..n)
-            // A frame is one item of each part at most: room for a whole chunk never grows.
-            .map(|_| Chunk { items: Vec::with_capacity(self.chunk as usize), last: None, end: false })
-            .collect();
+        // A frame is in each part once at most: room for a whole chunk never grows.
+        let mut parts: Vec<Chunk<'a>> = (0..n).map(|_| Chunk::with_capacity(self.chunk as usize)).collect();
         let (mut last, mut end, mut second) = (None, false, u64::MAX);
         let first = c * self.chunk + 1;
         let pcap = self.reader.pcap_reader();
@@ -1396,18 +1549,25 @@ impl<'a> Walker<'a> {
                     }
                 },
             };
+            let f = as_ref(number, &frame);
             if let Some(o) = owner {
-                let what = match lean {
-                    Some(lean) => Take::Lean(lean),
-                    None => Take::Own { wire_len: frame.wire_len },
-                };
-                parts[o].items.push(Item { frame: as_ref(number, &frame), what });
+                match lean {
+                    Some(lean) => parts[o].push_lean(f, lean),
+                    None => parts[o].push_other(f, Other::Own { wire_len: frame.wire_len }),
+                }
             }
             if crate::in_other_second(frame.ts_nanos, second) {
                 second = frame.ts_nanos - frame.ts_nanos % crate::filter::NS;
                 for (w, part) in parts.iter_mut().enumerate() {
-                    if Some(w) != owner {
-                        part.items.push(Item { frame: as_ref(number, &frame), what: Take::Tick });
+                    // It moves the packet clock only of the workers whose last frame (of this chunk)
+                    // was in another second; the others' is there already. (Where a worker's clock
+                    // stands at its first frame of the chunk only the worker knows: that one is
+                    // always given.)
+                    let stands = part.frames.last().is_some_and(|l| {
+                        !crate::in_other_second(frame.ts_nanos, l.now_ns - l.now_ns % crate::filter::NS)
+                    });
+                    if Some(w) != owner && !stands {
+                        part.push_other(f, Other::Tick);
                     }
                 }
             }
@@ -1448,19 +1608,7 @@ fn walk<'a>(
                 _ => break,
             }
         };
-        for item in &chunk.items {
-            match &item.what {
-                Take::Lean(lean) => {
-                    lane.switch_before(item.frame.number);
-                    lane.push_lean(item.frame, lean);
-                }
-                &Take::Own { wire_len } => {
-                    lane.switch_before(item.frame.number);
-                    lane.push(item.frame, wire_len);
-                }
-                Take::Tick => lane.tick(item.frame),
-            }
-        }
+        lane.take(&chunk);
         if let Some((number, ts)) = chunk.last {
             (seen, last_ts) = (number, ts);
         }
