@@ -3,16 +3,21 @@
 //!
 //! With N > 1 workers each worker decides the frames whose connection it owns (the symmetric hash of
 //! the address pair, so both directions, ICMP errors and fragments of a flow meet the same worker).
-//! The workers take turns at reading the mapped capture, a chunk of 4,096 frames each: the walker of
-//! a chunk reads every frame of it, tells its owner, and sends each other worker the list of its frames
-//! there (references into the map: no frame is copied). A plain TCP frame through one filter goes
-//! already read for the lean lane (its `Lean` record), so its owner does not read the frame's bytes,
-//! which sit in the walker's cache, a second time. A worker passes over the chunks it does not
-//! walk by jumping to where their walker said the next one starts (`ChunkEnds`, pcap files), or by
-//! reading only each record's length (pcapng, or a walker that has not said yet). (Earlier designs:
-//! every worker reading every frame cost each about 25 more instructions per capture frame, and was
-//! no faster by the clock in the thirteenth session; one worker reading for all was slower by the
-//! clock, the other core then reading every frame from the reader's cache. See BENCHMARKS.md.)
+//! The workers share the reading of the mapped capture, a chunk of 4,096 frames at a time: chunks are
+//! claimed in order by whichever worker needs one first (up to N chunks past the one it decides
+//! next, and no worker more than a few chunks ahead of the slowest: `Turns`), so a worker on a faster
+//! CPU walks more of the capture and the slower one only decides. The walker of a chunk reads every
+//! frame of it, tells its owner, and sends each other worker its part there (references into the
+//! map: no frame is copied), laid out as the worker's batches hold frames, so the worker copies it in
+//! runs. A plain TCP frame through one filter goes already read for the lean lane (its `Lean`
+//! record), so its owner does not read the frame's bytes, which sit in the walker's cache, a second
+//! time. A walker starts its chunk where the walker of the chunk before said that one ended
+//! (`ChunkEnds`, pcap files), or reads only the records' lengths up to it (pcapng, or a walker that
+//! has not said yet). (Earlier designs: every worker reading every frame cost each about 25 more
+//! instructions per capture frame, and was no faster by the clock in the thirteenth session; one
+//! worker reading for all was slower by the clock, the other core then reading every frame from the
+//! reader's cache; workers walking every Nth chunk in turn were held to the slower CPU's pace. See
+//! BENCHMARKS.md.)
 //! Policy versions are built before the workers start, so a switch takes effect at exactly the same
 //! frame whatever N is. Workers send per-frame events back in batches over a crossbeam channel; the
 //! calling thread puts them in frame order. Results do not depend on N (except which frames are
@@ -966,18 +971,16 @@ fn run_lanes(
     let workers: Vec<(Worker, Sender<Done>)> =
         (0..n).map(|index| (engine.part_worker(Share { index, of: n }), done_tx.clone())).collect();
     drop(done_tx);
-    // The chunks each worker walks, to each other worker: `to[walker][w]`, `from[w][walker]`.
-    let mut to: Vec<Vec<Option<Sender<Chunk<'_>>>>> =
-        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-    let mut from: Vec<Vec<Option<Receiver<Chunk<'_>>>>> =
-        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-    for walker in 0..n {
-        for w in (0..n).filter(|&w| w != walker) {
-            let (tx, rx) = unbounded();
-            to[walker][w] = Some(tx);
-            from[w][walker] = Some(rx);
-        }
-    }
+    // The parts of walked chunks, to each worker from every other: `to[walker][w]` sends into
+    // `from[w]`. (A worker holds no sender of its own, so its channel closes once every other
+    // worker has stopped.)
+    let (txs, from): (Vec<Sender<Walked<'_>>>, Vec<Receiver<Walked<'_>>>) =
+        (0..n).map(|_| unbounded()).unzip();
+    let to: Vec<Vec<Option<Sender<Walked<'_>>>>> =
+        (0..n).map(|walker| (0..n).map(|w| (w != walker).then(|| txs[w].clone())).collect()).collect();
+    drop(txs);
+    let turns = Turns::new(n);
+    let turns = &turns;
     // With one worker every table is whole: nothing it decides can differ.
     let parts = n > 1;
     let mut bounded = u64::MAX;
@@ -992,7 +995,7 @@ fn run_lanes(
             let ends = Arc::clone(&ends);
             handles.push(scope.spawn(move || {
                 let walker = Walker::new(capture, me, Parallel { n, chunk }, versions, frames, to, ends);
-                walk(Lane::new(w, me, versions, want_events, tx), walker, from, stop)
+                walk(Lane::new(w, me, versions, want_events, tx), walker, from, turns, stop)
             }));
         }
         for done in done_rx.iter() {
@@ -1311,6 +1314,9 @@ struct Chunk<'a> {
     end: bool,
 }
 
+/// A worker's part of walked chunk number `.0`.
+type Walked<'a> = (u64, Chunk<'a>);
+
 /// What a worker is to do with a frame of a walked chunk that is not on the lean lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Other {
@@ -1416,8 +1422,8 @@ struct Walker<'a> {
     chunk: u64,
     /// No frame after this one is replayed (the capture's end found beforehand, or `u64::MAX`).
     limit: u64,
-    /// Where each other worker's parts go (`None` at this worker's own place).
-    to: Vec<Option<Sender<Chunk<'a>>>>,
+    /// Where each other worker's parts go, with their chunk (`None` at this worker's own place).
+    to: Vec<Option<Sender<Walked<'a>>>>,
     scratch: Packet,
     /// The policy version in force at the frame walked last, and the first frame of the next one.
     version: usize,
@@ -1435,7 +1441,7 @@ impl<'a> Walker<'a> {
         Parallel { n, chunk }: Parallel,
         versions: &[Version],
         limit: u64,
-        to: Vec<Option<Sender<Chunk<'a>>>>,
+        to: Vec<Option<Sender<Walked<'a>>>>,
         ends: Arc<ChunkEnds>,
     ) -> Walker<'a> {
         let reader = capture.frames();
@@ -1456,31 +1462,41 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Walks chunk `c` (this worker's), sends every other worker its part and returns this worker's.
-    /// `None` when the capture ends before chunk `c` (whoever walks the chunk it ends in says so).
-    fn own(&mut self, c: u64, lane: &mut Lane<'_, 'a>) -> Option<Chunk<'a>> {
-        // Chunk `c` starts where the one before it ended, once its walker has said where.
-        let jumped = match (c > self.at).then(|| self.ends.get(c - 1)).flatten() {
-            Some(None) => return None,
-            Some(Some(offset)) => self.reader.seek(offset),
-            None => false,
-        };
-        if !jumped {
-            let skip = (c - self.at) * self.chunk;
-            if self.reader.skip_frames(skip) < skip {
-                return None;
+    /// Walks chunk `k` (claimed by this worker), sends every other worker its part and returns this
+    /// worker's. `None` when the capture ends before chunk `k` (whoever walks the chunk it ends in
+    /// says so).
+    fn walk_chunk(&mut self, k: u64, lane: &mut Lane<'_, 'a>) -> Option<Chunk<'a>> {
+        if k > self.at {
+            // Chunk `k` starts where `k - 1` ended, once its walker has said where; else a chunk's
+            // records on from where `k - 2` ended (its walker said so before `k - 1` was claimed),
+            // or from where this reader stands.
+            let placed = match self.ends.get(k - 1) {
+                Some(None) => return None,
+                Some(Some(offset)) => self.reader.seek(offset),
+                None => false,
+            };
+            if !placed {
+                let from = match (k >= self.at + 2).then(|| self.ends.get(k - 2)).flatten() {
+                    Some(None) => return None,
+                    Some(Some(offset)) if self.reader.seek(offset) => k - 1,
+                    _ => self.at,
+                };
+                let skip = (k - from) * self.chunk;
+                if self.reader.skip_frames(skip) < skip {
+                    return None;
+                }
             }
         }
-        let parts = self.walk(c, lane);
-        self.at = c + 1;
+        let parts = self.walk(k, lane);
+        self.at = k + 1;
         let end = parts.first().is_some_and(|p| p.end);
-        self.ends.publish(c, (!end).then(|| self.reader.position()));
+        self.ends.publish(k, (!end).then(|| self.reader.position()));
         let mut mine = None;
         for (part, to) in parts.into_iter().zip(&self.to) {
             match to {
-                // A worker gone has stopped for good (it panicked; joining it reports that).
+                // A worker gone has stopped for good (at the capture's end, or it panicked).
                 Some(to) => {
-                    let _ = to.send(part);
+                    let _ = to.send((k, part));
                 }
                 None => mine = Some(part),
             }
@@ -1586,28 +1602,46 @@ impl<'a> Walker<'a> {
 fn walk<'a>(
     mut lane: Lane<'_, 'a>,
     mut walker: Walker<'a>,
-    from: Vec<Option<Receiver<Chunk<'a>>>>,
+    from: Receiver<Walked<'a>>,
+    turns: &Turns,
     stop: &AtomicBool,
 ) -> Finished {
     let (me, n) = (walker.me, walker.n);
+    // However this worker's loop ends, the others no longer wait for it to catch up.
+    let _done = turns.done_on_drop(me);
     let (mut seen, mut last_ts) = (0, 0);
-    let mut ahead = walker.own(me as u64, &mut lane);
+    // Parts of chunks walked ahead of deciding them, by chunk: this worker's own walks', and those
+    // the others sent.
+    let mut held: BTreeMap<u64, Chunk<'a>> = BTreeMap::new();
+    let mut past_end = false;
     for c in 0.. {
-        let walked_by = (c % n as u64) as usize;
-        let chunk = if walked_by == me {
-            // Not reached without one: the chunk the capture ends in comes first and says so.
-            let Some(mine) = ahead.take() else { break };
-            if !mine.end {
-                ahead = walker.own(c + n as u64, &mut lane);
+        turns.wait_for_others(c);
+        // Whoever gets there first walks the next chunk no one has claimed, up to `n` chunks past the
+        // one it decides next: a worker that decides faster walks more of the capture.
+        while !past_end {
+            let Some(k) = turns.claim(c + n as u64) else { break };
+            match walker.walk_chunk(k, &mut lane) {
+                Some(mine) => {
+                    held.insert(k, mine);
+                }
+                // The capture ends before chunk `k`: the chunk it ends in says so.
+                None => past_end = true,
             }
-            mine
-        } else {
-            match from[walked_by].as_ref().map(Receiver::recv) {
-                Some(Ok(chunk)) => chunk,
-                // That worker has stopped (it panicked; joining it reports that).
-                _ => break,
+        }
+        let chunk = loop {
+            if let Some(chunk) = held.remove(&c) {
+                break Some(chunk);
+            }
+            match from.recv() {
+                Ok((k, chunk)) => {
+                    held.insert(k, chunk);
+                }
+                // Every other worker has stopped (at the capture's end, or it panicked; joining it
+                // reports that).
+                Err(_) => break None,
             }
         };
+        let Some(chunk) = chunk else { break };
         lane.take(&chunk);
         if let Some((number, ts)) = chunk.last {
             (seen, last_ts) = (number, ts);
@@ -1616,6 +1650,7 @@ fn walk<'a>(
             break;
         }
         lane.walked((c + 1) * walker.chunk);
+        turns.decided(me, c + 1);
         // Once a part of a bounded table may have decided otherwise than the whole table, the rest
         // of this run is thrown away (the replay runs again on one worker): every worker stops at
         // its next chunk (a worker waiting for a chunk of one that stopped sees its channel close).
@@ -1627,6 +1662,62 @@ fn walk<'a>(
         }
     }
     lane.finish(seen, last_ts, walker.error, false)
+}
+
+/// Who walks which chunk of a parallel replay: chunks are claimed in order, by whichever worker needs
+/// one first; and how far each worker has decided, so none runs more than [`Turns::LEAD`] chunks
+/// ahead of the slowest (the parts it walks for the others would pile up).
+struct Turns {
+    /// The next chunk to claim.
+    claimed: AtomicU64,
+    /// Per worker, the chunks it has decided (`u64::MAX` once it has stopped).
+    decided: Vec<AtomicU64>,
+}
+
+impl Turns {
+    /// Chunks a worker may decide ahead of the slowest (below [`ChunkEnds::LEN`], so every chunk
+    /// end a walker looks for is still in the ring).
+    const LEAD: u64 = 8;
+
+    fn new(n: usize) -> Turns {
+        Turns { claimed: AtomicU64::new(0), decided: (0..n).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Claims the next chunk if it is not past `upto`.
+    fn claim(&self, upto: u64) -> Option<u64> {
+        let mut k = self.claimed.load(Ordering::Relaxed);
+        while k <= upto {
+            match self.claimed.compare_exchange_weak(k, k + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(k),
+                Err(now) => k = now,
+            }
+        }
+        None
+    }
+
+    /// Worker `me` has decided chunks `0..upto`.
+    fn decided(&self, me: usize, upto: u64) {
+        self.decided[me].store(upto, Ordering::Release);
+    }
+
+    /// Waits until no worker is more than [`Turns::LEAD`] chunks behind chunk `c`.
+    fn wait_for_others(&self, c: u64) {
+        let backoff = crossbeam_utils::Backoff::new();
+        while self.decided.iter().any(|d| d.load(Ordering::Acquire).saturating_add(Turns::LEAD) < c) {
+            backoff.snooze();
+        }
+    }
+
+    /// Marks worker `me` stopped when the returned guard drops (also when the worker panics).
+    fn done_on_drop(&self, me: usize) -> impl Drop + '_ {
+        struct Done<'t>(&'t Turns, usize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.decided(self.1, u64::MAX);
+            }
+        }
+        Done(self, me)
+    }
 }
 
 /// Frame `number` of the capture as a worker takes it.
@@ -1862,7 +1953,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::ChunkEnds;
+    use super::{ChunkEnds, Turns};
     use crate::flow::{peek_route_hash, route_hash};
     use crate::{Engine, Lean};
 
@@ -1892,6 +1983,52 @@ mod tests {
             prop_assert_eq!(hash, route_hash(&parsed));
             prop_assert_eq!(Some(hash), peek_route_hash(pktio::LinkType::Ethernet, &bytes));
         }
+    }
+
+    #[test]
+    fn chunks_are_claimed_once_each_in_order_and_never_past_the_limit() {
+        let turns = Turns::new(2);
+        assert_eq!(turns.claim(1), Some(0));
+        assert_eq!(turns.claim(1), Some(1));
+        assert_eq!(turns.claim(1), None);
+        // Claimed from several threads at once: every chunk once.
+        let mut all: Vec<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| std::iter::from_fn(|| turns.claim(1001)).collect::<Vec<_>>()))
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        all.sort_unstable();
+        assert_eq!(all, (2..=1001).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_worker_waits_for_the_slowest_only_beyond_the_lead_and_never_for_one_that_stopped() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let turns = Turns::new(2);
+        // Within the lead of a worker that has decided nothing: no wait.
+        turns.wait_for_others(Turns::LEAD);
+        // Past it: worker 0 waits until worker 1 has decided enough.
+        turns.decided(0, Turns::LEAD + 3);
+        let released = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let fast = s.spawn(|| {
+                turns.wait_for_others(Turns::LEAD + 3);
+                released.load(Ordering::SeqCst)
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            turns.decided(1, 2);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            released.store(true, Ordering::SeqCst);
+            turns.decided(1, 3);
+            assert!(fast.join().unwrap(), "the fast worker went on before the slow one had decided enough");
+        });
+        // A worker that stopped (its guard dropped, as when it panics) holds no one back.
+        {
+            let _guard = turns.done_on_drop(1);
+        }
+        turns.decided(0, 1_000_000);
+        turns.wait_for_others(1_000_000);
     }
 
     #[test]
