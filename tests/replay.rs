@@ -268,6 +268,42 @@ fn bench_replay_times_worker_counts_beside_tcpdump_round_by_round() {
 }
 
 #[test]
+fn bench_replay_pins_each_rounds_one_worker_replays_and_tcpdump_to_one_cpu_in_turn() {
+    let (policy, capture) = (lab("v1-policy.dfw"), lab("seed-lab.pcap"));
+    let o = dfw(&[
+        "bench",
+        "replay",
+        "--policy",
+        &policy,
+        "--rounds",
+        "4",
+        "--tcpdump-filter",
+        "tcp",
+        "--pin",
+        &capture,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pinned = v["pinned"].as_array().expect("a pinned CPU per round");
+    assert_eq!(pinned.len(), 4);
+    let cpus: Vec<u64> = pinned.iter().map(|p| p["cpu"].as_u64().unwrap()).collect();
+    for p in pinned {
+        // The one-worker replay ran where it was put.
+        assert_eq!(p["one_worker_ran_on"], p["cpu"], "{p}");
+    }
+    // The rounds take the CPUs in turn.
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(cpus[0], cpus[n.min(4) % 4], "{cpus:?}");
+    if n >= 2 {
+        assert_ne!(cpus[0], cpus[1], "{cpus:?}");
+    }
+    // Without `--pin` there is nothing of the sort.
+    let o = dfw(&["bench", "replay", "--policy", &policy, "--rounds", "1", "--no-tcpdump", &capture]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["pinned"].is_null(), "{v}");
+}
+
+#[test]
 fn bench_replay_refuses_bad_arguments_with_a_reason() {
     let (policy, capture) = (lab("v1-policy.dfw"), lab("seed-lab.pcap"));
     for (args, says) in [

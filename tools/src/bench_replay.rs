@@ -1,7 +1,10 @@
 //! `dfw bench replay`: replay throughput for each worker count beside tcpdump's stateless read and
 //! filter of the same capture, timed in rounds. Each round times every worker count and tcpdump once,
 //! back to back (in alternating order), and the ratios are taken within the round, so a machine whose
-//! speed drifts from one minute to the next still gives fair ratios; medians are reported.
+//! speed drifts from one minute to the next still gives fair ratios; medians are reported. With
+//! `--pin`, each round's one-worker replays and tcpdump run on the same CPU (the rounds take the
+//! process's CPUs in turn): on a host whose CPUs run at different speeds from one moment to the next,
+//! the two sides of a ratio then met the same CPU.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -32,6 +35,10 @@ pub struct BenchReplayArgs {
     /// Do not run tcpdump.
     #[arg(long)]
     no_tcpdump: bool,
+    /// Run each round's one-worker replays and tcpdump on one CPU, the same for both (round `r` on
+    /// the `r`-th of the CPUs this process may use, in turn); other worker counts use them all.
+    #[arg(long)]
+    pin: bool,
     /// The capture file.
     capture: PathBuf,
 }
@@ -61,9 +68,18 @@ pub fn bench(args: &BenchReplayArgs) -> Result<ExitCode> {
         let secs = t.elapsed().as_secs_f64();
         Ok(Run { frames: s.frames, passed: s.passed, dropped: s.dropped, secs })
     };
-    let time_tcpdump = || -> Result<f64> {
+    let time_tcpdump = |cpu: Option<usize>| -> Result<f64> {
+        let mut cmd = Command::new("tcpdump");
+        if let Some(cpu) = cpu {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec the closure only fills a CPU set on the stack and makes
+            // one system call, both async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || pin_to(cpu));
+            }
+        }
         let t = Instant::now();
-        let out = Command::new("tcpdump")
+        let out = cmd
             .arg("-r")
             .arg(&args.capture)
             .args(["-w", "/dev/null", &args.tcpdump_filter])
@@ -84,10 +100,17 @@ pub fn bench(args: &BenchReplayArgs) -> Result<ExitCode> {
         Ok(secs)
     };
 
+    let cpus =
+        if args.pin { allowed_cpus().context("--pin: cannot read this process's CPUs")? } else { Vec::new() };
     // Per worker count (in the order given): the runs of every round; and tcpdump's times.
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); args.workers.len()];
     let mut tcpdump = Vec::new();
+    // With `--pin`: per round, the CPU of its one-worker replays and tcpdump, and the one the last
+    // one-worker replay of the round found itself on.
+    let mut pinned: Vec<(usize, Option<usize>)> = Vec::new();
     for round in 0..args.rounds {
+        let cpu = (!cpus.is_empty()).then(|| cpus[round % cpus.len()]);
+        let mut ran_on = None;
         // Alternate the order, so neither side always runs first after a pause.
         let mut order: Vec<Option<usize>> = (0..args.workers.len()).map(Some).collect();
         if !args.no_tcpdump {
@@ -98,9 +121,24 @@ pub fn bench(args: &BenchReplayArgs) -> Result<ExitCode> {
         }
         for slot in order {
             match slot {
-                Some(i) => runs[i].push(time_dfw(args.workers[i])?),
-                None => tcpdump.push(time_tcpdump()?),
+                Some(i) => {
+                    let one = args.workers[i] == 1;
+                    if let (true, Some(cpu)) = (one, cpu) {
+                        pin_to(cpu).with_context(|| format!("--pin: cannot move to CPU {cpu}"))?;
+                    }
+                    let run = time_dfw(args.workers[i]);
+                    if let (true, Some(_)) = (one, cpu) {
+                        // SAFETY: `sched_getcpu` takes no argument and only reads.
+                        ran_on = usize::try_from(unsafe { libc::sched_getcpu() }).ok();
+                        set_cpus(&cpus).context("--pin: cannot move back to every CPU")?;
+                    }
+                    runs[i].push(run?);
+                }
+                None => tcpdump.push(time_tcpdump(cpu)?),
             }
+        }
+        if let Some(cpu) = cpu {
+            pinned.push((cpu, ran_on));
         }
     }
     // Results do not depend on the worker count, nor on the round.
@@ -177,9 +215,50 @@ pub fn bench(args: &BenchReplayArgs) -> Result<ExitCode> {
         "tcpdump_filter": (!args.no_tcpdump).then_some(&args.tcpdump_filter),
         "dfw_vs_tcpdump": vs_tcpdump,
         "workers_vs_first": vs_first,
+        "pinned": args.pin.then(|| {
+            pinned.iter().map(|(cpu, ran_on)| json!({ "cpu": cpu, "one_worker_ran_on": ran_on })).collect::<Vec<_>>()
+        }),
     });
     println!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> std::io::Result<Vec<usize>> {
+    // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `sched_getaffinity` writes at most the set's size into it.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `CPU_ISSET` reads the set within its bounds (`CPU_SETSIZE`).
+    let cpus: Vec<usize> =
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+    if cpus.is_empty() {
+        return Err(std::io::Error::other("no CPU in the affinity mask"));
+    }
+    Ok(cpus)
+}
+
+/// Moves the calling thread onto `cpus` (the threads it starts later inherit them).
+fn set_cpus(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `CPU_SET` writes within the set for indexes below `CPU_SETSIZE`.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `sched_setaffinity` reads the set, of the size given.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Moves the calling thread (or process, between fork and exec) onto CPU `cpu` alone. Allocates
+/// nothing.
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    set_cpus(std::slice::from_ref(&cpu))
 }
 
 /// The median (the upper one of an even count).
