@@ -1287,7 +1287,7 @@ impl<'v, 'a> Lane<'v, 'a> {
     }
 }
 
-/// Frames per chunk of a parallel replay. Workers take turns reading chunks of the capture: the
+/// Frames per chunk of a parallel replay. Workers share the reading of the capture by chunks: the
 /// walker of a chunk reads each of its frames, tells its owner, and hands every worker its part; each
 /// worker then decides its frames of every chunk, in order. (With events wanted, a worker also reports
 /// how far it has got after every chunk, so the calling thread can put events in order without
@@ -1407,9 +1407,9 @@ impl ChunkEnds {
     }
 }
 
-/// A worker's reader of the capture: it walks the worker's own chunks (every `n`th, from the `me`th)
-/// and passes over the others: straight to where their walker said the next chunk starts (a pcap
-/// file), or reading only each record's length.
+/// A worker's reader of the capture: it walks the chunks the worker claims ([`Turns`]) and passes over
+/// the others: straight to where their walker said the next chunk starts (a pcap file), or reading
+/// only each record's length.
 struct Walker<'a> {
     reader: Frames<'a>,
     /// Where every worker's walked chunks ended.
@@ -1596,9 +1596,9 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// One worker of a parallel replay: walks its own chunks of the capture ahead of deciding (so the other
-/// workers rarely wait for them), and decides its frames of every chunk in order, its own chunks' and
-/// those the other workers send.
+/// One worker of a parallel replay: walks the chunks of the capture no worker has claimed yet, ahead of
+/// deciding (so the others rarely wait for them), and decides its frames of every chunk in order, of
+/// the chunks it walked and of those the other workers send.
 fn walk<'a>(
     mut lane: Lane<'_, 'a>,
     mut walker: Walker<'a>,
