@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use pktio::capture::{Capture, CaptureError, CaptureFrame, Frames};
 use pktio::{LinkType, Packet, ParseError};
 use rules::Policy;
@@ -1632,13 +1632,16 @@ fn walk<'a>(
             if let Some(chunk) = held.remove(&c) {
                 break Some(chunk);
             }
-            match from.recv() {
+            match from.recv_timeout(Turns::CHECK) {
                 Ok((k, chunk)) => {
                     held.insert(k, chunk);
                 }
-                // Every other worker has stopped (at the capture's end, or it panicked; joining it
-                // reports that).
-                Err(_) => break None,
+                // A worker panicked: the chunk may never come (with three or more workers the
+                // channel stays open). Joining it reports the panic.
+                Err(RecvTimeoutError::Timeout) if turns.failed() => break None,
+                Err(RecvTimeoutError::Timeout) => {}
+                // Every other worker has stopped (at the capture's end, or it panicked).
+                Err(RecvTimeoutError::Disconnected) => break None,
             }
         };
         let Some(chunk) = chunk else { break };
@@ -1672,6 +1675,8 @@ struct Turns {
     claimed: AtomicU64,
     /// Per worker, the chunks it has decided (`u64::MAX` once it has stopped).
     decided: Vec<AtomicU64>,
+    /// A worker panicked.
+    failed: AtomicBool,
 }
 
 impl Turns {
@@ -1679,8 +1684,19 @@ impl Turns {
     /// end a walker looks for is still in the ring).
     const LEAD: u64 = 8;
 
+    /// How often a worker waiting for a chunk checks whether another one panicked.
+    const CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
     fn new(n: usize) -> Turns {
-        Turns { claimed: AtomicU64::new(0), decided: (0..n).map(|_| AtomicU64::new(0)).collect() }
+        Turns {
+            claimed: AtomicU64::new(0),
+            decided: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Claims the next chunk if it is not past `upto`.
@@ -1708,11 +1724,15 @@ impl Turns {
         }
     }
 
-    /// Marks worker `me` stopped when the returned guard drops (also when the worker panics).
+    /// Marks worker `me` stopped when the returned guard drops; and, when it drops because the worker
+    /// panics, the replay failed.
     fn done_on_drop(&self, me: usize) -> impl Drop + '_ {
         struct Done<'t>(&'t Turns, usize);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.failed.store(true, Ordering::Release);
+                }
                 self.0.decided(self.1, u64::MAX);
             }
         }
@@ -2023,10 +2043,26 @@ mod tests {
             turns.decided(1, 3);
             assert!(fast.join().unwrap(), "the fast worker went on before the slow one had decided enough");
         });
-        // A worker that stopped (its guard dropped, as when it panics) holds no one back.
+        // A worker that stopped (its guard dropped) holds no one back, and has not failed.
         {
             let _guard = turns.done_on_drop(1);
         }
+        turns.decided(0, 1_000_000);
+        turns.wait_for_others(1_000_000);
+        assert!(!turns.failed());
+    }
+
+    #[test]
+    fn a_worker_that_panics_marks_the_replay_failed_and_holds_no_one_back() {
+        let turns = Turns::new(2);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let _guard = turns.done_on_drop(1);
+                panic!("a worker's bug");
+            });
+            assert!(h.join().is_err());
+        });
+        assert!(turns.failed());
         turns.decided(0, 1_000_000);
         turns.wait_for_others(1_000_000);
     }
