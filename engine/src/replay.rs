@@ -479,17 +479,7 @@ impl<'a> InlineBatch<'a> {
                 return;
             }
         }
-        let slot = &mut self.pkts[i];
-        match pktio::parse_into(f.link, f.bytes, wire_len, slot) {
-            Ok(()) => {
-                let route = Route::of(snap, slot);
-                worker.prefetch_index(snap, &route);
-                self.slots[i] = Read::Parsed(route);
-            }
-            Err(e) => {
-                self.slots[i] = Read::Malformed(e);
-            }
-        }
+        self.parse_at(i, worker, snap, wire_len);
     }
 
     /// Takes frame `f` on the lean lane, read as `lean` ([`Lean::read_with`] under `snap`), into the next
@@ -504,19 +494,26 @@ impl<'a> InlineBatch<'a> {
     /// requested.
     #[inline(always)]
     fn take_lean(&mut self, worker: &Worker, snap: &Snapshot, i: usize, lean: Lean) {
+        self.request_index(worker, snap, lean.filter, lean.hash);
+        self.leans[i] = lean;
+        self.lean_mask |= 1 << i;
+    }
+
+    /// Starts loading the index line of `hash` in the table of filter `filter` (the last filter's
+    /// index is kept: most frames of a batch cross the same one).
+    #[inline(always)]
+    fn request_index(&mut self, worker: &Worker, snap: &Snapshot, filter: u32, hash: u64) {
         let index = match self.index {
-            Some((f, index)) if f == lean.filter => Some(index),
+            Some((f, index)) if f == filter => Some(index),
             _ => {
-                let index = worker.conns_of(snap, lean.filter as usize).map(|c| c.index_view());
-                self.index = index.map(|v| (lean.filter, v));
+                let index = worker.conns_of(snap, filter as usize).map(|c| c.index_view());
+                self.index = index.map(|v| (filter, v));
                 index
             }
         };
         if let Some(index) = index {
-            index.prefetch(lean.hash);
+            index.prefetch(hash);
         }
-        self.leans[i] = lean;
-        self.lean_mask |= 1 << i;
     }
 
     /// Takes `frames` into the next places: those whose bit is set in `lean_bits` (the first frame's
@@ -542,18 +539,8 @@ impl<'a> InlineBatch<'a> {
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            let filter = self.leans[i].filter;
-            let index = match self.index {
-                Some((f, index)) if f == filter => Some(index),
-                _ => {
-                    let index = worker.conns_of(snap, filter as usize).map(|c| c.index_view());
-                    self.index = index.map(|v| (filter, v));
-                    index
-                }
-            };
-            if let Some(index) = index {
-                index.prefetch(self.leans[i].hash);
-            }
+            let (filter, hash) = (self.leans[i].filter, self.leans[i].hash);
+            self.request_index(worker, snap, filter, hash);
         }
         at
     }
@@ -689,7 +676,7 @@ impl<'a> InlineBatch<'a> {
     /// Adds a tick at frame `f` (a frame another worker decides) to the next slot.
     fn push_tick(&mut self, f: FrameRef<'a>) {
         let i = self.put(f);
-        self.slots[i] = Read::Tick;
+        self.tick_at(i);
     }
 
     fn clear(&mut self) {
@@ -1468,7 +1455,7 @@ impl<'a> Walker<'a> {
     fn walk_chunk(&mut self, k: u64, lane: &mut Lane<'_, 'a>) -> Option<Chunk<'a>> {
         if k > self.at {
             // Chunk `k` starts where `k - 1` ended, once its walker has said where; else a chunk's
-            // records on from where `k - 2` ended (its walker said so before `k - 1` was claimed),
+            // records on from where `k - 2` ended (said by now, unless a third worker still walks it),
             // or from where this reader stands.
             let placed = match self.ends.get(k - 1) {
                 Some(None) => return None,
