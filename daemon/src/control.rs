@@ -540,8 +540,10 @@ impl Control {
                     continue;
                 }
                 let c = &e.value;
-                let (init, resp) = if c.initiator_lo { (e.key.lo, e.key.hi) } else { (e.key.hi, e.key.lo) };
-                let (proto, states) = match c.proto {
+                let (init, resp) = if c.initiator_lo() { (e.key.lo, e.key.hi) } else { (e.key.hi, e.key.lo) };
+                // Counts only where the filter keeps them (`flowCounts on`, or a logged rule).
+                let counts = state.flow_counts(e.slot, c);
+                let (proto, states) = match c.proto() {
                     ProtoState::Tcp(t) => {
                         let p = t.peers();
                         ("tcp".to_string(), Some([p[0].as_str().to_string(), p[1].as_str().to_string()]))
@@ -566,8 +568,8 @@ impl Control {
                     "dst": ep(resp),
                     "states": states,
                     "timeout": expires - now_s,
-                    "packets": c.packets,
-                    "bytes": c.bytes(),
+                    "packets": counts.map(|n| n.packets),
+                    "bytes": counts.map(|n| n.bytes),
                     "rule": c.rule,
                 }));
             }
@@ -579,18 +581,22 @@ impl Control {
                 Some(s) => format!("{}:{}", s[0].as_str().unwrap_or(""), s[1].as_str().unwrap_or("")),
                 None => "-".to_string(),
             };
+            let counts = if f["packets"].is_null() {
+                String::new()
+            } else {
+                format!(
+                    " pkts {}/{} bytes {}/{}",
+                    f["packets"][0], f["packets"][1], f["bytes"][0], f["bytes"][1]
+                )
+            };
             let _ = writeln!(
                 text,
-                "{} {} -> {} {} expires {}s pkts {}/{} bytes {}/{} rule {}",
+                "{} {} -> {} {} expires {}s{counts} rule {}",
                 f["proto"].as_str().unwrap_or(""),
                 f["src"].as_str().unwrap_or(""),
                 f["dst"].as_str().unwrap_or(""),
                 states,
                 f["timeout"],
-                f["packets"][0],
-                f["packets"][1],
-                f["bytes"][0],
-                f["bytes"][1],
                 f["rule"]
             );
         }

@@ -134,6 +134,9 @@ pub struct FilterConfig {
     pub icmp_error_rate: u32,
     /// Re-check established connections after a policy change?
     pub policy_change: PolicyChange,
+    /// Keep per-connection packet and byte counts (`flowCounts on;`)? Connections of logged rules
+    /// are counted either way.
+    pub flow_counts: bool,
     /// L2 rule set.
     pub l2: Option<CompiledRuleSet>,
     /// L3 rule set.
@@ -178,6 +181,7 @@ impl FilterConfig {
             && self.max_connections == other.max_connections
             && self.icmp_error_rate == other.icmp_error_rate
             && self.policy_change == other.policy_change
+            && self.flow_counts == other.flow_counts
             && sets(&self.l2, &other.l2)
             && sets(&self.l3, &other.l3)
     }
@@ -386,6 +390,7 @@ impl<'a> Changes<'a> {
             && old.max_connections == spec.max_connections
             && old.icmp_error_rate == spec.icmp_error_rate
             && old.policy_change == spec.policy_change
+            && old.flow_counts == spec.flow_counts
             && old.rulesets == spec.rulesets
             && old.addrsets == spec.addrsets;
         if !same_own {
@@ -517,6 +522,7 @@ fn compile_filter(
         max_connections: spec.max_connections.map_or(DEFAULT_FILTER_CONNECTIONS, |n| n as usize),
         icmp_error_rate: spec.icmp_error_rate.unwrap_or(DEFAULT_ICMP_ERROR_RATE),
         policy_change: spec.policy_change,
+        flow_counts: spec.flow_counts,
         l2: None,
         l3: None,
         l3_fast: None,

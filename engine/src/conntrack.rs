@@ -4,8 +4,7 @@
 //! [`FlowKey`]; `initiator_lo` tells which side opened it. TCP uses the window-tracking state machine
 //! of [`crate::tcp`]; UDP and other protocols follow pf's first / single / multiple timers; ICMP echo
 //! is tracked by identifier. The expiry time (packet-clock seconds) lives in the table's slot beside the
-//! entry, which stays at 72 bytes: a million connections take 107.9 MiB with the table's index and
-//! expiry schedule.
+//! entry, which is 44 bytes, so the slot is one 64-byte line (see [`Conn`]).
 
 use pktio::packet::{tcpflags, TcpInfo, L4};
 use pktio::Packet;
@@ -45,26 +44,42 @@ impl ProtoState {
     }
 }
 
-/// One tracked connection.
+/// One tracked connection, in 44 bytes: with its 16-byte key and its expiry second, the table's slot
+/// is one 64-byte cache line (see [`crate::table`]), so a packet of a known connection reads one line
+/// of the table besides its index line.
+///
+/// The connection's own small fields (which side opened it, the policy generation it was last
+/// checked against, its flags and, for protocols other than TCP, its state) live in the TCP tracker's
+/// spare bytes ([`TcpState`]'s `host`), where padding would otherwise be. Per-connection packet and
+/// byte counts are not here: the filter keeps them beside the table for the connections it counts
+/// ([`Conn::counted`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conn {
-    /// True when the `lo` endpoint of the key opened the connection.
-    pub initiator_lo: bool,
-    /// Protocol state.
-    pub proto: ProtoState,
+    /// The TCP tracker (zeroes for other protocols), whose `host` bytes hold the generation (the
+    /// first two) and the [`bits`] (the third).
+    tcp: TcpState,
     /// Id of the rule that allowed the connection.
     pub rule: u32,
-    /// Generation of the filter policy the connection was last checked against.
-    pub generation: u32,
-    /// Packets from the initiator (0) and the responder (1).
-    pub packets: [u32; 2],
-    /// Bytes from the initiator (0) and the responder (1): low 32 bits here, high 16 bits in
-    /// `bytes_hi` (48-bit counts, 256 TiB per direction), so the state packs into 72 bytes without
-    /// 8-byte fields. Read them with [`Conn::bytes`].
-    bytes_lo: [u32; 2],
-    bytes_hi: [u16; 2],
+}
+
+/// The flag bits of a [`Conn`].
+mod bits {
+    /// The `lo` endpoint of the key opened the connection.
+    pub const INITIATOR_LO: u8 = 0x01;
     /// The allowing rule has `with log`: a TERM line is due when the connection ends.
-    pub logged: bool,
+    pub const LOGGED: u8 = 0x02;
+    /// The filter keeps the connection's packet and byte counts.
+    pub const COUNTED: u8 = 0x04;
+    /// What protocol state the connection has: TCP (0), [`DATAGRAM`] or [`ICMP`].
+    pub const KIND: u8 = 0x18;
+    /// UDP and other IP protocols.
+    pub const DATAGRAM: u8 = 0x08;
+    /// ICMP echo.
+    pub const ICMP: u8 = 0x10;
+    /// Datagram or ICMP: the responder has sent.
+    pub const REPLIED: u8 = 0x20;
+    /// Datagram: the initiator has sent more than one packet.
+    pub const REPEATED: u8 = 0x40;
 }
 
 /// What tracking one packet did.
@@ -78,39 +93,138 @@ pub enum Tracked {
     Reopen,
 }
 
+/// The 16 bits of a filter policy generation a connection keeps (see [`Conn::generation`]).
+#[inline(always)]
+pub fn generation_bits(generation: u64) -> u16 {
+    generation as u16
+}
+
 impl Conn {
-    /// A connection whose first packet (`wire_len` bytes, from the `lo` side when `from_lo`) gave it
-    /// the protocol state `proto` ([`ProtoState::first`]), admitted by rule `rule` of policy
-    /// generation `generation`; and the second it expires.
+    /// A connection whose first packet (from the `lo` side when `from_lo`) gave it the protocol
+    /// state `proto` ([`ProtoState::first`]), admitted by rule `rule` of policy generation
+    /// `generation`, logged (`logged`) and counted (`counted`) or not; and the second it expires.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn open(
         proto: ProtoState,
-        wire_len: u32,
         from_lo: bool,
         rule: u32,
         generation: u64,
         logged: bool,
+        counted: bool,
         now_s: u32,
         t: &Timeouts,
     ) -> (Conn, u32) {
-        let c = Conn {
-            initiator_lo: from_lo,
-            proto,
-            rule,
-            generation: generation as u32,
-            packets: [1, 0],
-            bytes_lo: [wire_len, 0],
-            bytes_hi: [0, 0],
-            logged,
+        let (tcp, kind) = match proto {
+            ProtoState::Tcp(tcp) => (tcp, 0),
+            ProtoState::Datagram { replied, repeated } => (
+                TcpState::EMPTY,
+                bits::DATAGRAM
+                    | if replied { bits::REPLIED } else { 0 }
+                    | if repeated { bits::REPEATED } else { 0 },
+            ),
+            ProtoState::Icmp { replied } => {
+                (TcpState::EMPTY, bits::ICMP | if replied { bits::REPLIED } else { 0 })
+            }
         };
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        let b = kind
+            | flag(from_lo, bits::INITIATOR_LO)
+            | flag(logged, bits::LOGGED)
+            | flag(counted, bits::COUNTED);
+        let mut c = Conn { tcp, rule };
+        let [g0, g1] = generation_bits(generation).to_le_bytes();
+        c.tcp.host = [g0, g1, b];
         let expires = now_s.saturating_add(c.timeout(t));
         (c, expires)
     }
 
+    #[inline(always)]
+    fn bits(&self) -> u8 {
+        self.tcp.host[2]
+    }
+
+    #[inline(always)]
+    fn set_bit(&mut self, bit: u8) {
+        self.tcp.host[2] |= bit;
+    }
+
+    /// True when the `lo` endpoint of the key opened the connection.
+    #[inline(always)]
+    pub fn initiator_lo(&self) -> bool {
+        self.bits() & bits::INITIATOR_LO != 0
+    }
+
+    /// True when the allowing rule has `with log`: a TERM line is due when the connection ends.
+    #[inline(always)]
+    pub fn logged(&self) -> bool {
+        self.bits() & bits::LOGGED != 0
+    }
+
+    /// Marks (or unmarks) the connection as logged.
+    pub fn set_logged(&mut self, logged: bool) {
+        self.tcp.host[2] = self.bits() & !bits::LOGGED | if logged { bits::LOGGED } else { 0 };
+    }
+
+    /// True when the filter keeps this connection's packet and byte counts (it did when the
+    /// connection opened, or its rule logs).
+    #[inline(always)]
+    pub fn counted(&self) -> bool {
+        self.bits() & bits::COUNTED != 0
+    }
+
+    /// Marks the connection as counted (its counts start afresh: the caller's part).
+    pub fn set_counted(&mut self) {
+        self.set_bit(bits::COUNTED);
+    }
+
+    /// The low 16 bits ([`generation_bits`]) of the generation of the filter policy the connection
+    /// was last checked against. The filter keeps them unambiguous: no connection falls 2^16
+    /// generations behind without being marked stale (`FilterState::advance_generation`).
+    #[inline(always)]
+    pub fn generation(&self) -> u16 {
+        u16::from_le_bytes([self.tcp.host[0], self.tcp.host[1]])
+    }
+
+    /// Records that the connection was checked against policy generation `generation` (its low 16
+    /// bits).
+    #[inline]
+    pub fn set_generation(&mut self, generation: u16) {
+        let [g0, g1] = generation.to_le_bytes();
+        self.tcp.host[0] = g0;
+        self.tcp.host[1] = g1;
+    }
+
+    /// The protocol state.
+    pub fn proto(&self) -> ProtoState {
+        let b = self.bits();
+        match b & bits::KIND {
+            bits::DATAGRAM => {
+                ProtoState::Datagram { replied: b & bits::REPLIED != 0, repeated: b & bits::REPEATED != 0 }
+            }
+            bits::ICMP => ProtoState::Icmp { replied: b & bits::REPLIED != 0 },
+            _ => {
+                let mut tcp = self.tcp;
+                tcp.host = [0; 3];
+                ProtoState::Tcp(tcp)
+            }
+        }
+    }
+
+    /// The TCP tracker of a TCP connection.
+    #[inline(always)]
+    fn tcp_mut(&mut self) -> Option<&mut TcpState> {
+        if self.bits() & bits::KIND == 0 {
+            Some(&mut self.tcp)
+        } else {
+            None
+        }
+    }
+
     /// Which side sent a packet from the `lo` endpoint (`from_lo`) or the `hi` one.
+    #[inline(always)]
     pub fn side(&self, from_lo: bool) -> Side {
-        if from_lo == self.initiator_lo {
+        if from_lo == self.initiator_lo() {
             Side::Initiator
         } else {
             Side::Responder
@@ -123,7 +237,7 @@ impl Conn {
     /// lie where the sender could have sent it ([`TcpState::quote_fits`], as pf checks); other protocols
     /// have nothing to check.
     pub fn quote_check(&self, from_lo: bool, seq: Option<u32>) -> Result<(), Reason> {
-        match (&self.proto, seq) {
+        match (self.proto(), seq) {
             (ProtoState::Tcp(state), Some(seq)) if state.quote_fits(self.side(from_lo), seq) => Ok(()),
             (ProtoState::Tcp(_), Some(_)) => Err(Reason::StateMismatch),
             (ProtoState::Tcp(_), None) => Err(Reason::Short),
@@ -136,41 +250,35 @@ impl Conn {
     pub fn track(
         &mut self,
         l4: &L4,
-        wire_len: u32,
         from_lo: bool,
         now_s: u32,
         t: &Timeouts,
         expires: &mut crate::table::Expiry<'_>,
     ) -> Tracked {
         if let L4::Tcp(tcp) = l4 {
-            if self.track_ack(tcp, wire_len, from_lo, now_s, t, expires) {
+            if self.track_ack(tcp, from_lo, now_s, t, expires) {
                 return Tracked::Ok;
             }
         }
         let side = self.side(from_lo);
-        let result = match (&mut self.proto, l4) {
-            (ProtoState::Tcp(state), L4::Tcp(tcp)) => match state.track_full(side, tcp) {
+        let result = match (self.tcp_mut(), l4) {
+            (Some(state), L4::Tcp(tcp)) => match state.track_full(side, tcp) {
                 TcpOutcome::Accept => Tracked::Ok,
                 TcpOutcome::Invalid(why) => return Tracked::Invalid(why.as_str()),
                 TcpOutcome::Reopen => return Tracked::Reopen,
             },
-            (ProtoState::Datagram { replied, repeated }, _) => {
-                match side {
-                    Side::Responder => *replied = true,
-                    Side::Initiator => *repeated = true,
-                }
-                Tracked::Ok
-            }
-            (ProtoState::Icmp { replied }, _) => {
-                if side == Side::Responder {
-                    *replied = true;
-                }
-                Tracked::Ok
-            }
             // A non-TCP packet on a TCP key cannot happen (the protocol is part of the key).
-            (ProtoState::Tcp(_), _) => Tracked::Ok,
+            (Some(_), _) => Tracked::Ok,
+            (None, _) => {
+                let datagram = self.bits() & bits::KIND == bits::DATAGRAM;
+                match side {
+                    Side::Responder => self.set_bit(bits::REPLIED),
+                    Side::Initiator if datagram => self.set_bit(bits::REPEATED),
+                    Side::Initiator => {}
+                }
+                Tracked::Ok
+            }
         };
-        self.count(side, wire_len);
         expires.set(now_s.saturating_add(self.timeout(t)));
         result
     }
@@ -182,50 +290,32 @@ impl Conn {
     pub fn track_ack(
         &mut self,
         tcp: &TcpInfo,
-        wire_len: u32,
         from_lo: bool,
         now_s: u32,
         t: &Timeouts,
         expires: &mut crate::table::Expiry<'_>,
     ) -> bool {
         let side = self.side(from_lo);
-        let ProtoState::Tcp(state) = &mut self.proto else { return false };
+        let Some(state) = self.tcp_mut() else { return false };
         if !state.track_established(side, tcp) {
             return false;
         }
         // Both ends stay established, so the timer is the established one.
-        self.count(side, wire_len);
         expires.set(now_s.saturating_add(t.tcp_established));
         true
     }
 
-    /// Counts a packet of `len` bytes from `side`.
-    #[inline]
-    fn count(&mut self, side: Side, len: u32) {
-        let i = usize::from(side == Side::Responder);
-        self.packets[i] = self.packets[i].saturating_add(1);
-        match self.bytes_lo[i].checked_add(len) {
-            Some(lo) => self.bytes_lo[i] = lo,
-            None => self.add_bytes(i, u64::from(len)),
-        }
-    }
-
-    /// Bytes sent by the initiator (0) and the responder (1).
-    pub fn bytes(&self) -> [u64; 2] {
-        [0, 1].map(|i| u64::from(self.bytes_hi[i]) << 32 | u64::from(self.bytes_lo[i]))
-    }
-
-    #[cold]
-    fn add_bytes(&mut self, i: usize, n: u64) {
-        let v = (self.bytes()[i] + n).min((1 << 48) - 1);
-        self.bytes_lo[i] = v as u32;
-        self.bytes_hi[i] = (v >> 32) as u16;
-    }
-
     /// The timer that applies in the current state.
     pub fn timeout(&self, t: &Timeouts) -> u32 {
-        match self.proto {
-            ProtoState::Tcp(s) => match s.timer() {
+        let b = self.bits();
+        let replied = b & bits::REPLIED != 0;
+        match b & bits::KIND {
+            bits::DATAGRAM if replied => t.udp_multiple,
+            bits::DATAGRAM if b & bits::REPEATED != 0 => t.udp_single,
+            bits::DATAGRAM => t.udp_first,
+            bits::ICMP if replied => t.icmp_error,
+            bits::ICMP => t.icmp_first,
+            _ => match self.tcp.timer() {
                 TcpTimer::First => t.tcp_first,
                 TcpTimer::Opening => t.tcp_opening,
                 TcpTimer::Established => t.tcp_established,
@@ -233,20 +323,42 @@ impl Conn {
                 TcpTimer::FinWait => t.tcp_finwait,
                 TcpTimer::Closed => t.tcp_closed,
             },
-            ProtoState::Datagram { replied: true, .. } => t.udp_multiple,
-            ProtoState::Datagram { repeated: true, .. } => t.udp_single,
-            ProtoState::Datagram { .. } => t.udp_first,
-            ProtoState::Icmp { replied: true } => t.icmp_error,
-            ProtoState::Icmp { replied: false } => t.icmp_first,
         }
     }
 
     /// True for a TCP connection that ended (RST or both FINs): a logged one gets its TERM line.
     pub fn tcp_ended(&self) -> Option<crate::tcp::EndCause> {
-        match self.proto {
-            ProtoState::Tcp(s) => s.end_cause(),
-            _ => None,
+        if self.bits() & bits::KIND == 0 {
+            self.tcp.end_cause()
+        } else {
+            None
         }
+    }
+}
+
+/// A connection's packet and byte counts, initiator's (0) and responder's (1), as the filter keeps
+/// them beside its table for the connections it counts. Packets saturate at `u32::MAX`; bytes are
+/// 64-bit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// Packets from the initiator (0) and the responder (1).
+    pub packets: [u32; 2],
+    /// Bytes from the initiator (0) and the responder (1).
+    pub bytes: [u64; 2],
+}
+
+impl FlowCounts {
+    /// The counts of a connection's first packet, `len` bytes from the initiator.
+    pub fn first(len: u32) -> FlowCounts {
+        FlowCounts { packets: [1, 0], bytes: [u64::from(len), 0] }
+    }
+
+    /// Counts a packet of `len` bytes from `side`.
+    #[inline(always)]
+    pub fn add(&mut self, side: Side, len: u32) {
+        let i = usize::from(side == Side::Responder);
+        self.packets[i] = self.packets[i].saturating_add(1);
+        self.bytes[i] = self.bytes[i].saturating_add(u64::from(len));
     }
 }
 

@@ -30,7 +30,7 @@ use pktio::{LinkType, Packet};
 use rules::{Action, Direction, FailurePolicy, L2Key, L3Key, PolicyChange, Rule, RuleBody};
 
 use crate::config::FilterConfig;
-use crate::conntrack::{is_syn, syn_flags, Conn, ProtoState, Tracked};
+use crate::conntrack::{generation_bits, is_syn, syn_flags, Conn, FlowCounts, ProtoState, Tracked};
 use crate::counters::{FilterCounters, TrackedRun};
 use crate::flow::FlowKey;
 use crate::frag::{DatagramKey, FragTable, FragVerdict, Held, Later};
@@ -196,7 +196,15 @@ pub struct FilterState {
     pub counters: FilterCounters,
     /// What is left of the rate of ICMP errors `reject` rules may send.
     errors: ErrorBucket,
+    /// By slab slot of `conns`: the packet and byte counts of the connections the filter counts
+    /// ([`Conn::counted`]); other slots' are meaningless. Grows as counted connections take slots.
+    flows: Vec<FlowCounts>,
+    /// The filter's policy generation as this worker last synced to it ([`FilterState::advance_generation`]).
+    generation: u64,
 }
+
+/// Policy generations between sweeps of the connections' 16-bit generations (a quarter of their range).
+const GENERATION_QUARTER: u64 = 1 << 14;
 
 /// A token bucket on the packet clock for the ICMP and ICMPv6 errors `reject` rules send: RFC 4443
 /// §2.4(f) requires a node to limit the rate of the ICMPv6 errors it originates, RFC 1812 §4.3.2.8
@@ -253,7 +261,47 @@ impl FilterState {
             frags,
             counters: FilterCounters::default(),
             errors: ErrorBucket::default(),
+            flows: Vec::new(),
+            generation: 0,
         }
+    }
+
+    /// The packet and byte counts of the connection `conn` in slab slot `slot` (an entry of `conns`:
+    /// [`crate::table::Entry::slot`]), if the filter counts it.
+    pub fn flow_counts(&self, slot: usize, conn: &Conn) -> Option<FlowCounts> {
+        conn.counted().then(|| self.flows.get(slot).copied().unwrap_or_default())
+    }
+
+    /// The counts a TERM line reports for the removed entry `e`.
+    fn term_counts(&self, e: &Entry<Conn>) -> FlowCounts {
+        self.flow_counts(e.slot, &e.value).unwrap_or_default()
+    }
+
+    /// Moves the filter's policy generation, as this worker's connections are compared with it, from
+    /// the one it last synced to to `now`. A connection keeps only the low 16 bits of the generation it
+    /// was last checked against ([`Conn::generation`]), so a connection idle for 2^16 generations would
+    /// look checked against the current one. To rule that out, whenever the generation enters a new
+    /// quarter of that range (2^14), or moves back, the connections 2^15 or more behind are marked
+    /// exactly 2^15 behind: still stale, and never 2^16 behind before the next such sweep, which comes
+    /// within 2^15 more generations. A sweep reads every entry (a few milliseconds for a million), once
+    /// per 16,384 policy changes of the filter.
+    pub(crate) fn advance_generation(&mut self, now: u64) {
+        let was = std::mem::replace(&mut self.generation, now);
+        if now >= was && now / GENERATION_QUARTER == was / GENERATION_QUARTER {
+            return;
+        }
+        let (was16, now16) = (generation_bits(was), generation_bits(now));
+        let half = 2 * GENERATION_QUARTER;
+        self.conns.for_each_value_mut(|conn| {
+            // Behind `was` by less than 2^16 (this sweep's rule), so the 16 bits tell exactly how far.
+            let behind = match now.checked_sub(was) {
+                Some(moved) => u64::from(was16.wrapping_sub(conn.generation())) + moved,
+                None => u64::MAX,
+            };
+            if behind >= half {
+                conn.set_generation(now16.wrapping_sub(half as u16));
+            }
+        });
     }
 
     /// Removes every connection (TERM lines for logged ones) and held fragment (dropped).
@@ -269,7 +317,7 @@ impl FilterState {
         self.conns.drain(|e| gone.push(e));
         shared.total.fetch_sub(gone.len(), Ordering::Relaxed);
         for e in gone {
-            term(cfg, &e, TermCause::Flush, now_ns, sink);
+            term(cfg, &e, self.term_counts(&e), TermCause::Flush, now_ns, sink);
         }
         for h in self.frags.drain() {
             self.drop_held(cfg, index, h, now_ns, sink);
@@ -348,7 +396,7 @@ impl FilterState {
         shared.total.fetch_sub(gone.len(), Ordering::Relaxed);
         self.counters.expired += gone.len() as u64;
         for e in gone {
-            term(cfg, &e, TermCause::Timeout, now_ns, sink);
+            term(cfg, &e, self.term_counts(&e), TermCause::Timeout, now_ns, sink);
         }
     }
 
@@ -411,13 +459,16 @@ impl FilterState {
         }
         let now_s = secs(frame.now_ns);
         let (conn, mut expires) = live_conn(&mut self.conns, cfg, key, hash, hint, now_s)?;
-        let (verdict, state, reason) =
-            match conn.track(seen.l4, seen.wire_len, from_lo, now_s, &cfg.timeouts, &mut expires) {
-                Tracked::Ok => (Verdict::Pass, ConnState::Established, Reason::State),
-                Tracked::Invalid(_) => (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch),
-                // Nothing changed; the full path ends the old connection.
-                Tracked::Reopen => return Err(Missed::Declined),
-            };
+        let (verdict, state, reason) = match conn.track(seen.l4, from_lo, now_s, &cfg.timeouts, &mut expires)
+        {
+            Tracked::Ok => {
+                count_flow(&mut self.flows, conn, expires.slot(), from_lo, seen.wire_len);
+                (Verdict::Pass, ConnState::Established, Reason::State)
+            }
+            Tracked::Invalid(_) => (Verdict::Drop, ConnState::Invalid, Reason::StateMismatch),
+            // Nothing changed; the full path ends the old connection.
+            Tracked::Reopen => return Err(Missed::Declined),
+        };
         let d = Decision {
             frame: frame.number,
             filter: index,
@@ -473,9 +524,10 @@ impl FilterState {
         else {
             return false;
         };
-        if !conn.track_ack(&lean.tcp(), lean.wire_len, lean.from_lo, now_s, &cfg.timeouts, &mut expires) {
+        if !conn.track_ack(&lean.tcp(), lean.from_lo, now_s, &cfg.timeouts, &mut expires) {
             return false;
         }
+        count_flow(&mut self.flows, conn, expires.slot(), lean.from_lo, lean.wire_len);
         // A plain TCP frame is IPv4 (family 0).
         let rule = conn.rule;
         run.add(&mut self.counters, lean.dir, rule, u64::from(lean.wire_len));
@@ -547,9 +599,10 @@ impl FilterState {
                         let (now_s, t) = (secs(frame.now_ns), &cfg.timeouts);
                         let proto = ProtoState::first(&L4::Tcp(tcp));
                         let (from_lo, len) = (lean.from_lo, lean.wire_len);
+                        let counted = cfg.flow_counts;
                         let opened =
-                            Conn::open(proto, len, from_lo, rule.id, cfg.generation, false, now_s, t);
-                        self.admit(cfg, shared, (lean.key.unpack(), lean.hash), opened, frame.number)
+                            Conn::open(proto, from_lo, rule.id, cfg.generation, false, counted, now_s, t);
+                        self.admit(cfg, shared, (lean.key.unpack(), lean.hash), opened, (frame.number, len))
                     });
                 (verdict, state, reason, Some(RuleRef { l2: false, id: rule.id }))
             }
@@ -698,30 +751,41 @@ impl FilterState {
         // echo connection may not even be on the error's worker: errors go where their quote's flow
         // goes); any other message is decided by the rules alone (step 3).
         let found = if is_untracked_icmp(pkt) { None } else { self.conns.get_mut_hashed(&key, hash) };
+        let flows = &mut self.flows;
         let hit = found.map(|(conn, mut expires)| {
             if expires.get() <= now_s {
                 return Hit::Expired;
             }
-            if conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate {
+            if conn.generation() != generation_bits(cfg.generation)
+                && cfg.policy_change == PolicyChange::Revalidate
+            {
                 // The policy changed since this connection was admitted: check it again, as its
                 // initiator's first packet would be checked now.
                 match revalidate(cfg, l3, &key, conn, from_lo, dir) {
                     Some(rule) => {
                         conn.rule = rule.id;
-                        conn.logged = rule.log;
-                        conn.generation = cfg.generation as u32;
+                        if rule.log && !conn.counted() {
+                            // A TERM line reports counts: from now on.
+                            conn.set_counted();
+                            start_counting(flows, expires.slot(), FlowCounts::default());
+                        }
+                        conn.set_logged(rule.log);
+                        conn.set_generation(generation_bits(cfg.generation));
                     }
                     None => return Hit::TornDown(conn.rule),
                 }
             }
             let rule = conn.rule;
-            let tracked = conn.track(&pkt.l4, pkt.wire_len, from_lo, now_s, &cfg.timeouts, &mut expires);
+            let tracked = conn.track(&pkt.l4, from_lo, now_s, &cfg.timeouts, &mut expires);
             let mut ended = None;
-            if tracked == Tracked::Ok && conn.logged {
-                if let Some(cause) = conn.tcp_ended() {
-                    // The TERM line is written below, from a copy that still says `logged`.
-                    conn.logged = false;
-                    ended = Some(term_cause(cause));
+            if tracked == Tracked::Ok {
+                count_flow(flows, conn, expires.slot(), from_lo, pkt.wire_len);
+                if conn.logged() {
+                    if let Some(cause) = conn.tcp_ended() {
+                        // The TERM line is written below, from a copy that still says `logged`.
+                        conn.set_logged(false);
+                        ended = Some(term_cause(cause));
+                    }
                 }
             }
             Hit::Tracked(tracked, rule, ended)
@@ -731,13 +795,13 @@ impl FilterState {
             Some(Hit::Expired) => {
                 if let Some(e) = self.remove_conn(&key, shared) {
                     self.counters.expired += 1;
-                    term(cfg, &e, TermCause::Timeout, frame.now_ns, sink);
+                    term(cfg, &e, self.term_counts(&e), TermCause::Timeout, frame.now_ns, sink);
                 }
             }
             Some(Hit::TornDown(rule)) => {
                 if let Some(e) = self.remove_conn(&key, shared) {
                     self.counters.torn_down += 1;
-                    term(cfg, &e, TermCause::Revalidate, frame.now_ns, sink);
+                    term(cfg, &e, self.term_counts(&e), TermCause::Revalidate, frame.now_ns, sink);
                 }
                 return decided(
                     Verdict::Drop,
@@ -749,10 +813,11 @@ impl FilterState {
             Some(Hit::Tracked(tracked, rule, ended)) => {
                 let rule = Some(RuleRef { l2: false, id: rule });
                 if let Some(cause) = ended {
-                    if let Some((conn, _)) = self.conns.get_mut_hashed(&key, hash) {
-                        let mut copy = Entry { key, value: *conn };
-                        copy.value.logged = true;
-                        term(cfg, &copy, cause, frame.now_ns, sink);
+                    if let Some((conn, expires)) = self.conns.get_mut_hashed(&key, hash) {
+                        let mut copy = Entry { key, value: *conn, slot: expires.slot() };
+                        copy.value.set_logged(true);
+                        let counts = self.flows.get(copy.slot).copied().unwrap_or_default();
+                        term(cfg, &copy, counts, cause, frame.now_ns, sink);
                     }
                 }
                 match tracked {
@@ -766,7 +831,7 @@ impl FilterState {
                         // TIME_WAIT reuse / SYN after RST: the old connection is over; this SYN is new.
                         if let Some(e) = self.remove_conn(&key, shared) {
                             let cause = e.value.tcp_ended().map_or(TermCause::Fin, term_cause);
-                            term(cfg, &e, cause, frame.now_ns, sink);
+                            term(cfg, &e, self.term_counts(&e), cause, frame.now_ns, sink);
                         }
                     }
                 }
@@ -785,8 +850,8 @@ impl FilterState {
                 // A connection admitted under an older policy relates errors only while the current
                 // one would still admit it (its own next frame re-checks it for good, step 1). The
                 // error travels as the quoted packet's answer would: from its receiver's side.
-                let stale =
-                    conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
+                let stale = conn.generation() != generation_bits(cfg.generation)
+                    && cfg.policy_change == PolicyChange::Revalidate;
                 let admitted = || !stale || revalidate(cfg, l3, &qkey, conn, !q_from_lo, dir).is_some();
                 if toward_sender && expires.get() > now_s && admitted() {
                     let rule = Some(RuleRef { l2: false, id: conn.rule });
@@ -827,9 +892,9 @@ impl FilterState {
         let (verdict, state, reason) = by_rule(rule, alone, not_syn).unwrap_or_else(|| {
             let proto = ProtoState::first(&pkt.l4);
             let t = &cfg.timeouts;
-            let opened =
-                Conn::open(proto, pkt.wire_len, from_lo, rule.id, cfg.generation, rule.log, now_s, t);
-            self.admit(cfg, shared, (key, hash), opened, frame.number)
+            let counted = cfg.flow_counts || rule.log;
+            let opened = Conn::open(proto, from_lo, rule.id, cfg.generation, rule.log, counted, now_s, t);
+            self.admit(cfg, shared, (key, hash), opened, (frame.number, pkt.wire_len))
         });
         let d = decided(verdict, state, reason, r);
         if rule.log {
@@ -851,16 +916,16 @@ impl FilterState {
         d
     }
 
-    /// Inserts a new connection (`conn`, expiring at `expires`) opened by frame `number`, within the
-    /// filter's and the engine's limits; where a limit refuses it, notes the frame
-    /// ([`Shared::bounded_at`]: a worker holds only its part of each limit).
+    /// Inserts a new connection (`conn`, expiring at `expires`) opened by frame `number` of `len`
+    /// bytes on the wire, within the filter's and the engine's limits; where a limit refuses it, notes
+    /// the frame ([`Shared::bounded_at`]: a worker holds only its part of each limit).
     fn admit(
         &mut self,
         cfg: &FilterConfig,
         shared: &Shared,
         (key, hash): (FlowKey, u64),
         (conn, expires): (Conn, u32),
-        number: u64,
+        (number, len): (u64, u32),
     ) -> (Verdict, ConnState, Reason) {
         let refused = (Verdict::Drop, ConnState::New, Reason::StateLimit);
         if shared.total.fetch_add(1, Ordering::Relaxed) >= shared.max_total {
@@ -873,7 +938,12 @@ impl FilterState {
             self.conns.set_limit(limit);
         }
         match self.conns.insert_hashed(key, hash, conn, expires) {
-            Ok(_) => (Verdict::Pass, ConnState::New, Reason::Match),
+            Ok(slot) => {
+                if conn.counted() {
+                    start_counting(&mut self.flows, slot, FlowCounts::first(len));
+                }
+                (Verdict::Pass, ConnState::New, Reason::Match)
+            }
             Err(_) => {
                 shared.total.fetch_sub(1, Ordering::Relaxed);
                 shared.bounded_at(number);
@@ -924,8 +994,9 @@ fn live_conn<'t>(
     now_s: u32,
 ) -> Result<(&'t mut Conn, crate::table::Expiry<'t>), Missed> {
     let (conn, expires) = conns.get_mut_hinted(key, hash, hint).ok_or(Missed::Absent)?;
-    let stale = conn.generation != cfg.generation as u32 && cfg.policy_change == PolicyChange::Revalidate;
-    if expires.get() <= now_s || stale || conn.logged {
+    let stale =
+        conn.generation() != generation_bits(cfg.generation) && cfg.policy_change == PolicyChange::Revalidate;
+    if expires.get() <= now_s || stale || conn.logged() {
         return Err(Missed::Declined);
     }
     Ok((conn, expires))
@@ -991,9 +1062,9 @@ fn revalidate<'a>(
     from_lo: bool,
     dir: Direction,
 ) -> Option<&'a Rule> {
-    let (init, resp) = if conn.initiator_lo { (key.lo, key.hi) } else { (key.hi, key.lo) };
+    let (init, resp) = if conn.initiator_lo() { (key.lo, key.hi) } else { (key.hi, key.lo) };
     // The initiator's packets cross this filter in the direction of this packet if it is one of them.
-    let init_dir = if from_lo == conn.initiator_lo {
+    let init_dir = if from_lo == conn.initiator_lo() {
         dir
     } else {
         match dir {
@@ -1015,12 +1086,39 @@ fn revalidate<'a>(
     (rule.action == Action::Accept && !rule.stateless).then_some(rule)
 }
 
-/// Emits the TERM line of a logged connection.
-fn term(cfg: &FilterConfig, e: &Entry<Conn>, cause: TermCause, now_ns: u64, sink: &mut impl Sink) {
-    if !e.value.logged {
+/// Counts a tracked packet of `len` bytes, from the `lo` endpoint when `from_lo`, of connection
+/// `conn` in slot `slot`, if the filter counts the connection.
+#[inline(always)]
+fn count_flow(flows: &mut [FlowCounts], conn: &Conn, slot: usize, from_lo: bool, len: u32) {
+    if conn.counted() {
+        // The slot's counts were made when the connection started being counted.
+        if let Some(c) = flows.get_mut(slot) {
+            c.add(conn.side(from_lo), len);
+        }
+    }
+}
+
+/// Starts the counts of the (counted) connection in slot `slot` at `counts`.
+fn start_counting(flows: &mut Vec<FlowCounts>, slot: usize, counts: FlowCounts) {
+    if flows.len() <= slot {
+        flows.resize((slot + 1).next_power_of_two(), FlowCounts::default());
+    }
+    flows[slot] = counts;
+}
+
+/// Emits the TERM line of a logged connection, whose packet and byte counts are `counts`.
+fn term(
+    cfg: &FilterConfig,
+    e: &Entry<Conn>,
+    counts: FlowCounts,
+    cause: TermCause,
+    now_ns: u64,
+    sink: &mut impl Sink,
+) {
+    if !e.value.logged() {
         return;
     }
-    let (init, resp) = if e.value.initiator_lo { (e.key.lo, e.key.hi) } else { (e.key.hi, e.key.lo) };
+    let (init, resp) = if e.value.initiator_lo() { (e.key.lo, e.key.hi) } else { (e.key.hi, e.key.lo) };
     let ports =
         matches!(e.key.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP).then_some((init.port, resp.port));
     sink.log(LogRecord::Term {
@@ -1030,8 +1128,8 @@ fn term(cfg: &FilterConfig, e: &Entry<Conn>, cause: TermCause, now_ns: u64, sink
         rule: e.value.rule,
         flow: LogFlow { src: init.ip(), dst: resp.ip(), ports, proto: e.key.proto },
         cause,
-        packets: e.value.packets,
-        bytes: e.value.bytes(),
+        packets: counts.packets,
+        bytes: counts.bytes,
     });
 }
 
@@ -1058,5 +1156,79 @@ fn action_verdict(action: Action) -> Verdict {
         Action::Drop => Verdict::Drop,
         Action::Reject => Verdict::Reject,
         Action::Punt => Verdict::Punt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::ProtoState;
+    use proptest::prelude::*;
+
+    /// How the filter's generation moves in one step: mostly by one, sometimes by many at once (a
+    /// worker syncing past several changes), now and then past whole quarters or the 16-bit range,
+    /// or by exactly the amounts at which 16 bits repeat.
+    fn step() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            8 => Just(1u64),
+            4 => 1u64..200,
+            3 => 1u64..3 * GENERATION_QUARTER,
+            1 => 60_000u64..140_000,
+            // Exactly the sizes at which 16 bits could alias, and the sweep's own boundaries.
+            3 => prop::sample::select(vec![1u64 << 14, 1 << 15, (1 << 15) + 1, 3 << 14, 1 << 16, (1 << 16) - 1, 2 << 16]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// A connection's 16 bits say "checked against the current generation" exactly when it was,
+        /// however long it sat idle and however the generation moved: checked against a plain record
+        /// of the full generation each was last checked at.
+        #[test]
+        fn a_connection_looks_current_exactly_when_it_was_checked_against_the_current_generation(
+            start in 0u64..1 << 20,
+            ops in prop::collection::vec((step(), prop::collection::vec(any::<bool>(), 6)), 1..120),
+        ) {
+            let mut state = FilterState::new(64, Share::WHOLE);
+            state.advance_generation(start);
+            let t = crate::config::Timeouts::default();
+            let mut checked = Vec::new();
+            for i in 0..6u32 {
+                let key = FlowKey::new(
+                    17,
+                    crate::flow::Endpoint::new(std::net::Ipv4Addr::new(10, 0, 0, 1).into(), 1000 + i as u16),
+                    crate::flow::Endpoint::new(std::net::Ipv4Addr::new(10, 0, 0, 2).into(), 53),
+                )
+                .0;
+                let proto = ProtoState::Datagram { replied: false, repeated: false };
+                let (conn, _) = Conn::open(proto, true, 1, start, false, false, 0, &t);
+                state.conns.insert(key, conn, u32::MAX).expect("room");
+                checked.push((key, start));
+            }
+            let mut now = start;
+            for (moved, touch) in ops {
+                now += moved;
+                state.advance_generation(now);
+                // Some connections are checked against the new generation (their next frame).
+                for ((key, at), touched) in checked.iter_mut().zip(touch) {
+                    if touched {
+                        let (conn, _) = state.conns.get_mut(key).expect("present");
+                        conn.set_generation(generation_bits(now));
+                        *at = now;
+                    }
+                }
+                for (key, at) in &checked {
+                    let (conn, _) = state.conns.get_mut(key).expect("present");
+                    prop_assert_eq!(
+                        conn.generation() == generation_bits(now),
+                        *at == now,
+                        "checked at {}, now {}",
+                        at,
+                        now
+                    );
+                }
+            }
+        }
     }
 }

@@ -694,6 +694,10 @@ impl Worker {
                 self.states[slot].counters = old.counters;
             }
         }
+        // Each filter's connections keep 16 bits of the generation they were checked against.
+        for cfg in snap.filters.iter() {
+            self.states[cfg.slot].advance_generation(cfg.generation);
+        }
     }
 
     /// Decides one frame under `snap`: out of the sender's filter, then in to the receiver's (every

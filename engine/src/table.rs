@@ -43,6 +43,9 @@ pub struct Entry<V> {
     pub key: FlowKey,
     /// Its state.
     pub value: V,
+    /// The slab slot it has (or had, until it was removed): the index of any data the caller keeps
+    /// beside the table for it.
+    pub slot: usize,
 }
 
 /// A flow key as the slab holds it, 16 bytes: an IPv4 flow's endpoints and protocol in place; for an
@@ -165,8 +168,8 @@ impl<'k> Probe<'k> {
     }
 }
 
-/// A live entry's expiry second as the table hands it out ([`FlowTable::get_mut`]): setting it keeps
-/// the expiry schedule right. A later second needs nothing (the entry's heap item finds it when it comes
+/// A live entry's expiry second (and its slab slot) as the table hands it out ([`FlowTable::get_mut`]):
+/// setting it keeps the expiry schedule right. A later second needs nothing (the entry's heap item finds it when it comes
 /// due); an earlier one is scheduled at once, so a timer cut short (a FIN, an RST) is reclaimed on time.
 #[derive(Debug)]
 pub struct Expiry<'t> {
@@ -181,6 +184,12 @@ impl Expiry<'_> {
     #[inline(always)]
     pub fn get(&self) -> u32 {
         *self.at
+    }
+
+    /// The entry's slab slot (see [`Entry::slot`]).
+    #[inline(always)]
+    pub fn slot(&self) -> usize {
+        self.pos as usize
     }
 
     /// Moves the entry's expiry to second `at` (at least 1: 0 marks a free slot).
@@ -198,17 +207,16 @@ impl Expiry<'_> {
     }
 }
 
-/// A slab slot: the packed key, the value, the packet-clock second the entry expires at and the
-/// second of its live item on the expiry schedule (0: none). Slots start 32 bytes apart: an IPv4
-/// connection's (96 bytes) then always spans exactly two cache lines, and a lookup touches those two
-/// and its index line, nothing else.
+/// A slab slot: the packed key, the value and the packet-clock second the entry expires at. Slots are
+/// 64-byte aligned: a connection's (16 + 44 + 4 bytes) is exactly one cache line, and a lookup
+/// touches that line and its index line, nothing else. (The second of the entry's live item on the
+/// expiry schedule, read only when the schedule is, lives in a dense array beside the slab.)
 #[derive(Debug, Clone)]
-#[repr(align(32))]
+#[repr(align(64))]
 struct Slot<V> {
     key: PackedKey,
     value: V,
     expires: u32,
-    scheduled: u32,
 }
 
 /// A bounded flow table (see the module doc).
@@ -217,6 +225,8 @@ pub struct FlowTable<V> {
     /// `0` = empty, else `tag << 32 | (position + 1)`.
     buckets: Vec<u64>,
     slots: Vec<Option<Slot<V>>>,
+    /// By slot: the second of the entry's live item on the expiry schedule (0: none).
+    scheduled: Vec<u32>,
     /// The keys of IPv6 flows, by the index their wide [`PackedKey`] holds, and the free indexes.
     wide: Vec<FlowKey>,
     wide_free: Vec<u32>,
@@ -244,6 +254,7 @@ impl<V> FlowTable<V> {
         FlowTable {
             buckets: Vec::new(),
             slots: Vec::new(),
+            scheduled: Vec::new(),
             wide: Vec::new(),
             wide_free: Vec::new(),
             free: Vec::new(),
@@ -317,29 +328,14 @@ impl<V> FlowTable<V> {
     pub fn prefetch_entry(&self, hash: u64) -> Option<usize> {
         let found = self.find_tag(hash);
         if let Some(pos) = found {
-            // An entry spans two cache lines (an IPv4 connection's always: 96 bytes, 32-byte aligned;
-            // a larger value may span more): ask for each.
+            // Slots are 64-byte aligned, so a slot is whole lines (a connection's is one): ask for
+            // each. (The loop is unrolled away for a one-line slot.)
             let p = self.slots.as_ptr().wrapping_add(pos) as *const u8;
             let size = std::mem::size_of::<Option<Slot<V>>>();
-            // The most lines a slot spans: it starts at most `64 - align` bytes into a line.
-            let align = std::mem::align_of::<Option<Slot<V>>>().min(64);
-            let lines = (64 - align + size - 1) / 64 + 1;
-            if lines <= 2 {
-                // Its first and last bytes are on every line it spans.
-                prefetch_ptr(p);
-                prefetch_ptr(p.wrapping_add(size - 1));
-            } else if size <= 128 {
-                // Its first byte, the one 64 bytes on and its last byte are on every line it spans
-                // (a line asked for twice costs one more hint, not a load).
-                prefetch_ptr(p);
-                prefetch_ptr(p.wrapping_add(64.min(size - 1)));
-                prefetch_ptr(p.wrapping_add(size - 1));
-            } else {
-                let mut line = p as usize & !63;
-                while line < p as usize + size {
-                    prefetch_ptr(line as *const u8);
-                    line += 64;
-                }
+            let mut at = 0;
+            while at < size {
+                prefetch_ptr(p.wrapping_add(at));
+                at += 64;
             }
         }
         found
@@ -442,13 +438,16 @@ impl<V> FlowTable<V> {
         // The hinted slot when it holds the key (the usual case), taken on its own path so the
         // compiler sees the slot it checked is the one it hands out.
         if let Some(p) = hint.filter(|&p| self.holds(p, resolved)) {
-            let FlowTable { slots, due, .. } = self;
-            let Slot { value, expires, scheduled, .. } = slots.get_mut(p)?.as_mut()?;
+            let FlowTable { slots, scheduled, due, .. } = self;
+            let Slot { value, expires, .. } = slots.get_mut(p)?.as_mut()?;
+            let scheduled = scheduled.get_mut(p)?;
             return Some((value, Expiry { at: expires, scheduled, due, pos: p as u32 }));
         }
         let pos = self.find(resolved, hash)?;
-        let Slot { value, expires, scheduled, .. } = self.slots[pos].as_mut()?;
-        Some((value, Expiry { at: expires, scheduled, due: &mut self.due, pos: pos as u32 }))
+        let FlowTable { slots, scheduled, due, .. } = self;
+        let Slot { value, expires, .. } = slots.get_mut(pos)?.as_mut()?;
+        let scheduled = scheduled.get_mut(pos)?;
+        Some((value, Expiry { at: expires, scheduled, due, pos: pos as u32 }))
     }
 
     /// The value for `key` and its expiry second, if present (expired or not: the caller decides).
@@ -462,8 +461,9 @@ impl<V> FlowTable<V> {
         self.get_mut_hinted(Probe::Full(key), hash, None)
     }
 
-    /// Inserts `key`, which must not be present, expiring at `expires_s`. Fails when the table is full.
-    pub fn insert(&mut self, key: FlowKey, value: V, expires_s: u32) -> Result<&mut V, TableFull> {
+    /// Inserts `key`, which must not be present, expiring at `expires_s`; the slab slot it went to
+    /// ([`Entry::slot`]). Fails when the table is full.
+    pub fn insert(&mut self, key: FlowKey, value: V, expires_s: u32) -> Result<usize, TableFull> {
         let hash = Self::hash(&key);
         self.insert_hashed(key, hash, value, expires_s)
     }
@@ -475,7 +475,7 @@ impl<V> FlowTable<V> {
         hash: u64,
         value: V,
         expires_s: u32,
-    ) -> Result<&mut V, TableFull> {
+    ) -> Result<usize, TableFull> {
         debug_assert_eq!(hash, Self::hash(&key));
         if self.len >= self.limit {
             return Err(TableFull);
@@ -490,6 +490,7 @@ impl<V> FlowTable<V> {
                     self.grow_slab();
                 }
                 self.slots.push(None);
+                self.scheduled.push(0);
                 self.slots.len() - 1
             }
         };
@@ -498,9 +499,9 @@ impl<V> FlowTable<V> {
         // Entries expire no earlier than second 1 (a scheduled second of 0 means none).
         let expires_s = expires_s.max(1);
         let packed = PackedKey::of(&key).unwrap_or_else(|| self.put_wide(key));
-        self.slots[pos] = Some(Slot { key: packed, value, expires: expires_s, scheduled: 0 });
+        self.slots[pos] = Some(Slot { key: packed, value, expires: expires_s });
         self.schedule(pos, expires_s);
-        Ok(&mut self.slots[pos].as_mut().expect("just filled").value)
+        Ok(pos)
     }
 
     /// Makes room for more slots: doubling while the slab is small, then at once room for the whole
@@ -518,6 +519,8 @@ impl<V> FlowTable<V> {
             regrow(&mut self.slots, doubled);
         }
         regrow(&mut due, doubled);
+        let room = self.slots.capacity();
+        regrow(&mut self.scheduled, room);
         self.due = BinaryHeap::from(due);
     }
 
@@ -598,22 +601,22 @@ impl<V> FlowTable<V> {
             // Wide keys hold an arena index, which fits a u32 as slab positions do.
             self.wide_free.push(slot.key.arena_index() as u32);
         }
-        Some(Entry { key, value: slot.value })
+        Some(Entry { key, value: slot.value, slot: pos })
     }
 
     /// Puts slot `pos` (a full one) on the schedule at second `at`, its only live heap item from now on.
     fn schedule(&mut self, pos: usize, at: u32) {
-        if let Some(slot) = self.slots[pos].as_mut() {
-            slot.scheduled = at;
-        }
+        // (A free slot's second is never read: its heap items are stale whatever it says.)
+        self.scheduled[pos] = at;
         self.due.push(Reverse((at, pos as u32)));
         // Stale items (of entries removed or rescheduled since) leave the heap when their second
         // comes; should removals outpace that, rebuild it from the live ones, so it stays within a
         // few times the table's size.
         if self.due.len() > 2 * self.len + 1024 {
+            let live = self.slots.iter().zip(&self.scheduled).enumerate();
             let live =
-                self.slots.iter().enumerate().filter_map(|(pos, s)| Some((pos, s.as_ref()?.scheduled)));
-            self.due = live.filter(|&(_, at)| at != 0).map(|(pos, at)| Reverse((at, pos as u32))).collect();
+                live.filter_map(|(pos, (s, &at))| s.as_ref().and((at != 0).then_some((at, pos as u32))));
+            self.due = live.map(Reverse).collect();
         }
     }
 
@@ -633,7 +636,7 @@ impl<V> FlowTable<V> {
             }
             self.due.pop();
             let pos = pos as usize;
-            let Some(slot) = self.slots[pos].as_ref().filter(|s| s.scheduled == at) else {
+            let Some(slot) = self.slots[pos].as_ref().filter(|_| self.scheduled[pos] == at) else {
                 continue;
             };
             let exp = slot.expires;
@@ -661,10 +664,17 @@ impl<V> FlowTable<V> {
         self.due.clear();
     }
 
+    /// Calls `f` on every entry's value, in place.
+    pub fn for_each_value_mut(&mut self, mut f: impl FnMut(&mut V)) {
+        for slot in self.slots.iter_mut().flatten() {
+            f(&mut slot.value);
+        }
+    }
+
     /// Every entry (key and value) with its expiry second.
     pub fn iter(&self) -> impl Iterator<Item = (Entry<&V>, u32)> {
-        self.slots.iter().filter_map(|s| {
-            s.as_ref().map(|s| (Entry { key: self.unpack(s.key), value: &s.value }, s.expires))
+        self.slots.iter().enumerate().filter_map(|(pos, s)| {
+            s.as_ref().map(|s| (Entry { key: self.unpack(s.key), value: &s.value, slot: pos }, s.expires))
         })
     }
 
@@ -676,6 +686,7 @@ impl<V> FlowTable<V> {
             + self.wide_free.capacity() * 4
             + self.buckets.capacity() * 8
             + self.free.capacity() * 4
+            + self.scheduled.capacity() * 4
             + self.due.capacity() * 8
     }
 }
@@ -798,14 +809,13 @@ mod tests {
     use crate::flow::Endpoint;
 
     #[test]
-    fn a_connection_slot_spans_exactly_two_cache_lines() {
-        // 96 bytes, 32 apart: every slot of the slab starts at 0 or 32 in its first line.
+    fn a_connection_slot_is_exactly_one_cache_line() {
+        // 64 bytes, 64-byte aligned: every slot of the slab is one whole line.
         type S = Option<Slot<crate::conntrack::Conn>>;
-        assert_eq!((std::mem::size_of::<S>(), std::mem::align_of::<S>()), (96, 32));
+        assert_eq!((std::mem::size_of::<S>(), std::mem::align_of::<S>()), (64, 64));
         let slab: Vec<S> = (0..8).map(|_| None).collect();
         for s in &slab {
-            let at = s as *const S as usize;
-            assert_eq!((at + 95) / 64 - at / 64, 1, "slot at {at:#x} spans other than two lines");
+            assert_eq!(s as *const S as usize % 64, 0, "slot at {:p} is not on a line's start", s);
         }
     }
 

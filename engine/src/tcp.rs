@@ -371,23 +371,55 @@ enum Pending {
     Challenge(Side),
 }
 
+impl Pending {
+    /// The code [`TcpState::flags`] keeps at [`conn::PENDING_POS`].
+    fn code(self) -> u8 {
+        match self {
+            Pending::None => 0,
+            Pending::Syn(Side::Initiator) => 1,
+            Pending::Syn(Side::Responder) => 2,
+            Pending::Challenge(Side::Initiator) => 3,
+            Pending::Challenge(Side::Responder) => 4,
+        }
+    }
+
+    fn of(code: u8) -> Pending {
+        match code {
+            1 => Pending::Syn(Side::Initiator),
+            2 => Pending::Syn(Side::Responder),
+            3 => Pending::Challenge(Side::Initiator),
+            4 => Pending::Challenge(Side::Responder),
+            _ => Pending::None,
+        }
+    }
+}
+
 /// Connection-wide flag bits of [`TcpState::flags`].
 mod conn {
     /// Closed by an accepted RST.
     pub const RESET: u8 = 0x01;
     /// Window scale unknown (picked up mid-stream): both ends scale by the maximum.
     pub const LOOSE_SCALE: u8 = 0x02;
+    /// Position of the [`super::Pending`] code (three bits; 0: none).
+    pub const PENDING_POS: u32 = 2;
+    /// The bits of the pending code.
+    pub const PENDING: u8 = 0x07 << PENDING_POS;
 }
 
 /// TCP tracking state of one connection; see the [module documentation](self).
+///
+/// 37 bytes of state and three the tracker never reads or changes ([`TcpState::host`]), where padding
+/// would otherwise be: a connection keeps its own fields there, so that its whole entry, key and
+/// timers included, fits one 64-byte cache line (see `conntrack::Conn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpState {
     /// Initiator, responder.
     peers: [Peer; 2],
     pending_seq: u32,
-    pending: Pending,
-    /// [`conn`] flags.
+    /// [`conn`] flags and the pending code.
     flags: u8,
+    /// The holder's bytes: the tracker copies them along with its state and nothing else.
+    pub(crate) host: [u8; 3],
 }
 
 /// The checks' view of one segment.
@@ -441,6 +473,10 @@ pub fn plain_ack(flags: u8) -> bool {
 }
 
 impl TcpState {
+    /// A tracker that has seen nothing: the place of one in a connection of another protocol.
+    pub(crate) const EMPTY: TcpState =
+        TcpState { peers: [Peer::UNSEEN; 2], pending_seq: 0, flags: 0, host: [0; 3] };
+
     /// State for a connection whose first segment (from the initiator) is `seg`. A SYN starts a
     /// normal handshake; anything else is a loose mid-stream pickup (the caller enforces `strict`
     /// before calling, and may reject impossible flags with [`flags_error`]).
@@ -452,8 +488,8 @@ impl TcpState {
         let mut st = TcpState {
             peers: [Peer::UNSEEN; 2],
             pending_seq: 0,
-            pending: Pending::None,
             flags: if loose { conn::LOOSE_SCALE } else { 0 },
+            host: [0; 3],
         };
         st.first_segment(Side::Initiator, &s, seg);
         if s.rst {
@@ -482,7 +518,7 @@ impl TcpState {
     /// applies is [`TcpTimer::Established`].
     #[inline(always)]
     pub fn track_established(&mut self, x: Side, seg: &TcpInfo) -> bool {
-        if !plain_ack(seg.flags) || self.pending != Pending::None || self.has(conn::RESET) {
+        if !plain_ack(seg.flags) || self.flags & (conn::PENDING | conn::RESET) != 0 {
             return false;
         }
         let (xi, yi) = (x.index(), x.other().index());
@@ -597,6 +633,14 @@ impl TcpState {
         self.flags & flag != 0
     }
 
+    fn pending(&self) -> Pending {
+        Pending::of((self.flags & conn::PENDING) >> conn::PENDING_POS)
+    }
+
+    fn set_pending(&mut self, p: Pending) {
+        self.flags = self.flags & !conn::PENDING | p.code() << conn::PENDING_POS;
+    }
+
     fn peer(&self, side: Side) -> &Peer {
         &self.peers[side.index()]
     }
@@ -669,7 +713,7 @@ impl TcpState {
         }
         // Both ends have spoken: pass the SYN untouched so the endpoint can answer with a challenge
         // ACK (RFC 5961 §4), and remember it (Linux's "ignored SYN").
-        self.pending = Pending::Syn(x);
+        self.set_pending(Pending::Syn(x));
         self.pending_seq = s.seq.wrapping_add(1);
         Some(TcpOutcome::Accept)
     }
@@ -677,7 +721,7 @@ impl TcpState {
     /// A SYN-ACK. `Some` decides it; `None` sends it through the window check.
     fn syn_ack(&mut self, x: Side, s: &Seg, seg: &TcpInfo) -> Option<TcpOutcome> {
         let y = x.other();
-        if self.pending == Pending::Syn(y) && s.ack == self.pending_seq && self.peer(x).seen() {
+        if self.pending() == Pending::Syn(y) && s.ack == self.pending_seq && self.peer(x).seen() {
             // The other end had lost the connection and accepts the SYN we let through: start over
             // from that SYN, whose window and scale we did not keep (so scale loosely if any).
             self.resync(y, seg);
@@ -701,7 +745,7 @@ impl TcpState {
         fresh.bits = bits::SEEN | bits::SYN;
         self.peers = [Peer::UNSEEN; 2];
         *self.peer_mut(y) = fresh;
-        self.pending = Pending::None;
+        // (The pending code is cleared with the flags.)
         self.flags = if seg.options.wscale.is_some() { conn::LOOSE_SCALE } else { 0 };
     }
 
@@ -772,7 +816,7 @@ impl TcpState {
         }
         // The number the receiver expects next (Linux: the receiver's td_maxack).
         let expected = if q.has(bits::ACKED) { q.max_ack } else { p.seqlo };
-        let answers_challenge = self.pending == Pending::Challenge(x) && s.seq == self.pending_seq;
+        let answers_challenge = self.pending() == Pending::Challenge(x) && s.seq == self.pending_seq;
         let in_window = seq_geq(s.seq, expected) && seq_leq(s.seq, p.seqhi);
         let fin_seen = p.state >= PeerState::CloseWait || q.state >= PeerState::CloseWait;
         // RFC 5961 §3 exactness applies while synchronised (including a connection picked up) and
@@ -796,7 +840,7 @@ impl TcpState {
             p.state = PeerState::TimeWait;
         }
         self.flags |= conn::RESET;
-        self.pending = Pending::None;
+        self.set_pending(Pending::None);
     }
 
     /// Applies an accepted segment from `x`: windows, then states.
@@ -825,9 +869,9 @@ impl TcpState {
                     q.seqhi = hi;
                 }
             }
-            if self.pending == Pending::Syn(y) && !s.syn {
+            if self.pending() == Pending::Syn(y) && !s.syn {
                 // Most likely the challenge ACK for that SYN.
-                self.pending = Pending::Challenge(y);
+                self.set_pending(Pending::Challenge(y));
                 self.pending_seq = s.ack;
             }
         }

@@ -125,7 +125,9 @@ fn policy_for(path: &Path) -> rules::Policy {
         "ruleset mainrs {\n rule 1 at 1 out protocol any from any to any accept;\n rule 2 at 2 in protocol tcp from any to any port 0-1023 accept;\n rule 3 at 3 in protocol udp from any to any accept;\n rule 4 at 4 in protocol icmp icmptype 8 from any to any accept;\n rule 5 at 5 in protocol ipv6-icmp icmptype 128 from any to any accept;\n}\n",
     );
     for (i, ip) in ips.iter().enumerate() {
-        text.push_str(&format!("filter vnic-{i} {{ vnic ip {ip}; }}\n"));
+        // Every other filter keeps per-connection counts, which the tables' dumps then compare.
+        let counts = if i % 2 == 0 { " flowCounts on;" } else { "" };
+        text.push_str(&format!("filter vnic-{i} {{ vnic ip {ip};{counts} }}\n"));
     }
     parse_policy(&text).unwrap()
 }
@@ -193,7 +195,7 @@ fn tcp_states(engine: &Engine) -> Vec<(String, String)> {
     for f in &snap.filters {
         if let Some(state) = engine.worker_ref().state(f.slot) {
             for (entry, _) in state.conns.iter() {
-                if let engine::conntrack::ProtoState::Tcp(t) = entry.value.proto {
+                if let engine::conntrack::ProtoState::Tcp(t) = entry.value.proto() {
                     let [a, b] = t.peers();
                     out.push((a.as_str().to_string(), b.as_str().to_string()));
                 }
@@ -241,14 +243,13 @@ fn table_dump(engine: &Engine) -> Vec<String> {
             for (entry, expires) in state.conns.iter() {
                 let c = &entry.value;
                 out.push(format!(
-                    "{} {:?} {:?} {} {} {:?} {:?} {expires}",
+                    "{} {:?} {:?} {} {} {:?} {expires}",
                     f.name,
                     entry.key,
-                    c.proto,
+                    c.proto(),
                     c.rule,
-                    c.generation,
-                    c.packets,
-                    c.bytes()
+                    c.generation(),
+                    state.flow_counts(entry.slot, c),
                 ));
             }
         }
@@ -374,7 +375,7 @@ impl Sink for Transcript {
 /// The policy [`busy_traffic`] runs against: short timers, web out, everything else dropped.
 fn busy_policy() -> rules::Policy {
     parse_policy(
-        "filter vm { vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5;\n\
+        "filter vm { vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5; flowCounts on;\n\
            ruleset mainrs { rule 1 at 1 out protocol tcp from any to any port 80 accept;\n\
                             rule 2 at 2 inout protocol any from any to any drop; } }",
     )
@@ -532,7 +533,7 @@ fn workers_agree_on_busy_traffic_with_switches_and_damage() {
     }
     let cap = Capture::from_bytes(w.into_inner(), "busy.pcap").unwrap();
     let no_web = parse_policy(
-        "filter vm { vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5;\n\
+        "filter vm { vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5; flowCounts on;\n\
            ruleset mainrs { rule 2 at 2 inout protocol any from any to any drop; } }",
     )
     .unwrap();
@@ -696,7 +697,7 @@ proptest::proptest! {
                 let change = if keep { "policyChange keep;" } else { "" };
                 let web = if web { format!("rule 1 at 1 out protocol tcp from any to any port 80 accept{};", if log { " with log" } else { "" }) } else { String::new() };
                 let text = format!(
-                    "filter vm {{ vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5; {change}\n\
+                    "filter vm {{ vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5; flowCounts on; {change}\n\
                        ruleset mainrs {{ {web} rule 2 at 2 inout protocol any from any to any drop; }} }}"
                 );
                 Switch { at: SwitchPoint::Frame(frame), policy: parse_policy(&text).unwrap(), label: format!("{frame}") }
@@ -1030,7 +1031,7 @@ proptest::proptest! {
             let (web, dns, tls) = (v != 1, v != 2, v != 3);
             let rule = |on: bool, text: &str| if on { text.to_string() } else { String::new() };
             let text = format!(
-                "filter vm {{ vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5; {}\n\
+                "filter vm {{ vnic mac 02:00:00:00:00:01; timeout tcp.established 40; timeout tcp.opening 5; flowCounts on; {}\n\
                    ruleset mainrs {{ {}\n\
                                     {}\n\
                                     rule 4 at 3 out protocol icmp from any to any accept;\n\

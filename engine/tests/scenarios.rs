@@ -847,3 +847,65 @@ fn an_echo_conversation_carries_no_other_icmp_message() {
     }
     assert_eq!(l.send(&pktio::build::icmpv6_echo(&b6, &a6, true, 0, 1), 1.0).state, ConnState::Established);
 }
+
+impl Lab {
+    /// The packet and byte counts filter `b` keeps for each of its connections, by the initiator's
+    /// port (`None`: not counted).
+    fn flow_counts(&self) -> Vec<(u16, Option<engine::conntrack::FlowCounts>)> {
+        let snap = self.engine.snapshot();
+        let slot = snap.filters.iter().find(|f| f.name == "b").expect("filter b").slot;
+        let state = self.engine.worker_ref().state(slot).expect("state of b");
+        let mut out: Vec<_> = state
+            .conns
+            .iter()
+            .map(|(e, _)| {
+                let init = if e.value.initiator_lo() { e.key.lo } else { e.key.hi };
+                (init.port, state.flow_counts(e.slot, e.value))
+            })
+            .collect();
+        out.sort_by_key(|(port, _)| *port);
+        out
+    }
+}
+
+#[test]
+fn per_connection_counts_are_kept_with_flow_counts_on_and_for_logged_rules_always() {
+    let counts = |packets, bytes| Some(engine::conntrack::FlowCounts { packets, bytes });
+    // Off (the default): no counts, per-rule counters still there.
+    let mut off = lab(ALLOW_IN_FROM_CLIENTS, "");
+    let (a, b) = handshake(&mut off, 40000, 0.0);
+    off.send(&data(&A, &B, 40000, 80, a, b, b"hello"), 0.5);
+    assert_eq!(off.flow_counts(), vec![(40000, None)]);
+    let rules = off.counters().rule_list();
+    assert!(rules.iter().any(|((_, id), r)| *id == 10 && r.packets == 4), "{rules:?}");
+
+    // On: every tracked packet counted, by side, the refused ones not (each frame here is 60 bytes,
+    // padded to Ethernet's minimum).
+    let mut on = lab(ALLOW_IN_FROM_CLIENTS, "  flowCounts on;");
+    let (a, b) = handshake(&mut on, 40000, 0.0);
+    on.send(&data(&A, &B, 40000, 80, a, b, b"hello"), 0.5);
+    on.send(&data(&B, &A, 80, 40000, b, a + 5, b"hi"), 0.6);
+    // Far outside the window: invalid, not counted.
+    let d = on.send(&data(&A, &B, 40000, 80, a + 3_000_000, b + 2, b"x"), 0.7);
+    assert_eq!(d.state, ConnState::Invalid);
+    assert_eq!(on.flow_counts(), vec![(40000, counts([3, 2], [180, 120]))]);
+
+    // Switched on later: connections opened before stay uncounted; new ones are counted.
+    let mut later = lab(ALLOW_IN_FROM_CLIENTS, "");
+    handshake(&mut later, 40000, 0.0);
+    let counting = lab(ALLOW_IN_FROM_CLIENTS, "  flowCounts on;");
+    later.engine.load(counting.engine.policy(), 0).unwrap();
+    handshake(&mut later, 40001, 1.0);
+    assert_eq!(later.flow_counts(), vec![(40000, None), (40001, counts([2, 1], [120, 60]))]);
+
+    // A logged rule's connections are counted with the option off, and their TERM line says so.
+    let mut logged = lab(
+        "    rule 6 at 1 in protocol tcp from any to any port 80 accept with log;\n    rule 20 at 2 out protocol any from any to any accept;",
+        "",
+    );
+    let (a, b) = handshake(&mut logged, 7001, 0.0);
+    assert_eq!(logged.flow_counts(), vec![(7001, counts([2, 1], [120, 60]))]);
+    logged.send(&seg(&A, &B, 7001, 80, a, b, RST), 1.0);
+    let term = logged.rec.logs.iter().find(|l| l.contains(" TERM ")).expect("a TERM line");
+    assert!(term.contains(" 3/1 180/60"), "{term}");
+}

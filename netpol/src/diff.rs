@@ -135,7 +135,9 @@ fn same_filter(a: &FilterSpec, b: &FilterSpec) -> bool {
         && a.failure == b.failure
         && a.timeouts == b.timeouts
         && a.max_connections == b.max_connections
+        && a.icmp_error_rate == b.icmp_error_rate
         && a.policy_change == b.policy_change
+        && a.flow_counts == b.flow_counts
         && a.rulesets.len() == b.rulesets.len()
         && a.rulesets.iter().zip(&b.rulesets).all(|(x, y)| bare(x) == bare(y))
         && a.addrsets.len() == b.addrsets.len()

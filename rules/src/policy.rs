@@ -108,6 +108,8 @@ pub struct FilterSpec {
     pub icmp_error_rate: Option<u32>,
     /// `policyChange revalidate|keep;`.
     pub policy_change: PolicyChange,
+    /// `flowCounts on|off;`: keep per-connection packet and byte counts (default off).
+    pub flow_counts: bool,
     /// The filter's own rule sets.
     pub rulesets: Vec<RuleSet>,
     /// The filter's own address sets.
@@ -129,6 +131,7 @@ impl FilterSpec {
             max_connections: None,
             icmp_error_rate: None,
             policy_change: PolicyChange::default(),
+            flow_counts: false,
             rulesets: Vec::new(),
             addrsets: Vec::new(),
             comments: Vec::new(),
@@ -485,6 +488,10 @@ fn filter_block(
                 spec.inner_comments.extend(comments);
                 policy_change_line(p).map(|c| spec.policy_change = c)
             }
+            Tok::Word("flowCounts") => {
+                spec.inner_comments.extend(comments);
+                on_off_line(p).map(|on| spec.flow_counts = on)
+            }
             Tok::Word("ruleset") => {
                 let first = p.refs.len();
                 p.ruleset(comments).map(|set| {
@@ -525,6 +532,7 @@ const FILTER_ITEMS: &[&str] = &[
     "maxConnections",
     "icmpErrorRate",
     "policyChange",
+    "flowCounts",
     "ruleset",
     "addrset",
     "}",
@@ -558,6 +566,17 @@ fn policy_change_line(p: &mut Parser<'_>) -> Result<PolicyChange, Diagnostic> {
     };
     p.punct(Tok::Semi, "';'")?;
     Ok(c)
+}
+
+fn on_off_line(p: &mut Parser<'_>) -> Result<bool, Diagnostic> {
+    let (w, span) = p.word("on or off")?;
+    let on = match w {
+        "on" => true,
+        "off" => false,
+        _ => return Err(unknown_keyword(span, w, &["on", "off"])),
+    };
+    p.punct(Tok::Semi, "';'")?;
+    Ok(on)
 }
 
 fn failure_line(p: &mut Parser<'_>) -> Result<FailurePolicy, Diagnostic> {
@@ -654,6 +673,9 @@ impl std::fmt::Display for Policy {
             }
             if spec.policy_change != PolicyChange::default() {
                 writeln!(f, "  policyChange {};", spec.policy_change.as_str())?;
+            }
+            if spec.flow_counts {
+                writeln!(f, "  flowCounts on;")?;
             }
             for r in &spec.rulesets {
                 writeln!(f)?;

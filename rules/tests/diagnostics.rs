@@ -236,3 +236,24 @@ fn render_underlines_the_offending_text() {
         "p.dfw:4:49: error: unexpected 'acept', expected 'accept', 'drop', 'reject' or 'punt'\n  |\n4 |     rule 1 at 1 in protocol tcp from any to any acept;\n  |                                                 ^^^^^ did you mean 'accept'?\n"
     );
 }
+
+#[test]
+fn flow_counts_takes_on_or_off() {
+    let t = "filter f {\n  vnic ip 10.0.0.1;\n  flowCounts yes;\n}\n";
+    assert_eq!(only(t), format!("p.dfw:{}: error: unexpected 'yes', expected 'on' or 'off'", at(t, "yes")));
+    let t = "filter f {\n  vnic ip 10.0.0.1;\n  flowCounts of;\n}\n";
+    assert_eq!(
+        only(t),
+        format!(
+            "p.dfw:{}: error: unexpected 'of', expected 'on' or 'off' (did you mean 'on'?)",
+            at(t, "of;")
+        )
+    );
+    let t = "filter f {\n  vnic ip 10.0.0.1;\n  flowCounts;\n}\n";
+    assert_eq!(only(t), format!("p.dfw:{}: error: unexpected ';', expected on or off", at(t, ";\n}")));
+    let t = "filter f {\n  vnic ip 10.0.0.1;\n  flowCount on;\n}\n";
+    assert!(only(t).starts_with(&format!("p.dfw:{}: error: unexpected 'flowCount'", at(t, "flowCount"))));
+    assert!(only(t).ends_with("(did you mean 'flowCounts'?)"), "{}", only(t));
+    // A bad value fails the whole parse.
+    assert!(parse_policy("filter f {\n  vnic ip 10.0.0.1;\n  flowCounts maybe;\n}\n").is_err());
+}

@@ -211,8 +211,9 @@ fn filter(i: usize, ip_ids: Vec<String>, mac_ids: Vec<String>) -> impl Strategy<
         addrset(own_ip, false),
         comments(),
         comments(),
+        any::<bool>(),
     )
-        .prop_map(move |(name, mac, vnic_ips, open, l3, l2, own, comments, inner)| FilterSpec {
+        .prop_map(move |(name, mac, vnic_ips, open, l3, l2, own, comments, inner, counts)| FilterSpec {
             name: format!("nic-{i}-{name}"),
             vnic: Vnic { mac: mac.map(Mac), ips: vnic_ips },
             failure: if open { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed },
@@ -224,6 +225,7 @@ fn filter(i: usize, ip_ids: Vec<String>, mac_ids: Vec<String>) -> impl Strategy<
             max_connections: open.then_some(1000),
             icmp_error_rate: (!comments.is_empty()).then_some(if open { 0 } else { 250 }),
             policy_change: if open { PolicyChange::Keep } else { PolicyChange::Revalidate },
+            flow_counts: counts,
             rulesets: l3.into_iter().chain(l2).collect(),
             addrsets: vec![own],
             comments,

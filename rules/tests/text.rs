@@ -105,3 +105,28 @@ fn first_match_follows_positions_and_sets() {
     assert_eq!(id(key(Direction::Out, "172.15.0.4", "172.15.0.3")), Some(6270));
     assert_eq!(id(key(Direction::In, "172.15.0.3", "172.15.0.9")), Some(2));
 }
+
+#[test]
+fn flow_counts_option_parses_prints_and_round_trips() {
+    let with = |extra: &str| format!("filter f {{\n  vnic ip 10.0.0.1;\n{extra}}}\n");
+    let counts = |extra: &str| parse_policy(&with(extra)).unwrap().filters[0].flow_counts;
+    // Default off, like Linux conntrack's accounting.
+    assert!(!counts(""));
+    assert!(!FilterSpec::new("f", Vnic::default()).flow_counts);
+    assert!(counts("  flowCounts on;\n"));
+    assert!(!counts("  flowCounts off;\n"));
+    // Repeated, the last one holds (as for policyChange).
+    assert!(!counts("  flowCounts on;\n  flowCounts off;\n"));
+    assert!(counts("  flowCounts off;\n  flowCounts on;\n"));
+    // Printed only when on, after policyChange, and read back the same.
+    let on = parse_policy(&with("  flowCounts on;\n  policyChange keep;\n")).unwrap();
+    let text = on.to_string();
+    assert_eq!(
+        text,
+        "filter f {\n  vnic ip 10.0.0.1;\n  failurePolicy failClosed;\n  policyChange keep;\n  flowCounts on;\n}\n"
+    );
+    assert_eq!(parse_policy(&text).unwrap(), on);
+    let off = parse_policy(&with("  flowCounts off;\n")).unwrap();
+    assert!(!off.to_string().contains("flowCounts"));
+    assert_eq!(parse_policy(&off.to_string()).unwrap(), off);
+}
