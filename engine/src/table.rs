@@ -223,7 +223,7 @@ struct Slot<V> {
 #[derive(Debug, Clone)]
 pub struct FlowTable<V> {
     /// `0` = empty, else `tag << 32 | (position + 1)`.
-    buckets: Vec<u64>,
+    buckets: Buckets,
     slots: Vec<Option<Slot<V>>>,
     /// By slot: the second of the entry's live item on the expiry schedule (0: none).
     scheduled: Vec<u32>,
@@ -252,7 +252,7 @@ impl<V> FlowTable<V> {
     /// An empty table that will hold at most `limit` entries.
     pub fn new(limit: usize) -> FlowTable<V> {
         FlowTable {
-            buckets: Vec::new(),
+            buckets: Buckets::zeroed(0),
             slots: Vec::new(),
             scheduled: Vec::new(),
             wide: Vec::new(),
@@ -560,9 +560,8 @@ impl<V> FlowTable<V> {
 
     fn grow_index(&mut self) {
         let cap = (self.buckets.len() * 2).max(16).min(self.max_buckets());
-        let old = std::mem::replace(&mut self.buckets, vec![0; cap]);
-        advise_huge_pages(&self.buckets);
-        for b in old.into_iter().filter(|&b| b != 0) {
+        let old = std::mem::replace(&mut self.buckets, Buckets::zeroed(cap));
+        for &b in old.iter().filter(|&&b| b != 0) {
             self.place_bucket(b);
         }
     }
@@ -684,7 +683,7 @@ impl<V> FlowTable<V> {
         self.slots.capacity() * std::mem::size_of::<Option<Slot<V>>>()
             + self.wide.capacity() * std::mem::size_of::<FlowKey>()
             + self.wide_free.capacity() * 4
-            + self.buckets.capacity() * 8
+            + self.buckets.len() * 8
             + self.free.capacity() * 4
             + self.scheduled.capacity() * 4
             + self.due.capacity() * 8
@@ -753,6 +752,95 @@ fn advise_huge_pages<T>(v: &Vec<T>) {
     let _ = (from, to);
 }
 
+/// The index's buckets: `len` zeroed `u64`s in an allocation of their own, aligned to 2 MiB once they
+/// take that much, so that the kernel can back every byte of them with huge pages. A `Vec`'s
+/// allocation of 2 MiB or so starts anywhere, and then no aligned 2 MiB range fits inside it: the index
+/// of 100,000 connections (2 MiB) was all on 4 KiB pages, one TLB entry per 512 buckets, though every
+/// frame reads a random bucket.
+struct Buckets {
+    at: std::ptr::NonNull<u64>,
+    len: usize,
+}
+
+// SAFETY: `Buckets` owns its allocation alone (no other pointer to it exists), like a `Vec<u64>`.
+unsafe impl Send for Buckets {}
+// SAFETY: shared access only reads, through `&[u64]`.
+unsafe impl Sync for Buckets {}
+
+impl Buckets {
+    const HUGE: usize = 2 << 20;
+
+    /// The allocation of `len` buckets (`None`: none, for no buckets).
+    fn layout(len: usize) -> Option<std::alloc::Layout> {
+        let bytes = len.checked_mul(8).filter(|&b| b != 0)?;
+        let align = if bytes >= Buckets::HUGE { Buckets::HUGE } else { 64 };
+        std::alloc::Layout::from_size_align(bytes, align).ok()
+    }
+
+    fn zeroed(len: usize) -> Buckets {
+        if len == 0 {
+            return Buckets { at: std::ptr::NonNull::dangling(), len: 0 };
+        }
+        // (As `vec![0; len]` does, an index larger than the address space is a panic.)
+        let layout = Buckets::layout(len).expect("an index that fits the address space");
+        // SAFETY: `layout` has a non-zero size.
+        let p = unsafe { std::alloc::alloc(layout) };
+        let Some(at) = std::ptr::NonNull::new(p as *mut u64) else { std::alloc::handle_alloc_error(layout) };
+        #[cfg(target_os = "linux")]
+        if layout.align() == Buckets::HUGE {
+            // SAFETY: the range is the allocation just made, which this process owns, and starts on
+            // a page; MADV_HUGEPAGE changes how the kernel backs the pages, never their contents.
+            unsafe {
+                libc::madvise(p as *mut libc::c_void, layout.size(), libc::MADV_HUGEPAGE);
+            }
+        }
+        // SAFETY: `p` is valid for `len` u64 writes (the allocation's size), aligned for u64; zeroing
+        // after the advice lets the first touch fault in huge pages.
+        unsafe { std::ptr::write_bytes(at.as_ptr(), 0, len) };
+        Buckets { at, len }
+    }
+}
+
+impl std::ops::Deref for Buckets {
+    type Target = [u64];
+    #[inline(always)]
+    fn deref(&self) -> &[u64] {
+        // SAFETY: `at` holds `len` initialised u64s (dangling and 0 for none) owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.at.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Buckets {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [u64] {
+        // SAFETY: as for `deref`, and `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.at.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Buckets {
+    fn drop(&mut self) {
+        if let Some(layout) = Buckets::layout(self.len) {
+            // SAFETY: `at` was allocated with exactly this layout (the same `len`) and not freed.
+            unsafe { std::alloc::dealloc(self.at.as_ptr() as *mut u8, layout) };
+        }
+    }
+}
+
+impl Clone for Buckets {
+    fn clone(&self) -> Buckets {
+        let mut b = Buckets::zeroed(self.len);
+        b.copy_from_slice(self);
+        b
+    }
+}
+
+impl std::fmt::Debug for Buckets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Buckets({} at {:p})", self.len, self.at)
+    }
+}
+
 /// Where a table's index was when [`FlowTable::index_view`] was asked: enough to ask for the line of a
 /// hash's home bucket ([`FlowTable::prefetch`] does the same through the table). Only a hint: once the
 /// index has grown the lines asked for are no longer the index's, which costs a useless load and
@@ -807,6 +895,19 @@ mod tests {
 
     use super::*;
     use crate::flow::Endpoint;
+
+    #[test]
+    fn an_index_of_2_mib_or_more_is_aligned_for_huge_pages() {
+        for (len, align) in [(16, 64), (1 << 17, 64), (1 << 18, 2 << 20), (3 << 18, 2 << 20)] {
+            let mut b = Buckets::zeroed(len);
+            assert_eq!((b.len(), b.as_ptr() as usize % align), (len, 0), "{len} buckets");
+            assert!(b.iter().all(|&x| x == 0));
+            b[len - 1] = 7;
+            let c = b.clone();
+            assert_eq!((&c[..], c.as_ptr() as usize % align), (&b[..], 0));
+        }
+        assert!(Buckets::zeroed(0).is_empty());
+    }
 
     #[test]
     fn a_connection_slot_is_exactly_one_cache_line() {
