@@ -756,9 +756,7 @@ impl FilterState {
             if expires.get() <= now_s {
                 return Hit::Expired;
             }
-            if conn.generation() != generation_bits(cfg.generation)
-                && cfg.policy_change == PolicyChange::Revalidate
-            {
+            if stale(cfg, conn) {
                 // The policy changed since this connection was admitted: check it again, as its
                 // initiator's first packet would be checked now.
                 match revalidate(cfg, l3, &key, conn, from_lo, dir) {
@@ -816,8 +814,7 @@ impl FilterState {
                     if let Some((conn, expires)) = self.conns.get_mut_hashed(&key, hash) {
                         let mut copy = Entry { key, value: *conn, slot: expires.slot() };
                         copy.value.set_logged(true);
-                        let counts = self.flows.get(copy.slot).copied().unwrap_or_default();
-                        term(cfg, &copy, counts, cause, frame.now_ns, sink);
+                        term(cfg, &copy, self.term_counts(&copy), cause, frame.now_ns, sink);
                     }
                 }
                 match tracked {
@@ -850,8 +847,7 @@ impl FilterState {
                 // A connection admitted under an older policy relates errors only while the current
                 // one would still admit it (its own next frame re-checks it for good, step 1). The
                 // error travels as the quoted packet's answer would: from its receiver's side.
-                let stale = conn.generation() != generation_bits(cfg.generation)
-                    && cfg.policy_change == PolicyChange::Revalidate;
+                let stale = stale(cfg, conn);
                 let admitted = || !stale || revalidate(cfg, l3, &qkey, conn, !q_from_lo, dir).is_some();
                 if toward_sender && expires.get() > now_s && admitted() {
                     let rule = Some(RuleRef { l2: false, id: conn.rule });
@@ -994,12 +990,17 @@ fn live_conn<'t>(
     now_s: u32,
 ) -> Result<(&'t mut Conn, crate::table::Expiry<'t>), Missed> {
     let (conn, expires) = conns.get_mut_hinted(key, hash, hint).ok_or(Missed::Absent)?;
-    let stale =
-        conn.generation() != generation_bits(cfg.generation) && cfg.policy_change == PolicyChange::Revalidate;
-    if expires.get() <= now_s || stale || conn.logged() {
+    if expires.get() <= now_s || stale(cfg, conn) || conn.logged() {
         return Err(Missed::Declined);
     }
     Ok((conn, expires))
+}
+
+/// True when connection `conn` is due a re-check against the filter's policy: it was last checked
+/// against an older generation, and the filter re-checks connections after a change.
+#[inline(always)]
+fn stale(cfg: &FilterConfig, conn: &Conn) -> bool {
+    conn.generation() != generation_bits(cfg.generation) && cfg.policy_change == PolicyChange::Revalidate
 }
 
 /// Why the fast path for tracked frames did not take a frame.

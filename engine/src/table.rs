@@ -4,19 +4,20 @@
 //! of the key's hash and the entry's slab position, probed linearly. It doubles while it is at most
 //! half full (a miss, which every new connection is, probes about 2.5 buckets at half load and 8.5 at
 //! three quarters), but never beyond what the limit needs at seven-eighths load, so a full table's
-//! index costs about 9 bytes per entry. A lookup reads one index cache line and the entry's two slab
-//! lines, and both can be prefetched ahead of time ([`FlowTable::prefetch`],
+//! index costs about 9 bytes per entry. A lookup reads one index cache line and the entry's slab line,
+//! and both can be prefetched ahead of time ([`FlowTable::prefetch`],
 //! [`FlowTable::prefetch_entry`]) so a batch of frames overlaps its cache misses, as VPP does. Removal
 //! shifts later buckets back (no tombstones). A million IPv4 connections cost the slot size plus about
-//! 17 bytes each (index and the expiry schedule below): 107.9 MiB, measured by the `conntrack` bench.
+//! 21 bytes each (index, the expiry schedule below and its per-slot second): 81.6 MiB, measured by the
+//! `conntrack` bench.
 //!
 //! The slab keeps an IPv4 flow's key in place in 16 bytes (two addresses, two ports, the protocol)
 //! rather than the 38 of a [`FlowKey`], which holds IPv6-sized addresses; an IPv6 flow's key lives in a
-//! side arena and its slot holds the arena index. A slot also holds the entry's expiry second and the
-//! second of its live schedule item, so an IPv4 connection's slot is 96 bytes: slots start 32 bytes
-//! apart, and each spans exactly two cache lines. (The two seconds used to live in dense arrays beside
-//! 88-byte slots: a lookup then touched 2.25 slab lines on average plus the expiry
-//! array's line, for the same memory.)
+//! side arena and its slot holds the arena index. A slot also holds the entry's expiry second, so an
+//! IPv4 connection's slot (16 + 44 + 4 bytes) is exactly one 64-byte line; the second of the entry's
+//! live schedule item, read only with the schedule, lives in a dense array beside the slab. (Slots
+//! were 96 bytes over two lines while a connection held its packet and byte counts; those now live
+//! beside the table, with the filter, for the connections it counts.)
 //!
 //! The table never holds more than its limit: an insert into a full table fails with [`TableFull`]
 //! and the caller drops the packet (`state-limit`). Expired entries are reclaimed by the packet clock
@@ -507,7 +508,7 @@ impl<V> FlowTable<V> {
     /// Makes room for more slots: doubling while the slab is small, then at once room for the whole
     /// limit ([`RESERVE_FROM`]), never past the limit. The schedule's heap doubles with the slab and
     /// grows on its own once the slab has its room (reserving it whole too left 7.6 MiB more resident
-    /// at 1,000,000 connections in the `conntrack` bench, 122.4 against 114.8 MiB).
+    /// at 1,000,000 connections in the `conntrack` bench, 122.4 against 114.8 MiB, with 96-byte slots).
     #[cold]
     fn grow_slab(&mut self) {
         let cap = self.slots.capacity();
