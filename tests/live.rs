@@ -38,7 +38,7 @@ ruleset mainrs_L2 {{
 }}
 
 filter client {{ vnic mac 02:fa:00:00:00:01 ip {CLIENT}; }}
-filter server {{ vnic mac 02:fa:00:00:00:02 ip {SERVER}; timeout icmp.first 2; timeout icmp.error 2; }}
+filter server {{ vnic mac 02:fa:00:00:00:02 ip {SERVER}; timeout icmp.first 2; timeout icmp.error 2; flowCounts on; }}
 "#
     )
 }
@@ -160,7 +160,15 @@ fn live_daemon_enforces_policy_changes_between_namespaces() {
     assert_eq!(f["dst"], format!("{SERVER}:8080"));
     assert_eq!(f["states"][0], "ESTABLISHED", "{flows}");
     assert_eq!(f["rule"], 10);
-    assert!(ctl_ok(&sock, &["getflows", "-f", "server"]).contains(":8080 ESTABLISHED:ESTABLISHED"));
+    // The server's filter counts its connections (`flowCounts on`): the client's SYN, handshake ACK
+    // and request at least, the server's SYN-ACK and echo; the client's filter does not.
+    let (sent, got) = (f["packets"][0].as_u64().unwrap_or(0), f["packets"][1].as_u64().unwrap_or(0));
+    assert!(sent >= 3 && got >= 2 && f["bytes"][0].as_u64() > Some(sent * 40), "{flows}");
+    let text = ctl_ok(&sock, &["getflows", "-f", "server"]);
+    assert!(text.contains(":8080 ESTABLISHED:ESTABLISHED") && text.contains(" pkts "), "{text}");
+    let theirs = json(&sock, &["getflows", "-f", "client"]);
+    assert!(theirs["flows"][0]["packets"].is_null() && theirs["flows"][0]["rule"] == 12, "{theirs}");
+    assert!(!ctl_ok(&sock, &["getflows", "-f", "client"]).contains(" pkts "));
 
     // 3. ICMP follows its rules: echo to the server is allowed (rule 11), to the client it is not.
     // Both echoes open a connection in the server's filter (one in, one out, each on a 2 s timer),
