@@ -80,6 +80,16 @@ mod bits {
     pub const REPLIED: u8 = 0x20;
     /// Datagram: the initiator has sent more than one packet.
     pub const REPEATED: u8 = 0x40;
+
+    /// `bit` when `on`, else none.
+    #[inline(always)]
+    pub fn of(on: bool, bit: u8) -> u8 {
+        if on {
+            bit
+        } else {
+            0
+        }
+    }
 }
 
 /// What tracking one packet did.
@@ -119,22 +129,16 @@ impl Conn {
             ProtoState::Tcp(tcp) => (tcp, 0),
             ProtoState::Datagram { replied, repeated } => (
                 TcpState::EMPTY,
-                bits::DATAGRAM
-                    | if replied { bits::REPLIED } else { 0 }
-                    | if repeated { bits::REPEATED } else { 0 },
+                bits::DATAGRAM | bits::of(replied, bits::REPLIED) | bits::of(repeated, bits::REPEATED),
             ),
-            ProtoState::Icmp { replied } => {
-                (TcpState::EMPTY, bits::ICMP | if replied { bits::REPLIED } else { 0 })
-            }
+            ProtoState::Icmp { replied } => (TcpState::EMPTY, bits::ICMP | bits::of(replied, bits::REPLIED)),
         };
-        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
-        let b = kind
-            | flag(from_lo, bits::INITIATOR_LO)
-            | flag(logged, bits::LOGGED)
-            | flag(counted, bits::COUNTED);
         let mut c = Conn { tcp, rule };
-        let [g0, g1] = generation_bits(generation).to_le_bytes();
-        c.tcp.host = [g0, g1, b];
+        c.tcp.host[2] = kind
+            | bits::of(from_lo, bits::INITIATOR_LO)
+            | bits::of(logged, bits::LOGGED)
+            | bits::of(counted, bits::COUNTED);
+        c.set_generation(generation_bits(generation));
         let expires = now_s.saturating_add(c.timeout(t));
         (c, expires)
     }
@@ -144,9 +148,10 @@ impl Conn {
         self.tcp.host[2]
     }
 
+    /// Sets (`on`) or clears flag `bit`.
     #[inline(always)]
-    fn set_bit(&mut self, bit: u8) {
-        self.tcp.host[2] |= bit;
+    fn set_bit(&mut self, bit: u8, on: bool) {
+        self.tcp.host[2] = self.bits() & !bit | bits::of(on, bit);
     }
 
     /// True when the `lo` endpoint of the key opened the connection.
@@ -163,7 +168,7 @@ impl Conn {
 
     /// Marks (or unmarks) the connection as logged.
     pub fn set_logged(&mut self, logged: bool) {
-        self.tcp.host[2] = self.bits() & !bits::LOGGED | if logged { bits::LOGGED } else { 0 };
+        self.set_bit(bits::LOGGED, logged);
     }
 
     /// True when the filter keeps this connection's packet and byte counts (it did when the
@@ -175,7 +180,7 @@ impl Conn {
 
     /// Marks the connection as counted (its counts start afresh: the caller's part).
     pub fn set_counted(&mut self) {
-        self.set_bit(bits::COUNTED);
+        self.set_bit(bits::COUNTED, true);
     }
 
     /// The low 16 bits ([`generation_bits`]) of the generation of the filter policy the connection
@@ -272,8 +277,8 @@ impl Conn {
             (None, _) => {
                 let datagram = self.bits() & bits::KIND == bits::DATAGRAM;
                 match side {
-                    Side::Responder => self.set_bit(bits::REPLIED),
-                    Side::Initiator if datagram => self.set_bit(bits::REPEATED),
+                    Side::Responder => self.set_bit(bits::REPLIED, true),
+                    Side::Initiator if datagram => self.set_bit(bits::REPEATED, true),
                     Side::Initiator => {}
                 }
                 Tracked::Ok

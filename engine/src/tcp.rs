@@ -485,12 +485,7 @@ impl TcpState {
         // A pure SYN will show both scale options. A SYN-ACK shows the responder's; if it has none,
         // scaling is off for both (RFC 7323 §1.3), otherwise the initiator's shift is unknown.
         let loose = if s.syn && !s.ack_flag { false } else { !s.syn || seg.options.wscale.is_some() };
-        let mut st = TcpState {
-            peers: [Peer::UNSEEN; 2],
-            pending_seq: 0,
-            flags: if loose { conn::LOOSE_SCALE } else { 0 },
-            host: [0; 3],
-        };
+        let mut st = TcpState { flags: if loose { conn::LOOSE_SCALE } else { 0 }, ..TcpState::EMPTY };
         st.first_segment(Side::Initiator, &s, seg);
         if s.rst {
             st.close_by_rst();
